@@ -1,0 +1,408 @@
+//! Validated configuration: what `confxml.xml` says, as plain typed data.
+//!
+//! `xml.rs` turns the text into a [`Config`] in one pass and collects every
+//! problem with its line and column. Nothing here can be invalid once built:
+//! regexes are compiled, paths are absolute, durations are `Duration`s.
+
+mod xml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use xml::parse;
+
+/// Default `<failLog path>` when the element or attribute is missing.
+pub const DEFAULT_FAIL_LOG: &str = "/var/lib/sersync/faillog";
+/// Default `timeToExecute`: the longest gap between two retries of a failing remote.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60 * 60);
+/// Default crontab `schedule` when the value is missing, zero or negative (as sersync 2.5).
+pub const DEFAULT_CRONTAB_INTERVAL: Duration = Duration::from_secs(600 * 60);
+
+/// Everything the daemon needs from the configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub path: PathBuf,
+    /// `<host hostip port start>`: the status and metrics HTTP endpoint.
+    pub host: HostConfig,
+    /// `<debug start>`: log every raw event, watch and rsync argv.
+    pub debug: bool,
+    /// `<fileSystem xfs>`: accepted for compatibility; `DT_UNKNOWN` is always resolved with `lstat`.
+    pub xfs: bool,
+    /// `<filter start>` + `<exclude expression>`: regexes on root-relative paths.
+    pub filter: FilterConfig,
+    /// `<inotify>` toggles.
+    pub inotify: InotifyToggles,
+    /// One entry per `<sersync><localpath>`, in file order.
+    pub roots: Vec<RootConfig>,
+    /// `<sersync><rsync>`: how rsync is invoked.
+    pub rsync: RsyncConfig,
+    /// `<sersync><failLog>`: the failure journal.
+    pub fail_log: FailLogConfig,
+    /// `<sersync><crontab start="true">`: periodic full sync; `None` when off.
+    pub crontab: Option<CrontabConfig>,
+    /// Plugins enabled by `<sersync><plugin start="true" name=…>` (usually at most one).
+    pub plugins: Vec<PluginKind>,
+    /// `<plugin name="command">` section, when present.
+    pub command: Option<CommandConfig>,
+    /// `<plugin name="socket">` section, when present.
+    pub socket: Option<SocketConfig>,
+    /// `<plugin name="http">` section, when present.
+    pub http: Option<HttpPluginConfig>,
+    /// `<plugin name="refreshCDN">` section, when present.
+    pub cdn: Option<CdnConfig>,
+    /// New `<pidfile path>`; `None` means the built-in default is used with `-d`.
+    pub pidfile: Option<PathBuf>,
+    /// New `<log path level>`.
+    pub log: LogConfig,
+    /// Warnings found while parsing (unknown elements, `True` for `true` …), already formatted
+    /// as `FILE:LINE:COL: message`; the caller logs them once logging is set up.
+    pub warnings: Vec<String>,
+}
+
+/// `<host hostip port start>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// `hostip` (default `127.0.0.1`; sersync's `localhost` is accepted).
+    pub ip: String,
+    /// `port` (default 8008).
+    pub port: u16,
+    /// New `start="true"`: serve `/metrics` and `/status` on that address.
+    pub start: bool,
+}
+
+/// `<filter>`: exclude regexes on the path relative to the root.
+#[derive(Debug, Clone, Default)]
+pub struct FilterConfig {
+    /// Compiled `<exclude expression>` regexes (empty when `start` is not `true`).
+    pub excludes: Vec<regex::bytes::Regex>,
+}
+
+/// `<inotify>` children; each turns on an inotify event kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct InotifyToggles {
+    /// `<delete>`: deletions are mirrored (rsync deletes on the remote).
+    pub delete: bool,
+    /// `<createFolder>`: new directories are watched and pushed.
+    pub create_folder: bool,
+    /// `<createFile>`: a file is pushed on create (usually off: pushed on close_write).
+    pub create_file: bool,
+    /// `<closeWrite>`: a file is pushed when a writer closes it.
+    pub close_write: bool,
+    /// `<moveFrom>`: a path moved away is deleted on the remote.
+    pub move_from: bool,
+    /// `<moveTo>`: a path moved in is pushed.
+    pub move_to: bool,
+    /// `<attrib>`: metadata changes (chmod, chown, touch) are pushed.
+    pub attrib: bool,
+    /// `<modify>`: every write is pushed (not recommended).
+    pub modify: bool,
+}
+
+impl Default for InotifyToggles {
+    /// The stock sersync 2.5 values.
+    fn default() -> Self {
+        InotifyToggles {
+            delete: true,
+            create_folder: true,
+            create_file: false,
+            close_write: true,
+            move_from: true,
+            move_to: true,
+            attrib: false,
+            modify: false,
+        }
+    }
+}
+
+/// One `<localpath watch>` with its remotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootConfig {
+    /// Absolute, existing directory, without trailing slash.
+    pub path: PathBuf,
+    /// At least one.
+    pub remotes: Vec<Remote>,
+}
+
+/// One `<remote>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// `<remote ip name>`: rsync daemon module `name` on `ip`.
+    Daemon {
+        /// Host name or address.
+        host: String,
+        /// rsync module name.
+        module: String,
+    },
+    /// `<remote ip name>` with `<ssh start="true">`: `name` is a path on `ip`.
+    Ssh {
+        /// `[user@]host`.
+        host: String,
+        /// Remote directory.
+        path: String,
+    },
+    /// New `<remote path="/srv/mirror">`: a local directory.
+    Local {
+        /// Absolute directory.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Remote::Daemon { host, module } => write!(f, "{host}::{module}"),
+            Remote::Ssh { host, path } => write!(f, "{host}:{path}"),
+            Remote::Local { path } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// `<sersync><rsync>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsyncConfig {
+    /// `<commonParams params>` split as shell words (default `-artuz`).
+    pub common_params: Vec<String>,
+    /// `<auth start="true" users passwordfile>`.
+    pub auth: Option<Auth>,
+    /// `<userDefinedPort start="true" port>`: rsync daemon TCP port.
+    pub port: Option<u16>,
+    /// `<timeout start="true" time>`: rsync `--timeout` in seconds.
+    pub timeout: Option<u32>,
+    /// `<ssh start="true">`.
+    pub ssh: bool,
+    /// The rsync binary (new `<rsync binary="…">`, default `rsync` from `PATH`).
+    pub binary: PathBuf,
+}
+
+/// rsync daemon authentication. The password itself is never read by us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// User name put before the host.
+    pub user: String,
+    /// Password file handed to rsync with `--password-file` (mode 0600, checked).
+    pub password_file: PathBuf,
+}
+
+/// `<failLog path timeToExecute>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailLogConfig {
+    /// Journal file.
+    pub path: PathBuf,
+    /// `timeToExecute` minutes: the longest gap between two retries of a failing remote.
+    pub retry_max: Duration,
+}
+
+/// `<crontab start="true" schedule>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrontabConfig {
+    /// `schedule` minutes (decimals allowed).
+    pub interval: Duration,
+    /// `<crontabfilter start="true">` globs, passed to rsync as `--exclude`.
+    pub excludes: Vec<String>,
+}
+
+/// Plugin names accepted by `<plugin name>` and `-m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    /// `command`
+    Command,
+    /// `socket`
+    Socket,
+    /// `http`
+    Http,
+    /// `refreshCDN`
+    RefreshCdn,
+}
+
+impl PluginKind {
+    /// Parses a plugin name as sersync spells it (case-insensitive).
+    pub fn from_name(name: &str) -> Option<PluginKind> {
+        match name.to_ascii_lowercase().as_str() {
+            "command" => Some(PluginKind::Command),
+            "socket" => Some(PluginKind::Socket),
+            "http" => Some(PluginKind::Http),
+            "refreshcdn" => Some(PluginKind::RefreshCdn),
+            _ => None,
+        }
+    }
+
+    /// The name as sersync spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginKind::Command => "command",
+            PluginKind::Socket => "socket",
+            PluginKind::Http => "http",
+            PluginKind::RefreshCdn => "refreshCDN",
+        }
+    }
+}
+
+/// `<plugin name="command">`.
+#[derive(Debug, Clone)]
+pub struct CommandConfig {
+    /// `prefix` split as shell words (the program and its first arguments).
+    pub prefix: Vec<String>,
+    /// `suffix` split as shell words (arguments after the path).
+    pub suffix: Vec<String>,
+    /// `ignoreError="true"`: discard the command's output and exit status.
+    pub ignore_error: bool,
+    /// `<filter start="true"><include expression>`: full-match regexes on the absolute path;
+    /// `None` means every path runs the command.
+    pub include: Option<Vec<regex::bytes::Regex>>,
+    /// New `timeout` attribute on `<param>` (seconds, default 60).
+    pub timeout: Duration,
+    /// New `concurrency` attribute on `<param>` (default 4).
+    pub concurrency: usize,
+}
+
+/// `<plugin name="socket">`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketConfig {
+    /// `<localpath watch>`: the root whose events are sent.
+    pub root: PathBuf,
+    /// `<deshost ip>`.
+    pub host: String,
+    /// `<deshost port>`.
+    pub port: u16,
+    /// New `<deshost format="lines">`: `EVENT PATH\n` over one persistent connection;
+    /// default `false`, the original bare path per connection.
+    pub lines: bool,
+}
+
+/// `<plugin name="http">`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpPluginConfig {
+    /// `<localpath watch>`.
+    pub root: PathBuf,
+    /// `<deshost url>`: where the form is POSTed.
+    pub url: String,
+}
+
+/// CDN purge API, chosen by the new `<cdninfo provider>` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CdnProvider {
+    /// The original ChinaCache `HEAD /index.jsp?user=…` message (default).
+    ChinaCache,
+    /// HTTP `PURGE` per URL (Varnish, nginx cache purge, Fastly).
+    Purge,
+    /// Cloudflare `purge_cache` API.
+    Cloudflare,
+    /// JSON POST of `{"urls":[…],"dirs":[…]}`.
+    Webhook,
+}
+
+/// `<plugin name="refreshCDN">`.
+#[derive(Debug, Clone)]
+pub struct CdnConfig {
+    /// `<localpath watch>`: the root whose changes are purged.
+    pub root: PathBuf,
+    /// `provider` attribute.
+    pub provider: CdnProvider,
+    /// `<cdninfo domainname>`: host of the purge API (ChinaCache, PURGE target).
+    pub domain: String,
+    /// `<cdninfo port>`.
+    pub port: u16,
+    /// `<cdninfo username>` (ChinaCache).
+    pub username: String,
+    /// `<cdninfo passwd>` (ChinaCache). Never logged.
+    pub password: String,
+    /// `<sendurl base>`: public URL prefix.
+    pub base_url: String,
+    /// `<regexurl regex="true" match>`: compiled `match`; `None` when `regex` is not `true`.
+    pub url_regex: Option<regex::bytes::Regex>,
+    /// New `<cdninfo tokenfile>` (Cloudflare bearer token file).
+    pub token_file: Option<PathBuf>,
+    /// New `<cdninfo zone>` (Cloudflare zone id).
+    pub zone: Option<String>,
+    /// New `<cdninfo endpoint>` (Cloudflare API base, default `https://api.cloudflare.com`).
+    pub endpoint: String,
+    /// New `<cdninfo url>` (webhook target).
+    pub webhook_url: Option<String>,
+    /// New `<cdninfo batch>`: URLs per request (default 30).
+    pub batch: usize,
+    /// New `<cdninfo rate>`: requests per second at most (default 10).
+    pub rate_per_sec: f64,
+    /// New `<cdninfo timeout>` seconds per request (default 10).
+    pub timeout: Duration,
+}
+
+/// New `<log path level>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Log file used with `-d` (and in the foreground when given).
+    pub path: Option<PathBuf>,
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    pub level: Option<String>,
+}
+
+/// One problem found in a configuration file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub col: u32,
+    /// What is wrong, lower case, no final period.
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid configuration.
+    #[error("{}", format_problems(path, problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+fn format_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.col, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] with
+    /// every problem found otherwise.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        parse(&bytes, path).map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// The remotes of every root as `(root index, remote index, remote)`.
+    pub fn targets(&self) -> impl Iterator<Item = (usize, usize, &Remote)> + '_ {
+        self.roots.iter().enumerate().flat_map(|(root_idx, root)| {
+            root.remotes
+                .iter()
+                .enumerate()
+                .map(move |(remote_idx, remote)| (root_idx, remote_idx, remote))
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! The currency passed between stages: filesystem events, push jobs and their outcomes.
+//!
+//! Paths here are always relative to their root (`a/b/c.txt`, no leading `/`), held as
+//! `PathBuf` so that non-UTF-8 names survive byte-exact.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What has to happen to a path on a remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Make the remote copy equal to the local one (create, modify, attrib, moved in).
+    Update,
+    /// Remove the remote copy (deleted, moved out).
+    Delete,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Update => "update",
+            Op::Delete => "delete",
+        })
+    }
+}
+
+/// One change seen by the watcher, already filtered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsEvent {
+    /// A path under a root changed.
+    Change(Change),
+    /// Events of this root may have been lost (inotify queue overflow, a subtree that
+    /// could not be watched): the whole root must be synced again.
+    Rescan {
+        /// Index of the root in `Config::roots`.
+        root: usize,
+    },
+}
+
+/// A change of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Index of the root in `Config::roots`.
+    pub root: usize,
+    /// Path relative to the root.
+    pub rel: PathBuf,
+    /// What to do with it remotely.
+    pub op: Op,
+    /// Whether the path is (or was) a directory.
+    pub is_dir: bool,
+    /// The raw inotify mask that caused it (0 for synthesized events from scans); the
+    /// http plugin reports it.
+    pub mask: u32,
+    /// When the kernel event was read, for push latency metrics.
+    pub seen: Instant,
+}
+
+/// Identifies one remote of one root: the unit that has its own queue and backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId {
+    /// Index in `Config::roots`.
+    pub root: usize,
+    /// Index in that root's `remotes`.
+    pub remote: usize,
+}
+
+impl fmt::Display for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root{}/remote{}", self.root, self.remote)
+    }
+}
+
+/// One path in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to the root.
+    pub rel: PathBuf,
+    /// What to do remotely.
+    pub op: Op,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+}
+
+/// Work for one push worker: one rsync run against one remote.
+#[derive(Debug, Clone)]
+pub enum PushJob {
+    /// Push these paths (updates and deletes) in one run.
+    Batch {
+        /// The remote.
+        target: TargetId,
+        /// The paths, each at most once.
+        entries: Vec<Entry>,
+    },
+    /// Mirror the whole root.
+    Full {
+        /// The remote.
+        target: TargetId,
+        /// Why: `startup`, `crontab`, `rescan`.
+        reason: &'static str,
+        /// Extra rsync `--exclude` globs (crontabfilter).
+        extra_excludes: Vec<String>,
+    },
+}
+
+impl PushJob {
+    /// The remote this job is for.
+    pub fn target(&self) -> TargetId {
+        match self {
+            PushJob::Batch { target, .. } | PushJob::Full { target, .. } => *target,
+        }
+    }
+}
+
+/// What a push worker reports back after a job.
+#[derive(Debug)]
+pub struct PushOutcome {
+    /// The job as it was dispatched.
+    pub job: PushJob,
+    /// `Ok` or the reason it failed.
+    pub result: Result<(), PushFailure>,
+}
+
+/// Why a job did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushFailure {
+    /// rsync's exit code (`None`: not started, killed or timed out).
+    pub code: Option<i32>,
+    /// A short reason (last lines of stderr, or the spawn error), without secrets.
+    pub reason: String,
+    /// Whether retrying later may help; `false` means only a configuration change will
+    /// (the work is still kept in the journal).
+    pub retryable: bool,
+}
+
+/// A change that reached every remote of its root: what plugins and the CDN act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Index in `Config::roots`.
+    pub root: usize,
+    /// Path relative to the root.
+    pub rel: PathBuf,
+    /// What happened.
+    pub op: Op,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// The inotify mask of the last event for the path (0 if synthesized).
+    pub mask: u32,
+}

@@ -1,0 +1,2 @@
+//! The `sersync` binary: see the library crate.
+fn main() {}

@@ -1,0 +1,3 @@
+//! TODO: pipeline
+/// A running pipeline.
+pub struct Pipeline;
