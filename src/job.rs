@@ -84,32 +84,30 @@ pub struct Entry {
 
 /// Work for one push worker: one rsync run against one remote.
 #[derive(Debug, Clone)]
-pub enum PushJob {
+pub struct PushJob {
+    /// Unique per process; matches the outcome to the job.
+    pub id: u64,
+    /// The remote.
+    pub target: TargetId,
+    /// What to run.
+    pub kind: JobKind,
+}
+
+/// The two kinds of rsync run.
+#[derive(Debug, Clone)]
+pub enum JobKind {
     /// Push these paths (updates and deletes) in one run.
     Batch {
-        /// The remote.
-        target: TargetId,
         /// The paths, each at most once.
         entries: Vec<Entry>,
     },
     /// Mirror the whole root.
     Full {
-        /// The remote.
-        target: TargetId,
-        /// Why: `startup`, `crontab`, `rescan`.
+        /// Why: `startup`, `crontab`, `rescan`, `journal`.
         reason: &'static str,
         /// Extra rsync `--exclude` globs (crontabfilter).
         extra_excludes: Vec<String>,
     },
-}
-
-impl PushJob {
-    /// The remote this job is for.
-    pub fn target(&self) -> TargetId {
-        match self {
-            PushJob::Batch { target, .. } | PushJob::Full { target, .. } => *target,
-        }
-    }
 }
 
 /// What a push worker reports back after a job.
@@ -119,6 +117,8 @@ pub struct PushOutcome {
     pub job: PushJob,
     /// `Ok` or the reason it failed.
     pub result: Result<(), PushFailure>,
+    /// The equivalent command line, without secrets, for the journal and logs.
+    pub command: String,
 }
 
 /// Why a job did not succeed.

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub watches: AtomicU64,
     /// Distinct paths waiting to be pushed, summed over remotes.
     pub queue_depth: AtomicU64,
+    /// Paths in rsync runs now, summed over remotes, plus running full syncs.
+    pub in_flight: AtomicU64,
     /// Full syncs started.
     pub full_syncs: AtomicU64,
     /// Full syncs that failed.

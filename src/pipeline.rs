@@ -1,3 +1,234 @@
-//! TODO: pipeline
-/// A running pipeline.
-pub struct Pipeline;
+//! Wiring: channels, named threads, start and orderly shutdown.
+//!
+//! ```text
+//! [watch] --FsEvent--> [coalesce] --PushJob--> [push x n] --PushOutcome--> [coalesce]
+//!                          |                                                   |
+//!                          +--Delivered--> [plugin / cdn]     journal <--------+
+//! ```
+//! Start order: push workers, then the watcher (its watches exist before anything is
+//! pushed, so `-r` has no startup gap), then the scheduler. Shutdown: stop the watcher;
+//! the scheduler sees its input close, waits for running jobs, journals the rest and
+//! returns; the workers see the job channel close.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, bounded};
+
+use crate::coalesce::queue::Caps;
+use crate::coalesce::{self, Channels, Journal, Scheduler, SchedulerConfig};
+use crate::config::{Config, Remote};
+use crate::filter::Filter;
+use crate::job::FsEvent;
+use crate::metrics::Metrics;
+use crate::push::{self, PushContext};
+use crate::watch::{self, WatchOptions, Watcher};
+
+/// Capacity of the watch → coalesce channel.
+const EVENT_CHANNEL: usize = 4096;
+/// Paths per rsync run at most.
+pub const MAX_BATCH_PATHS: usize = 4096;
+/// File bytes per rsync run at most.
+pub const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
+/// A batch still running after this long is killed and retried.
+pub const BATCH_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Why the pipeline could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A thread could not be started.
+    #[error("cannot start thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The watcher failed.
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    /// A stage panicked.
+    #[error("stage {0} panicked")]
+    Panicked(&'static str),
+}
+
+/// Options from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `-n`: push workers.
+    pub n_workers: usize,
+    /// `-r`: full sync of every root first.
+    pub full_sync_first: bool,
+    /// How long shutdown waits for running rsync jobs.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            n_workers: 10,
+            full_sync_first: false,
+            shutdown_grace: coalesce::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// A running pipeline. Field order is shutdown order.
+pub struct Pipeline {
+    watcher: Option<Watcher>,
+    inject_tx: Option<Sender<FsEvent>>,
+    scheduler: Option<JoinHandle<bool>>,
+    workers: Vec<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The journal key of a remote: stable across restarts and config edits.
+pub fn target_key(root: &std::path::Path, remote: &Remote) -> String {
+    format!("{} -> {remote}", root.display())
+}
+
+impl Pipeline {
+    /// Starts every stage.
+    ///
+    /// # Errors
+    /// When a thread cannot start or no root can be watched.
+    pub fn start(
+        config: &Config,
+        options: &Options,
+        journal: Arc<dyn Journal>,
+    ) -> Result<Pipeline, PipelineError> {
+        let metrics = Arc::new(Metrics::default());
+        let filter = Arc::new(Filter::new(config.filter.excludes.clone()));
+        let n_workers = options.n_workers.max(1);
+        let (job_tx, job_rx) = bounded(n_workers);
+        let (outcome_tx, outcome_rx) = bounded(n_workers);
+        let (event_tx, event_rx) = bounded(EVENT_CHANNEL);
+        let context = PushContext {
+            roots: config
+                .roots
+                .iter()
+                .map(|r| (r.path.clone(), r.remotes.clone()))
+                .collect(),
+            rsync: config.rsync.clone(),
+            filter: Arc::clone(&filter),
+            delete: config.inotify.delete,
+            batch_limit: Some(BATCH_LIMIT),
+        };
+        let workers = push::spawn(n_workers, Arc::new(context), &job_rx, &outcome_tx)?;
+        drop((job_rx, outcome_tx));
+        let roots: Vec<PathBuf> = config.roots.iter().map(|r| r.path.clone()).collect();
+        let watch_options = WatchOptions {
+            toggles: config.inotify,
+            debug: config.debug,
+        };
+        let watcher = watch::spawn(
+            roots.clone(),
+            watch_options,
+            filter,
+            event_tx.clone(),
+            Arc::clone(&metrics),
+        )?;
+        let scheduler_config = SchedulerConfig {
+            target_keys: config
+                .roots
+                .iter()
+                .map(|r| {
+                    r.remotes
+                        .iter()
+                        .map(|remote| target_key(&r.path, remote))
+                        .collect()
+                })
+                .collect(),
+            roots,
+            n_workers,
+            delete: config.inotify.delete,
+            caps: Caps {
+                max_paths: MAX_BATCH_PATHS,
+                max_bytes: MAX_BATCH_BYTES,
+            },
+            retry_max: config.fail_log.retry_max,
+            crontab: config.crontab.clone(),
+            full_sync_first: options.full_sync_first,
+            shutdown_grace: options.shutdown_grace,
+            track_delivery: false,
+        };
+        let scheduler = Scheduler::new(
+            scheduler_config,
+            journal,
+            Arc::clone(&metrics),
+            std::time::Instant::now(),
+        );
+        let channels = Channels {
+            event_rx,
+            outcome_rx,
+            job_tx,
+            delivered_tx: None,
+        };
+        let scheduler = coalesce::spawn(scheduler, channels, Arc::clone(&metrics))?;
+        Ok(Pipeline {
+            watcher: Some(watcher),
+            inject_tx: Some(event_tx),
+            scheduler: Some(scheduler),
+            workers,
+            metrics,
+        })
+    }
+
+    /// Feeds an event as if the watcher had produced it (tests, overflow simulation).
+    pub fn inject(&self, event: FsEvent) {
+        if let Some(tx) = &self.inject_tx {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// The shared figures.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Nothing queued and nothing running (events still in the channel are not seen).
+    pub fn is_idle(&self) -> bool {
+        self.metrics.queue_depth.load(Ordering::Relaxed) == 0
+            && self.metrics.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// Stops reading events, lets running jobs finish (up to the grace period), journals
+    /// what is left and joins every thread.
+    ///
+    /// # Errors
+    /// When a stage panicked or the watcher failed.
+    pub fn shutdown(mut self) -> Result<(), PipelineError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), PipelineError> {
+        let mut result = Ok(());
+        if let Some(watcher) = self.watcher.take() {
+            if let Err(err) = watcher.stop() {
+                result = Err(err.into());
+            }
+        }
+        self.inject_tx = None;
+        let mut workers_idle = true;
+        if let Some(handle) = self.scheduler.take() {
+            match handle.join() {
+                Ok(all_reported) => workers_idle = all_reported,
+                Err(_) => result = Err(PipelineError::Panicked("coalesce")),
+            }
+        }
+        if !workers_idle {
+            // Jobs outlived the grace period and are journaled; do not wait for them.
+            self.workers.clear();
+        }
+        for handle in self.workers.drain(..) {
+            if handle.join().is_err() {
+                result = Err(PipelineError::Panicked("push"));
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

@@ -1,0 +1,270 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::config::Auth;
+
+fn config(params: &[&str]) -> RsyncConfig {
+    RsyncConfig {
+        common_params: params.iter().map(|s| (*s).to_owned()).collect(),
+        auth: Some(Auth {
+            user: "tester".into(),
+            password_file: PathBuf::from("/etc/rsync.pas"),
+        }),
+        port: Some(874),
+        timeout: Some(100),
+        ssh: false,
+        binary: PathBuf::from("rsync"),
+    }
+}
+
+fn strings(args: &[OsString]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn daemon_batch_argv() {
+    let remote = Remote::Daemon {
+        host: "127.0.0.1".into(),
+        module: "tongbu1".into(),
+    };
+    let args = args(
+        &config(&["-artuz"]),
+        Path::new("/opt/tongbu"),
+        &remote,
+        RunKind::Batch { delete: true },
+        &[],
+    );
+    assert_eq!(
+        strings(&args),
+        [
+            "-artuz",
+            "--no-recursive",
+            "--ignore-times",
+            "--from0",
+            "--files-from=-",
+            "--delete-missing-args",
+            "--force",
+            "--timeout=100",
+            "--port=874",
+            "--password-file=/etc/rsync.pas",
+            "--sockopts=TCP_NODELAY",
+            "/opt/tongbu/",
+            "tester@127.0.0.1::tongbu1/",
+        ]
+    );
+}
+
+#[test]
+fn batch_without_delete_ignores_missing_paths() {
+    let remote = Remote::Local {
+        path: PathBuf::from("/srv/mirror"),
+    };
+    let mut rsync = config(&["-a"]);
+    rsync.auth = None;
+    let args = strings(&args(
+        &rsync,
+        Path::new("/w"),
+        &remote,
+        RunKind::Batch { delete: false },
+        &[],
+    ));
+    assert!(args.contains(&"--ignore-missing-args".to_owned()));
+    assert!(!args.iter().any(|a| a.starts_with("--delete")));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--sockopts") || a.starts_with("--password"))
+    );
+    assert_eq!(args.last().map(String::as_str), Some("/srv/mirror/"));
+}
+
+#[test]
+fn sockopts_from_common_params_win() {
+    let remote = Remote::Daemon {
+        host: "h".into(),
+        module: "m".into(),
+    };
+    let args = strings(&args(
+        &config(&["-a", "--sockopts=SO_SNDBUF=65536"]),
+        Path::new("/w"),
+        &remote,
+        RunKind::Full { delete: false },
+        &[],
+    ));
+    assert_eq!(
+        args.iter().filter(|a| a.starts_with("--sockopts")).count(),
+        1
+    );
+}
+
+#[test]
+fn ssh_remote_gets_rsh_unless_given() {
+    let remote = Remote::Ssh {
+        host: "backup@10.0.0.2".into(),
+        path: "/data/backup/".into(),
+    };
+    let mut rsync = config(&["-artuz"]);
+    rsync.auth = None;
+    rsync.ssh = true;
+    let plain = strings(&args(
+        &rsync,
+        Path::new("/w"),
+        &remote,
+        RunKind::Full { delete: true },
+        &[],
+    ));
+    assert!(plain.windows(2).any(|w| w == ["-e", "ssh"]));
+    assert_eq!(
+        plain.last().map(String::as_str),
+        Some("backup@10.0.0.2:/data/backup/")
+    );
+    rsync.common_params = vec!["-az".into(), "-e".into(), "ssh -p 2222".into()];
+    let custom = strings(&args(
+        &rsync,
+        Path::new("/w"),
+        &remote,
+        RunKind::Full { delete: true },
+        &[],
+    ));
+    assert_eq!(custom.iter().filter(|a| *a == "-e").count(), 1);
+    assert!(custom.contains(&"ssh -p 2222".to_owned()));
+}
+
+#[test]
+fn full_sync_argv_has_recursion_delete_and_excludes() {
+    let remote = Remote::Daemon {
+        host: "h".into(),
+        module: "m".into(),
+    };
+    let args = strings(&args(
+        &config(&["-artuz"]),
+        Path::new("/w"),
+        &remote,
+        RunKind::Full { delete: true },
+        &["*.php".into(), "info/*".into()],
+    ));
+    for wanted in [
+        "--recursive",
+        "--delete",
+        "--exclude-from=-",
+        "--from0",
+        "--exclude=*.php",
+        "--exclude=info/*",
+    ] {
+        assert!(
+            args.contains(&wanted.to_owned()),
+            "{wanted} missing from {args:?}"
+        );
+    }
+    let position = |arg: &str| args.iter().position(|a| a == arg);
+    assert!(
+        position("--from0") < position("--exclude-from=-"),
+        "rsync applies --from0 only to lists after it"
+    );
+}
+
+#[test]
+fn exit_code_table() {
+    // (code, stderr, outcome): None = success, Some(retryable).
+    let table: &[(i32, &str, Option<bool>)] = &[
+        (0, "", None),
+        (24, "some files vanished", None),
+        (23, "some files/attrs were not transferred", Some(true)),
+        (1, "syntax or usage error", Some(false)),
+        (2, "protocol incompatibility", Some(false)),
+        (3, "errors selecting input/output files, dirs", Some(false)),
+        (4, "requested action not supported", Some(false)),
+        (5, "@ERROR: auth failed on module m", Some(false)),
+        (5, "@ERROR: Unknown module 'x'", Some(false)),
+        (
+            5,
+            "@ERROR: max connections (4) reached -- try again later",
+            Some(true),
+        ),
+        (10, "error in socket IO", Some(true)),
+        (11, "error in file IO", Some(true)),
+        (12, "error in rsync protocol data stream", Some(true)),
+        (14, "error in IPC code", Some(true)),
+        (20, "received SIGINT", Some(true)),
+        (30, "timeout in data send/receive", Some(true)),
+        (35, "timeout waiting for daemon connection", Some(true)),
+        (255, "ssh: connect to host", Some(true)),
+    ];
+    for (code, stderr, expected) in table {
+        let outcome = classify(*code, stderr);
+        match expected {
+            None => assert!(outcome.is_ok(), "code {code} should be success"),
+            Some(retryable) => {
+                let failure = outcome.expect_err("failure expected");
+                assert_eq!(failure.retryable, *retryable, "code {code} ({stderr})");
+                assert_eq!(failure.code, Some(*code));
+            }
+        }
+    }
+}
+
+#[test]
+fn exact_pattern_escapes_only_wild_names() {
+    assert_eq!(
+        exact_pattern(Path::new("a/b.gz")),
+        OsString::from("/a/b.gz")
+    );
+    assert_eq!(exact_pattern(Path::new("a\\b")), OsString::from("/a\\b"));
+    assert_eq!(
+        exact_pattern(Path::new("x[1]*?\\y")),
+        OsString::from("/x\\[1]\\*\\?\\\\y")
+    );
+}
+
+#[test]
+fn batch_stdin_is_nul_separated_and_byte_exact() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let odd = PathBuf::from(OsStr::from_bytes(b"new\nline\xff"));
+    let entries = vec![
+        Entry {
+            rel: odd,
+            op: Op::Update,
+            is_dir: false,
+        },
+        Entry {
+            rel: PathBuf::from("-rf"),
+            op: Op::Delete,
+            is_dir: false,
+        },
+    ];
+    assert_eq!(batch_stdin(&entries), b"new\nline\xff\0-rf\0".to_vec());
+    assert!(has_deletes(&entries));
+}
+
+#[test]
+fn describe_quotes_and_hides_nothing_secret() {
+    let args = vec![
+        OsString::from("--password-file=/etc/rsync.pas"),
+        OsString::from("a b"),
+    ];
+    assert_eq!(
+        describe(Path::new("rsync"), &args),
+        "rsync '--password-file=/etc/rsync.pas' 'a b'"
+    );
+}
+
+#[test]
+fn run_reports_spawn_failure_as_retryable() {
+    let failure = run(Path::new("/nonexistent/rsync"), &[], b"", None).expect_err("cannot spawn");
+    assert!(failure.retryable);
+    assert_eq!(failure.code, None);
+}
+
+#[test]
+fn run_kills_after_limit() {
+    let failure = run(
+        Path::new("sleep"),
+        &["5".into()],
+        b"",
+        Some(Duration::from_millis(200)),
+    )
+    .expect_err("killed");
+    assert!(failure.reason.contains("killed"), "{}", failure.reason);
+}

@@ -1,0 +1,167 @@
+//! Shared test helpers: deadlines, tree comparison, engine environments.
+#![allow(dead_code)]
+
+pub mod rsyncd;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sersync::coalesce::{Journal, MemoryJournal};
+use sersync::config::{
+    Auth, Config, FailLogConfig, FilterConfig, HostConfig, InotifyToggles, LogConfig, Remote,
+    RootConfig, RsyncConfig,
+};
+use sersync::pipeline::{Options, Pipeline};
+
+pub use rsyncd::RsyncDaemon;
+
+/// How long a sync may take in tests before it counts as lost.
+pub const SYNC_LIMIT: Duration = Duration::from_secs(20);
+
+/// Polls `check` every 20 ms until it holds; panics after `limit` naming what was awaited.
+#[track_caller]
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A source tree mirrored to a real rsync daemon (and optionally a local directory).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub daemon: RsyncDaemon,
+    pub config: Config,
+    pub journal: Arc<MemoryJournal>,
+}
+
+impl Env {
+    /// Source + daemon; config with stock toggles, `-artuz`, auth.
+    pub fn new() -> Env {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).expect("src");
+        let daemon = RsyncDaemon::start(&dir.path().join("mirror"));
+        let config = daemon_config(&src, &daemon);
+        Env {
+            dir,
+            src,
+            daemon,
+            config,
+            journal: Arc::new(MemoryJournal::default()),
+        }
+    }
+
+    /// The mirror directory the daemon writes.
+    pub fn mirror(&self) -> &Path {
+        &self.daemon.module_root
+    }
+
+    /// Starts the engine in-process.
+    pub fn start(&self, options: &Options) -> Pipeline {
+        let journal: Arc<dyn Journal> = self.journal.clone();
+        Pipeline::start(&self.config, options, journal).expect("pipeline starts")
+    }
+
+    /// Writes a file under the source (parents created).
+    pub fn write(&self, rel: impl AsRef<Path>, content: &[u8]) {
+        let path = self.src.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("parents");
+        }
+        std::fs::write(path, content).expect("write");
+    }
+
+    /// Waits until the mirror equals the source, byte-exact.
+    #[track_caller]
+    pub fn wait_converged(&self, limit: Duration) {
+        let mut last;
+        let deadline = Instant::now() + limit;
+        loop {
+            match tree::diff(&self.src, self.mirror()) {
+                None => return,
+                Some(d) => last = d,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mirror did not converge within {limit:?}: {last}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// A config mirroring `src` to the daemon's module with auth.
+pub fn daemon_config(src: &Path, daemon: &RsyncDaemon) -> Config {
+    let mut config = base_config(
+        src,
+        vec![Remote::Daemon {
+            host: "127.0.0.1".into(),
+            module: rsyncd::MODULE.into(),
+        }],
+    );
+    config.rsync.auth = Some(Auth {
+        user: rsyncd::USER.into(),
+        password_file: daemon.password_file.clone(),
+    });
+    config.rsync.port = Some(daemon.port);
+    config
+}
+
+/// A config with stock toggles and the given remotes.
+pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
+    Config {
+        path: PathBuf::from("test.xml"),
+        host: HostConfig {
+            ip: "127.0.0.1".into(),
+            port: 8008,
+            start: false,
+        },
+        debug: false,
+        xfs: false,
+        filter: FilterConfig::default(),
+        inotify: InotifyToggles::default(),
+        roots: vec![RootConfig {
+            path: src.to_path_buf(),
+            remotes,
+        }],
+        rsync: RsyncConfig {
+            common_params: vec!["-artuz".into()],
+            auth: None,
+            port: None,
+            timeout: Some(30),
+            ssh: false,
+            binary: PathBuf::from("rsync"),
+        },
+        fail_log: FailLogConfig {
+            path: PathBuf::from("/nonexistent/faillog"),
+            retry_max: Duration::from_secs(3),
+        },
+        crontab: None,
+        plugins: Vec::new(),
+        command: None,
+        socket: None,
+        http: None,
+        cdn: None,
+        pidfile: None,
+        log: LogConfig::default(),
+        warnings: Vec::new(),
+    }
+}
+
+/// Options with a few workers.
+pub fn options(full_sync_first: bool) -> Options {
+    Options {
+        n_workers: 4,
+        full_sync_first,
+        ..Options::default()
+    }
+}
