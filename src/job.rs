@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// What has to happen to a path on a remote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     /// Make the remote copy equal to the local one (create, modify, attrib, moved in).
     Update,

@@ -232,17 +232,17 @@ impl TargetQueue {
         let mut batch = Vec::new();
         let mut aside = Vec::new();
         let mut bytes = 0u64;
-        let mut chosen = BTreeSet::new();
+        let mut chosen: BTreeMap<PathBuf, (Op, bool)> = BTreeMap::new();
         while let Some(path) = self.order.pop_front() {
             let Some(pending) = self.pending.get(&path) else {
                 continue;
             };
-            if chosen.contains(&path) {
+            if chosen.contains_key(&path) {
                 continue; // a stale duplicate in `order`
             }
             if pending.not_before.is_some_and(|nb| nb > now)
                 || self.conflicts(&path, pending.op, pending.is_dir)
-                || self.conflicts_with_chosen(&chosen, &path, pending)
+                || Self::conflicts_with_chosen(&chosen, &path, pending)
             {
                 aside.push(path);
                 continue;
@@ -261,7 +261,7 @@ impl TargetQueue {
             let Some(pending) = self.pending.remove(&path) else {
                 continue;
             };
-            chosen.insert(path.clone());
+            chosen.insert(path.clone(), (pending.op, pending.is_dir));
             let entry = Entry {
                 rel: path,
                 op: pending.op,
@@ -275,23 +275,28 @@ impl TargetQueue {
         batch
     }
 
-    /// Within one batch a delete of a directory and a change below it would be applied in
-    /// rsync's order, not ours: keep them in separate runs.
+    /// Within one batch rsync applies entries in its own order, not ours: a delete (or a
+    /// directory replaced by a file) and a change below it go in separate runs. A new
+    /// directory and the files in it may share one (`mkdir -p` bursts).
     fn conflicts_with_chosen(
-        &self,
-        chosen: &BTreeSet<PathBuf>,
+        chosen: &BTreeMap<PathBuf, (Op, bool)>,
         path: &Path,
         pending: &Pending,
     ) -> bool {
         if chosen.is_empty() {
             return false;
         }
-        let ancestor_chosen = path.ancestors().skip(1).any(|a| chosen.contains(a));
-        let descendant_chosen = chosen
+        let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
+        let above = path
+            .ancestors()
+            .skip(1)
+            .filter_map(|a| chosen.get(a))
+            .any(|(op, is_dir)| destructive(*op, *is_dir));
+        let below = chosen
             .range(path.to_path_buf()..)
-            .nth(1)
-            .is_some_and(|p| p.starts_with(path));
-        (ancestor_chosen || descendant_chosen) && (pending.op == Op::Delete || !pending.is_dir)
+            .find(|(p, _)| p.as_path() != path)
+            .is_some_and(|(p, _)| p.starts_with(path));
+        above || (below && destructive(pending.op, pending.is_dir))
     }
 
     fn take_all(&mut self) -> Vec<Taken> {

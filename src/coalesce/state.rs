@@ -193,7 +193,7 @@ impl Scheduler {
                         let below: Vec<_> = self
                             .owed
                             .range((change.root, change.rel.clone())..)
-                            .skip(1)
+                            .skip_while(|((r, p), _)| *r == change.root && *p == change.rel)
                             .take_while(|((r, p), _)| {
                                 *r == change.root && p.starts_with(&change.rel)
                             })
