@@ -283,7 +283,9 @@ pub(super) fn unescape(text: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn hex_value(digit: u8) -> Option<u8> {
-    char::from(digit).to_digit(16).and_then(|v| u8::try_from(v).ok())
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|v| u8::try_from(v).ok())
 }
 
 /// 9999-12-31T23:59:59Z, the last time with a four-digit year.

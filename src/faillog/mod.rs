@@ -468,11 +468,13 @@ impl FailLog {
     /// [`FailLogError::Io`] if the journal cannot be written or fsync'd; nothing was
     /// cleared then.
     pub fn clear_retried(&self, retried: &[JournalEntry]) -> Result<usize, FailLogError> {
-        self.clear_where(
-            retried
-                .iter()
-                .map(|entry| (entry.target.as_str(), entry.rel.as_path(), Some(entry.revision))),
-        )
+        self.clear_where(retried.iter().map(|entry| {
+            (
+                entry.target.as_str(),
+                entry.rel.as_path(),
+                Some(entry.revision),
+            )
+        }))
     }
 
     fn clear_where<'a>(
@@ -588,7 +590,11 @@ impl FailLog {
         }
         if let Err(source) = fs::rename(&self.tmp_path, &self.path) {
             let _ = fs::remove_file(&self.tmp_path);
-            return Err(io_error(&self.path, "replace by its compacted copy", source));
+            return Err(io_error(
+                &self.path,
+                "replace by its compacted copy",
+                source,
+            ));
         }
         // The old handle now refers to the replaced file: switch before anything else
         // can fail.
@@ -708,8 +714,7 @@ fn excerpt(line: &[u8]) -> String {
 fn not_journal(path: &Path, first_line: &[u8]) -> FailLogError {
     FailLogError::NotJournal {
         path: path.to_path_buf(),
-        first_line: String::from_utf8_lossy(&first_line[..first_line.len().min(80)])
-            .into_owned(),
+        first_line: String::from_utf8_lossy(&first_line[..first_line.len().min(80)]).into_owned(),
     }
 }
 
@@ -769,8 +774,8 @@ fn parent_dir(path: &Path) -> &Path {
 /// The effective uid, from `/proc/self/status` (`geteuid` would need `unsafe`).
 fn effective_uid() -> Result<u32, FailLogError> {
     let status_path = Path::new("/proc/self/status");
-    let status = fs::read_to_string(status_path)
-        .map_err(|source| io_error(status_path, "read", source))?;
+    let status =
+        fs::read_to_string(status_path).map_err(|source| io_error(status_path, "read", source))?;
     status
         .lines()
         .find_map(|line| line.strip_prefix("Uid:"))
