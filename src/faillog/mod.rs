@@ -61,19 +61,22 @@
 //! written to `<path>.tmp` (0600), fsync'd, renamed over `<path>`, directory fsync'd. A
 //! `<path>.tmp` left by a crash is removed on open; the journal itself is intact then.
 
+mod entries;
+mod file;
 mod format;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use self::entries::Entries;
+use self::file::parent_dir;
 use crate::job::Op;
 
 /// Compaction at run time waits for at least this many dead records (unless the journal
@@ -183,71 +186,6 @@ struct State {
     entries: Entries,
 }
 
-/// The live entries, by target and path, with their insertion order.
-#[derive(Debug, Default)]
-struct Entries {
-    by_target: HashMap<String, HashMap<PathBuf, Slot>>,
-    live: usize,
-    counter: u64,
-}
-
-#[derive(Debug)]
-struct Slot {
-    /// Insertion order of the entry (kept when it is recorded again).
-    seq: u64,
-    entry: JournalEntry,
-}
-
-impl Entries {
-    fn get(&self, target: &str, rel: &Path) -> Option<&JournalEntry> {
-        Some(&self.by_target.get(target)?.get(rel)?.entry)
-    }
-
-    /// Inserts or replaces, giving the entry a new revision. True if it replaced one.
-    fn insert(&mut self, mut entry: JournalEntry) -> bool {
-        self.counter += 1;
-        entry.revision = self.counter;
-        let paths = self.by_target.entry(entry.target.clone()).or_default();
-        match paths.get_mut(entry.rel.as_path()) {
-            Some(slot) => {
-                slot.entry = entry;
-                true
-            }
-            None => {
-                let seq = self.counter;
-                paths.insert(entry.rel.clone(), Slot { seq, entry });
-                self.live += 1;
-                false
-            }
-        }
-    }
-
-    fn remove(&mut self, target: &str, rel: &Path) -> Option<JournalEntry> {
-        let paths = self.by_target.get_mut(target)?;
-        let slot = paths.remove(rel)?;
-        if paths.is_empty() {
-            self.by_target.remove(target);
-        }
-        self.live -= 1;
-        Some(slot.entry)
-    }
-
-    /// Copies of the live entries (of one target, if given) in insertion order.
-    fn snapshot(&self, target: Option<&str>) -> Vec<JournalEntry> {
-        let mut slots: Vec<&Slot> = match target {
-            Some(target) => self
-                .by_target
-                .get(target)
-                .into_iter()
-                .flat_map(HashMap::values)
-                .collect(),
-            None => self.by_target.values().flat_map(HashMap::values).collect(),
-        };
-        slots.sort_unstable_by_key(|slot| slot.seq);
-        slots.into_iter().map(|slot| slot.entry.clone()).collect()
-    }
-}
-
 impl FailLog {
     /// Opens the journal at `path`, creating it (mode 0600, missing parent directories
     /// 0700) if it does not exist, and replays it: [`FailLog::pending`] then returns the
@@ -266,22 +204,25 @@ impl FailLog {
     /// system call fails.
     pub fn open(path: &Path) -> Result<FailLog, FailLogError> {
         let dir = parent_dir(path);
-        create_private_dirs(dir)?;
-        check_dir(dir)?;
-        let euid = effective_uid()?;
-        let (mut file, created) = open_or_create(path, euid)?;
+        file::create_private_dirs(dir)?;
+        file::check_dir(dir)?;
+        let euid = file::effective_uid()?;
+        let (mut file, created) = file::open_or_create(path, euid)?;
         if created {
-            fsync_dir(dir)?;
+            file::fsync_dir(dir)?;
         }
         let mut tmp_path = OsString::from(path);
         tmp_path.push(".tmp");
         let tmp_path = PathBuf::from(tmp_path);
-        remove_leftover(&tmp_path)?;
+        if let Err(err) = file::remove_leftover(&tmp_path) {
+            // Only compaction needs the name.
+            log::warn!("{}", describe(&err));
+        }
 
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|source| io_error(path, "read", source))?;
-        let replay = replay(path, &bytes)?;
+        let replay = entries::replay(path, &bytes)?;
         let journal = FailLog {
             path: path.to_path_buf(),
             tmp_path,
@@ -295,14 +236,27 @@ impl FailLog {
             }),
         };
         let mut state = journal.lock();
-        if replay.needs_rewrite || state.records > state.entries.live {
-            journal.compact(&mut state)?;
+        if replay.needs_rewrite || state.records > state.entries.len() {
+            if let Err(err) = journal.compact(&mut state) {
+                log::warn!("{}; keeping the journal uncompacted", describe(&err));
+                // Appending is still safe once no partial line is left at the end.
+                let complete_len = u64::try_from(replay.complete_len).unwrap_or(u64::MAX);
+                state
+                    .file
+                    .set_len(complete_len)
+                    .and_then(|()| state.file.sync_data())
+                    .map_err(|source| io_error(path, "cut off the incomplete last line", source))?;
+                state.file_len = complete_len;
+                if complete_len == 0 {
+                    journal.append(&mut state, &format::header_block())?;
+                }
+            }
         }
-        match oldest(&state.entries) {
+        match state.entries.oldest_first_failure() {
             Some(oldest) => log::info!(
                 "{}: {} failed path(s) to retry, oldest failed at {}",
                 journal.path.display(),
-                state.entries.live,
+                state.entries.len(),
                 format::format_time(oldest)
             ),
             None => log::debug!("{}: journal empty", journal.path.display()),
@@ -328,14 +282,12 @@ impl FailLog {
 
     /// The target keys that have live entries, sorted.
     pub fn targets(&self) -> Vec<String> {
-        let mut targets: Vec<String> = self.lock().entries.by_target.keys().cloned().collect();
-        targets.sort_unstable();
-        targets
+        self.lock().entries.targets()
     }
 
     /// Number of live entries.
     pub fn len(&self) -> usize {
-        self.lock().entries.live
+        self.lock().entries.len()
     }
 
     /// True when nothing is waiting to be retried.
@@ -345,7 +297,7 @@ impl FailLog {
 
     /// Unix time (s) of the earliest `first_failure` among the live entries.
     pub fn oldest_first_failure(&self) -> Option<u64> {
-        oldest(&self.lock().entries)
+        self.lock().entries.oldest_first_failure()
     }
 
     /// Records the paths of one failed job: its exit code (`None` if there was none), a
@@ -439,7 +391,7 @@ impl FailLog {
             "{}: recorded {} failed path(s), {} pending",
             self.path.display(),
             failures.len(),
-            state.entries.live
+            state.entries.len()
         );
         self.maybe_compact(&mut state);
         Ok(())
@@ -509,7 +461,7 @@ impl FailLog {
             "{}: cleared {} path(s), {} pending",
             self.path.display(),
             doomed.len(),
-            state.entries.live
+            state.entries.len()
         );
         self.maybe_compact(&mut state);
         Ok(doomed.len())
@@ -552,7 +504,7 @@ impl FailLog {
     /// Compacts if dead records outnumber live ones (by [`COMPACT_MIN_DEAD`] at least) or
     /// none is live. A failure only delays compaction: the journal is still correct.
     fn maybe_compact(&self, state: &mut State) {
-        let live = state.entries.live;
+        let live = state.entries.len();
         let dead = state.records.saturating_sub(live);
         let due = (dead > live && dead >= COMPACT_MIN_DEAD) || (live == 0 && dead > 0);
         if !due || state.records < state.compact_retry_at {
@@ -582,8 +534,8 @@ impl FailLog {
             format::write_failed(&mut buf, &entry);
         }
 
-        remove_leftover(&self.tmp_path)?;
-        let mut tmp = create_private_file(&self.tmp_path)?;
+        file::remove_leftover(&self.tmp_path)?;
+        let mut tmp = file::create_private_file(&self.tmp_path)?;
         if let Err(source) = tmp.write_all(&buf).and_then(|()| tmp.sync_all()) {
             let _ = fs::remove_file(&self.tmp_path);
             return Err(io_error(&self.tmp_path, "write and fsync", source));
@@ -601,120 +553,21 @@ impl FailLog {
         let before = state.file_len;
         state.file = tmp;
         state.file_len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        state.records = state.entries.live;
+        state.records = state.entries.len();
         state.damaged = false;
         state.compact_retry_at = 0;
         log::debug!(
             "{}: compacted from {before} to {} bytes, {} entries",
             self.path.display(),
             state.file_len,
-            state.entries.live
+            state.entries.len()
         );
-        fsync_dir(parent_dir(&self.path))
-    }
-}
-
-/// What [`replay`] found in a journal.
-struct Replay {
-    entries: Entries,
-    /// `F` and `C` records read.
-    records: usize,
-    /// The file needs a rewrite: no header yet, torn last line or garbled lines.
-    needs_rewrite: bool,
-}
-
-/// Reads the journal's records into memory. Every `F` line is an entry's whole state and
-/// replaces the previous one of its (target, path); `C` removes it.
-fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, FailLogError> {
-    let mut result = Replay {
-        entries: Entries::default(),
-        records: 0,
-        needs_rewrite: false,
-    };
-    let (complete, torn) = match bytes.iter().rposition(|&byte| byte == b'\n') {
-        Some(end) => bytes.split_at(end + 1),
-        None => (&b""[..], bytes),
-    };
-    let mut lines = complete.split(|&byte| byte == b'\n');
-    let first_line = lines.next().unwrap_or_default();
-    if complete.is_empty() {
-        // New or empty, or the daemon died while writing the header.
-        if !format::HEADER.as_bytes().starts_with(torn) {
-            return Err(not_journal(path, torn));
+        if let Err(err) = file::fsync_dir(parent_dir(&self.path)) {
+            // Either file is a valid journal with the same live entries, so the rename
+            // may be lost in a crash without harm.
+            log::warn!("{}", describe(&err));
         }
-        result.needs_rewrite = true;
-        return Ok(result);
-    }
-    if first_line != format::HEADER.as_bytes() {
-        return Err(not_journal(path, first_line));
-    }
-
-    let mut command: Arc<str> = Arc::from("");
-    // The last element of the split is the empty text after the final `\n`.
-    let body: Vec<&[u8]> = lines.collect();
-    let body = body.split_last().map_or(&[][..], |(_, body)| body);
-    for (i, line) in body.iter().enumerate() {
-        match format::parse_line(line) {
-            Ok(format::Line::Failed(mut entry)) => {
-                entry.command = Arc::clone(&command);
-                result.entries.insert(entry);
-                result.records += 1;
-            }
-            Ok(format::Line::Cleared { target, rel }) => {
-                result.entries.remove(&target, &rel);
-                result.records += 1;
-                command = Arc::from("");
-            }
-            Ok(format::Line::Command(text)) => command = Arc::from(text),
-            Ok(format::Line::Other) => command = Arc::from(""),
-            Err(what) => {
-                log::warn!(
-                    "{}:{}: skipping garbled journal line ({what}): {}",
-                    path.display(),
-                    i + 2,
-                    excerpt(line)
-                );
-                result.needs_rewrite = true;
-                command = Arc::from("");
-            }
-        }
-    }
-    if !torn.is_empty() {
-        log::warn!(
-            "{}: ignoring incomplete last line ({} bytes, written when sersync stopped): {}",
-            path.display(),
-            torn.len(),
-            excerpt(torn)
-        );
-        result.needs_rewrite = true;
-    }
-    Ok(result)
-}
-
-fn oldest(entries: &Entries) -> Option<u64> {
-    entries
-        .by_target
-        .values()
-        .flat_map(HashMap::values)
-        .map(|slot| slot.entry.first_failure)
-        .min()
-}
-
-/// The start of a line, printable, for a log message.
-fn excerpt(line: &[u8]) -> String {
-    let mut out = Vec::new();
-    format::escape(&mut out, &line[..line.len().min(120)], format::Mode::Text);
-    let mut text = String::from_utf8_lossy(&out).into_owned();
-    if line.len() > 120 {
-        text.push('…');
-    }
-    text
-}
-
-fn not_journal(path: &Path, first_line: &[u8]) -> FailLogError {
-    FailLogError::NotJournal {
-        path: path.to_path_buf(),
-        first_line: String::from_utf8_lossy(&first_line[..first_line.len().min(80)]).into_owned(),
+        Ok(())
     }
 }
 
@@ -761,187 +614,4 @@ fn describe(err: &FailLogError) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-/// The effective uid, from `/proc/self/status` (`geteuid` would need `unsafe`).
-fn effective_uid() -> Result<u32, FailLogError> {
-    let status_path = Path::new("/proc/self/status");
-    let status =
-        fs::read_to_string(status_path).map_err(|source| io_error(status_path, "read", source))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|uids| uids.split_whitespace().nth(1))
-        .and_then(|euid| euid.parse().ok())
-        .ok_or_else(|| {
-            io_error(
-                status_path,
-                "find the effective uid",
-                io::Error::from(io::ErrorKind::InvalidData),
-            )
-        })
-}
-
-/// Creates `dir` and its missing parents with mode 0700, fsyncing each new entry.
-fn create_private_dirs(dir: &Path) -> Result<(), FailLogError> {
-    let mut missing = Vec::new();
-    let mut cursor = Some(dir);
-    while let Some(current) = cursor {
-        if current.as_os_str().is_empty() || fs::symlink_metadata(current).is_ok() {
-            break;
-        }
-        missing.push(current);
-        cursor = current.parent();
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| io_error(dir, "create directory", source))?;
-    // From the outermost down; the umask may have taken bits from 0700.
-    for created in missing.iter().rev() {
-        fs::set_permissions(created, fs::Permissions::from_mode(0o700))
-            .map_err(|source| io_error(created, "set mode 0700 on", source))?;
-        fsync_dir(parent_dir(created))?;
-    }
-    Ok(())
-}
-
-/// Refuses a directory where anyone may replace the journal.
-fn check_dir(dir: &Path) -> Result<(), FailLogError> {
-    let meta = fs::metadata(dir).map_err(|source| io_error(dir, "stat", source))?;
-    if !meta.is_dir() {
-        return Err(unsafe_path(dir, "not a directory".to_owned()));
-    }
-    let mode = meta.mode();
-    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-        return Err(unsafe_path(
-            dir,
-            format!(
-                "directory is writable by everyone and not sticky (mode {:04o}); \
-                 put the journal in a private directory such as /var/lib/sersync",
-                mode & 0o7777
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Opens the journal without following a symbolic link, or creates it. True if created.
-fn open_or_create(path: &Path, euid: u32) -> Result<(File, bool), FailLogError> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) => check_file(path, &meta, euid)?,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            let mut file = create_private_file(path)?;
-            file.write_all(&format::header_block())
-                .and_then(|()| file.sync_all())
-                // Appends always go to the end; this only moves where reading starts.
-                .and_then(|()| file.seek(SeekFrom::Start(0)).map(drop))
-                .map_err(|source| io_error(path, "write and fsync", source))?;
-            return Ok((file, true));
-        }
-        Err(source) => return Err(io_error(path, "stat", source)),
-    }
-    let file = reopen(path)?;
-    // Checked again on the open file, in case the path was replaced in between.
-    let meta = file
-        .metadata()
-        .map_err(|source| io_error(path, "stat", source))?;
-    check_file(path, &meta, euid)?;
-    if meta.mode() & 0o7777 != 0o600 {
-        log::warn!(
-            "{}: mode was {:04o}, setting it to 0600",
-            path.display(),
-            meta.mode() & 0o7777
-        );
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(|source| io_error(path, "set mode 0600 on", source))?;
-    }
-    Ok((file, false))
-}
-
-fn reopen(path: &Path) -> Result<File, FailLogError> {
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|source| match source.raw_os_error() {
-            Some(libc::ELOOP) => unsafe_path(path, "is a symbolic link".to_owned()),
-            _ => io_error(path, "open", source),
-        })
-}
-
-fn check_file(path: &Path, meta: &fs::Metadata, euid: u32) -> Result<(), FailLogError> {
-    let file_type = meta.file_type();
-    let mode = meta.mode() & 0o7777;
-    let reason = if file_type.is_symlink() {
-        "is a symbolic link; give the real path in <failLog path>".to_owned()
-    } else if !file_type.is_file() {
-        "is not a regular file".to_owned()
-    } else if meta.uid() != euid {
-        format!(
-            "is owned by uid {}, but sersync runs as uid {euid}; check its contents, then \
-             remove it or chown it",
-            meta.uid()
-        )
-    } else if mode & 0o022 != 0 {
-        format!(
-            "is writable by group or others (mode {mode:04o}); check its contents, then \
-             `chmod 600` it or remove it"
-        )
-    } else {
-        return Ok(());
-    };
-    Err(unsafe_path(path, reason))
-}
-
-/// Creates a new file with mode 0600 whatever the umask, never through a symbolic link
-/// (`O_CREAT | O_EXCL`), opened for reading and appending.
-fn create_private_file(path: &Path) -> Result<File, FailLogError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|source| io_error(path, "create", source))?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(|source| io_error(path, "set mode 0600 on", source))?;
-    Ok(file)
-}
-
-/// Removes `<path>.tmp` left by an interrupted compaction (never following a link).
-fn remove_leftover(tmp_path: &Path) -> Result<(), FailLogError> {
-    match fs::symlink_metadata(tmp_path) {
-        Ok(meta) => {
-            if meta.is_file() {
-                log::warn!(
-                    "{}: removing a leftover of an interrupted compaction",
-                    tmp_path.display()
-                );
-            }
-            fs::remove_file(tmp_path).map_err(|source| io_error(tmp_path, "remove", source))
-        }
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(io_error(tmp_path, "stat", source)),
-    }
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), FailLogError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(|source| io_error(dir, "fsync directory", source))
 }

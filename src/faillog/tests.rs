@@ -452,12 +452,12 @@ fn refuses_a_file_of_another_user() {
     let dir = temp();
     let path = dir.path().join("journal");
     FailLog::open(&path).expect("open");
-    let euid = effective_uid().expect("euid");
+    let euid = file::effective_uid().expect("euid");
     let other = if euid == 65534 { 65533 } else { 65534 };
     if euid != 0 {
         // Only root can give a file away; the check is the same uid comparison.
         let meta = fs::metadata(&path).expect("stat");
-        assert!(check_file(&path, &meta, other).is_err());
+        assert!(file::check_file(&path, &meta, other).is_err());
         return;
     }
     std::os::unix::fs::chown(&path, Some(other), None).expect("chown");
@@ -808,4 +808,36 @@ proptest! {
         let text = format::format_time(secs);
         prop_assert_eq!(format::parse_time(text.as_bytes()), Some(secs));
     }
+}
+
+#[test]
+fn torn_line_is_cut_off_even_when_compaction_is_impossible() {
+    let dir = temp();
+    let path = dir.path().join("journal");
+    let journal = FailLog::open(&path).expect("open");
+    journal
+        .record(&[failure(WWW, "kept", Op::Update)], Some(10), "", "")
+        .expect("record");
+    drop(journal);
+    let mut text = fs::read(&path).expect("read");
+    text.extend_from_slice(b"F 2025-11-24T16:00:00Z 2025-11-2");
+    fs::write(&path, &text).expect("write");
+    // `journal.tmp` cannot be removed or created: compaction fails.
+    fs::create_dir_all(dir.path().join("journal.tmp/busy")).expect("mkdir");
+
+    let journal = FailLog::open(&path).expect("open without compaction");
+    assert_eq!(rels(&journal.pending()), [Path::new("kept")]);
+    journal
+        .record(&[failure(WWW, "next", Op::Update)], Some(10), "", "")
+        .expect("record");
+    journal
+        .clear(WWW, &[Path::new("kept"), Path::new("next")])
+        .expect("clearing works although compaction keeps failing");
+    journal
+        .record(&[failure(WWW, "last", Op::Update)], Some(10), "", "")
+        .expect("record");
+    assert_eq!(
+        rels(&FailLog::open(&path).expect("reopen").pending()),
+        [Path::new("last")]
+    );
 }
