@@ -28,10 +28,10 @@
 //!
 //! ```text
 //! # sersync journal v1
-//! # failed at 2026-11-24T04:41:01Z, exit 10: 2 path(s)
+//! # failed at 2025-11-24T16:00:00Z, exit 10: 2 path(s)
 //! # command: cd /srv/www && rsync -artuz -R ./a/b.txt ./c 10.0.0.2::www
-//! F 2026-11-24T04:40:00Z 2026-11-24T04:41:01Z 2 10 update file /srv/www%20->%2010.0.0.2::www a/b.txt connection refused
-//! F 2026-11-24T04:41:01Z 2026-11-24T04:41:01Z 1 10 delete dir /srv/www%20->%2010.0.0.2::www c connection refused
+//! F 2025-11-24T15:58:00Z 2025-11-24T16:00:00Z 2 10 update file /srv/www%20->%2010.0.0.2::www a/b.txt connection refused
+//! F 2025-11-24T16:00:00Z 2025-11-24T16:00:00Z 1 10 delete dir /srv/www%20->%2010.0.0.2::www c connection refused
 //! C /srv/www%20->%2010.0.0.2::www a/b.txt
 //! ```
 //!

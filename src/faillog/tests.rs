@@ -841,3 +841,50 @@ fn torn_line_is_cut_off_even_when_compaction_is_impossible() {
         [Path::new("last")]
     );
 }
+
+/// The example in `docs/journal.md`, byte for byte.
+#[test]
+fn journal_text_matches_the_documented_example() {
+    let dir = temp();
+    let journal = FailLog::open(&dir.path().join("journal")).expect("open");
+    let at = 1_764_000_000;
+    journal
+        .record_at(
+            &[failure(WWW, "a/b.txt", Op::Update)],
+            Some(10),
+            "connection refused",
+            "cd /srv/www && rsync -artuz -R ./a/b.txt 10.0.0.2::www",
+            at - 120,
+        )
+        .expect("record");
+    // The path fails again, together with `c`.
+    journal
+        .record_at(
+            &[
+                failure(WWW, "a/b.txt", Op::Update),
+                Failure {
+                    is_dir: true,
+                    ..failure(WWW, "c", Op::Delete)
+                },
+            ],
+            Some(10),
+            "connection refused",
+            "cd /srv/www && rsync -artuz -R ./a/b.txt ./c 10.0.0.2::www",
+            at,
+        )
+        .expect("record");
+    journal.clear(WWW, &[Path::new("a/b.txt")]).expect("clear");
+    let text = fs::read_to_string(journal.path()).expect("read");
+    let docs = include_str!("../../docs/journal.md");
+    let example = docs
+        .split("```\n")
+        .nth(1)
+        .expect("the first code block of docs/journal.md");
+    let first_job_end = text
+        .find("# failed at 2025-11-24T16:00:00Z")
+        .expect("second job");
+    let header_end = text.find("# failed at").expect("first job");
+    // The documented example leaves out the first job.
+    let shown = format!("{}{}", &text[..header_end], &text[first_job_end..]);
+    assert_eq!(shown, example);
+}
