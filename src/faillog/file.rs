@@ -116,6 +116,7 @@ pub(super) fn open_or_create(path: &Path, euid: u32) -> Result<(File, bool), Fai
     Ok((file, false))
 }
 
+/// Opens an existing journal for reading and appending, refusing a symbolic link.
 fn reopen(path: &Path) -> Result<File, FailLogError> {
     OpenOptions::new()
         .read(true)
@@ -128,6 +129,8 @@ fn reopen(path: &Path) -> Result<File, FailLogError> {
         })
 }
 
+/// Refuses what another user could have written: a link, a non-regular file, a file of
+/// another owner than `euid`, or one writable by group or others.
 pub(super) fn check_file(path: &Path, meta: &fs::Metadata, euid: u32) -> Result<(), FailLogError> {
     let file_type = meta.file_type();
     let mode = meta.mode() & 0o7777;
@@ -185,6 +188,7 @@ pub(super) fn remove_leftover(tmp_path: &Path) -> Result<(), FailLogError> {
     }
 }
 
+/// Makes the directory's entries (a created or renamed file) durable.
 pub(super) fn fsync_dir(dir: &Path) -> Result<(), FailLogError> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())

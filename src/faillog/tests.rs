@@ -651,33 +651,49 @@ fn concurrent_records_and_clears_stay_consistent() {
     assert_eq!(mode_of(journal.path()), 0o600);
 }
 
-/// Runs [`umask_zero_child`] in a child process under `umask 000` (the umask is
-/// process-wide, so it cannot be changed here without affecting other tests).
+/// Runs the test `child` in a child process of this test binary, after the shell
+/// `setup` (process-wide settings such as the umask cannot be changed here without
+/// affecting other tests), with `CHILD_DIR` set to `dir`.
+fn run_child(setup: &str, child: &str, dir: &Path) {
+    let exe = std::env::current_exe().expect("test binary");
+    let output = std::process::Command::new("sh")
+        .args(["-c", &format!("{setup} && exec \"$@\""), "sh"])
+        .arg(exe)
+        .args([
+            &format!("faillog::tests::{child}"),
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD_DIR, dir)
+        .output()
+        .expect("run child");
+    assert!(
+        output.status.success(),
+        "{child}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("1 passed"), "{child} did not run: {stdout}");
+}
+
+/// The directory a child test works in; unset when the test runs on its own.
+const CHILD_DIR: &str = "SERSYNC_FAILLOG_TEST_CHILD_DIR";
+
 #[test]
 fn created_files_are_private_under_umask_zero() {
     let dir = temp();
-    let exe = std::env::current_exe().expect("test binary");
-    let status = std::process::Command::new("sh")
-        .args(["-c", "umask 000 && exec \"$@\"", "sh"])
-        .arg(exe)
-        .args(["faillog::tests::umask_zero_child", "--exact", "--quiet"])
-        .env(UMASK_CHILD_DIR, dir.path())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run child");
-    assert!(status.success());
+    run_child("umask 000", "umask_zero_child", dir.path());
     assert_eq!(mode_of(&dir.path().join("new")), 0o700);
     assert_eq!(mode_of(&dir.path().join("new/journal")), 0o600);
     assert!(fs::read_to_string(dir.path().join("new/journal")).is_ok());
     assert!(!dir.path().join("new/journal.tmp").exists());
 }
 
-const UMASK_CHILD_DIR: &str = "SERSYNC_FAILLOG_TEST_UMASK_DIR";
-
 /// Does nothing unless run by [`created_files_are_private_under_umask_zero`].
 #[test]
 fn umask_zero_child() {
-    let Some(dir) = std::env::var_os(UMASK_CHILD_DIR) else {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
         return;
     };
     let path = Path::new(&dir).join("new/journal");
@@ -690,6 +706,58 @@ fn umask_zero_child() {
     journal
         .record(&[failure(WWW, "b", Op::Update)], Some(10), "", "")
         .expect("record");
+}
+
+/// A write that fails half-way (here: the file size limit, `EFBIG`) leaves no partial
+/// line behind and changes nothing in memory.
+#[test]
+fn failed_write_is_cut_off() {
+    let dir = temp();
+    // 16 blocks of 512 (dash) or 1024 bytes; SIGXFSZ ignored so that write fails instead.
+    run_child(
+        "trap '' XFSZ && ulimit -f 16",
+        "failed_write_child",
+        dir.path(),
+    );
+    let journal = FailLog::open(&dir.path().join("journal")).expect("open");
+    let recorded = fs::read_to_string(dir.path().join("recorded")).expect("read");
+    let expected: Vec<&Path> = recorded.lines().map(Path::new).collect();
+    assert!(expected.len() > 3, "{expected:?}");
+    assert_eq!(rels(&journal.pending()), expected);
+}
+
+/// Does nothing unless run by [`failed_write_is_cut_off`].
+#[test]
+fn failed_write_child() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let path = dir.join("journal");
+    let journal = FailLog::open(&path).expect("open");
+    let reason = "r".repeat(300);
+    let mut recorded = Vec::new();
+    let mut failed = 0;
+    for i in 0..100 {
+        let rel = format!("file-{i}");
+        let before = fs::metadata(&path).expect("stat").len();
+        match journal.record(&[failure(WWW, &rel, Op::Update)], Some(10), &reason, "") {
+            Ok(()) => recorded.push(rel),
+            Err(err) => {
+                assert!(matches!(err, FailLogError::Io { .. }), "{err:?}");
+                assert_eq!(fs::metadata(&path).expect("stat").len(), before);
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed > 0, "the size limit was never reached");
+    assert_eq!(journal.len(), recorded.len());
+    let text = fs::read(&path).expect("read");
+    assert_eq!(text.last(), Some(&b'\n'));
+    // The parent reopens the journal and compares.
+    let mut list = recorded.join("\n");
+    list.push('\n');
+    fs::write(dir.join("recorded"), list).expect("write list");
 }
 
 #[test]
