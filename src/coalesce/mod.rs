@@ -10,6 +10,7 @@
 //! Ends when the event input is disconnected: running jobs are awaited up to a deadline,
 //! then everything not pushed is written to the journal.
 
+mod journal;
 mod memory;
 pub mod queue;
 mod retry;
