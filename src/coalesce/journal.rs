@@ -7,9 +7,23 @@ use crate::faillog::{FailLog, Failure};
 use crate::job::Entry;
 
 impl Journal for FailLog {
-    fn record(&self, key: &str, entries: &[Entry], code: Option<i32>, reason: &str, command: &str) -> Result<(), String> {
-        let failures: Vec<Failure<'_>> =
-            entries.iter().map(|e| Failure { target: key, rel: &e.rel, op: e.op, is_dir: e.is_dir }).collect();
+    fn record(
+        &self,
+        key: &str,
+        entries: &[Entry],
+        code: Option<i32>,
+        reason: &str,
+        command: &str,
+    ) -> Result<(), String> {
+        let failures: Vec<Failure<'_>> = entries
+            .iter()
+            .map(|e| Failure {
+                target: key,
+                rel: &e.rel,
+                op: e.op,
+                is_dir: e.is_dir,
+            })
+            .collect();
         FailLog::record(self, &failures, code, reason, command).map_err(|err| err.to_string())
     }
 
@@ -18,13 +32,24 @@ impl Journal for FailLog {
         // same path cannot be recorded while the push that succeeded was running: a
         // plain clear cannot erase newer work.
         let rels: Vec<&Path> = rels.iter().map(PathBuf::as_path).collect();
-        FailLog::clear(self, key, &rels).map(|_| ()).map_err(|err| err.to_string())
+        FailLog::clear(self, key, &rels)
+            .map(|_| ())
+            .map_err(|err| err.to_string())
     }
 
     fn pending(&self) -> Vec<(String, Entry)> {
         FailLog::pending(self)
             .into_iter()
-            .map(|e| (e.target, Entry { rel: e.rel, op: e.op, is_dir: e.is_dir }))
+            .map(|e| {
+                (
+                    e.target,
+                    Entry {
+                        rel: e.rel,
+                        op: e.op,
+                        is_dir: e.is_dir,
+                    },
+                )
+            })
             .collect()
     }
 }
