@@ -1,0 +1,424 @@
+//! The `<sersync>` section: watch roots and their remotes, rsync options, the failure
+//! journal, the periodic full sync and which plugins run after each push.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use roxmltree::Node;
+
+use super::ctx::{Ctx, Enabled, is, pattern_children};
+use super::{
+    Auth, CrontabConfig, DEFAULT_CRONTAB_INTERVAL, DEFAULT_FAIL_LOG, DEFAULT_RETRY_MAX,
+    FailLogConfig, ParseOptions, PluginKind, Remote, RootConfig, RsyncConfig, validate,
+};
+
+/// What `<sersync>` yields.
+pub(super) struct Sersync {
+    pub roots: Vec<RootConfig>,
+    pub rsync: RsyncConfig,
+    pub fail_log: FailLogConfig,
+    pub crontab: Option<CrontabConfig>,
+    /// Plugins with `start="true"`, with the offset of their element.
+    pub enabled: Enabled,
+}
+
+/// Reads `<sersync>`. With `-m` for a plugin other than `command` nothing here is used
+/// for the run, so its problems are only warnings.
+pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Sersync {
+    let mark = ctx.problems.len();
+    let sync = read_strict(ctx, head, options);
+    if let Some(kind) = options
+        .standalone_plugin
+        .filter(|&k| k != PluginKind::Command)
+    {
+        ctx.demote(mark, &format!("-m {} runs the plugin alone", kind.name()));
+    }
+    sync
+}
+
+fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Sersync {
+    let node = ctx.child(head, "sersync");
+    let rsync_node = node.and_then(|n| ctx.child(n, "rsync"));
+    let rsync = read_rsync(ctx, rsync_node);
+    let mut sync = Sersync {
+        roots: Vec::new(),
+        rsync,
+        fail_log: FailLogConfig {
+            path: PathBuf::from(DEFAULT_FAIL_LOG),
+            retry_max: DEFAULT_RETRY_MAX,
+        },
+        crontab: None,
+        enabled: Vec::new(),
+    };
+    let Some(node) = node else {
+        ctx.error(
+            head.range().start,
+            "<head> has no <sersync> section: nothing to watch",
+        );
+        return sync;
+    };
+    ctx.check_attrs(node, &[]);
+    ctx.check_children(
+        node,
+        &["localpath", "rsync", "failLog", "crontab", "plugin"],
+    );
+    let needs_remotes = options.standalone_plugin.is_none();
+    let mut watched: Vec<(PathBuf, usize)> = Vec::new();
+    for localpath in node.children().filter(|c| is(*c, "localpath")) {
+        let Some(root) = read_localpath(ctx, localpath, &sync.rsync, needs_remotes) else {
+            continue;
+        };
+        let offset = localpath.range().start;
+        if let Some((_, first)) = watched.iter().find(|(p, _)| *p == root.path) {
+            let line = ctx.line(*first);
+            ctx.error(
+                offset,
+                format!(
+                    "<localpath watch=\"{}\">: already watched (line {line})",
+                    root.path.display()
+                ),
+            );
+            continue;
+        }
+        if let Some((outer, _)) = watched
+            .iter()
+            .find(|(p, _)| root.path.starts_with(p) || p.starts_with(&root.path))
+        {
+            let msg = format!(
+                "<localpath watch=\"{}\">: nested with {}, changes are pushed twice",
+                root.path.display(),
+                outer.display()
+            );
+            ctx.warn(offset, msg);
+        }
+        watched.push((root.path.clone(), offset));
+        sync.roots.push(root);
+    }
+    if node.children().all(|c| !is(c, "localpath")) {
+        ctx.error(
+            node.range().start,
+            "<sersync> has no <localpath>: nothing to watch",
+        );
+    }
+    if let Some(fail_log) = ctx.child(node, "failLog") {
+        sync.fail_log = read_fail_log(ctx, fail_log);
+    }
+    sync.crontab = ctx
+        .child(node, "crontab")
+        .and_then(|n| read_crontab(ctx, n));
+    sync.enabled = read_enabled_plugins(ctx, node);
+    sync
+}
+
+fn read_localpath(
+    ctx: &mut Ctx<'_>,
+    node: Node<'_, '_>,
+    rsync: &RsyncConfig,
+    needs_remotes: bool,
+) -> Option<RootConfig> {
+    ctx.check_attrs(node, &["watch"]);
+    ctx.check_children(node, &["remote"]);
+    let mark = ctx.problems.len();
+    let watch = validate::watch_dir(ctx, node);
+    let mut remotes = Vec::new();
+    for remote in node.children().filter(|c| is(*c, "remote")) {
+        remotes.extend(read_remote(ctx, remote, rsync, watch.as_deref()));
+    }
+    if needs_remotes && node.children().all(|c| !is(c, "remote")) {
+        let what = watch
+            .as_ref()
+            .map_or(String::new(), |w| format!(" watch=\"{}\"", w.display()));
+        ctx.error(
+            node.range().start,
+            format!("<localpath{what}> has no <remote>: nowhere to push"),
+        );
+    }
+    let path = watch?;
+    (ctx.problems.len() == mark).then_some(RootConfig { path, remotes })
+}
+
+fn read_remote(
+    ctx: &mut Ctx<'_>,
+    node: Node<'_, '_>,
+    rsync: &RsyncConfig,
+    root: Option<&Path>,
+) -> Option<Remote> {
+    ctx.check_attrs(node, &["ip", "name", "path"]);
+    let offset = node.range().start;
+    let ip = ctx
+        .attr(node, "ip")
+        .map(|a| a.value.trim())
+        .filter(|v| !v.is_empty());
+    let name = ctx
+        .attr(node, "name")
+        .map(|a| a.value.trim())
+        .filter(|v| !v.is_empty());
+    if let Some(path) = ctx.attr(node, "path") {
+        if ip.is_some() || name.is_some() {
+            ctx.error(
+                offset,
+                "<remote>: path (a local directory) cannot be combined with ip or name",
+            );
+            return None;
+        }
+        return validate::local_remote(ctx, node, path, root).map(|path| Remote::Local { path });
+    }
+    let Some(host) = ip else {
+        ctx.error(
+            offset,
+            "<remote> without ip (or path for a local directory)",
+        );
+        return None;
+    };
+    if host.starts_with('-') || host.contains(char::is_whitespace) {
+        ctx.error(offset, format!("<remote ip=\"{host}\">: not a host name"));
+        return None;
+    }
+    let Some(name) = name else {
+        let what = if rsync.ssh {
+            "remote path"
+        } else {
+            "rsync module"
+        };
+        ctx.error(
+            offset,
+            format!("<remote ip=\"{host}\"> without name (the {what})"),
+        );
+        return None;
+    };
+    if rsync.ssh {
+        return Some(Remote::Ssh {
+            host: host.to_owned(),
+            path: name.to_owned(),
+        });
+    }
+    if name.starts_with('/') {
+        let hint =
+            "an rsync module name looks like this is a path: did you mean <ssh start=\"true\"/>?";
+        ctx.warn(offset, format!("<remote name=\"{name}\">: {hint}"));
+    }
+    Some(Remote::Daemon {
+        host: host.to_owned(),
+        module: name.to_owned(),
+    })
+}
+
+fn read_rsync(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
+    let mut rsync = RsyncConfig {
+        common_params: vec!["-artuz".to_owned()],
+        auth: None,
+        port: None,
+        timeout: None,
+        ssh: false,
+        binary: PathBuf::from("rsync"),
+    };
+    let Some(node) = node else { return rsync };
+    ctx.check_attrs(node, &[]);
+    ctx.check_children(
+        node,
+        &[
+            "commonParams",
+            "auth",
+            "userDefinedPort",
+            "timeout",
+            "ssh",
+            "binary",
+        ],
+    );
+    if let Some(params) = ctx.child(node, "commonParams") {
+        ctx.check_attrs(params, &["params"]);
+        if let Some(attr) = ctx.attr(params, "params") {
+            match shell_words::split(attr.value) {
+                Ok(words) => rsync.common_params = words,
+                Err(_) => ctx.error(
+                    attr.pos,
+                    format!(
+                        "<commonParams params=\"{}\">: unbalanced quotes",
+                        attr.value
+                    ),
+                ),
+            }
+            if !rsync.common_params.iter().any(|w| is_recursive(w)) {
+                let msg = format!(
+                    "<commonParams params=\"{}\">: no -a or -r, directories are not pushed",
+                    attr.value
+                );
+                ctx.warn(attr.pos, msg);
+            }
+        }
+    }
+    if let Some(ssh) = ctx.child(node, "ssh") {
+        ctx.check_attrs(ssh, &["start"]);
+        rsync.ssh = ctx.flag(ssh, "start", false);
+    }
+    if let Some(auth) = ctx.child(node, "auth") {
+        rsync.auth = read_auth(ctx, auth, rsync.ssh);
+    }
+    if let Some(port) = ctx.child(node, "userDefinedPort") {
+        ctx.check_attrs(port, &["start", "port"]);
+        let start = ctx.flag(port, "start", false);
+        let value = ctx.port(port, "port");
+        if start {
+            rsync.port = value;
+            if ctx
+                .attr(port, "port")
+                .is_none_or(|a| a.value.trim().is_empty())
+            {
+                ctx.error(
+                    port.range().start,
+                    "<userDefinedPort start=\"true\"> without port",
+                );
+            }
+        }
+    }
+    if let Some(timeout) = ctx.child(node, "timeout") {
+        ctx.check_attrs(timeout, &["start", "time"]);
+        let start = ctx.flag(timeout, "start", false);
+        let value = ctx.integer(timeout, "time", 0, u32::MAX);
+        if start {
+            rsync.timeout = value;
+            if ctx
+                .attr(timeout, "time")
+                .is_none_or(|a| a.value.trim().is_empty())
+            {
+                ctx.error(
+                    timeout.range().start,
+                    "<timeout start=\"true\"> without time",
+                );
+            }
+        }
+    }
+    if let Some(binary) = ctx.child(node, "binary") {
+        ctx.check_attrs(binary, &["path"]);
+        rsync.binary = validate::rsync_binary(ctx, binary);
+    }
+    rsync
+}
+
+/// True for an rsync option that makes it descend into directories.
+fn is_recursive(word: &str) -> bool {
+    matches!(word, "--archive" | "--recursive")
+        || (word.starts_with('-') && !word.starts_with("--") && word.contains(['a', 'r']))
+}
+
+fn read_auth(ctx: &mut Ctx<'_>, node: Node<'_, '_>, ssh: bool) -> Option<Auth> {
+    ctx.check_attrs(node, &["start", "users", "passwordfile"]);
+    if !ctx.flag(node, "start", false) {
+        return None;
+    }
+    if ssh {
+        let msg = "<auth start=\"true\"> cannot be combined with <ssh start=\"true\">: rsync accepts --password-file only for rsync daemons";
+        ctx.error(node.range().start, msg);
+    }
+    let user = ctx
+        .attr(node, "users")
+        .map(|a| a.value.trim())
+        .filter(|v| !v.is_empty());
+    if user.is_none() {
+        ctx.error(node.range().start, "<auth start=\"true\"> without users");
+    }
+    let password_file = validate::secret_file(ctx, node, "passwordfile");
+    Some(Auth {
+        user: user?.to_owned(),
+        password_file: password_file?,
+    })
+}
+
+fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
+    ctx.check_attrs(node, &["path", "timeToExecute"]);
+    let path = ctx
+        .abs_path(node, "path")
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_FAIL_LOG));
+    validate::fail_log_file(ctx, node, &path);
+    let retry_max = match ctx.decimal(node, "timeToExecute") {
+        Some(m) if m <= 0.0 => {
+            let pos = ctx
+                .attr(node, "timeToExecute")
+                .map_or(node.range().start, |a| a.pos);
+            ctx.warn(
+                pos,
+                format!("<failLog timeToExecute=\"{m}\">: not above 0, using 60 minutes"),
+            );
+            DEFAULT_RETRY_MAX
+        }
+        Some(m) => minutes(ctx, node, "timeToExecute", m).unwrap_or(DEFAULT_RETRY_MAX),
+        None => DEFAULT_RETRY_MAX,
+    };
+    FailLogConfig { path, retry_max }
+}
+
+fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CrontabConfig> {
+    ctx.check_attrs(node, &["start", "schedule"]);
+    ctx.check_children(node, &["crontabfilter"]);
+    let start = ctx.flag(node, "start", false);
+    let interval = match ctx.decimal(node, "schedule") {
+        Some(m) if m > 0.0 => minutes(ctx, node, "schedule", m).unwrap_or(DEFAULT_CRONTAB_INTERVAL),
+        _ => DEFAULT_CRONTAB_INTERVAL,
+    };
+    let mut excludes = Vec::new();
+    if let Some(filter) = ctx.child(node, "crontabfilter") {
+        ctx.check_attrs(filter, &["start"]);
+        let on = ctx.flag(filter, "start", false);
+        for pattern in pattern_children(ctx, filter, "exclude") {
+            match ctx.attr(pattern, "expression") {
+                Some(attr) if !attr.value.trim().is_empty() => {
+                    excludes.push(attr.value.trim().to_owned())
+                }
+                Some(attr) => ctx.warn(attr.pos, "<exclude expression=\"\">: empty, ignored"),
+                None => ctx.warn(
+                    pattern.range().start,
+                    "<exclude> without expression, ignored",
+                ),
+            }
+        }
+        if !on {
+            excludes.clear();
+        }
+    }
+    start.then_some(CrontabConfig { interval, excludes })
+}
+
+fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Enabled {
+    let mut enabled: Enabled = Vec::new();
+    for plugin in node.children().filter(|c| is(*c, "plugin")) {
+        ctx.check_attrs(plugin, &["start", "name"]);
+        let start = ctx.flag(plugin, "start", false);
+        let name = ctx.attr(plugin, "name");
+        let kind = name.and_then(|a| PluginKind::from_name(a.value.trim()));
+        match (start, name, kind) {
+            (true, _, Some(kind)) if enabled.iter().all(|&(k, _)| k != kind) => {
+                enabled.push((kind, plugin.range().start));
+            }
+            (true, _, Some(_)) => {}
+            (true, None, _) => {
+                ctx.error(plugin.range().start, "<plugin start=\"true\"> without name")
+            }
+            (start, Some(attr), None) => {
+                let msg = format!(
+                    "<plugin name=\"{}\">: unknown plugin (expected command, socket, http or refreshCDN)",
+                    attr.value
+                );
+                if start {
+                    ctx.error(attr.pos, msg)
+                } else {
+                    ctx.warn(attr.pos, msg)
+                }
+            }
+            (false, _, _) => {}
+        }
+    }
+    enabled
+}
+
+/// `value` minutes as a duration (decimals allowed: `0.1` is 6 s).
+fn minutes(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str, value: f64) -> Option<Duration> {
+    match Duration::try_from_secs_f64(value * 60.0) {
+        Ok(duration) => Some(duration),
+        Err(_) => {
+            let pos = ctx.attr(node, name).map_or(node.range().start, |a| a.pos);
+            let element = node.tag_name().name();
+            ctx.error(pos, format!("<{element} {name}=\"{value}\">: too large"));
+            None
+        }
+    }
+}
