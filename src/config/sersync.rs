@@ -410,15 +410,16 @@ fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Enabled {
     enabled
 }
 
-/// `value` minutes as a duration (decimals allowed: `0.1` is 6 s).
+/// `value` minutes as a duration (decimals allowed: `0.1` is 6 s), to the millisecond.
 fn minutes(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str, value: f64) -> Option<Duration> {
-    match Duration::try_from_secs_f64(value * 60.0) {
-        Ok(duration) => Some(duration),
-        Err(_) => {
-            let pos = ctx.attr(node, name).map_or(node.range().start, |a| a.pos);
-            let element = node.tag_name().name();
-            ctx.error(pos, format!("<{element} {name}=\"{value}\">: too large"));
-            None
-        }
+    let millis = (value * 60_000.0).round().max(1.0);
+    if millis < 1.0e15 {
+        // In range: below 2^53, so the conversion is exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        return Some(Duration::from_millis(millis as u64));
     }
+    let pos = ctx.attr(node, name).map_or(node.range().start, |a| a.pos);
+    let element = node.tag_name().name();
+    ctx.error(pos, format!("<{element} {name}=\"{value}\">: too large"));
+    None
 }
