@@ -7,6 +7,8 @@
 mod ctx;
 mod plugins;
 mod sersync;
+#[cfg(test)]
+mod tests;
 mod validate;
 mod xml;
 

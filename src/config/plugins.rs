@@ -175,7 +175,7 @@ fn localpath<'a, 'i>(
     ctx: &mut Ctx<'_>,
     node: Node<'a, 'i>,
     children: &[&str],
-) -> Option<(std::path::PathBuf, Node<'a, 'i>)> {
+) -> Option<(Option<std::path::PathBuf>, Node<'a, 'i>)> {
     ctx.check_attrs(node, &["name"]);
     ctx.check_children(node, &["localpath"]);
     let plugin = plugin_name(node);
@@ -197,7 +197,7 @@ fn localpath<'a, 'i>(
         );
         return None;
     };
-    Some((watch?, child))
+    Some((watch, child))
 }
 
 /// The `name` of a plugin section as written, for messages.
@@ -236,7 +236,7 @@ fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
             })
             .unwrap_or(false);
         Some(SocketConfig {
-            root,
+            root: root?,
             host: host?,
             port: port?,
             lines,
@@ -256,7 +256,10 @@ fn read_http(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<HttpPluginConfig> 
         {
             ctx.error(deshost.range().start, "<deshost> without url");
         }
-        Some(HttpPluginConfig { root, url: url? })
+        Some(HttpPluginConfig {
+            root: root?,
+            url: url?,
+        })
     })
 }
 
@@ -312,7 +315,7 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
             .unwrap_or(CdnProvider::ChinaCache);
         let domain = text(ctx, "domainname").unwrap_or_default();
         let mut cdn = CdnConfig {
-            root,
+            root: std::path::PathBuf::new(),
             provider,
             port: ctx.port(info, "port").unwrap_or(80),
             username: text(ctx, "username").unwrap_or_default(),
@@ -350,6 +353,7 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
         }
         let localpath = info.parent().unwrap_or(node);
         read_urls(ctx, localpath, &mut cdn);
+        cdn.root = root?;
         Some(cdn)
     })
 }

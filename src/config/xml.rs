@@ -80,12 +80,8 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> C
         ],
     );
     let host = read_host(ctx, head);
-    let debug = ctx
-        .child(head, "debug")
-        .is_some_and(|n| ctx.flag(n, "start", false));
-    let xfs = ctx
-        .child(head, "fileSystem")
-        .is_some_and(|n| ctx.flag(n, "xfs", false));
+    let debug = read_switch(ctx, head, "debug", "start");
+    let xfs = read_switch(ctx, head, "fileSystem", "xfs");
     let filter = read_filter(ctx, head);
     let inotify = read_inotify(ctx, head);
     let sync = sersync::read(ctx, head, options);
@@ -115,6 +111,15 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> C
         log,
         warnings: ctx.formatted_warnings(),
     }
+}
+
+/// `<debug start>`, `<fileSystem xfs>`: one boolean attribute, off when missing.
+fn read_switch(ctx: &mut Ctx<'_>, head: Node<'_, '_>, element: &str, attr: &str) -> bool {
+    let Some(node) = ctx.child(head, element) else {
+        return false;
+    };
+    ctx.check_attrs(node, &[attr]);
+    ctx.flag(node, attr, false)
 }
 
 fn read_host(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> HostConfig {
