@@ -198,3 +198,6 @@ fn plugin(value: &OsString) -> Result<PluginKind, UsageError> {
 fn usage(err: lexopt::Error) -> UsageError {
     UsageError(err.to_string())
 }
+
+#[cfg(test)]
+mod tests;
