@@ -260,7 +260,8 @@ fn plugins(out: &mut String, cli: &Cli, config: &Config) {
         };
         let _ = writeln!(
             out,
-            "  socket: {} -> {}:{} ({format})",
+            "  socket{}: {} -> {}:{} ({format})",
+            state(PluginKind::Socket),
             socket.root.display(),
             socket.host,
             socket.port
@@ -294,7 +295,8 @@ fn plugins(out: &mut String, cli: &Cli, config: &Config) {
             .map_or(String::new(), |re| format!(", regex {}", re.as_str()));
         let _ = writeln!(
             out,
-            "  refreshCDN: {} -> {} ({api}{regex})",
+            "  refreshCDN{}: {} -> {} ({api}{regex})",
+            state(PluginKind::RefreshCdn),
             cdn.root.display(),
             cdn.base_url
         );
