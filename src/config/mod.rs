@@ -6,6 +6,7 @@
 
 mod ctx;
 mod plugins;
+mod rsync;
 mod sersync;
 #[cfg(test)]
 mod tests;
