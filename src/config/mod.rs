@@ -390,6 +390,26 @@ pub enum ConfigError {
     },
 }
 
+/// The largest configuration file read; more is surely not a configuration (and
+/// `-o /dev/zero` must not fill the memory).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(
+            "larger than 16 MiB, not a configuration file",
+        ));
+    }
+    Ok(bytes)
+}
+
 fn format_problems(path: &Path, problems: &[Problem]) -> String {
     problems
         .iter()
@@ -414,7 +434,7 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn load_with(path: &Path, options: &ParseOptions) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        let bytes = read_limited(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;

@@ -105,15 +105,20 @@ pub(super) fn secret_file(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> 
         ctx.error(attr.pos, format!("{what}: not an absolute path"));
         return None;
     }
-    let meta = match fs::File::open(&path).and_then(|file| file.metadata()) {
-        Ok(meta) => meta,
+    // Look before opening: opening a FIFO would block the check.
+    let meta = match fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => meta,
+        Ok(_) => {
+            ctx.error(attr.pos, format!("{what}: not a regular file"));
+            return None;
+        }
         Err(err) => {
             ctx.error(attr.pos, format!("{what}: cannot read: {err}"));
             return None;
         }
     };
-    if !meta.is_file() {
-        ctx.error(attr.pos, format!("{what}: not a regular file"));
+    if let Err(err) = fs::File::open(&path) {
+        ctx.error(attr.pos, format!("{what}: cannot read: {err}"));
         return None;
     }
     let mode = meta.permissions().mode() & 0o777;

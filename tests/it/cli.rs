@@ -272,6 +272,17 @@ fn unreadable_or_invalid_config_is_exit_2_in_every_mode() {
     let output = sersync(&["-o", &bad]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).starts_with(&format!("{bad}:3:1: malformed xml")));
+    for (file, why) in [
+        ("/dev/zero", "larger than 16 MiB, not a configuration file"),
+        (env!("CARGO_MANIFEST_DIR"), "is a directory"),
+    ] {
+        let output = sersync(&["--check", "-o", file]);
+        assert_eq!(output.status.code(), Some(2), "{file}");
+        assert_eq!(
+            text(&output.stderr),
+            format!("sersync: {file}: cannot read: {why}\n")
+        );
+    }
     let default = sersync_in(tmp.path(), &["--check"]);
     assert_eq!(
         default.status.code(),
