@@ -44,6 +44,33 @@ pub(super) fn text_pos(text: &str, offset: usize) -> roxmltree::TextPos {
     )
 }
 
+/// The notes as problems in file order, with positions found in one walk of the text.
+fn problems(text: &str, mut notes: Vec<Note>) -> Vec<Problem> {
+    notes.sort_by_key(|note| note.offset);
+    let (mut line, mut col) = (1_u32, 1_u32);
+    let mut chars = text.char_indices().peekable();
+    let mut out = Vec::with_capacity(notes.len());
+    for note in notes {
+        while let Some(&(at, c)) = chars.peek() {
+            if at >= note.offset {
+                break;
+            }
+            if c == '\n' {
+                (line, col) = (line.saturating_add(1), 1);
+            } else {
+                col = col.saturating_add(1);
+            }
+            chars.next();
+        }
+        out.push(Problem {
+            line,
+            col,
+            message: note.message,
+        });
+    }
+    out
+}
+
 /// True when `node` is an element named `name` (case-insensitive).
 pub(super) fn is(node: Node<'_, '_>, name: &str) -> bool {
     node.is_element() && node.tag_name().name().eq_ignore_ascii_case(name)
@@ -56,13 +83,20 @@ pub(super) struct Attr<'a> {
     pub pos: usize,
 }
 
-/// Where problems and warnings are collected while the tree is walked.
+/// A message at a byte offset of the text; turned into a [`Problem`] at the end.
+struct Note {
+    offset: usize,
+    message: String,
+}
+
+/// Where problems and warnings are collected while the tree is walked. Positions are
+/// byte offsets until [`Ctx::finish`] turns them all into lines and columns in one pass.
 pub(super) struct Ctx<'a> {
     text: &'a str,
     pub file: &'a Path,
     latin1: bool,
-    pub problems: Vec<Problem>,
-    warnings: Vec<Problem>,
+    errors: Vec<Note>,
+    warnings: Vec<Note>,
 }
 
 impl<'a> Ctx<'a> {
@@ -72,29 +106,32 @@ impl<'a> Ctx<'a> {
             text,
             file,
             latin1,
-            problems: Vec::new(),
+            errors: Vec::new(),
             warnings: Vec::new(),
         }
     }
 
     /// Records an error at a byte offset of the text.
     pub fn error(&mut self, offset: usize, message: impl Into<String>) {
-        let pos = text_pos(self.text, offset);
-        self.problems.push(Problem {
-            line: pos.row,
-            col: pos.col,
-            message: message.into(),
-        });
+        let message = message.into();
+        self.errors.push(Note { offset, message });
     }
 
     /// Records a warning at a byte offset of the text.
     pub fn warn(&mut self, offset: usize, message: impl Into<String>) {
-        let pos = text_pos(self.text, offset);
-        self.warnings.push(Problem {
-            line: pos.row,
-            col: pos.col,
-            message: message.into(),
-        });
+        let message = message.into();
+        self.warnings.push(Note { offset, message });
+    }
+
+    /// How many errors were recorded so far; pass it to [`Ctx::errors_since`] or
+    /// [`Ctx::demote`].
+    pub fn mark(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// True when an error was recorded after `mark`.
+    pub fn errors_since(&self, mark: usize) -> bool {
+        self.errors.len() > mark
     }
 
     /// The 1-based line of a byte offset.
@@ -104,21 +141,22 @@ impl<'a> Ctx<'a> {
 
     /// Turns the errors recorded since `mark` into warnings, noting why they do not count.
     pub fn demote(&mut self, mark: usize, why: &str) {
-        let demoted = self.problems.drain(mark..).map(|p| Problem {
-            message: format!("{} (ignored: {why})", p.message),
-            ..p
+        let demoted = self.errors.drain(mark..).map(|note| Note {
+            message: format!("{} (ignored: {why})", note.message),
+            ..note
         });
         self.warnings.extend(demoted);
     }
 
-    /// The warnings in file order, formatted `FILE:LINE:COL: message`.
-    pub fn formatted_warnings(&mut self) -> Vec<String> {
-        self.warnings.sort_by_key(|p| (p.line, p.col));
+    /// The errors as problems, and the warnings formatted `FILE:LINE:COL: message`, both
+    /// in file order.
+    pub fn finish(self) -> (Vec<Problem>, Vec<String>) {
         let file = self.file.display();
-        self.warnings
-            .iter()
+        let warnings = problems(self.text, self.warnings)
+            .into_iter()
             .map(|p| format!("{file}:{}:{}: {}", p.line, p.col, p.message))
-            .collect()
+            .collect();
+        (problems(self.text, self.errors), warnings)
     }
 
     /// The first child element named `name`; a second one draws a warning.

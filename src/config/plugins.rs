@@ -57,7 +57,7 @@ pub(super) fn read(
             continue;
         }
         seen.push(kind);
-        let mark = ctx.problems.len();
+        let mark = ctx.mark();
         match kind {
             PluginKind::Command => sections.command = read_command(ctx, node),
             PluginKind::Socket => sections.socket = read_socket(ctx, node),
@@ -88,13 +88,9 @@ pub(super) fn read(
 
 /// Runs `read` and keeps its result only when it recorded no error.
 fn clean<T>(ctx: &mut Ctx<'_>, read: impl FnOnce(&mut Ctx<'_>) -> Option<T>) -> Option<T> {
-    let mark = ctx.problems.len();
+    let mark = ctx.mark();
     let value = read(ctx);
-    if ctx.problems.len() == mark {
-        value
-    } else {
-        None
-    }
+    if !ctx.errors_since(mark) { value } else { None }
 }
 
 fn read_command(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CommandConfig> {
@@ -135,7 +131,7 @@ fn read_command(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CommandConfig> 
         if let Some(filter) = ctx.child(node, "filter") {
             ctx.check_attrs(filter, &["start"]);
             let start = ctx.flag(filter, "start", false);
-            let mark = ctx.problems.len();
+            let mark = ctx.mark();
             let mut include = Vec::new();
             for pattern in pattern_children(ctx, filter, "include") {
                 include.extend(ctx.regex(pattern, "expression", true));

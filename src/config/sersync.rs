@@ -25,7 +25,7 @@ pub(super) struct Sersync {
 /// Reads `<sersync>`. With `-m` for a plugin other than `command` nothing here is used
 /// for the run, so its problems are only warnings.
 pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Sersync {
-    let mark = ctx.problems.len();
+    let mark = ctx.mark();
     let sync = read_strict(ctx, head, options);
     if let Some(kind) = options
         .standalone_plugin
@@ -118,7 +118,7 @@ fn read_localpath(
 ) -> Option<RootConfig> {
     ctx.check_attrs(node, &["watch"]);
     ctx.check_children(node, &["remote"]);
-    let mark = ctx.problems.len();
+    let mark = ctx.mark();
     let watch = validate::watch_dir(ctx, node);
     let mut remotes = Vec::new();
     for remote in node.children().filter(|c| is(*c, "remote")) {
@@ -134,7 +134,7 @@ fn read_localpath(
         );
     }
     let path = watch?;
-    (ctx.problems.len() == mark).then_some(RootConfig { path, remotes })
+    (!ctx.errors_since(mark)).then_some(RootConfig { path, remotes })
 }
 
 fn read_remote(

@@ -4,8 +4,9 @@
 //! Names of elements and attributes are compared case-insensitively, as sersync 2.5 did.
 //! A boolean is on only when its value is exactly `true`. Every problem is collected with
 //! its line and column (nothing stops at the first one); unknown elements and attributes
-//! and suspicious values are warnings. `ctx.rs` is the reading context, `sersync.rs` reads `<sersync>`, `plugins.rs` the
-//! plugin sections, `validate.rs` holds the checks that look at the filesystem.
+//! and suspicious values are warnings. `ctx.rs` is the reading context; `sersync.rs` and
+//! `rsync.rs` read `<sersync>`, `plugins.rs` the plugin sections, and `validate.rs` holds
+//! the checks that look at the filesystem.
 
 use std::path::Path;
 
@@ -48,18 +49,17 @@ pub fn parse_with(
     let head = doc.root_element();
     if !is(head, "head") {
         let name = head.tag_name().name();
-        ctx.error(
-            head.range().start,
-            format!("root element is <{name}>, expected <head>"),
-        );
-        return Err(ctx.problems);
+        let message = format!("root element is <{name}>, expected <head>");
+        ctx.error(head.range().start, message);
+        return Err(ctx.finish().0);
     }
-    let config = read_head(&mut ctx, head, options);
-    if ctx.problems.is_empty() {
+    let mut config = read_head(&mut ctx, head, options);
+    let (problems, warnings) = ctx.finish();
+    if problems.is_empty() {
+        config.warnings = warnings;
         Ok(config)
     } else {
-        ctx.problems.sort_by_key(|p| (p.line, p.col));
-        Err(ctx.problems)
+        Err(problems)
     }
 }
 
@@ -109,7 +109,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> C
         cdn: sections.cdn,
         pidfile,
         log,
-        warnings: ctx.formatted_warnings(),
+        warnings: Vec::new(),
     }
 }
 
@@ -164,7 +164,7 @@ fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> FilterConfig {
     };
     ctx.check_attrs(node, &["start"]);
     let start = ctx.flag(node, "start", false);
-    let mark = ctx.problems.len();
+    let mark = ctx.mark();
     let mut excludes = Vec::new();
     for pattern in pattern_children(ctx, node, "exclude") {
         if let Some(regex) = ctx.regex(pattern, "expression", false) {
