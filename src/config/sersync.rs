@@ -50,7 +50,14 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
         crontab: None,
         enabled: Vec::new(),
     };
+    // Only `-m socket|http|refreshCDN` can do without a root of their own.
+    let needs_roots = options
+        .standalone_plugin
+        .is_none_or(|k| k == PluginKind::Command);
     let Some(node) = node else {
+        if !needs_roots {
+            return sync;
+        }
         ctx.error(
             head.range().start,
             "<head> has no <sersync> section: nothing to watch",
@@ -94,7 +101,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
         watched.push((root.path.clone(), offset));
         sync.roots.push(root);
     }
-    if node.children().all(|c| !is(c, "localpath")) {
+    if needs_roots && node.children().all(|c| !is(c, "localpath")) {
         ctx.error(
             node.range().start,
             "<sersync> has no <localpath>: nothing to watch",

@@ -164,6 +164,22 @@ fn standalone_plugin_needs_no_remotes_and_ignores_sersync() {
         &config.warnings,
         "(ignored: -m socket runs the plugin alone)",
     );
+    let alone = format!("<head>{socket}</head>");
+    let config = env
+        .parse_with(&alone, Some(PluginKind::Socket))
+        .expect("no <sersync> needed");
+    assert!(
+        config.roots.is_empty() && config.warnings.is_empty(),
+        "{:?}",
+        config.warnings
+    );
+    assert_eq!(
+        env.errors_with(&alone, Some(PluginKind::Command)),
+        vec![
+            "1:1: <head> has no <sersync> section: nothing to watch",
+            "1:1: plugin command is selected with -m but there is no <plugin name=\"command\"> section"
+        ]
+    );
     let command = "<head><sersync><localpath watch=\"@DIR@/src\"/></sersync><plugin name=\"command\"/></head>";
     let config = env
         .parse_with(command, Some(PluginKind::Command))
