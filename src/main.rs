@@ -1,2 +1,49 @@
-//! The `sersync` binary: see the library crate.
-fn main() {}
+//! The `sersync` binary: parse the command line, load the configuration, run.
+//!
+//! All logic lives in the library; this file only maps outcomes to exit codes
+//! (`sersync::cli::EXIT_*`: 0 ok, 1 runtime error, 2 usage or configuration error).
+
+use std::process::ExitCode;
+
+use sersync::cli::{self, Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let command = match cli::parse_from(std::env::args_os().skip(1)) {
+        Ok(command) => command,
+        Err(err) => {
+            eprintln!("sersync: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let code = match command {
+        Command::Help => {
+            print!("{}", cli::HELP);
+            EXIT_OK
+        }
+        Command::Version => {
+            println!("sersync {}", env!("CARGO_PKG_VERSION"));
+            EXIT_OK
+        }
+        Command::Check(cli) => cli::run_check(&cli),
+        Command::Status(_cli) => {
+            eprintln!("sersync: --status: not wired yet");
+            EXIT_FAILURE
+        }
+        Command::Run(cli) => run(&cli),
+    };
+    ExitCode::from(code)
+}
+
+/// Run mode: a configuration with problems never starts. sersync 2.5 wrote
+/// `/proc/sys/fs/inotify/*` here; we never touch system settings.
+fn run(cli: &cli::Cli) -> u8 {
+    let config = match cli::load_config(cli) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    cli::print_warnings(&config);
+    // The engine owner replaces this with `sersync::pipeline::run_cli(cli, config)`.
+    drop(config);
+    eprintln!("sersync: engine not wired yet");
+    EXIT_FAILURE
+}

@@ -4,13 +4,20 @@
 //! problem with its line and column. Nothing here can be invalid once built:
 //! regexes are compiled, paths are absolute, durations are `Duration`s.
 
+mod ctx;
+mod plugins;
+mod rsync;
+mod sersync;
+#[cfg(test)]
+mod tests;
+mod validate;
 mod xml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use xml::parse;
+pub use xml::{parse, parse_with};
 
 /// Default `<failLog path>` when the element or attribute is missing.
 pub const DEFAULT_FAIL_LOG: &str = "/var/lib/sersync/faillog";
@@ -173,7 +180,7 @@ pub struct RsyncConfig {
     pub timeout: Option<u32>,
     /// `<ssh start="true">`.
     pub ssh: bool,
-    /// The rsync binary (new `<rsync binary="…">`, default `rsync` from `PATH`).
+    /// The rsync binary (new `<rsync><binary path="…"/>`, default `rsync` from `PATH`).
     pub binary: PathBuf,
 }
 
@@ -249,8 +256,9 @@ pub struct CommandConfig {
     pub suffix: Vec<String>,
     /// `ignoreError="true"`: discard the command's output and exit status.
     pub ignore_error: bool,
-    /// `<filter start="true"><include expression>`: full-match regexes on the absolute path;
-    /// `None` means every path runs the command.
+    /// `<filter start="true"><include expression>`: regexes on the absolute path, already
+    /// anchored as `^(?:…)$` so `is_match` is sersync's full match; `None` means every path
+    /// runs the command.
     pub include: Option<Vec<regex::bytes::Regex>>,
     /// New `timeout` attribute on `<param>` (seconds, default 60).
     pub timeout: Duration,
@@ -311,7 +319,8 @@ pub struct CdnConfig {
     pub password: String,
     /// `<sendurl base>`: public URL prefix.
     pub base_url: String,
-    /// `<regexurl regex="true" match>`: compiled `match`; `None` when `regex` is not `true`.
+    /// `<regexurl regex="true" match>`: compiled `match` (searched, not anchored; it has at
+    /// least one capture group); `None` when `regex` is not `true`.
     pub url_regex: Option<regex::bytes::Regex>,
     /// New `<cdninfo tokenfile>` (Cloudflare bearer token file).
     pub token_file: Option<PathBuf>,
@@ -336,6 +345,16 @@ pub struct LogConfig {
     pub path: Option<PathBuf>,
     /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
     pub level: Option<String>,
+}
+
+/// What `parse` must know besides the file: the command line can change which parts of the
+/// file are used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// `-m NAME`: run this plugin alone. Its section is then required and checked strictly;
+    /// `<sersync>` remotes are not required, and for every plugin but `command` the whole
+    /// `<sersync>` section is only checked leniently (its problems become warnings).
+    pub standalone_plugin: Option<PluginKind>,
 }
 
 /// One problem found in a configuration file, with its position.
@@ -371,6 +390,26 @@ pub enum ConfigError {
     },
 }
 
+/// The largest configuration file read; more is surely not a configuration (and
+/// `-o /dev/zero` must not fill the memory).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(
+            "larger than 16 MiB, not a configuration file",
+        ));
+    }
+    Ok(bytes)
+}
+
 fn format_problems(path: &Path, problems: &[Problem]) -> String {
     problems
         .iter()
@@ -386,11 +425,20 @@ impl Config {
     /// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] with
     /// every problem found otherwise.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        Config::load_with(path, &ParseOptions::default())
+    }
+
+    /// Reads and validates a configuration file for the given command-line options
+    /// (`-m` changes which sections are required).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_with(path: &Path, options: &ParseOptions) -> Result<Config, ConfigError> {
+        let bytes = read_limited(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        parse(&bytes, path).map_err(|problems| ConfigError::Invalid {
+        parse_with(&bytes, path, options).map_err(|problems| ConfigError::Invalid {
             path: path.to_path_buf(),
             problems,
         })

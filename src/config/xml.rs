@@ -1,14 +1,260 @@
-//! TODO: confxml.xml parser.
-use super::{Config, Problem};
+//! `confxml.xml` text → [`Config`]: decoding, the top-level walk and the sections
+//! directly under `<head>`.
+//!
+//! Names of elements and attributes are compared case-insensitively, as sersync 2.5 did.
+//! A boolean is on only when its value is exactly `true`. Every problem is collected with
+//! its line and column (nothing stops at the first one); unknown elements and attributes
+//! and suspicious values are warnings. `ctx.rs` is the reading context; `sersync.rs` and
+//! `rsync.rs` read `<sersync>`, `plugins.rs` the plugin sections, and `validate.rs` holds
+//! the checks that look at the filesystem.
+
 use std::path::Path;
-/// Parses the bytes of a configuration file.
+
+use roxmltree::{Document, Node};
+
+use super::ctx::{Ctx, is, pattern_children, text_pos};
+use super::{
+    Config, FilterConfig, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins,
+    sersync,
+};
+
+/// Parses the bytes of a configuration file, with no command-line options.
 ///
 /// # Errors
 /// Every problem found, in file order.
-pub fn parse(_bytes: &[u8], _path: &Path) -> Result<Config, Vec<Problem>> {
-    Err(vec![Problem {
-        line: 1,
-        col: 1,
-        message: "not implemented".into(),
-    }])
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Config, Vec<Problem>> {
+    parse_with(bytes, path, &ParseOptions::default())
+}
+
+/// Parses the bytes of a configuration file; `path` is only used in messages.
+///
+/// # Errors
+/// Every problem found, in file order.
+pub fn parse_with(
+    bytes: &[u8],
+    path: &Path,
+    options: &ParseOptions,
+) -> Result<Config, Vec<Problem>> {
+    // The stock file declares ISO-8859-1; it is ASCII in practice, so valid UTF-8 is read
+    // as such and anything else is decoded as Latin-1 (every byte is a character).
+    let (text, latin1) = match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), false),
+        Err(_) => (bytes.iter().map(|&b| char::from(b)).collect(), true),
+    };
+    let doc = match Document::parse(&text) {
+        Ok(doc) => doc,
+        Err(err) => return Err(vec![xml_problem(&text, &err)]),
+    };
+    let mut ctx = Ctx::new(&text, path, latin1);
+    let head = doc.root_element();
+    if !is(head, "head") {
+        let name = head.tag_name().name();
+        let message = format!("root element is <{name}>, expected <head>");
+        ctx.error(head.range().start, message);
+        return Err(ctx.finish().0);
+    }
+    let mut config = read_head(&mut ctx, head, options);
+    let (problems, warnings) = ctx.finish();
+    if problems.is_empty() {
+        config.warnings = warnings;
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Config {
+    ctx.check_attrs(head, &["version"]);
+    ctx.check_children(
+        head,
+        &[
+            "host",
+            "debug",
+            "fileSystem",
+            "filter",
+            "inotify",
+            "sersync",
+            "plugin",
+            "pidfile",
+            "log",
+        ],
+    );
+    let host = read_host(ctx, head);
+    let debug = read_switch(ctx, head, "debug", "start");
+    let xfs = read_switch(ctx, head, "fileSystem", "xfs");
+    let filter = read_filter(ctx, head);
+    let inotify = read_inotify(ctx, head);
+    let sync = sersync::read(ctx, head, options);
+    let sections = plugins::read(ctx, head, &sync.enabled, options);
+    let pidfile = ctx.child(head, "pidfile").and_then(|n| {
+        ctx.check_attrs(n, &["path"]);
+        ctx.abs_path(n, "path")
+    });
+    let log = read_log(ctx, head);
+    Config {
+        path: ctx.file.to_path_buf(),
+        host,
+        debug,
+        xfs,
+        filter,
+        inotify,
+        roots: sync.roots,
+        rsync: sync.rsync,
+        fail_log: sync.fail_log,
+        crontab: sync.crontab,
+        plugins: sync.enabled.iter().map(|&(kind, _)| kind).collect(),
+        command: sections.command,
+        socket: sections.socket,
+        http: sections.http,
+        cdn: sections.cdn,
+        pidfile,
+        log,
+        warnings: Vec::new(),
+    }
+}
+
+/// `<debug start>`, `<fileSystem xfs>`: one boolean attribute, off when missing.
+fn read_switch(ctx: &mut Ctx<'_>, head: Node<'_, '_>, element: &str, attr: &str) -> bool {
+    let Some(node) = ctx.child(head, element) else {
+        return false;
+    };
+    ctx.check_attrs(node, &[attr]);
+    ctx.flag(node, attr, false)
+}
+
+fn read_host(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> HostConfig {
+    let mut host = HostConfig {
+        ip: "127.0.0.1".into(),
+        port: 8008,
+        start: false,
+    };
+    let Some(node) = ctx.child(head, "host") else {
+        return host;
+    };
+    ctx.check_attrs(node, &["hostip", "port", "start"]);
+    host.start = ctx.flag(node, "start", false);
+    host.port = ctx.port(node, "port").unwrap_or(host.port);
+    if let Some(attr) = ctx
+        .attr(node, "hostip")
+        .filter(|a| !a.value.trim().is_empty())
+    {
+        let ip = attr.value.trim();
+        if ip.eq_ignore_ascii_case("localhost") {
+            host.ip = "127.0.0.1".into();
+        } else if ip.parse::<std::net::IpAddr>().is_ok() {
+            host.ip = ip.to_owned();
+        } else if host.start {
+            ctx.error(
+                attr.pos,
+                format!("<host hostip=\"{ip}\">: not an ip address"),
+            );
+        } else {
+            ctx.warn(
+                attr.pos,
+                format!("<host hostip=\"{ip}\">: not an ip address, ignored"),
+            );
+        }
+    }
+    host
+}
+
+fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> FilterConfig {
+    let Some(node) = ctx.child(head, "filter") else {
+        return FilterConfig::default();
+    };
+    ctx.check_attrs(node, &["start"]);
+    let start = ctx.flag(node, "start", false);
+    let mark = ctx.mark();
+    let mut excludes = Vec::new();
+    for pattern in pattern_children(ctx, node, "exclude") {
+        if let Some(regex) = ctx.regex(pattern, "expression", false) {
+            excludes.push(regex);
+        }
+    }
+    if !start {
+        ctx.demote(mark, "<filter> is off");
+        excludes.clear();
+    }
+    FilterConfig { excludes }
+}
+
+fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> InotifyToggles {
+    let mut toggles = InotifyToggles::default();
+    let Some(node) = ctx.child(head, "inotify") else {
+        return toggles;
+    };
+    ctx.check_attrs(node, &[]);
+    let names = [
+        "delete",
+        "createFolder",
+        "createFile",
+        "closeWrite",
+        "moveFrom",
+        "moveTo",
+        "attrib",
+        "modify",
+    ];
+    ctx.check_children(node, &names);
+    let fields = [
+        &mut toggles.delete,
+        &mut toggles.create_folder,
+        &mut toggles.create_file,
+        &mut toggles.close_write,
+        &mut toggles.move_from,
+        &mut toggles.move_to,
+        &mut toggles.attrib,
+        &mut toggles.modify,
+    ];
+    for (name, field) in names.into_iter().zip(fields) {
+        if let Some(child) = ctx.child(node, name) {
+            ctx.check_attrs(child, &["start"]);
+            *field = ctx.flag(child, "start", *field);
+        }
+    }
+    let any_push = toggles.create_folder
+        || toggles.create_file
+        || toggles.close_write
+        || toggles.move_to
+        || toggles.attrib
+        || toggles.modify;
+    if !any_push {
+        ctx.warn(
+            node.range().start,
+            "<inotify>: no create, write or move-in event is on: new files are never pushed",
+        );
+    }
+    toggles
+}
+
+fn read_log(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> LogConfig {
+    let Some(node) = ctx.child(head, "log") else {
+        return LogConfig::default();
+    };
+    ctx.check_attrs(node, &["path", "level"]);
+    let path = ctx.abs_path(node, "path");
+    let level = ctx.parse_attr(node, "level", |v| {
+        let level = v.to_ascii_lowercase();
+        match level.as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" => Ok(level),
+            _ => Err("expected error, warn, info, debug or trace".to_owned()),
+        }
+    });
+    LogConfig { path, level }
+}
+
+/// Turns a roxmltree error into a problem at its position, without the " at L:C" suffix.
+fn xml_problem(text: &str, err: &roxmltree::Error) -> Problem {
+    let mut pos = err.pos();
+    if matches!(
+        err,
+        roxmltree::Error::UnclosedRootNode | roxmltree::Error::UnexpectedEndOfStream
+    ) {
+        pos = text_pos(text, text.len());
+    }
+    let message = err.to_string().replace(&format!(" at {}", err.pos()), "");
+    Problem {
+        line: pos.row,
+        col: pos.col,
+        message: format!("malformed xml: {message}"),
+    }
 }

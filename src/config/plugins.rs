@@ -1,0 +1,407 @@
+//! The top-level `<plugin name=…>` sections: `command`, `socket`, `http`, `refreshCDN`.
+//!
+//! A section is checked strictly only when its plugin runs (enabled in `<sersync>`, or
+//! chosen with `-m`); otherwise its problems are warnings, because the stock file ships
+//! sections that point at hosts and directories that do not exist.
+
+use std::time::Duration;
+
+use roxmltree::Node;
+
+use super::ctx::{Ctx, Enabled, is, pattern_children};
+use super::{
+    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, PluginKind,
+    SocketConfig, validate,
+};
+
+/// The plugin sections found in the file.
+#[derive(Default)]
+pub(super) struct Sections {
+    pub command: Option<CommandConfig>,
+    pub socket: Option<SocketConfig>,
+    pub http: Option<HttpPluginConfig>,
+    pub cdn: Option<CdnConfig>,
+}
+
+/// Reads every `<plugin name>` child of `<head>`, and requires the section of each plugin
+/// that runs.
+pub(super) fn read(
+    ctx: &mut Ctx<'_>,
+    head: Node<'_, '_>,
+    enabled: &Enabled,
+    options: &ParseOptions,
+) -> Sections {
+    let running: Enabled = match options.standalone_plugin {
+        Some(kind) => vec![(kind, head.range().start)],
+        None => enabled.clone(),
+    };
+    let mut sections = Sections::default();
+    let mut seen: Vec<PluginKind> = Vec::new();
+    for node in head.children().filter(|c| is(*c, "plugin")) {
+        let name = ctx.attr(node, "name");
+        let Some(kind) = name.and_then(|a| PluginKind::from_name(a.value.trim())) else {
+            let what = name.map_or("<plugin> without name".to_owned(), |a| {
+                format!("<plugin name=\"{}\">: unknown plugin", a.value)
+            });
+            ctx.warn(node.range().start, format!("{what}, section ignored"));
+            continue;
+        };
+        if seen.contains(&kind) {
+            ctx.warn(
+                node.range().start,
+                format!(
+                    "duplicate <plugin name=\"{}\">: only the first one is used",
+                    kind.name()
+                ),
+            );
+            continue;
+        }
+        seen.push(kind);
+        let mark = ctx.mark();
+        match kind {
+            PluginKind::Command => sections.command = read_command(ctx, node),
+            PluginKind::Socket => sections.socket = read_socket(ctx, node),
+            PluginKind::Http => sections.http = read_http(ctx, node),
+            PluginKind::RefreshCdn => sections.cdn = read_cdn(ctx, node),
+        }
+        if running.iter().all(|&(k, _)| k != kind) {
+            ctx.demote(mark, &format!("plugin {} is not enabled", kind.name()));
+        }
+    }
+    for &(kind, offset) in &running {
+        if !seen.contains(&kind) {
+            let how = if options.standalone_plugin.is_some() {
+                "selected with -m"
+            } else {
+                "enabled"
+            };
+            let msg = format!(
+                "plugin {} is {how} but there is no <plugin name=\"{}\"> section",
+                kind.name(),
+                kind.name()
+            );
+            ctx.error(offset, msg);
+        }
+    }
+    sections
+}
+
+/// Runs `read` and keeps its result only when it recorded no error.
+fn clean<T>(ctx: &mut Ctx<'_>, read: impl FnOnce(&mut Ctx<'_>) -> Option<T>) -> Option<T> {
+    let mark = ctx.mark();
+    let value = read(ctx);
+    if !ctx.errors_since(mark) { value } else { None }
+}
+
+fn read_command(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CommandConfig> {
+    clean(ctx, |ctx| {
+        ctx.check_attrs(node, &["name"]);
+        ctx.check_children(node, &["param", "filter"]);
+        let mut command = CommandConfig {
+            prefix: vec!["/bin/sh".to_owned()],
+            suffix: Vec::new(),
+            ignore_error: false,
+            include: None,
+            timeout: Duration::from_secs(60),
+            concurrency: 4,
+        };
+        if let Some(param) = ctx.child(node, "param") {
+            ctx.check_attrs(
+                param,
+                &["prefix", "suffix", "ignoreError", "timeout", "concurrency"],
+            );
+            if let Some(attr) = ctx.attr(param, "prefix") {
+                command.prefix = words(ctx, attr.value, attr.pos, "<param prefix")?;
+                if command.prefix.is_empty() {
+                    ctx.error(
+                        attr.pos,
+                        "<param prefix=\"\">: empty, there is no command to run",
+                    );
+                }
+            }
+            if let Some(attr) = ctx.attr(param, "suffix") {
+                command.suffix = words(ctx, attr.value, attr.pos, "<param suffix")?;
+            }
+            command.ignore_error = ctx.flag(param, "ignoreError", false);
+            command.timeout = seconds(ctx, param, "timeout").unwrap_or(command.timeout);
+            command.concurrency = ctx
+                .integer(param, "concurrency", 1, 1024)
+                .unwrap_or(command.concurrency);
+        }
+        if let Some(filter) = ctx.child(node, "filter") {
+            ctx.check_attrs(filter, &["start"]);
+            let start = ctx.flag(filter, "start", false);
+            let mark = ctx.mark();
+            let mut include = Vec::new();
+            for pattern in pattern_children(ctx, filter, "include") {
+                include.extend(ctx.regex(pattern, "expression", true));
+            }
+            if start {
+                command.include = Some(include);
+            } else {
+                ctx.demote(mark, "the command <filter> is off");
+            }
+        }
+        Some(command)
+    })
+}
+
+fn words(ctx: &mut Ctx<'_>, value: &str, pos: usize, what: &str) -> Option<Vec<String>> {
+    match shell_words::split(value) {
+        Ok(words) => Some(words),
+        Err(_) => {
+            ctx.error(pos, format!("{what}=\"{value}\">: unbalanced quotes"));
+            None
+        }
+    }
+}
+
+/// A positive number of seconds, decimals allowed.
+fn seconds(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<Duration> {
+    ctx.parse_attr(node, name, |v| {
+        match v.parse::<f64>().ok().filter(|s| *s > 0.0) {
+            Some(secs) => Duration::try_from_secs_f64(secs).map_err(|_| "too large".to_owned()),
+            None => Err("not a number of seconds above 0".to_owned()),
+        }
+    })
+}
+
+/// The `<localpath watch>` of a plugin section and its one expected child.
+fn localpath<'a, 'i>(
+    ctx: &mut Ctx<'_>,
+    node: Node<'a, 'i>,
+    children: &[&str],
+) -> Option<(Option<std::path::PathBuf>, Node<'a, 'i>)> {
+    ctx.check_attrs(node, &["name"]);
+    ctx.check_children(node, &["localpath"]);
+    let plugin = plugin_name(node);
+    let Some(localpath) = ctx.child(node, "localpath") else {
+        ctx.error(
+            node.range().start,
+            format!("<plugin name=\"{plugin}\"> without <localpath watch>"),
+        );
+        return None;
+    };
+    ctx.check_attrs(localpath, &["watch"]);
+    ctx.check_children(localpath, children);
+    let watch = validate::watch_dir(ctx, localpath);
+    let first = children.first().copied().unwrap_or_default();
+    let Some(child) = ctx.child(localpath, first) else {
+        ctx.error(
+            localpath.range().start,
+            format!("<plugin name=\"{plugin}\"><localpath> without <{first}>"),
+        );
+        return None;
+    };
+    Some((watch, child))
+}
+
+/// The `name` of a plugin section as written, for messages.
+fn plugin_name(node: Node<'_, '_>) -> String {
+    let attr = node
+        .attributes()
+        .find(|a| a.name().eq_ignore_ascii_case("name"));
+    attr.map_or_else(String::new, |a| a.value().to_owned())
+}
+
+fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
+    clean(ctx, |ctx| {
+        let (root, deshost) = localpath(ctx, node, &["deshost"])?;
+        ctx.check_attrs(deshost, &["ip", "port", "format"]);
+        let host = ctx
+            .attr(deshost, "ip")
+            .map(|a| a.value.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        if host.is_none() {
+            ctx.error(deshost.range().start, "<deshost> without ip");
+        }
+        let port = ctx.port(deshost, "port");
+        if ctx
+            .attr(deshost, "port")
+            .is_none_or(|a| a.value.trim().is_empty())
+        {
+            ctx.error(deshost.range().start, "<deshost> without port");
+        }
+        let lines = ctx
+            .parse_attr(deshost, "format", |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "lines" => Ok(true),
+                    "path" => Ok(false),
+                    _ => Err("expected lines or path".to_owned()),
+                }
+            })
+            .unwrap_or(false);
+        Some(SocketConfig {
+            root: root?,
+            host: host?,
+            port: port?,
+            lines,
+        })
+    })
+}
+
+fn read_http(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<HttpPluginConfig> {
+    clean(ctx, |ctx| {
+        let (root, deshost) = localpath(ctx, node, &["deshost"])?;
+        ctx.check_attrs(deshost, &["url", "port"]);
+        let url = http_url(ctx, deshost, "url");
+        if url.is_none()
+            && ctx
+                .attr(deshost, "url")
+                .is_none_or(|a| a.value.trim().is_empty())
+        {
+            ctx.error(deshost.range().start, "<deshost> without url");
+        }
+        Some(HttpPluginConfig {
+            root: root?,
+            url: url?,
+        })
+    })
+}
+
+/// An `http://` or `https://` URL attribute; missing or empty gives `None`.
+fn http_url(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<String> {
+    ctx.parse_attr(node, name, |v| {
+        let lower = v.to_ascii_lowercase();
+        if (lower.starts_with("http://") || lower.starts_with("https://"))
+            && !v.contains(char::is_whitespace)
+        {
+            Ok(v.to_owned())
+        } else {
+            Err("not an http:// or https:// url".to_owned())
+        }
+    })
+}
+
+fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
+    clean(ctx, |ctx| {
+        let (root, info) = localpath(ctx, node, &["cdninfo", "sendurl", "regexurl"])?;
+        ctx.check_attrs(
+            info,
+            &[
+                "domainname",
+                "port",
+                "username",
+                "passwd",
+                "provider",
+                "tokenfile",
+                "zone",
+                "endpoint",
+                "url",
+                "batch",
+                "rate",
+                "timeout",
+            ],
+        );
+        let text = |ctx: &mut Ctx<'_>, name| {
+            ctx.attr(info, name)
+                .map(|a| a.value.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let provider = ctx
+            .parse_attr(info, "provider", |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "chinacache" => Ok(CdnProvider::ChinaCache),
+                    "purge" => Ok(CdnProvider::Purge),
+                    "cloudflare" => Ok(CdnProvider::Cloudflare),
+                    "webhook" => Ok(CdnProvider::Webhook),
+                    _ => Err("expected chinacache, purge, cloudflare or webhook".to_owned()),
+                }
+            })
+            .unwrap_or(CdnProvider::ChinaCache);
+        let domain = text(ctx, "domainname").unwrap_or_default();
+        let mut cdn = CdnConfig {
+            root: std::path::PathBuf::new(),
+            provider,
+            port: ctx.port(info, "port").unwrap_or(80),
+            username: text(ctx, "username").unwrap_or_default(),
+            password: ctx
+                .attr(info, "passwd")
+                .map(|a| a.value.to_owned())
+                .unwrap_or_default(),
+            base_url: String::new(),
+            url_regex: None,
+            token_file: None,
+            zone: text(ctx, "zone"),
+            endpoint: http_url(ctx, info, "endpoint")
+                .unwrap_or_else(|| "https://api.cloudflare.com".to_owned()),
+            webhook_url: http_url(ctx, info, "url"),
+            batch: ctx.integer(info, "batch", 1, 10_000).unwrap_or(30),
+            rate_per_sec: rate(ctx, info).unwrap_or(10.0),
+            timeout: seconds(ctx, info, "timeout").unwrap_or(Duration::from_secs(10)),
+            domain,
+        };
+        let at = info.range().start;
+        match provider {
+            CdnProvider::ChinaCache if cdn.domain.is_empty() => {
+                ctx.error(at, "<cdninfo> without domainname")
+            }
+            CdnProvider::Cloudflare => {
+                cdn.token_file = validate::secret_file(ctx, info, "tokenfile");
+                if cdn.zone.is_none() {
+                    ctx.error(at, "<cdninfo provider=\"cloudflare\"> without zone");
+                }
+            }
+            CdnProvider::Webhook if cdn.webhook_url.is_none() => {
+                ctx.error(at, "<cdninfo provider=\"webhook\"> without url")
+            }
+            _ => {}
+        }
+        let localpath = info.parent().unwrap_or(node);
+        read_urls(ctx, localpath, &mut cdn);
+        cdn.root = root?;
+        Some(cdn)
+    })
+}
+
+fn rate(ctx: &mut Ctx<'_>, info: Node<'_, '_>) -> Option<f64> {
+    ctx.parse_attr(info, "rate", |v| match v.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err("not a number of requests per second above 0".to_owned()),
+    })
+}
+
+/// `<sendurl base>` and `<regexurl regex match>`.
+fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_, '_>, cdn: &mut CdnConfig) {
+    match ctx.child(localpath, "sendurl") {
+        Some(sendurl) => {
+            ctx.check_attrs(sendurl, &["base"]);
+            match ctx
+                .attr(sendurl, "base")
+                .map(|a| a.value.trim())
+                .filter(|v| !v.is_empty())
+            {
+                Some(base) => cdn.base_url = base.to_owned(),
+                None => ctx.error(sendurl.range().start, "<sendurl> without base"),
+            }
+        }
+        None => ctx.error(
+            localpath.range().start,
+            "<plugin name=\"refreshCDN\"><localpath> without <sendurl base>",
+        ),
+    }
+    let Some(regexurl) = ctx.child(localpath, "regexurl") else {
+        return;
+    };
+    ctx.check_attrs(regexurl, &["regex", "match"]);
+    if !ctx.flag(regexurl, "regex", false) {
+        return;
+    }
+    let Some(regex) = ctx.regex(regexurl, "match", false) else {
+        return;
+    };
+    if regex.captures_len() < 2 {
+        let pos = ctx
+            .attr(regexurl, "match")
+            .map_or(regexurl.range().start, |a| a.pos);
+        ctx.error(
+            pos,
+            format!(
+                "<regexurl match=\"{}\">: no capture group, the url needs group 1",
+                regex.as_str()
+            ),
+        );
+        return;
+    }
+    cdn.url_regex = Some(regex);
+}

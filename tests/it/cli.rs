@@ -1,0 +1,320 @@
+//! The `sersync` binary's command line: help, version, `--check` on the shipped files,
+//! the sersync 2.5 flag clusters, and every usage error (one line, exit 2).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DEMO_SRC: &str = "/var/tmp/sersync-demo/src";
+
+fn sersync(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_sersync"))
+        .args(args)
+        .output()
+        .expect("run sersync");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(
+        output.status.code(),
+        Some(101),
+        "sersync {args:?} panicked: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "sersync {args:?} panicked: {stderr}"
+    );
+    output
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// A copy of the stock sersync 2.5 file whose only change is a watch path that exists.
+fn stock_copy(tmp: &Path) -> String {
+    let src = tmp.join("tongbu");
+    fs::create_dir_all(&src).expect("watch dir");
+    let stock = fs::read_to_string(repo("conf/confxml.sersync-2.5.xml")).expect("stock file");
+    let copy = tmp.join("confxml.xml");
+    fs::write(
+        &copy,
+        stock.replace("/opt/tongbu", &src.display().to_string()),
+    )
+    .expect("write copy");
+    copy.display().to_string()
+}
+
+#[track_caller]
+fn assert_usage_error(args: &[&str], message: &str) {
+    let output = sersync(args);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr, format!("sersync: {message}\n"), "{args:?}");
+    assert!(output.stdout.is_empty(), "{args:?}");
+}
+
+#[test]
+fn help_lists_every_flag_and_exits_0() {
+    for flag in ["-h", "--help"] {
+        let output = sersync(&[flag]);
+        assert_eq!(output.status.code(), Some(0));
+        let stdout = text(&output.stdout);
+        for word in [
+            "-d",
+            "-r",
+            "-o FILE",
+            "-n NUM",
+            "-m command",
+            "-m socket",
+            "-m http",
+            "-m refreshCDN",
+            "--check",
+            "--status",
+            "--pidfile",
+            "--logfile",
+            "--version",
+        ] {
+            assert!(stdout.contains(word), "help lacks {word}: {stdout}");
+        }
+        assert!(output.stderr.is_empty());
+    }
+}
+
+#[test]
+fn version() {
+    for flag in ["-V", "--version"] {
+        let output = sersync(&[flag]);
+        assert_eq!(output.status.code(), Some(0));
+        assert_eq!(
+            text(&output.stdout),
+            format!("sersync {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+#[test]
+fn bad_worker_counts() {
+    let message = |v: &str| format!("-n '{v}': expected a number of worker threads from 1 to 1024");
+    for value in ["0", "-1", "abc", "2000"] {
+        assert_usage_error(&["-n", value, "--check"], &message(value));
+    }
+    assert_usage_error(&["-n0"], &message("0"));
+    assert_usage_error(&["-n"], "-n: missing value");
+}
+
+#[test]
+fn other_usage_errors() {
+    assert_usage_error(
+        &["-m", "ftp"],
+        "-m 'ftp': unknown plugin (expected command, socket, http or refreshCDN)",
+    );
+    assert_usage_error(&["-x"], "unknown option -x (try sersync -h)");
+    assert_usage_error(&["-dx"], "unknown option -x (try sersync -h)");
+    assert_usage_error(
+        &["--frobnicate"],
+        "unknown option --frobnicate (try sersync -h)",
+    );
+    assert_usage_error(&["-o"], "-o: missing value");
+    assert_usage_error(&["-dro"], "-o: missing value");
+    assert_usage_error(&["-m"], "-m: missing value");
+    assert_usage_error(&["--pidfile"], "--pidfile: missing value");
+    assert_usage_error(&["--logfile"], "--logfile: missing value");
+    assert_usage_error(
+        &["-o", "a.xml", "b.xml"],
+        "unexpected argument 'b.xml' (try sersync -h)",
+    );
+    assert_usage_error(
+        &["--check", "--status"],
+        "--check and --status cannot be combined",
+    );
+}
+
+#[test]
+fn check_accepts_the_shipped_default() {
+    fs::create_dir_all(DEMO_SRC).expect("demo source dir");
+    let output = sersync(&["--check", "-o", &repo("conf/confxml.xml")]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "no warnings expected: {stderr}");
+    for line in [
+        "mode: sync with 10 worker threads",
+        "root /var/tmp/sersync-demo/src",
+        "  -> local directory /var/tmp/sersync-demo/mirror",
+        "rsync -artuz -R --delete ./ /var/tmp/sersync-demo/mirror/",
+        "events: delete createFolder closeWrite moveFrom moveTo",
+        "faillog: /var/tmp/sersync-demo/faillog",
+    ] {
+        assert!(stdout.contains(line), "summary lacks {line:?}:\n{stdout}");
+    }
+}
+
+#[test]
+fn check_accepts_the_stock_file_once_its_watch_dir_exists() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let copy = stock_copy(tmp.path());
+    let output = sersync(&["--check", "-o", &copy]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("rsync -artuz -R --delete ./ 127.0.0.1::tongbu1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("socket (section only, not enabled)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(":60:13: <localpath watch=\"/data0/htdocs/cms.xoyo.com/site\">"),
+        "{stderr}"
+    );
+
+    // The untouched stock file watches /opt/tongbu: an error unless that exists here.
+    let output = sersync(&["--check", "-o", &repo("conf/confxml.sersync-2.5.xml")]);
+    let expected = if Path::new("/opt/tongbu").is_dir() {
+        0
+    } else {
+        2
+    };
+    assert_eq!(
+        output.status.code(),
+        Some(expected),
+        "{}",
+        text(&output.stderr)
+    );
+    if expected == 2 {
+        assert!(text(&output.stderr).contains("confxml.sersync-2.5.xml:24:13: <localpath watch=\"/opt/tongbu\">: directory does not exist"));
+    }
+}
+
+#[test]
+fn check_with_sersync_flag_clusters() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let copy = stock_copy(tmp.path());
+    for args in [
+        vec!["--check", "-dro", copy.as_str()],
+        vec!["-n", "8", "-o", copy.as_str(), "-r", "-d", "--check"],
+        vec!["--check", "-n8", "-rdo", copy.as_str()],
+    ] {
+        let output = sersync(&args);
+        let stdout = text(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            stdout.contains("full sync of every root first (-r)"),
+            "{args:?}: {stdout}"
+        );
+    }
+    let output = sersync(&["-n", "8", "-o", &copy, "-r", "-d", "--check"]);
+    assert!(text(&output.stdout).contains("mode: sync with 8 worker threads"));
+    let output = sersync(&[&format!("-o{copy}"), "--check"]);
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn check_with_a_standalone_plugin() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let copy = stock_copy(tmp.path());
+    let output = sersync(&["--check", "-m", "socket", "-o", &copy]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("mode: plugin socket alone (-m), no rsync"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("plugins: socket"), "{stdout}");
+
+    let output = sersync(&["--check", "-m", "HTTP", "-o", &copy]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains(
+        ":2:1: plugin http is selected with -m but there is no <plugin name=\"http\"> section"
+    ));
+
+    let output = sersync(&["--check", "-m", "refreshCDN", "-o", &copy]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "the CDN watch dir does not exist"
+    );
+    assert!(text(&output.stderr).contains(
+        ":60:13: <localpath watch=\"/data0/htdocs/cms.xoyo.com/site\">: directory does not exist"
+    ));
+}
+
+#[test]
+fn unreadable_or_invalid_config_is_exit_2_in_every_mode() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let missing = tmp.path().join("nope.xml").display().to_string();
+    for args in [
+        vec!["--check", "-o", missing.as_str()],
+        vec!["-o", missing.as_str()],
+        vec!["-d", "-r", "-o", missing.as_str()],
+    ] {
+        let output = sersync(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            text(&output.stderr),
+            format!("sersync: {missing}: cannot read: No such file or directory (os error 2)\n")
+        );
+    }
+    let bad = tmp.path().join("bad.xml");
+    fs::write(&bad, "<head>\n<sersync>\n").expect("write");
+    let bad = bad.display().to_string();
+    let output = sersync(&["-o", &bad]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).starts_with(&format!("{bad}:3:1: malformed xml")));
+    for (file, why) in [
+        ("/dev/zero", "larger than 16 MiB, not a configuration file"),
+        (env!("CARGO_MANIFEST_DIR"), "is a directory"),
+    ] {
+        let output = sersync(&["--check", "-o", file]);
+        assert_eq!(output.status.code(), Some(2), "{file}");
+        assert_eq!(
+            text(&output.stderr),
+            format!("sersync: {file}: cannot read: {why}\n")
+        );
+    }
+    let default = sersync_in(tmp.path(), &["--check"]);
+    assert_eq!(
+        default.status.code(),
+        Some(2),
+        "./confxml.xml is the default and is missing"
+    );
+    assert!(text(&default.stderr).contains("./confxml.xml: cannot read"));
+}
+
+fn sersync_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sersync"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run sersync")
+}
+
+#[test]
+fn inotify_sysctls_are_never_written() {
+    let sysctls: Vec<PathBuf> = ["max_user_watches", "max_queued_events"]
+        .iter()
+        .map(|name| Path::new("/proc/sys/fs/inotify").join(name))
+        .collect();
+    let before: Vec<String> = sysctls
+        .iter()
+        .map(|p| fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    sersync(&["-h"]);
+    sersync(&["--check", "-o", "/nonexistent.xml"]);
+    let after: Vec<String> = sysctls
+        .iter()
+        .map(|p| fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert_eq!(before, after);
+}
