@@ -41,9 +41,5 @@ fn run(cli: &cli::Cli) -> u8 {
         Ok(config) => config,
         Err(code) => return code,
     };
-    cli::print_warnings(&config);
-    // The engine owner replaces this with `sersync::pipeline::run_cli(cli, config)`.
-    drop(config);
-    eprintln!("sersync: engine not wired yet");
-    EXIT_FAILURE
+    sersync::daemon::run(cli, &config)
 }

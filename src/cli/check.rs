@@ -84,12 +84,12 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
         let _ = writeln!(out, "root {}", root.path.display());
         for remote in &root.remotes {
             let _ = writeln!(out, "  -> {}", describe(remote));
-            let argv = shell_words::join(rsync_argv_preview(config, root, remote));
+            let (batch, full) = rsync_argv_preview(config, root, remote);
             let _ = writeln!(
                 out,
-                "     full sync: (cd {} && {argv})",
-                root.path.display()
+                "     changes:   {batch}   (paths NUL-separated on stdin)"
             );
+            let _ = writeln!(out, "     full sync: {full}   (excluded paths on stdin)");
         }
     }
     let _ = writeln!(out, "events: {}", events(config));
@@ -145,47 +145,35 @@ fn describe(remote: &Remote) -> String {
     }
 }
 
-/// An approximation of the full-sync rsync argv for one remote, run inside the root. The
-/// password file's path may appear; its content never does.
-// TODO(engine): replace with the real argv builder from `push`.
-fn rsync_argv_preview(config: &Config, _root: &RootConfig, remote: &Remote) -> Vec<String> {
-    let rsync = &config.rsync;
-    let mut argv = vec![rsync.binary.display().to_string()];
-    argv.extend(rsync.common_params.iter().cloned());
-    argv.push("-R".to_owned());
-    if config.inotify.delete {
-        argv.push("--delete".to_owned());
-    }
-    if let Remote::Ssh { .. } = remote {
-        argv.extend(["-e".to_owned(), "ssh".to_owned()]);
-    }
-    if let (Remote::Daemon { .. }, Some(port)) = (remote, rsync.port) {
-        argv.push(format!("--port={port}"));
-    }
-    if let Some(timeout) = rsync.timeout {
-        argv.push(format!("--timeout={timeout}"));
-    }
-    argv.push("./".to_owned());
-    match remote {
-        Remote::Daemon { host, module } => match &rsync.auth {
-            Some(auth) => {
-                argv.push(format!("{}@{host}::{module}", auth.user));
-                argv.push(format!("--password-file={}", auth.password_file.display()));
-            }
-            None => argv.push(format!("{host}::{module}")),
-        },
-        Remote::Ssh { host, path } => argv.push(format!("{host}:{path}")),
-        Remote::Local { path } => argv.push(format!("{}/", path.display())),
-    }
-    if let Some(crontab) = &config.crontab {
-        argv.extend(
-            crontab
-                .excludes
-                .iter()
-                .map(|glob| format!("--exclude={glob}")),
-        );
-    }
-    argv
+/// The exact rsync command lines the engine runs for one remote: one for a batch of
+/// changes, one for a full sync. The password file's path may appear; its content never
+/// does.
+fn rsync_argv_preview(config: &Config, root: &RootConfig, remote: &Remote) -> (String, String) {
+    use crate::push::rsync::{RunKind, args, describe};
+    let delete = config.inotify.delete;
+    let batch = args(
+        &config.rsync,
+        &root.path,
+        remote,
+        RunKind::Batch { delete },
+        &[],
+    );
+    let excludes = config
+        .crontab
+        .as_ref()
+        .map(|c| c.excludes.clone())
+        .unwrap_or_default();
+    let full = args(
+        &config.rsync,
+        &root.path,
+        remote,
+        RunKind::Full { delete },
+        &excludes,
+    );
+    (
+        describe(&config.rsync.binary, &batch),
+        describe(&config.rsync.binary, &full),
+    )
 }
 
 fn events(config: &Config) -> String {

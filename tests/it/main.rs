@@ -1,8 +1,8 @@
 //! Integration tests: one binary, one module per area.
 
-mod util;
 mod churn;
 mod cli;
 mod config;
 mod engine;
 mod sync;
+mod util;
