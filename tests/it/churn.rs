@@ -57,7 +57,7 @@ pub fn run(root: &Path, outside: &Path, seed: u64, length: Duration) {
             let dir = &dirs[rng.below(dirs.len())];
             let name = format!("n{}", rng.below(40));
             let _ = match rng.below(12) {
-                0 | 1 | 2 => std::fs::write(
+                0..=2 => std::fs::write(
                     root.join(dir).join(&name),
                     vec![b'a' + (counter % 26) as u8; rng.below(3000)],
                 ),
