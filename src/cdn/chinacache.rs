@@ -175,7 +175,13 @@ fn exchange(host: &str, port: u16, request: &[u8], timeout: Duration) -> io::Res
     let mut buf = [0u8; 2048];
     loop {
         stream.set_read_timeout(Some(remaining()?))?;
-        let n = stream.read(&mut buf)?;
+        let n = stream.read(&mut buf).map_err(|err| match err.kind() {
+            // A read timeout shows as EAGAIN on Linux; say what it is.
+            io::ErrorKind::WouldBlock => {
+                io::Error::new(io::ErrorKind::TimedOut, "no answer in time")
+            }
+            _ => err,
+        })?;
         if n == 0 {
             break;
         }

@@ -3,9 +3,10 @@
 //! runs it with the configured timeout.
 //!
 //! - `purge`: `PURGE /path` sent to `domainname:port` with `Host:` set to the URL's
-//!   host, so a cache in front of several sites finds the object (an empty `domainname`
-//!   sends the `PURGE` to the URL itself, the Fastly way). 2xx, 404 and 412 (nginx
-//!   cache_purge: "was not cached") count as success.
+//!   host, so a cache in front of several sites finds the object. ureq keeps a `Host`
+//!   header the request already has, so no hand-written HTTP is needed. An empty
+//!   `domainname` sends the `PURGE` to the URL itself, the Fastly way. 2xx, 404 and 412
+//!   (nginx cache_purge: "was not cached") count as success.
 //! - `cloudflare`: `POST {endpoint}/client/v4/zones/{zone}/purge_cache` with
 //!   `Authorization: Bearer <token>` and `{"files":[URL…]}`; directories become
 //!   `{"prefixes":["host/dir"]}` (no scheme, no trailing `/`, as the API wants). The

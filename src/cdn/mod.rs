@@ -235,12 +235,15 @@ impl CdnStage {
             self.provider.batch_limit(&self.cdn),
             self.provider.mixes_dirs(),
         );
-        self.send(batch, now);
+        self.send(batch);
     }
 
-    fn send(&mut self, batch: Vec<Queued>, now: Instant) {
+    fn send(&mut self, batch: Vec<Queued>) {
         let items: Vec<PurgeItem> = batch.iter().map(|q| q.item.clone()).collect();
-        match self.provider.send(&items) {
+        let result = self.provider.send(&items);
+        // Delays count from the answer: the request itself may have taken the timeout.
+        let now = Instant::now();
+        match result {
             Ok(()) => {
                 Metrics::incr(&self.metrics.cdn_purges);
                 self.rate_limited = 0;

@@ -8,8 +8,8 @@
 //! include regexes run the command. It applies to every root, as the original did.
 //!
 //! `concurrency` threads `sersync-command-{i}` run commands, so at most that many run at
-//! once, in no guaranteed order. A command still running after `timeout` is killed
-//! (SIGKILL; its own children are not tracked). With `ignoreError="true"` stdout and
+//! once, in no guaranteed order. Each command runs in its own process group; one still
+//! running after `timeout` is killed with its whole group (SIGKILL). With `ignoreError="true"` stdout and
 //! stderr go to `/dev/null` and the exit status is ignored; otherwise stdout is
 //! inherited and a non-zero exit is logged at `warn` with the end of stderr and counted
 //! in `plugin_failures`.
@@ -17,6 +17,7 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -131,7 +132,9 @@ impl CommandPlugin {
             .args(&argv[1..])
             .env("SERSYNC_EVENT", delivered.op.to_string())
             .env("SERSYNC_PATH", abs)
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // Its own process group, so that a timeout kills what it started too.
+            .process_group(0);
         if self.ignore_error {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         } else {
@@ -189,12 +192,29 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus,
         }
         let now = Instant::now();
         if now >= deadline {
-            let _ = child.kill();
+            kill_group(child);
             let _ = child.wait();
             return Err(CommandError::TimedOut(timeout));
         }
         std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// SIGKILLs the process group led by `child` (the command and whatever it started),
+/// through `kill(1)` since this crate has no `unsafe` for `kill(2)`; falls back to
+/// killing `child` alone when `kill` cannot run.
+fn kill_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !killed {
+        let _ = child.kill();
     }
 }
 

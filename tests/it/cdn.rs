@@ -205,6 +205,102 @@ fn chinacache_refusal_is_journaled_without_the_password() {
 }
 
 #[test]
+fn each_request_gets_a_fresh_timeout() {
+    // The first connection is accepted and never answered; later ones are. sersync 2.5
+    // shared one decaying select() timeout (B15), so after a slow answer every later
+    // request failed at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&answered);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            if n == 0 {
+                held.push(stream); // silent
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let ok = b"HTTP/1.0 200 OK\r\nwhatsup: content=\"succeed\"\r\n\r\n";
+            let _ = std::io::Write::write_all(&mut stream, ok);
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let root = tempfile::tempdir().expect("root");
+    let mut cdn = cdn_config(root.path(), CdnProvider::ChinaCache, "http://x");
+    cdn.domain = "127.0.0.1".into();
+    cdn.port = port;
+    cdn.timeout = Duration::from_millis(300);
+    cdn.batch = 1;
+    let running = start(
+        &[root.path()],
+        cdn,
+        Arc::new(MemoryJournal::new()),
+        Duration::from_millis(300),
+    );
+    running.send(delivered(0, "slow", Op::Update, false));
+    wait_until("the unanswered purge journaled", LIMIT, || {
+        running.journal.len(0) == 1
+    });
+    let reason = running
+        .journal
+        .reason(0, Path::new("slow"))
+        .expect("reason");
+    assert!(reason.contains("no answer in time"), "{reason}");
+    for rel in ["a", "b", "c"] {
+        running.send(delivered(0, rel, Op::Update, false));
+    }
+    wait_until("every purge confirmed", LIMIT, || {
+        answered.load(Ordering::SeqCst) >= 4 && running.journal.len(0) == 0
+    });
+    running.stop();
+}
+
+#[test]
+fn slow_endpoint_never_blocks_the_sender_and_duplicates_merge() {
+    let server = RecordingServer::start(|_, n| {
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        answer("200 OK", "", "")
+    });
+    let root = tempfile::tempdir().expect("root");
+    let mut cdn = cdn_config(root.path(), CdnProvider::Webhook, "http://x");
+    cdn.webhook_url = Some(server.url());
+    let running = start(
+        &[root.path()],
+        cdn,
+        Arc::new(MemoryJournal::new()),
+        Duration::from_secs(1),
+    );
+    running.send(delivered(0, "first", Op::Update, false));
+    wait_until("the first request in flight", LIMIT, || {
+        server.requests().len() == 1
+    });
+    let started = std::time::Instant::now();
+    for _ in 0..1000 {
+        running.send(delivered(0, "hot", Op::Update, false));
+    }
+    let sending = started.elapsed();
+    assert!(
+        sending < Duration::from_millis(400),
+        "sending blocked for {sending:?}"
+    );
+    wait_until("the merged second request", LIMIT, || {
+        server.requests().len() == 2
+    });
+    running.stop();
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "duplicates were not merged");
+    assert_eq!(
+        requests[1].body_text(),
+        r#"{"urls":["http://x/hot"],"dirs":[]}"#
+    );
+}
+
+#[test]
 fn cloudflare_batches_authenticates_and_honours_retry_after() {
     let server = RecordingServer::start(|_, n| {
         if n == 0 {

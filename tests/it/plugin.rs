@@ -135,13 +135,24 @@ fn command_runs_for_every_root_when_the_include_filter_matches() {
     assert_eq!(String::from_utf8_lossy(&read(&log)), expected);
 }
 
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn is_dead(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
 #[test]
-fn command_timeout_kills_a_slow_command_and_the_next_one_runs() {
+fn command_timeout_kills_a_slow_command_and_its_children() {
     let root = tempfile::tempdir().expect("root");
     let out = tempfile::tempdir().expect("out");
     let o = out.path().display();
+    // No `exec`: the shell waits for a background child, which must die too.
     let script = format!(
-        r#"case "$1" in *slow) echo $$ > {o}/pid; exec sleep 100;; *) : > {o}/fast;; esac"#
+        r#"case "$1" in *slow) echo $$ > {o}/pid; sleep 100 & echo $! > {o}/child; wait;; *) : > {o}/fast;; esac"#
     );
     let mut config = config(&[root.path()], Duration::from_secs(1));
     config.command = Some(command(script, Duration::from_millis(300), false));
@@ -158,13 +169,14 @@ fn command_timeout_kills_a_slow_command_and_the_next_one_runs() {
         "{:?}",
         started.elapsed()
     );
-    let pid = String::from_utf8_lossy(&read(&out.path().join("pid")))
-        .trim()
-        .to_owned();
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "sleep {pid} still alive"
-    );
+    for file in ["pid", "child"] {
+        let pid = String::from_utf8_lossy(&read(&out.path().join(file)))
+            .trim()
+            .to_owned();
+        wait_until(&format!("{file} {pid} to be killed"), LIMIT, || {
+            is_dead(&pid)
+        });
+    }
     assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 1);
 }
 
