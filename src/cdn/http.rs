@@ -34,18 +34,33 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug)]
 enum Kind {
     Purge { target: Option<String> },
     Cloudflare { url: String, token: Secret },
     Webhook { url: String },
 }
 
-/// A configured HTTP purge API.
-#[derive(Debug)]
+/// A configured HTTP purge API. Its `Debug` output holds no token and no URL path.
 pub struct HttpProvider {
     kind: Kind,
     agent: Agent,
+}
+
+impl fmt::Debug for HttpProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Purge { target } => f.debug_struct("Purge").field("target", target).finish(),
+            Kind::Cloudflare { url, token } => f
+                .debug_struct("Cloudflare")
+                .field("url", url)
+                .field("token", token)
+                .finish(),
+            Kind::Webhook { url } => f
+                .debug_struct("Webhook")
+                .field("url", &redact(url))
+                .finish(),
+        }
+    }
 }
 
 impl HttpProvider {

@@ -21,8 +21,8 @@
 //! doubling up to `<failLog timeToExecute>` (`Config::fail_log.retry_max`), like pushes.
 //! A success clears the journal entries it covered.
 
-mod chinacache;
-mod http;
+pub mod chinacache;
+pub mod http;
 mod journal;
 pub mod provider;
 pub(crate) mod queue;

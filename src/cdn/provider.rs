@@ -95,13 +95,26 @@ impl PurgeError {
     }
 }
 
-/// A configured purge API, ready to send batches.
-#[derive(Debug)]
+/// A configured purge API, ready to send batches. Its `Debug` output holds no secret.
 pub enum Provider {
     /// The legacy ChinaCache message.
     ChinaCache(CdnConfig),
     /// `purge`, `cloudflare` or `webhook` over HTTP.
     Http(HttpProvider),
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Provider::ChinaCache(cdn) => f
+                .debug_struct("ChinaCache")
+                .field("domain", &cdn.domain)
+                .field("port", &cdn.port)
+                .field("username", &cdn.username)
+                .finish_non_exhaustive(),
+            Provider::Http(http) => http.fmt(f),
+        }
+    }
 }
 
 impl Provider {
@@ -192,6 +205,41 @@ mod tests {
         };
         assert!(status(503).is_endpoint_down());
         assert!(!status(400).is_endpoint_down());
+    }
+
+    #[test]
+    fn debug_output_has_no_secret() {
+        let mut cdn = crate::config::CdnConfig {
+            root: PathBuf::from("/srv"),
+            provider: CdnProvider::ChinaCache,
+            domain: "ccms.chinacache.com".into(),
+            port: 80,
+            username: "bob".into(),
+            password: "hunter2".into(),
+            base_url: "http://x".into(),
+            url_regex: None,
+            token_file: None,
+            zone: Some("z".into()),
+            endpoint: String::new(),
+            webhook_url: Some("https://hooks.example.com/T0KEN".into()),
+            batch: 30,
+            rate_per_sec: 10.0,
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{:?}", Provider::from_config(&cdn).expect("chinacache"));
+        assert!(
+            shown.contains("bob") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        cdn.provider = CdnProvider::Webhook;
+        let shown = format!("{:?}", Provider::from_config(&cdn).expect("webhook"));
+        assert!(!shown.contains("T0KEN"), "{shown}");
+        let token = tempfile::NamedTempFile::new().expect("token file");
+        std::fs::write(token.path(), "tok-secret\n").expect("write token");
+        cdn.provider = CdnProvider::Cloudflare;
+        cdn.token_file = Some(token.path().to_path_buf());
+        let shown = format!("{:?}", Provider::from_config(&cdn).expect("cloudflare"));
+        assert!(!shown.contains("tok-secret"), "{shown}");
     }
 
     #[test]
