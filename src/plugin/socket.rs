@@ -267,6 +267,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lines_buffer_drops_the_oldest_when_full() {
+        let metrics = Arc::new(Metrics::default());
+        let mut lines = Lines {
+            host: "127.0.0.1".into(),
+            port: 1,
+            stream: None,
+            buffer: VecDeque::new(),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            next_attempt: Instant::now(),
+            metrics: Arc::clone(&metrics),
+        };
+        for idx in 0..=LINES_BUFFER {
+            lines.push(idx.to_string().into_bytes());
+        }
+        assert_eq!(lines.buffer.len(), LINES_BUFFER);
+        assert_eq!(lines.buffer.front().map(Vec::as_slice), Some(&b"1"[..]));
+        assert_eq!(
+            metrics
+                .plugin_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
     fn lines_escape_backslash_and_newline_only() {
         let abs = Path::new(std::ffi::OsStr::from_bytes(b"/srv/a\\b\nc d\xff"));
         assert_eq!(line(Op::Delete, abs), b"delete /srv/a\\\\b\\nc d\xff\n");

@@ -529,6 +529,25 @@ fn purge_endpoint_down_fills_the_journal_and_drains_when_back() {
 }
 
 #[test]
+fn shutdown_keeps_unsent_purges_in_the_journal() {
+    let root = tempfile::tempdir().expect("root");
+    let mut cdn = cdn_config(root.path(), CdnProvider::Purge, "http://site.example");
+    cdn.domain = "127.0.0.1".into();
+    cdn.port = free_port();
+    let running = start(
+        &[root.path()],
+        cdn,
+        Arc::new(MemoryJournal::new()),
+        Duration::from_secs(60),
+    );
+    for rel in ["a", "b", "c"] {
+        running.send(delivered(0, rel, Op::Update, false));
+    }
+    let (journal, _) = running.stop();
+    assert_eq!(journal.len(0), 3);
+}
+
+#[test]
 fn missing_settings_fail_at_spawn() {
     let root = tempfile::tempdir().expect("root");
     let mut config = config(&[root.path()], Duration::from_secs(1));
