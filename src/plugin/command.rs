@@ -1,0 +1,304 @@
+//! The `command` plugin: runs `prefix… ABS_PATH suffix…` for each delivered change.
+//!
+//! The command is an argument vector handed to `execve` through
+//! [`std::process::Command`], never a shell string: a file called `$(touch x); rm -rf`
+//! is one argument, byte-exact (sersync 2.5 ran `system()` on an unquoted string, S2).
+//! Also set: `SERSYNC_EVENT` (`update` or `delete`) and `SERSYNC_PATH` (the absolute
+//! path). With `<filter start="true">`, only absolute paths that fully match one of the
+//! include regexes run the command. It applies to every root, as the original did.
+//!
+//! `concurrency` threads `sersync-command-{i}` run commands, so at most that many run at
+//! once, in no guaranteed order. Each command runs in its own process group; one still
+//! running after `timeout` is killed with its whole group (SIGKILL). With `ignoreError="true"` stdout and
+//! stderr go to `/dev/null` and the exit status is ignored; otherwise stdout is
+//! inherited and a non-zero exit is logged at `warn` with the end of stderr and counted
+//! in `plugin_failures`.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use regex::bytes::Regex;
+
+use crate::config::CommandConfig;
+use crate::job::Delivered;
+use crate::metrics::Metrics;
+use crate::plugin::{PluginError, abs_path, named_thread};
+
+/// How much of the end of stderr is kept for the log.
+const STDERR_TAIL: usize = 2048;
+
+/// Why one run of the command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The program could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// `prefix[0]`.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program exited with a failure status.
+    #[error("{status}: {stderr}")]
+    Exit {
+        /// How it ended.
+        status: ExitStatus,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// The program was still running after the timeout and was killed.
+    #[error("still running after {0:?}, killed")]
+    TimedOut(Duration),
+    /// Waiting for the program failed.
+    #[error("cannot wait for the command: {0}")]
+    Wait(#[source] std::io::Error),
+}
+
+/// The command plugin's settings, ready to run.
+#[derive(Debug, Clone)]
+pub struct CommandPlugin {
+    prefix: Vec<String>,
+    suffix: Vec<String>,
+    include: Option<Vec<Regex>>,
+    ignore_error: bool,
+    timeout: Duration,
+}
+
+impl CommandPlugin {
+    /// Checks the settings and anchors the include regexes (full match).
+    ///
+    /// # Errors
+    /// [`PluginError::EmptyCommand`] for an empty prefix, [`PluginError::BadInclude`]
+    /// when an anchored regex does not compile.
+    pub fn new(config: &CommandConfig) -> Result<CommandPlugin, PluginError> {
+        if config.prefix.is_empty() {
+            return Err(PluginError::EmptyCommand);
+        }
+        let include = match &config.include {
+            None => None,
+            Some(regexes) => Some(
+                regexes
+                    .iter()
+                    .map(|re| {
+                        Regex::new(&format!("^(?:{})$", re.as_str()))
+                            .map_err(|_| PluginError::BadInclude(re.as_str().to_owned()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(CommandPlugin {
+            prefix: config.prefix.clone(),
+            suffix: config.suffix.clone(),
+            include,
+            ignore_error: config.ignore_error,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Whether `abs` passes the include filter (always, without one).
+    pub fn is_included(&self, abs: &Path) -> bool {
+        self.include.as_ref().is_none_or(|regexes| {
+            regexes
+                .iter()
+                .any(|re| re.is_match(abs.as_os_str().as_bytes()))
+        })
+    }
+
+    /// The full argument vector, program first: `prefix… abs suffix…`.
+    pub fn argv(&self, abs: &Path) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = self.prefix.iter().map(OsString::from).collect();
+        argv.push(abs.as_os_str().to_owned());
+        argv.extend(self.suffix.iter().map(OsString::from));
+        argv
+    }
+
+    /// Runs the command for one change and waits for it (at most `timeout`).
+    ///
+    /// # Errors
+    /// [`CommandError`] when it cannot start, fails (unless `ignoreError`) or times out.
+    pub fn run(&self, delivered: &Delivered, abs: &Path) -> Result<(), CommandError> {
+        let argv = self.argv(abs);
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .env("SERSYNC_EVENT", delivered.op.to_string())
+            .env("SERSYNC_PATH", abs)
+            .stdin(Stdio::null())
+            // Its own process group, so that a timeout kills what it started too.
+            .process_group(0);
+        if self.ignore_error {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        } else {
+            command.stdout(Stdio::inherit()).stderr(Stdio::piped());
+        }
+        log::debug!("{}: running {argv:?}", abs.display());
+        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+            program: self.prefix[0].clone(),
+            source,
+        })?;
+        let stderr_rx = child.stderr.take().map(|mut stderr| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            // Read on a helper thread so a chatty command never blocks on a full pipe.
+            let reader = std::thread::Builder::new()
+                .name("sersync-command-stderr".into())
+                .spawn(move || {
+                    let mut tail = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stderr.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.len() > STDERR_TAIL {
+                            tail.drain(..tail.len() - STDERR_TAIL);
+                        }
+                    }
+                    let _ = tx.send(tail);
+                });
+            reader.ok().map(|_| rx)
+        });
+        let status = wait_with_timeout(&mut child, self.timeout)?;
+        if self.ignore_error || status.success() {
+            return Ok(());
+        }
+        // A grandchild may still hold stderr open: do not wait for it for long.
+        let tail = stderr_rx
+            .flatten()
+            .and_then(|rx| rx.recv_timeout(Duration::from_millis(200)).ok())
+            .unwrap_or_default();
+        Err(CommandError::Exit {
+            status,
+            stderr: String::from_utf8_lossy(&tail).trim().to_owned(),
+        })
+    }
+}
+
+/// Waits for `child`, killing it after `timeout`.
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus, CommandError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait().map_err(CommandError::Wait)? {
+            return Ok(status);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            kill_group(child);
+            let _ = child.wait();
+            return Err(CommandError::TimedOut(timeout));
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// SIGKILLs the process group led by `child` (the command and whatever it started),
+/// through `kill(1)` since this crate has no `unsafe` for `kill(2)`; falls back to
+/// killing `child` alone when `kill` cannot run.
+fn kill_group(child: &mut Child) {
+    let group = format!("-{}", child.id());
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !killed {
+        let _ = child.kill();
+    }
+}
+
+/// Starts `concurrency` worker threads reading `delivered_rx`.
+///
+/// # Errors
+/// [`PluginError`] for invalid settings or a thread that cannot start.
+pub fn spawn(
+    config: &CommandConfig,
+    roots: Vec<PathBuf>,
+    delivered_rx: &Receiver<Delivered>,
+    metrics: &Arc<Metrics>,
+) -> Result<Vec<JoinHandle<()>>, PluginError> {
+    let plugin = Arc::new(CommandPlugin::new(config)?);
+    let roots = Arc::new(roots);
+    (0..config.concurrency.max(1))
+        .map(|idx| {
+            let plugin = Arc::clone(&plugin);
+            let roots = Arc::clone(&roots);
+            let delivered_rx = delivered_rx.clone();
+            let metrics = Arc::clone(metrics);
+            named_thread(&format!("sersync-command-{idx}"), move || {
+                for delivered in delivered_rx {
+                    let Some(root) = roots.get(delivered.root) else {
+                        continue;
+                    };
+                    let abs = abs_path(root, &delivered.rel);
+                    if !plugin.is_included(&abs) {
+                        continue;
+                    }
+                    if let Err(err) = plugin.run(&delivered, &abs) {
+                        Metrics::incr(&metrics.plugin_failures);
+                        log::warn!("{}: command failed: {err}", abs.display());
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(prefix: &[&str], include: Option<&[&str]>) -> CommandConfig {
+        CommandConfig {
+            prefix: prefix.iter().map(|s| (*s).to_owned()).collect(),
+            suffix: vec!["--".into(), "x y".into()],
+            ignore_error: false,
+            include: include.map(|res| {
+                res.iter()
+                    .map(|re| Regex::new(re).expect("test regex"))
+                    .collect()
+            }),
+            timeout: Duration::from_secs(5),
+            concurrency: 1,
+        }
+    }
+
+    #[test]
+    fn argv_is_prefix_path_suffix() {
+        let plugin = CommandPlugin::new(&config(&["/bin/echo", "-n"], None)).expect("valid");
+        let abs = Path::new(std::ffi::OsStr::from_bytes(b"/srv/$(x) \xff"));
+        let argv = plugin.argv(abs);
+        assert_eq!(argv.len(), 5);
+        assert_eq!(argv[2].as_bytes(), b"/srv/$(x) \xff");
+        assert_eq!(argv[4], "x y");
+    }
+
+    #[test]
+    fn include_regexes_match_the_whole_absolute_path() {
+        let plugin = CommandPlugin::new(&config(&["true"], Some(&["/srv/a|/srv/ab", r".*\.php"])))
+            .expect("valid");
+        assert!(plugin.is_included(Path::new("/srv/ab")));
+        assert!(plugin.is_included(Path::new("/srv/x/index.php")));
+        assert!(!plugin.is_included(Path::new("/srv/abc")));
+        assert!(!plugin.is_included(Path::new("/srv/index.php.bak")));
+    }
+
+    #[test]
+    fn empty_prefix_is_refused() {
+        assert!(matches!(
+            CommandPlugin::new(&config(&[], None)),
+            Err(PluginError::EmptyCommand)
+        ));
+    }
+}

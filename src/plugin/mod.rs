@@ -1,0 +1,228 @@
+//! Plugins: what runs after a change reached every remote of its root.
+//!
+//! Input: `Receiver<Delivered>` from the engine (or, with `-m NAME`, built directly from
+//! watch events). Output: the enabled plugins' side effects. Threads:
+//! - `sersync-plugin` reads the input and hands a copy to each enabled plugin through an
+//!   unbounded queue, so a slow plugin never backs up into the engine;
+//! - `sersync-command-{i}` × `concurrency` ([`command`]): every root, include-filtered;
+//! - `sersync-socket` ([`socket`]) and `sersync-http` ([`http`]): the root equal to
+//!   their `localpath watch`;
+//! - `sersync-cdn` ([`crate::cdn`]): the root equal to the refreshCDN `localpath`.
+//!
+//! Everything ends when the input is disconnected and each plugin has handled what it
+//! had queued; [`PluginStage::join`] waits for that.
+//!
+//! Unlike sersync 2.5 each plugin has its own state on its own threads (no shared
+//! object called from every worker, bug B16), and a plugin's `localpath` selects a
+//! root instead of replacing the watch root (bug B13).
+
+pub mod command;
+pub mod http;
+pub mod socket;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::cdn::{self, CdnError, PurgeJournal};
+use crate::config::{Config, PluginKind};
+use crate::job::Delivered;
+use crate::metrics::Metrics;
+
+/// Queue length at which (and at each multiple of which) a lagging plugin is reported.
+pub const BACKLOG_WARNING: usize = 10_000;
+
+/// Why the plugin stage cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin is enabled but its `<plugin name=…>` section is missing.
+    #[error("{0}: no <plugin name=\"{0}\"> section")]
+    NoSection(&'static str),
+    /// The plugin's `localpath` is not one of the watched roots.
+    #[error("{}: {plugin} localpath is not a watched <localpath>", path.display())]
+    NoSuchRoot {
+        /// The plugin.
+        plugin: &'static str,
+        /// Its `localpath watch`.
+        path: PathBuf,
+    },
+    /// The command plugin's `prefix` is empty: there is no program to run.
+    #[error("command: empty prefix, no program to run")]
+    EmptyCommand,
+    /// An include regex of the command plugin does not compile once anchored.
+    #[error("command: include regex {0:?} is invalid once anchored")]
+    BadInclude(String),
+    /// The refreshCDN stage cannot start.
+    #[error(transparent)]
+    Cdn(#[from] CdnError),
+    /// A thread could not be started.
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The running plugins. Ends by disconnection of the input; see [`PluginStage::join`].
+#[derive(Debug)]
+pub struct PluginStage {
+    /// Dispatcher first, then the plugins: the order in which they finish.
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl PluginStage {
+    /// Waits until the input is disconnected and every plugin has handled (or
+    /// journaled) what it had. A plugin thread that panicked is logged.
+    pub fn join(self) {
+        for thread in self.threads {
+            let name = thread.thread().name().unwrap_or("plugin").to_owned();
+            if thread.join().is_err() {
+                log::error!("{name}: thread panicked");
+            }
+        }
+    }
+}
+
+/// Starts the plugins named in `kinds` (any subset, duplicates ignored) on the events
+/// of `delivered_rx`. Failed purges go to `journal`.
+///
+/// # Errors
+/// [`PluginError`] when a plugin's section is missing or invalid, its root is not
+/// watched, or a thread cannot start. Nothing keeps running then: threads already
+/// started end as their queues are dropped.
+pub fn spawn(
+    config: &Config,
+    kinds: &[PluginKind],
+    delivered_rx: Receiver<Delivered>,
+    journal: Arc<dyn PurgeJournal>,
+    metrics: Arc<Metrics>,
+) -> Result<PluginStage, PluginError> {
+    let roots: Vec<PathBuf> = config.roots.iter().map(|root| root.path.clone()).collect();
+    let mut sinks: Vec<(&'static str, Sender<Delivered>)> = Vec::new();
+    let mut threads = Vec::new();
+    let mut seen = Vec::new();
+    for &kind in kinds {
+        if seen.contains(&kind) {
+            continue;
+        }
+        seen.push(kind);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        match kind {
+            PluginKind::Command => {
+                let cfg = config
+                    .command
+                    .as_ref()
+                    .ok_or(PluginError::NoSection(kind.name()))?;
+                threads.extend(command::spawn(cfg, roots.clone(), &rx, &metrics)?);
+            }
+            PluginKind::Socket => {
+                let cfg = config
+                    .socket
+                    .as_ref()
+                    .ok_or(PluginError::NoSection(kind.name()))?;
+                let root = root_index(&roots, &cfg.root, kind)?;
+                threads.push(socket::spawn(cfg, root, roots[root].clone(), rx, &metrics)?);
+            }
+            PluginKind::Http => {
+                let cfg = config
+                    .http
+                    .as_ref()
+                    .ok_or(PluginError::NoSection(kind.name()))?;
+                let root = root_index(&roots, &cfg.root, kind)?;
+                threads.push(http::spawn(cfg, root, roots[root].clone(), rx, &metrics)?);
+            }
+            PluginKind::RefreshCdn => {
+                threads.push(cdn::spawn(
+                    config,
+                    rx,
+                    Arc::clone(&journal),
+                    Arc::clone(&metrics),
+                )?);
+            }
+        }
+        sinks.push((kind.name(), tx));
+    }
+    let dispatcher = named_thread("sersync-plugin", move || dispatch(&delivered_rx, &sinks))?;
+    threads.insert(0, dispatcher);
+    Ok(PluginStage { threads })
+}
+
+/// Copies every input event to every plugin queue.
+fn dispatch(delivered_rx: &Receiver<Delivered>, sinks: &[(&'static str, Sender<Delivered>)]) {
+    for delivered in delivered_rx {
+        for (name, sink) in sinks {
+            if sink.send(delivered.clone()).is_err() {
+                log::error!("{name}: plugin stopped, event dropped");
+                continue;
+            }
+            let backlog = sink.len();
+            if backlog > 0 && backlog % BACKLOG_WARNING == 0 {
+                log::warn!("{name}: {backlog} events waiting, the plugin is falling behind");
+            }
+        }
+    }
+}
+
+fn root_index(roots: &[PathBuf], path: &Path, kind: PluginKind) -> Result<usize, PluginError> {
+    roots
+        .iter()
+        .position(|root| root == path)
+        .ok_or_else(|| PluginError::NoSuchRoot {
+            plugin: kind.name(),
+            path: path.to_path_buf(),
+        })
+}
+
+/// Starts a named thread.
+pub(crate) fn named_thread(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, PluginError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map_err(|source| PluginError::Thread {
+            name: name.to_owned(),
+            source,
+        })
+}
+
+/// `root` joined with `rel`, byte-exact; an empty `rel` is the root itself (no
+/// trailing `/`).
+pub fn abs_path(root: &Path, rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() {
+        return root.to_path_buf();
+    }
+    let mut bytes = root.as_os_str().as_bytes().to_vec();
+    if !bytes.ends_with(b"/") {
+        bytes.push(b'/');
+    }
+    bytes.extend_from_slice(rel.as_os_str().as_bytes());
+    PathBuf::from(OsString::from_vec(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abs_path_is_byte_exact() {
+        let rel = Path::new(std::ffi::OsStr::from_bytes(b"a b/\xff\n-x"));
+        assert_eq!(
+            abs_path(Path::new("/srv"), rel).as_os_str().as_bytes(),
+            b"/srv/a b/\xff\n-x"
+        );
+        assert_eq!(
+            abs_path(Path::new("/srv"), Path::new("")),
+            Path::new("/srv")
+        );
+        assert_eq!(abs_path(Path::new("/"), Path::new("a")), Path::new("/a"));
+    }
+}

@@ -1,0 +1,401 @@
+//! The command, socket and http plugins against real processes and listeners.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use sersync::cdn::MemoryJournal;
+use sersync::config::{CommandConfig, Config, HttpPluginConfig, PluginKind, SocketConfig};
+use sersync::job::{Delivered, Op};
+use sersync::metrics::Metrics;
+use sersync::plugin::{self, PluginStage};
+
+use super::util_http::{LIMIT, RecordingServer, answer, bytes_path, config, delivered, wait_until};
+
+struct Running {
+    tx: Sender<Delivered>,
+    stage: PluginStage,
+    metrics: Arc<Metrics>,
+}
+
+impl Running {
+    fn send(&self, delivered: Delivered) {
+        self.tx.send(delivered).expect("stage running");
+    }
+
+    /// Disconnects the input and waits until every plugin is done.
+    fn stop(self) -> Arc<Metrics> {
+        drop(self.tx);
+        self.stage.join();
+        self.metrics
+    }
+}
+
+fn start(config: &Config, kind: PluginKind) -> Running {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let metrics = Arc::new(Metrics::default());
+    let stage = plugin::spawn(
+        config,
+        &[kind],
+        rx,
+        Arc::new(MemoryJournal::new()),
+        Arc::clone(&metrics),
+    )
+    .expect("spawn plugin");
+    Running { tx, stage, metrics }
+}
+
+fn command(script: String, timeout: Duration, ignore_error: bool) -> CommandConfig {
+    CommandConfig {
+        prefix: vec!["/bin/sh".into(), "-c".into(), script, "sh".into()],
+        suffix: vec!["--tail".into()],
+        ignore_error,
+        include: None,
+        timeout,
+        concurrency: 1,
+    }
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+#[test]
+fn command_gets_a_hostile_name_as_one_argument_without_a_shell() {
+    let root = tempfile::tempdir().expect("root");
+    let out = tempfile::tempdir().expect("out");
+    let o = out.path().display();
+    let script = format!(
+        r#"echo $# > {o}/argc; printf '%s' "$1" > {o}/arg1; printf '%s' "$2" > {o}/arg2;
+printf '%s' "$SERSYNC_EVENT" > {o}/event; printf '%s' "$SERSYNC_PATH" > {o}/path; : > {o}/done"#
+    );
+    let mut config = config(&[root.path()], Duration::from_secs(1));
+    config.command = Some(command(script, LIMIT, false));
+    let hostile: &[u8] =
+        b"-rf $(touch pwned) `touch pwned2`; touch pwned3 | 'q' \"dq\" \\ &\nline2 \xff";
+    std::fs::write(root.path().join(bytes_path(hostile)), "x").expect("hostile file");
+    let running = start(&config, PluginKind::Command);
+    running.send(delivered(0, bytes_path(hostile), Op::Update, false));
+    wait_until("the command to run", LIMIT, || {
+        out.path().join("done").exists()
+    });
+    let metrics = running.stop();
+
+    let mut abs = root.path().as_os_str().as_bytes().to_vec();
+    abs.push(b'/');
+    abs.extend_from_slice(hostile);
+    assert_eq!(read(&out.path().join("argc")), b"2\n");
+    assert_eq!(read(&out.path().join("arg1")), abs);
+    assert_eq!(read(&out.path().join("arg2")), b"--tail");
+    assert_eq!(read(&out.path().join("event")), b"update");
+    assert_eq!(read(&out.path().join("path")), abs);
+    let cwd = std::env::current_dir().expect("cwd");
+    for dir in [root.path(), out.path(), cwd.as_path()] {
+        for name in ["pwned", "pwned2", "pwned3"] {
+            assert!(
+                !dir.join(name).exists(),
+                "{name} created in {}",
+                dir.display()
+            );
+        }
+    }
+    assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn command_runs_for_every_root_when_the_include_filter_matches() {
+    let root_a = tempfile::tempdir().expect("root a");
+    let root_b = tempfile::tempdir().expect("root b");
+    let out = tempfile::tempdir().expect("out");
+    let log = out.path().join("log");
+    let script = format!(
+        r#"printf '%s %s\n' "$SERSYNC_EVENT" "$1" >> {}"#,
+        log.display()
+    );
+    let mut cmd = command(script, LIMIT, false);
+    cmd.include = Some(vec![regex::bytes::Regex::new(r".*\.php").expect("regex")]);
+    let mut config = config(&[root_a.path(), root_b.path()], Duration::from_secs(1));
+    config.command = Some(cmd);
+    let running = start(&config, PluginKind::Command);
+    running.send(delivered(0, "a.php", Op::Update, false));
+    running.send(delivered(0, "b.txt", Op::Update, false));
+    running.send(delivered(1, "sub/c.php", Op::Delete, false));
+    running.send(delivered(1, "c.php.bak", Op::Delete, false));
+    running.stop();
+    let expected = format!(
+        "update {}/a.php\ndelete {}/sub/c.php\n",
+        root_a.path().display(),
+        root_b.path().display()
+    );
+    assert_eq!(String::from_utf8_lossy(&read(&log)), expected);
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn is_dead(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn command_timeout_kills_a_slow_command_and_its_children() {
+    let root = tempfile::tempdir().expect("root");
+    let out = tempfile::tempdir().expect("out");
+    let o = out.path().display();
+    // No `exec`: the shell waits for a background child, which must die too.
+    let script = format!(
+        r#"case "$1" in *slow) echo $$ > {o}/pid; sleep 100 & echo $! > {o}/child; wait;; *) : > {o}/fast;; esac"#
+    );
+    let mut config = config(&[root.path()], Duration::from_secs(1));
+    config.command = Some(command(script, Duration::from_millis(300), false));
+    let started = Instant::now();
+    let running = start(&config, PluginKind::Command);
+    running.send(delivered(0, "slow", Op::Update, false));
+    running.send(delivered(0, "fast", Op::Update, false));
+    wait_until("the command after the slow one", LIMIT, || {
+        out.path().join("fast").exists()
+    });
+    let metrics = running.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for file in ["pid", "child"] {
+        let pid = String::from_utf8_lossy(&read(&out.path().join(file)))
+            .trim()
+            .to_owned();
+        wait_until(&format!("{file} {pid} to be killed"), LIMIT, || {
+            is_dead(&pid)
+        });
+    }
+    assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn ignore_error_discards_failures() {
+    let root = tempfile::tempdir().expect("root");
+    let script = "echo to-stdout; echo to-stderr >&2; exit 3".to_owned();
+    for (ignore_error, failures) in [(true, 0), (false, 2)] {
+        let mut config = config(&[root.path()], Duration::from_secs(1));
+        let mut cmd = command(script.clone(), LIMIT, ignore_error);
+        if !ignore_error {
+            // Keep the test output clean: only stderr is captured (and logged).
+            cmd.prefix[2] = "echo to-stderr >&2; exit 3".to_owned();
+        }
+        config.command = Some(cmd);
+        let running = start(&config, PluginKind::Command);
+        running.send(delivered(0, "a", Op::Update, false));
+        running.send(delivered(0, "b", Op::Delete, false));
+        let metrics = running.stop();
+        assert_eq!(
+            metrics.plugin_failures.load(Ordering::Relaxed),
+            failures,
+            "ignore_error={ignore_error}"
+        );
+    }
+}
+
+/// Accepts connections on `listener` and keeps the bytes of each, read to EOF.
+fn collect_connections(listener: TcpListener) -> Arc<Mutex<Vec<Vec<u8>>>> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&received);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut bytes = Vec::new();
+            let _ = stream.read_to_end(&mut bytes);
+            sink.lock().expect("lock").push(bytes);
+        }
+    });
+    received
+}
+
+#[test]
+fn socket_default_sends_the_bare_path_once_per_connection() {
+    let other = tempfile::tempdir().expect("other root");
+    let root = tempfile::tempdir().expect("root");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let received = collect_connections(listener);
+    let mut config = config(&[other.path(), root.path()], Duration::from_secs(1));
+    config.socket = Some(SocketConfig {
+        root: root.path().to_path_buf(),
+        host: "127.0.0.1".into(),
+        port,
+        lines: false,
+    });
+    let running = start(&config, PluginKind::Socket);
+    running.send(delivered(0, "not-mine", Op::Update, false));
+    running.send(delivered(1, bytes_path(b"a b\n\xff"), Op::Update, false));
+    running.send(delivered(1, "dir", Op::Delete, true));
+    wait_until("two socket connections", LIMIT, || {
+        received.lock().expect("lock").len() == 2
+    });
+    running.stop();
+    let base = root.path().as_os_str().as_bytes();
+    let expected = [[base, b"/a b\n\xff"].concat(), [base, b"/dir"].concat()];
+    assert_eq!(*received.lock().expect("lock"), expected);
+}
+
+/// Accepts one connection within [`LIMIT`], returned in blocking mode with a read timeout.
+fn accept_within(listener: &TcpListener) -> std::net::TcpStream {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut accepted = None;
+    wait_until("a connection from the socket plugin", LIMIT, || {
+        accepted = listener.accept().ok();
+        accepted.is_some()
+    });
+    let (stream, _) = accepted.expect("accepted");
+    stream.set_nonblocking(false).expect("blocking");
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    stream
+}
+
+/// Reads one `\n`-terminated line.
+fn read_line(reader: &mut impl BufRead) -> Vec<u8> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).expect("read line");
+    line
+}
+
+#[test]
+fn socket_lines_mode_keeps_one_connection_and_reconnects() {
+    let root = tempfile::tempdir().expect("root");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let mut config = config(&[root.path()], Duration::from_secs(1));
+    config.socket = Some(SocketConfig {
+        root: root.path().to_path_buf(),
+        host: "127.0.0.1".into(),
+        port,
+        lines: true,
+    });
+    let running = start(&config, PluginKind::Socket);
+    let base = root.path().display().to_string();
+    running.send(delivered(0, bytes_path(b"a\\b\nc"), Op::Update, false));
+    let mut reader = BufReader::new(accept_within(&listener));
+    assert_eq!(
+        read_line(&mut reader),
+        format!("update {base}/a\\\\b\\nc\n").into_bytes()
+    );
+    running.send(delivered(0, "second", Op::Delete, false));
+    assert_eq!(
+        read_line(&mut reader),
+        format!("delete {base}/second\n").into_bytes()
+    );
+
+    // The listener goes away; changes made meanwhile are buffered.
+    drop(reader);
+    drop(listener);
+    running.send(delivered(0, "while-down", Op::Update, false));
+    std::thread::sleep(Duration::from_millis(100)); // let it notice and fail once
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind the same port");
+    let mut reader = BufReader::new(accept_within(&listener));
+    assert_eq!(
+        read_line(&mut reader),
+        format!("update {base}/while-down\n").into_bytes()
+    );
+    running.send(delivered(0, "after", Op::Update, true));
+    assert_eq!(
+        read_line(&mut reader),
+        format!("update {base}/after\n").into_bytes()
+    );
+    let metrics = running.stop();
+    assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn http_plugin_posts_the_original_form() {
+    let server = RecordingServer::start(|_, _| answer("200 OK", "", "ok"));
+    let root = tempfile::tempdir().expect("root");
+    let mut config = config(&[root.path()], Duration::from_secs(1));
+    config.http = Some(HttpPluginConfig {
+        root: root.path().to_path_buf(),
+        url: format!("{}/notify", server.url()),
+    });
+    let running = start(&config, PluginKind::Http);
+    let mut change = delivered(0, "d/a b&c.txt", Op::Update, false);
+    change.mask = 0x0000_0008;
+    running.send(change);
+    running.send(delivered(0, "new", Op::Update, true));
+    wait_until("two POSTs", LIMIT, || server.requests().len() == 2);
+    let metrics = running.stop();
+    let requests = server.requests();
+    let enc_root = root.path().display().to_string().replace('/', "%2F");
+    assert_eq!(requests[0].request_line, "POST /notify HTTP/1.1");
+    assert_eq!(
+        requests[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        requests[0].body_text(),
+        format!("watchroot={enc_root}&isdir=0&inotifyPath={enc_root}%2Fd%2Fa+b%26c.txt&mask=8")
+    );
+    assert_eq!(
+        requests[1].body_text(),
+        format!("watchroot={enc_root}&isdir=1&inotifyPath={enc_root}%2Fnew&mask=1073742080")
+    );
+    assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn plugin_without_its_section_or_root_fails_at_spawn() {
+    let root = tempfile::tempdir().expect("root");
+    let mut config = config(&[root.path()], Duration::from_secs(1));
+    let spawn = |config: &Config, kind| {
+        let (_tx, rx) = crossbeam_channel::unbounded::<Delivered>();
+        plugin::spawn(
+            config,
+            &[kind],
+            rx,
+            Arc::new(MemoryJournal::new()),
+            Arc::default(),
+        )
+        .map(|stage| stage.join())
+        .map_err(|err| err.to_string())
+    };
+    for kind in [PluginKind::Command, PluginKind::Socket, PluginKind::Http] {
+        let err = spawn(&config, kind).expect_err("no section");
+        assert!(
+            err.contains(&format!("no <plugin name=\"{}\">", kind.name())),
+            "{err}"
+        );
+    }
+    config.http = Some(HttpPluginConfig {
+        root: PathBuf::from("/not/watched"),
+        url: "http://127.0.0.1:1/".into(),
+    });
+    let err = spawn(&config, PluginKind::Http).expect_err("root not watched");
+    assert!(err.contains("not a watched"), "{err}");
+    config.command = Some(CommandConfig {
+        prefix: Vec::new(),
+        ..command(String::new(), LIMIT, false)
+    });
+    assert!(
+        spawn(&config, PluginKind::Command)
+            .expect_err("empty")
+            .contains("empty prefix")
+    );
+    // No kinds at all is fine: the input is drained and join returns.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let stage = plugin::spawn(
+        &config,
+        &[],
+        rx,
+        Arc::new(MemoryJournal::new()),
+        Arc::default(),
+    )
+    .expect("no plugins");
+    tx.send(delivered(0, "x", Op::Update, false)).expect("send");
+    drop(tx);
+    stage.join();
+}
