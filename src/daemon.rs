@@ -14,7 +14,7 @@ use crate::cli::{Cli, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::coalesce::Journal;
 use crate::config::Config;
 use crate::faillog::FailLog;
-use crate::pipeline::{Options, Pipeline};
+use crate::pipeline::{Options, Pipeline, PipelineError};
 
 /// Sets up `log`: `RUST_LOG` wins, then `<log level>`, then `<debug start="true">`
 /// (debug), else info. Lines carry a UTC timestamp.
@@ -57,8 +57,17 @@ pub fn run(cli: &Cli, config: &Config) -> u8 {
         ..Options::default()
     };
     let journal_dyn: Arc<dyn Journal> = journal.clone();
-    let pipeline = match Pipeline::start(config, &options, journal_dyn) {
+    let started = match cli.plugin {
+        Some(kind) => Pipeline::start_standalone(config, kind, journal_dyn),
+        None => Pipeline::start(config, &options, journal_dyn),
+    };
+    let pipeline = match started {
         Ok(pipeline) => pipeline,
+        Err(err @ PipelineError::Plugin(_)) => {
+            log::error!("cannot start: {err}");
+            eprintln!("sersync: {err}");
+            return EXIT_USAGE;
+        }
         Err(err) => {
             log::error!("cannot start: {err}");
             return EXIT_FAILURE;

@@ -19,11 +19,12 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, bounded};
 
 use crate::coalesce::queue::Caps;
-use crate::coalesce::{self, Channels, Journal, Scheduler, SchedulerConfig};
-use crate::config::{Config, Remote};
+use crate::coalesce::{self, Channels, Journal, JournalPurges, Scheduler, SchedulerConfig};
+use crate::config::{Config, PluginKind, Remote, RootConfig};
 use crate::filter::Filter;
-use crate::job::FsEvent;
+use crate::job::{Delivered, FsEvent};
 use crate::metrics::Metrics;
+use crate::plugin::{self, PluginError, PluginStage};
 use crate::push::{self, PushContext};
 use crate::watch::{self, WatchOptions, Watcher};
 
@@ -45,6 +46,9 @@ pub enum PipelineError {
     /// The watcher failed.
     #[error(transparent)]
     Watch(#[from] watch::WatchError),
+    /// A plugin or the CDN stage cannot start (a configuration problem).
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
     /// A stage panicked.
     #[error("stage {0} panicked")]
     Panicked(&'static str),
@@ -77,6 +81,7 @@ pub struct Pipeline {
     inject_tx: Option<Sender<FsEvent>>,
     scheduler: Option<JoinHandle<bool>>,
     workers: Vec<JoinHandle<()>>,
+    plugins: Option<PluginStage>,
     metrics: Arc<Metrics>,
 }
 
@@ -101,6 +106,21 @@ impl Pipeline {
         let (job_tx, job_rx) = bounded(n_workers);
         let (outcome_tx, outcome_rx) = bounded(n_workers);
         let (event_tx, event_rx) = bounded(EVENT_CHANNEL);
+        let roots: Vec<PathBuf> = config.roots.iter().map(|r| r.path.clone()).collect();
+        let (delivered_tx, plugins) = if config.plugins.is_empty() {
+            (None, None)
+        } else {
+            let (delivered_tx, delivered_rx) = bounded(EVENT_CHANNEL);
+            let purges = Arc::new(JournalPurges::new(Arc::clone(&journal), roots.clone()));
+            let stage = plugin::spawn(
+                config,
+                &config.plugins,
+                delivered_rx,
+                purges,
+                Arc::clone(&metrics),
+            )?;
+            (Some(delivered_tx), Some(stage))
+        };
         let context = PushContext {
             roots: config
                 .roots
@@ -114,7 +134,6 @@ impl Pipeline {
         };
         let workers = push::spawn(n_workers, Arc::new(context), &job_rx, &outcome_tx)?;
         drop((job_rx, outcome_tx));
-        let roots: Vec<PathBuf> = config.roots.iter().map(|r| r.path.clone()).collect();
         let watch_options = WatchOptions {
             toggles: config.inotify,
             debug: config.debug,
@@ -148,7 +167,7 @@ impl Pipeline {
             crontab: config.crontab.clone(),
             full_sync_first: options.full_sync_first,
             shutdown_grace: options.shutdown_grace,
-            track_delivery: false,
+            track_delivery: delivered_tx.is_some(),
         };
         let scheduler = Scheduler::new(
             scheduler_config,
@@ -160,7 +179,7 @@ impl Pipeline {
             event_rx,
             outcome_rx,
             job_tx,
-            delivered_tx: None,
+            delivered_tx,
         };
         let scheduler = coalesce::spawn(scheduler, channels, Arc::clone(&metrics))?;
         Ok(Pipeline {
@@ -168,6 +187,84 @@ impl Pipeline {
             inject_tx: Some(event_tx),
             scheduler: Some(scheduler),
             workers,
+            plugins,
+            metrics,
+        })
+    }
+
+    /// `-m NAME`: watch the plugin's root and call the plugin for every change, with no
+    /// rsync (sersync 2.5's standalone mode). The command plugin watches every
+    /// `<localpath>`; the others watch their own `localpath`.
+    ///
+    /// # Errors
+    /// When the plugin or the watcher cannot start.
+    pub fn start_standalone(
+        config: &Config,
+        kind: PluginKind,
+        journal: Arc<dyn Journal>,
+    ) -> Result<Pipeline, PipelineError> {
+        let metrics = Arc::new(Metrics::default());
+        let mut config = config.clone();
+        let own_root = match kind {
+            PluginKind::Command => None,
+            PluginKind::Socket => config.socket.as_ref().map(|s| s.root.clone()),
+            PluginKind::Http => config.http.as_ref().map(|h| h.root.clone()),
+            PluginKind::RefreshCdn => config.cdn.as_ref().map(|c| c.root.clone()),
+        };
+        if let Some(root) = own_root {
+            config.roots = vec![RootConfig {
+                path: root,
+                remotes: Vec::new(),
+            }];
+        }
+        let roots: Vec<PathBuf> = config.roots.iter().map(|r| r.path.clone()).collect();
+        let (delivered_tx, delivered_rx) = bounded::<Delivered>(EVENT_CHANNEL);
+        let purges = Arc::new(JournalPurges::new(journal, roots.clone()));
+        let plugins = plugin::spawn(&config, &[kind], delivered_rx, purges, Arc::clone(&metrics))?;
+        let (event_tx, event_rx) = bounded::<FsEvent>(EVENT_CHANNEL);
+        let filter = Arc::new(Filter::new(config.filter.excludes.clone()));
+        let watch_options = WatchOptions {
+            toggles: config.inotify,
+            debug: config.debug,
+        };
+        let watcher = watch::spawn(
+            roots,
+            watch_options,
+            filter,
+            event_tx.clone(),
+            Arc::clone(&metrics),
+        )?;
+        let relay = std::thread::Builder::new()
+            .name("sersync-relay".into())
+            .spawn(move || {
+                for event in event_rx {
+                    match event {
+                        FsEvent::Change(c) => {
+                            let delivered = Delivered {
+                                root: c.root,
+                                rel: c.rel,
+                                op: c.op,
+                                is_dir: c.is_dir,
+                                mask: c.mask,
+                            };
+                            if delivered_tx.send(delivered).is_err() {
+                                break;
+                            }
+                        }
+                        FsEvent::Rescan { root } => {
+                            log::warn!(
+                                "root {root}: events may have been lost (no rsync in -m mode)"
+                            );
+                        }
+                    }
+                }
+            })?;
+        Ok(Pipeline {
+            watcher: Some(watcher),
+            inject_tx: Some(event_tx),
+            scheduler: None,
+            workers: vec![relay],
+            plugins: Some(plugins),
             metrics,
         })
     }
@@ -222,6 +319,9 @@ impl Pipeline {
             if handle.join().is_err() {
                 result = Err(PipelineError::Panicked("push"));
             }
+        }
+        if let Some(plugins) = self.plugins.take() {
+            plugins.join();
         }
         result
     }

@@ -12,6 +12,7 @@
 
 mod journal;
 mod memory;
+mod purges;
 pub mod queue;
 mod retry;
 mod state;
@@ -25,6 +26,7 @@ use crate::job::{Delivered, FsEvent, PushJob, PushOutcome};
 use crate::metrics::Metrics;
 
 pub use memory::MemoryJournal;
+pub use purges::{CDN_KEY_PREFIX, JournalPurges};
 pub use retry::backoff;
 pub use state::{Journal, Scheduler, SchedulerConfig};
 

@@ -120,6 +120,9 @@ impl Scheduler {
         let mut replayed = 0usize;
         for (key, entry) in scheduler.journal.pending() {
             let Some(id) = by_key.get(&key).copied() else {
+                if key.starts_with(super::CDN_KEY_PREFIX) {
+                    continue; // the CDN stage replays its own purges
+                }
                 log::warn!(
                     "journal entry for unknown remote {key:?} kept; it matches no <localpath>/<remote> now"
                 );

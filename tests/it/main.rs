@@ -1,12 +1,13 @@
 //! Integration tests: one binary, one module per area.
 
-mod util;
-mod util_http;
-mod util_varnish;
 mod cdn;
 mod churn;
 mod cli;
 mod config;
+mod delivery;
 mod engine;
 mod plugin;
 mod sync;
+mod util;
+mod util_http;
+mod util_varnish;

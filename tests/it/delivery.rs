@@ -1,0 +1,77 @@
+//! Plugins and CDN purges fire only after a change reached every remote (whole pipeline).
+
+use std::path::Path;
+use std::time::Duration;
+
+use sersync::config::{CdnProvider, PluginKind, Remote};
+
+use crate::util::{Env, SYNC_LIMIT, options, wait_until};
+use crate::util_http::{RecordingServer, answer, cdn_config};
+use crate::util_varnish::{Origin, Varnish, wait_for_body};
+
+#[test]
+fn changed_file_is_mirrored_then_purged_from_a_real_varnish() {
+    let origin = Origin::start();
+    let varnish = Varnish::start(&origin);
+    let mut env = Env::new();
+    // The origin serves the mirror: sersync pushes into its document root.
+    env.config.roots[0].remotes = vec![Remote::Local {
+        path: origin.dir.path().to_path_buf(),
+    }];
+    let mut cdn = cdn_config(
+        &env.src,
+        CdnProvider::Purge,
+        &format!("http://127.0.0.1:{}", varnish.port),
+    );
+    cdn.domain = "127.0.0.1".into();
+    cdn.port = varnish.port;
+    env.config.cdn = Some(cdn);
+    env.config.plugins = vec![PluginKind::RefreshCdn];
+    env.write("page.html", b"v1");
+    env.write("dir/a b.txt", b"v1");
+    let pipeline = env.start(&options(true));
+    wait_for_body(&varnish, "page.html", "v1");
+    wait_for_body(&varnish, "dir/a%20b.txt", "v1");
+    env.write("page.html", b"v2");
+    env.write("dir/a b.txt", b"v2");
+    wait_until("mirror updated", SYNC_LIMIT, || {
+        std::fs::read(origin.dir.path().join("page.html")).is_ok_and(|b| b == b"v2")
+    });
+    wait_for_body(&varnish, "page.html", "v2");
+    wait_for_body(&varnish, "dir/a%20b.txt", "v2");
+    pipeline.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn webhook_waits_until_every_remote_has_the_change() {
+    let hook = RecordingServer::start(|_, _| answer("200 OK", "", "{}"));
+    let mut env = Env::new();
+    let local = env.dir.path().join("second");
+    env.config.roots[0].remotes.push(Remote::Local {
+        path: local.clone(),
+    });
+    env.config.fail_log.retry_max = Duration::from_secs(2);
+    let mut cdn = cdn_config(&env.src, CdnProvider::Webhook, "http://cdn.example");
+    cdn.webhook_url = Some(hook.url());
+    env.config.cdn = Some(cdn);
+    env.config.plugins = vec![PluginKind::RefreshCdn];
+    env.daemon.stop();
+    let pipeline = env.start(&options(false));
+    env.write("news.html", b"breaking");
+    wait_until("local remote has the file", SYNC_LIMIT, || {
+        local.join("news.html").exists()
+    });
+    wait_until("daemon push failed and was journaled", SYNC_LIMIT, || {
+        !env.journal.is_empty()
+    });
+    assert!(
+        hook.requests().is_empty(),
+        "purged before the daemon remote had the change"
+    );
+    env.daemon.restart();
+    wait_until("webhook called", SYNC_LIMIT, || !hook.requests().is_empty());
+    let body = hook.requests()[0].body_text();
+    assert!(body.contains("http://cdn.example/news.html"), "{body}");
+    assert!(Path::new(&env.mirror().join("news.html")).exists());
+    pipeline.shutdown().expect("clean shutdown");
+}
