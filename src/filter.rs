@@ -56,7 +56,10 @@ impl Filter {
         if self.excludes.is_empty() {
             return false;
         }
-        let mut ancestors = rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty());
+        let mut ancestors = rel
+            .ancestors()
+            .skip(1)
+            .filter(|p| !p.as_os_str().is_empty());
         self.matches(rel, is_dir) || ancestors.any(|dir| self.matches(dir, true))
     }
 }
@@ -66,7 +69,12 @@ mod tests {
     use super::*;
 
     fn filter(patterns: &[&str]) -> Filter {
-        Filter::new(patterns.iter().map(|p| Regex::new(p).expect("test regex")).collect())
+        Filter::new(
+            patterns
+                .iter()
+                .map(|p| Regex::new(p).expect("test regex"))
+                .collect(),
+        )
     }
 
     #[test]

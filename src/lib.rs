@@ -6,20 +6,20 @@
 //! (rsync worker pool) → `faillog` (durable journal, retries) → `cdn` / `plugin`.
 //! `daemon` and `status` make it a service; `pipeline` wires the stages together.
 
-pub mod cli;
-pub mod config;
-pub mod job;
-pub mod filter;
-pub mod watch;
-pub mod coalesce;
-pub mod push;
-pub mod faillog;
 pub mod cdn;
-pub mod plugin;
-pub mod metrics;
-pub mod status;
+pub mod cli;
+pub mod coalesce;
+pub mod config;
 pub mod daemon;
+pub mod faillog;
+pub mod filter;
+pub mod job;
+pub mod metrics;
 pub mod pipeline;
+pub mod plugin;
+pub mod push;
+pub mod status;
+pub mod watch;
 
 pub use config::Config;
 pub use pipeline::Pipeline;
