@@ -182,8 +182,10 @@ impl Fixture {
             .collect()
     }
 
+    /// Waits until the watcher has `expected` watches, receiving events meanwhile so
+    /// that a small channel cannot block the reader.
     #[track_caller]
-    fn wait_watch_count(&self, expected: usize) {
+    fn wait_watch_count(&mut self, expected: usize) {
         let deadline = Instant::now() + LIMIT;
         while self.watcher().watch_count() != expected {
             assert!(
@@ -191,7 +193,9 @@ impl Fixture {
                 "watch_count is {}, expected {expected}",
                 self.watcher().watch_count()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            if let Ok(event) = self.event_rx.recv_timeout(Duration::from_millis(20)) {
+                self.seen.push(event);
+            }
         }
     }
 }
@@ -769,4 +773,176 @@ fn queue_overflow_becomes_rescan_of_every_root() {
         }
     }
     watcher.stop().expect("stop");
+}
+
+/// Inode → watch descriptor of every inotify watch of this process, read from
+/// `/proc/self/fdinfo` (the watcher does not expose descriptors).
+fn kernel_watches() -> std::collections::HashMap<u64, i32> {
+    let mut by_ino = std::collections::HashMap::new();
+    for fd in fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .flatten()
+    {
+        let is_inotify =
+            fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:inotify");
+        if !is_inotify {
+            continue;
+        }
+        let info = Path::new("/proc/self/fdinfo").join(fd.file_name());
+        let Ok(text) = fs::read_to_string(info) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(key))
+                    .expect("fdinfo field")
+                    .to_owned()
+            };
+            let wd = i32::from_str_radix(&field("wd:"), 16).expect("wd");
+            let ino = u64::from_str_radix(&field("ino:"), 16).expect("ino");
+            by_ino.insert(ino, wd);
+        }
+    }
+    by_ino
+}
+
+/// Renames queued while the reader is blocked come out of the kernel in 64 KiB reads.
+/// A directory rename queues FROM and TO (16 + 128 bytes each with a 127-byte name) and
+/// MOVE_SELF (16): 304 bytes, and 65536 = 215 × 304 + 176, so a read that starts on a
+/// rename ends with a FROM whose TO only comes with the next read. A paired rename keeps
+/// the directory's watch (same wd); an unpaired one would remove it and add a new one.
+#[test]
+fn moves_are_paired_across_read_boundaries() {
+    use std::os::unix::fs::MetadataExt;
+    const N: usize = 1000;
+    let mut fx = Setup {
+        capacity: 1,
+        ..Setup::default()
+    }
+    .start();
+    let root = fx.root();
+    let long = |i: usize, tag: char| format!("{i:04}{}", tag.to_string().repeat(123));
+    for i in 0..N {
+        fs::create_dir(root.join(long(i, 'a'))).expect("mkdir");
+    }
+    // Let the reader catch up (watching the new directories), then block it.
+    fx.wait_watch_count(1 + N);
+    let inodes: Vec<u64> = (0..N)
+        .map(|i| fs::metadata(root.join(long(i, 'a'))).expect("stat").ino())
+        .collect();
+    let before = kernel_watches();
+    assert!(
+        inodes.iter().all(|ino| before.contains_key(ino)),
+        "fdinfo lists every watched directory"
+    );
+    fx.marker();
+    fs::write(root.join("block1"), "x").expect("write");
+    fs::write(root.join("block2"), "x").expect("write");
+    let deadline = Instant::now() + LIMIT;
+    while !fx.event_rx.is_full() {
+        assert!(Instant::now() < deadline, "channel never filled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in 0..N {
+        fs::rename(root.join(long(i, 'a')), root.join(long(i, 'b'))).expect("mv");
+    }
+    for i in 0..N {
+        fx.expect(long(i, 'b'), Op::Update);
+        assert!(position(&fx.seen, 0, Path::new(&long(i, 'a')), Op::Delete).is_some());
+    }
+    let after = kernel_watches();
+    let rewatched: Vec<usize> = (0..N)
+        .filter(|&i| before.get(&inodes[i]) != after.get(&inodes[i]))
+        .collect();
+    assert!(
+        rewatched.is_empty(),
+        "renames treated as move out + move in (watch re-added): {rewatched:?}"
+    );
+    assert_eq!(fx.watcher().watch_count(), 1 + N);
+}
+
+/// Runs itself in a user namespace whose inotify watch limit
+/// (`/proc/sys/user/max_inotify_watches`, per namespace) is 5, so the host's limit is
+/// left alone, and checks the one clear error, the rescan and that watching goes on.
+#[test]
+fn out_of_watches_is_reported_once_and_rescanned() {
+    const CHILD: &str = "SERSYNC_TEST_OUT_OF_WATCHES_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        out_of_watches_child();
+        return;
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let output = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--"])
+        .arg(exe)
+        .args([
+            "--exact",
+            "watch::out_of_watches_is_reported_once_and_rescanned",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("RUST_LOG", "sersync=error")
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(err) => {
+            println!("skipped: cannot run unshare: {err}");
+            return;
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if text.contains("unshare: ") && !output.status.success() {
+        println!("skipped: no user namespaces here: {text}");
+        return;
+    }
+    assert!(output.status.success(), "child failed:\n{text}");
+    let reports: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("out of inotify watches"))
+        .collect();
+    assert_eq!(reports.len(), 1, "exactly one error expected:\n{text}");
+    let report = reports[0];
+    assert!(
+        report.contains("fs.inotify.max_user_watches is "),
+        "{report}"
+    );
+    assert!(report.contains("the trees need 32"), "{report}");
+}
+
+fn out_of_watches_child() {
+    fs::write("/proc/sys/user/max_inotify_watches", "5").expect("lower limit in namespace");
+    let mut fx = Setup {
+        n_roots: 2,
+        dirs: (0..30)
+            .map(|i| &*Box::leak(format!("root1/d{i}").into_boxed_str()))
+            .collect(),
+        ..Setup::default()
+    }
+    .start();
+    // root0 + root1 + 30 directories need 32 watches; 5 exist.
+    assert_eq!(fx.watcher().watch_count(), 5);
+    fx.wait_for("rescan of root1", |seen| {
+        seen.iter()
+            .any(|e| matches!(e, FsEvent::Rescan { root: 1 }))
+    });
+    // Still running: a directory that got a watch reports changes.
+    let watched: Vec<PathBuf> = (0..2)
+        .map(|r| fx.root_n(r))
+        .chain((0..30).map(|i| fx.root_n(1).join(format!("d{i}"))))
+        .collect();
+    for dir in &watched {
+        fs::write(dir.join("probe"), "x").expect("write");
+    }
+    fx.wait_for("an event from a watched directory", |seen| {
+        changes(seen).any(|c| c.rel.ends_with("probe"))
+    });
+    // A new directory beyond the limit is still scanned (its contents pushed) without
+    // another error; the rescan covers what follows.
+    fs::create_dir_all(fx.root_n(1).join("d0/new/deeper")).expect("mkdir");
 }
