@@ -25,7 +25,7 @@ use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 
 use super::mask::{self, Emit, Kind};
 use super::scan::{self, Walk};
-use super::tree::Tree;
+use super::tree::{Dir, Tree};
 use crate::config::InotifyToggles;
 use crate::filter::Filter;
 use crate::job::{Change, FsEvent, Op};
@@ -60,6 +60,17 @@ struct PendingFrom {
     deadline: Instant,
 }
 
+/// A paired move just handled, kept to recognise `renameat2(RENAME_EXCHANGE)`, which
+/// the kernel reports as two moves: a→b, then b→a.
+#[derive(Debug)]
+struct LastMove {
+    from: (usize, PathBuf),
+    to: (usize, PathBuf),
+    /// Watches that were under `to` before the move (the other half of an exchange,
+    /// or an empty directory the rename replaced, which the kernel drops by itself).
+    replaced: Vec<(i32, Dir<WatchDescriptor>)>,
+}
+
 /// What the thread needs besides the inotify fd.
 pub(crate) struct Shared {
     pub(crate) roots: Vec<PathBuf>,
@@ -80,6 +91,8 @@ pub(crate) struct State {
     shared: Shared,
     tree: Tree<WatchDescriptor>,
     pending: Option<PendingFrom>,
+    /// The previous event, if it completed a paired move: see [`State::moved_within`].
+    last_move: Option<LastMove>,
     /// The one "out of watches" error was logged; cleared when a walk watches everything.
     out_of_watches: bool,
     /// Per root: a `Rescan` was queued during the current out-of-watches episode.
@@ -95,6 +108,7 @@ impl State {
             shared,
             tree: Tree::default(),
             pending: None,
+            last_move: None,
             out_of_watches: false,
             rescan_queued: vec![false; n_roots],
             rescans_due: Vec::new(),
@@ -202,6 +216,9 @@ impl State {
             event.name
         );
         let kind = mask::kind(event.mask);
+        if !matches!(kind, Kind::MovedFrom | Kind::MovedTo | Kind::SelfMoved) {
+            self.last_move = None;
+        }
         let from = match self.pending.take() {
             Some(pending) if kind == Kind::MovedTo && pending.cookie == event.cookie => {
                 Some(pending)
@@ -348,6 +365,11 @@ impl State {
     /// A directory keeps its watches (same inodes); only its subtree's paths change, and
     /// the scan re-emits every descendant because the remote needs them under the new
     /// name. A side that is excluded turns the move into a plain create or delete.
+    ///
+    /// An exchange (`renameat2(RENAME_EXCHANGE)`, `mv --exchange`) arrives as a→b then
+    /// b→a with nothing in between but `MOVE_SELF`; in its second half the "from" name
+    /// still exists, so it must not be deleted (a delete after b's update would remove
+    /// b from the mirror), and the watches set aside in the first half come back.
     fn moved_within(
         &mut self,
         from: PendingFrom,
@@ -356,6 +378,45 @@ impl State {
         is_dir: bool,
         raw: u32,
         now: Instant,
+    ) -> Flow {
+        let last_move = self.last_move.take();
+        let is_exchange = last_move.as_ref().is_some_and(|last| {
+            last.to.0 == from.root
+                && last.to.1 == from.rel
+                && last.from.0 == root
+                && last.from.1 == rel
+        }) && fs::symlink_metadata(self.shared.roots[from.root].join(&from.rel))
+            .is_ok();
+        if is_exchange {
+            if let Some(last) = last_move {
+                self.tree.graft(last.replaced, &from.rel, root, &rel);
+            }
+            return self.arrived(Kind::MovedTo, root, rel, is_dir, raw, now);
+        }
+        let from_key = (from.root, from.rel.clone());
+        let to_key = (root, rel.clone());
+        let mut replaced = Vec::new();
+        let flow = self.moved_pair(from, root, rel, is_dir, raw, now, &mut replaced);
+        self.last_move = Some(LastMove {
+            from: from_key,
+            to: to_key,
+            replaced,
+        });
+        flow
+    }
+
+    /// [`State::moved_within`] for a pair that is not the second half of an exchange;
+    /// `replaced` receives the watches that were under the new name.
+    #[allow(clippy::too_many_arguments)]
+    fn moved_pair(
+        &mut self,
+        from: PendingFrom,
+        root: usize,
+        rel: PathBuf,
+        is_dir: bool,
+        raw: u32,
+        now: Instant,
+        replaced: &mut Vec<(i32, Dir<WatchDescriptor>)>,
     ) -> Flow {
         let from_excluded = self.shared.filter.is_excluded(&from.rel, from.is_dir);
         if self.shared.filter.is_excluded(&rel, is_dir) {
@@ -377,8 +438,8 @@ impl State {
         if !is_dir {
             return self.emit(Kind::MovedTo, root, rel, false, raw, now);
         }
-        // A directory the rename replaced was empty and is gone: the kernel drops its watch.
-        let (moved, _replaced) = self.tree.rename_subtree(from.root, &from.rel, root, &rel);
+        let (moved, displaced) = self.tree.rename_subtree(from.root, &from.rel, root, &rel);
+        *replaced = displaced;
         log::debug!(
             "{}: renamed from {}, {moved} watches follow",
             self.shared.roots[root].join(&rel).display(),

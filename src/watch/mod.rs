@@ -117,6 +117,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> Result<Watcher, WatchError> {
     let started = Instant::now();
+    let roots: Vec<PathBuf> = roots.into_iter().map(resolve_root).collect();
     let inotify = Inotify::init().map_err(WatchError::Init)?;
     let poll = Poll::new().map_err(WatchError::Poll)?;
     poll.registry()
@@ -216,6 +217,24 @@ impl Drop for Watcher {
         if let Err(err) = self.shutdown() {
             log::error!("{err}");
         }
+    }
+}
+
+/// A root that is a symlink is watched at its target: below the root nothing is ever
+/// followed (`IN_DONT_FOLLOW`), but `/srv/www -> /data/www` as the configured root is
+/// common and sersync 2.5 followed it.
+fn resolve_root(root: PathBuf) -> PathBuf {
+    let is_symlink =
+        std::fs::symlink_metadata(&root).is_ok_and(|meta| meta.file_type().is_symlink());
+    if !is_symlink {
+        return root;
+    }
+    match std::fs::canonicalize(&root) {
+        Ok(target) => {
+            log::info!("{}: symlink, watching {}", root.display(), target.display());
+            target
+        }
+        Err(_) => root, // dangling: reported when the watch fails
     }
 }
 

@@ -117,7 +117,8 @@ impl<W> Tree<W> {
     /// Rewrites the paths of `from` and all its descendants to live under `to` (possibly
     /// in another root): a renamed directory keeps its inodes and so its watches; only
     /// the cached paths are wrong. Whatever was watched under `to` before (a directory
-    /// the rename replaced) is dropped and returned. Returns how many entries moved too.
+    /// the rename replaced, or the other half of an exchange) is taken out and returned.
+    /// Returns how many entries moved too.
     pub(crate) fn rename_subtree(
         &mut self,
         from_root: usize,
@@ -131,8 +132,20 @@ impl<W> Tree<W> {
         let moving = self.remove_subtree(from_root, from);
         let replaced = self.remove_subtree(to_root, to);
         let moved = moving.len();
-        for (wd, dir) in moving {
-            // `strip_prefix` cannot fail: `remove_subtree` only returns descendants.
+        self.graft(moving, from, to_root, to);
+        (moved, replaced)
+    }
+
+    /// Puts entries taken out of the map below `from` back in below `to_root`/`to`.
+    pub(crate) fn graft(
+        &mut self,
+        entries: Vec<(i32, Dir<W>)>,
+        from: &Path,
+        to_root: usize,
+        to: &Path,
+    ) {
+        for (wd, dir) in entries {
+            // `strip_prefix` cannot fail for entries of `from`'s subtree.
             let suffix = dir.rel.strip_prefix(from).unwrap_or(Path::new(""));
             let rel = if suffix.as_os_str().is_empty() {
                 to.to_path_buf()
@@ -149,7 +162,6 @@ impl<W> Tree<W> {
                 },
             );
         }
-        (moved, replaced)
     }
 
     /// Takes every entry out, leaving the map empty.
@@ -277,6 +289,25 @@ mod tests {
         assert_eq!(replaced.len(), 2);
         assert_eq!(tree.wd_of(0, Path::new("b")), Some(2));
         assert_eq!(tree.len(), 2);
+    }
+
+    #[test]
+    fn exchange_of_two_directories_via_graft() {
+        let mut tree = tree(&[
+            (1, 0, ""),
+            (2, 0, "a"),
+            (3, 0, "a/x"),
+            (4, 0, "b"),
+            (5, 0, "b/y"),
+        ]);
+        // renameat2(RENAME_EXCHANGE) is reported as a→b then b→a.
+        let (_, replaced) = tree.rename_subtree(0, Path::new("a"), 0, Path::new("b"));
+        tree.graft(replaced, Path::new("b"), 0, Path::new("a"));
+        assert_eq!(path_of(&tree, 2), Some((0, "b".into())));
+        assert_eq!(path_of(&tree, 3), Some((0, "b/x".into())));
+        assert_eq!(path_of(&tree, 4), Some((0, "a".into())));
+        assert_eq!(path_of(&tree, 5), Some((0, "a/y".into())));
+        assert_eq!(tree.len(), 5);
     }
 
     #[test]

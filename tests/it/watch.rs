@@ -946,3 +946,85 @@ fn out_of_watches_child() {
     // another error; the rescan covers what follows.
     fs::create_dir_all(fx.root_n(1).join("d0/new/deeper")).expect("mkdir");
 }
+
+/// `renameat2(RENAME_EXCHANGE)` (what `mv --exchange` does); std has no wrapper.
+#[allow(unsafe_code)]
+fn exchange(a: &Path, b: &Path) {
+    use std::ffi::CString;
+    let a = CString::new(a.as_os_str().as_bytes()).expect("path");
+    let b = CString::new(b.as_os_str().as_bytes()).expect("path");
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
+}
+
+/// The kernel reports an exchange as a→b then b→a: neither name may end up deleted,
+/// and both subtrees stay watched under their new names.
+#[test]
+fn exchange_keeps_both_names_and_watches() {
+    let mut fx = Setup {
+        dirs: vec!["root0/a/x", "root0/b/y"],
+        ..Setup::default()
+    }
+    .start();
+    let root = fx.root();
+    fs::write(root.join("f"), "f").expect("write");
+    fs::write(root.join("g"), "g").expect("write");
+    fx.expect("g", Op::Update);
+
+    let from = fx.seen.len();
+    exchange(&root.join("f"), &root.join("g"));
+    exchange(&root.join("a"), &root.join("b"));
+    for rel in ["f", "g", "a", "a/y", "b", "b/x"] {
+        fx.expect(rel, Op::Update);
+    }
+    let marker = fx.marker();
+    // Whatever the order, the last word on each name must be an update.
+    for name in ["f", "g", "a", "b"] {
+        let last = changes(&fx.seen[from..marker])
+            .filter(|c| c.rel == Path::new(name))
+            .last()
+            .expect("reported");
+        assert_eq!(last.op, Op::Update, "{name}: {:?}", &fx.seen[from..marker]);
+    }
+    assert_eq!(fx.watcher().watch_count(), 5);
+    fs::write(root.join("a/y/new"), "x").expect("write");
+    fs::write(root.join("b/x/new"), "x").expect("write");
+    fx.expect("a/y/new", Op::Update);
+    fx.expect("b/x/new", Op::Update);
+}
+
+#[test]
+fn symlinked_root_is_watched_at_its_target() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let target = tmp.path().join("data");
+    fs::create_dir_all(target.join("sub")).expect("mkdir");
+    let link = tmp.path().join("www");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let (event_tx, event_rx) = crossbeam_channel::bounded(64);
+    let watcher = {
+        let _shared = INIT_LOCK.read().unwrap_or_else(|e| e.into_inner());
+        watch::spawn(
+            vec![link.clone()],
+            WatchOptions::default(),
+            Arc::default(),
+            event_tx,
+            Arc::default(),
+        )
+        .expect("spawn")
+    };
+    assert_eq!(watcher.watch_count(), 2);
+    fs::write(link.join("sub/f"), "x").expect("write");
+    let event = event_rx.recv_timeout(LIMIT).expect("event");
+    assert!(matches!(event, FsEvent::Change(c) if c.rel == Path::new("sub/f")));
+    watcher.stop().expect("stop");
+}
