@@ -10,8 +10,8 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -26,10 +26,6 @@ use sersync::watch::{self, WatchOptions, Watcher};
 
 /// Upper bound for any awaited condition.
 const LIMIT: Duration = Duration::from_secs(10);
-
-/// The overflow test lowers a global sysctl that `inotify_init` reads: it holds this
-/// for writing around its `spawn`, every other test holds it for reading around theirs.
-static INIT_LOCK: RwLock<()> = RwLock::new(());
 
 /// A temp dir with `root0..rootN` (watched) and `outside` (not watched), a running
 /// watcher and every event received so far.
@@ -90,17 +86,14 @@ impl Setup {
             toggles: self.toggles,
             debug: true,
         };
-        let watcher = {
-            let _shared = INIT_LOCK.read().unwrap_or_else(|e| e.into_inner());
-            watch::spawn(
-                roots,
-                options,
-                Arc::new(filter),
-                event_tx,
-                Arc::clone(&metrics),
-            )
-            .expect("spawn watcher")
-        };
+        let watcher = watch::spawn(
+            roots,
+            options,
+            Arc::new(filter),
+            event_tx,
+            Arc::clone(&metrics),
+        )
+        .expect("spawn watcher");
         Fixture {
             tmp,
             n_roots: self.n_roots,
@@ -670,17 +663,14 @@ fn missing_root_is_skipped_and_others_keep_running() {
     fs::create_dir(&good).expect("mkdir");
     let (event_tx, event_rx) = crossbeam_channel::bounded(64);
     let roots = vec![tmp.path().join("missing"), good.clone()];
-    let watcher = {
-        let _shared = INIT_LOCK.read().unwrap_or_else(|e| e.into_inner());
-        watch::spawn(
-            roots,
-            WatchOptions::default(),
-            Arc::default(),
-            event_tx,
-            Arc::default(),
-        )
-        .expect("one root is enough")
-    };
+    let watcher = watch::spawn(
+        roots,
+        WatchOptions::default(),
+        Arc::default(),
+        event_tx,
+        Arc::default(),
+    )
+    .expect("one root is enough");
     assert_eq!(watcher.watch_count(), 1);
     fs::write(good.join("f"), "x").expect("write");
     let event = event_rx
@@ -701,78 +691,57 @@ fn missing_root_is_skipped_and_others_keep_running() {
     assert!(err.to_string().contains("missing"), "{err}");
 }
 
-/// Lowers `fs.inotify.max_queued_events` (read once, at `inotify_init`) to 16 only for
-/// the `spawn` call, restores it at once, then blocks the reader on a full channel while
-/// flooding the tree so that the kernel queue overflows.
+/// Overflows the kernel queue without touching the global `fs.inotify.max_queued_events`
+/// (other processes on the machine read it at `inotify_init`): the reader is blocked on a
+/// full channel of capacity 1 while 10,000 new files queue 20,000 events, more than the
+/// default limit of 16,384.
 #[test]
 fn queue_overflow_becomes_rescan_of_every_root() {
-    const SYSCTL: &str = "/proc/sys/fs/inotify/max_queued_events";
-    let original = match fs::read_to_string(SYSCTL) {
-        Ok(text) => text,
-        Err(err) => {
-            println!("skipped: cannot read {SYSCTL}: {err}");
-            return;
-        }
-    };
-    // SAFETY-free root check: only root may write the sysctl.
-    if fs::write(SYSCTL, &original).is_err() {
-        println!("skipped: not allowed to write {SYSCTL} (run as root to test overflow)");
+    const FILES: usize = 10_000;
+    let limit: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(16_384);
+    if 2 * FILES <= limit {
+        println!("skipped: max_queued_events is {limit}, too high to overflow with {FILES} files");
         return;
     }
-    let _ = env_logger::builder().is_test(true).try_init();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let roots: Vec<PathBuf> = (0..2)
-        .map(|i| tmp.path().join(format!("root{i}")))
-        .collect();
-    for root in &roots {
-        fs::create_dir(root).expect("mkdir");
+    let fx = Setup {
+        n_roots: 2,
+        capacity: 1,
+        ..Setup::default()
     }
-    let metrics = Arc::new(Metrics::default());
-    let (event_tx, event_rx) = crossbeam_channel::bounded(1);
-    let watcher = {
-        let _exclusive = INIT_LOCK.write().unwrap_or_else(|e| e.into_inner());
-        fs::write(SYSCTL, "16").expect("lower max_queued_events");
-        let spawned = watch::spawn(
-            roots.clone(),
-            WatchOptions::default(),
-            Arc::default(),
-            event_tx,
-            Arc::clone(&metrics),
-        );
-        fs::write(SYSCTL, &original).expect("restore max_queued_events");
-        spawned.expect("spawn")
-    };
-    for i in 0..200 {
-        fs::write(roots[0].join(i.to_string()), "x").expect("write");
+    .start();
+    for i in 0..FILES {
+        fs::write(fx.root_n(0).join(i.to_string()), "").expect("write");
     }
-    // Made after the overflow: a directory the rebuild must watch.
-    fs::create_dir(roots[1].join("late")).expect("mkdir");
+    // Made while the queue is full: the rebuild must find and watch it.
+    fs::create_dir(fx.root_n(1).join("late")).expect("mkdir");
     let mut rescans = [false, false];
     let deadline = Instant::now() + LIMIT;
     while rescans != [true, true] {
-        match event_rx.recv_deadline(deadline) {
+        match fx.event_rx.recv_deadline(deadline) {
             Ok(FsEvent::Rescan { root }) => rescans[root] = true,
             Ok(FsEvent::Change(_)) => {}
             Err(_) => panic!("no rescan of every root after overflow: {rescans:?}"),
         }
     }
-    assert!(metrics.overflows.load(Ordering::Relaxed) >= 1);
+    assert!(fx.metrics.overflows.load(Ordering::Relaxed) >= 1);
     assert_eq!(
-        watcher.watch_count(),
+        fx.watcher().watch_count(),
         3,
-        "root0, root1, root1/late after rebuild"
+        "root0, root1 and root1/late after rebuild"
     );
     // Still running: later changes arrive.
-    fs::write(roots[1].join("late/f"), "x").expect("write");
+    fs::write(fx.root_n(1).join("late/f"), "x").expect("write");
     let deadline = Instant::now() + LIMIT;
     loop {
-        match event_rx.recv_deadline(deadline) {
+        match fx.event_rx.recv_deadline(deadline) {
             Ok(FsEvent::Change(c)) if c.root == 1 && c.rel == Path::new("late/f") => break,
             Ok(_) => {}
             Err(_) => panic!("no event after overflow"),
         }
     }
-    watcher.stop().expect("stop");
 }
 
 /// Inode → watch descriptor of every inotify watch of this process, read from
@@ -1011,17 +980,14 @@ fn symlinked_root_is_watched_at_its_target() {
     let link = tmp.path().join("www");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
     let (event_tx, event_rx) = crossbeam_channel::bounded(64);
-    let watcher = {
-        let _shared = INIT_LOCK.read().unwrap_or_else(|e| e.into_inner());
-        watch::spawn(
-            vec![link.clone()],
-            WatchOptions::default(),
-            Arc::default(),
-            event_tx,
-            Arc::default(),
-        )
-        .expect("spawn")
-    };
+    let watcher = watch::spawn(
+        vec![link.clone()],
+        WatchOptions::default(),
+        Arc::default(),
+        event_tx,
+        Arc::default(),
+    )
+    .expect("spawn");
     assert_eq!(watcher.watch_count(), 2);
     fs::write(link.join("sub/f"), "x").expect("write");
     let event = event_rx.recv_timeout(LIMIT).expect("event");
