@@ -20,6 +20,8 @@ use crate::filter::Filter;
 
 /// Where the kernel publishes the per-user watch limit.
 const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
+/// The same limit as seen by the current user namespace (Linux 5.11+).
+const MAX_INOTIFY_WATCHES_NS: &str = "/proc/sys/user/max_inotify_watches";
 
 /// A watch added by a walk.
 #[derive(Debug)]
@@ -200,22 +202,36 @@ pub(crate) fn count_dirs(roots: &[PathBuf], filter: &Filter) -> usize {
 /// The one error logged when the watch limit is hit: names the sysctl, its value, how
 /// many directories the trees need and what happens meanwhile. Never writes `/proc/sys`.
 pub(crate) fn out_of_watches_message(dir: &Path, watched: usize, needed: usize) -> String {
-    let limit = fs::read_to_string(MAX_USER_WATCHES)
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok());
-    let limit_text = limit.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
-    // Suggest room for growth; the limit is per user and shared with other processes.
-    let suggest = (needed as u64)
+    let global = read_number(MAX_USER_WATCHES);
+    // Inside a user namespace (a container) the namespace's own limit may be lower.
+    let namespace = read_number(MAX_INOTIFY_WATCHES_NS).filter(|ns| Some(*ns) != global);
+    let mut limit_text = global.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+    if let Some(ns) = namespace {
+        limit_text.push_str(&format!(
+            " (user.max_inotify_watches of this user namespace: {ns})"
+        ));
+    }
+    let effective = match (global, namespace) {
+        (Some(g), Some(ns)) => g.min(ns),
+        (limit, None) | (None, limit) => limit.unwrap_or(0),
+    };
+    // Room for growth; the limit is per user and shared with its other processes.
+    let needed = needed as u64;
+    let suggest = needed
         .saturating_mul(2)
-        .max(limit.unwrap_or(0).saturating_add(needed as u64));
+        .max(effective.saturating_add(needed));
     format!(
-        "{}: cannot watch, out of inotify watches: fs.inotify.max_user_watches is {limit_text} \
-         (per user, shared by all its processes), this process watches {watched} directories and \
+        "{}: cannot watch, out of inotify watches: fs.inotify.max_user_watches is {limit_text}, \
+         per user and shared by all its processes; this process watches {watched} directories and \
          the trees need {needed}; raise it, e.g. `sysctl -w fs.inotify.max_user_watches={suggest}` \
          (and in /etc/sysctl.d/ to persist), then restart; until then directories left unwatched \
          are only covered by full syncs",
         dir.display()
     )
+}
+
+fn read_number(path: &str) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// ENOSPC from `inotify_add_watch`: the user's watch limit is reached.
