@@ -1,16 +1,16 @@
 //! Turning raw inotify events into [`FsEvent`]s while keeping the watch map right.
 //!
-//! Owned by the `sersync-watch` thread. Rules, in the order they bite:
-//! - A `MOVED_FROM` is held until the next event: if that is the `MOVED_TO` with the
-//!   same cookie, the pair is a move inside the watched trees; anything else (or no
-//!   event within [`MOVE_PAIR_TIMEOUT`], the TO may only come with the next `read`)
-//!   makes it a move out. Resolving it before any later event keeps the output in
-//!   kernel order (`mv x /elsewhere; touch x` must not end with a delete of the new x).
-//! - New directories are watched first and scanned second; the scan emits an `Update`
-//!   for the directory, then for everything inside, so nothing created before the watch
-//!   landed is missed (the mkdir race, inotify(7)).
-//! - Events for a descriptor no longer in the map (after `IN_IGNORED`, a directory
-//!   moved out, wd reuse) are dropped with a debug log, never guessed at.
+//! Owned by the `sersync-watch` thread: [`State::handle`] takes one raw event and sends
+//! what it means, in kernel order, on the bounded `event_tx` (blocking while it is full,
+//! giving up only on stop or when the receiver is gone). The dispatch lives here; moves
+//! are in `rename.rs`, new-directory scans in `scan.rs`, overflow and the watch limit in
+//! `recovery.rs`. Rules that hold throughout:
+//! - only what the `<inotify>` toggles ask for is emitted, but the watch map follows
+//!   every directory creation, move and deletion whatever they say;
+//! - an excluded path gets no event (counted in `events_filtered`) and an excluded
+//!   directory is never watched;
+//! - events for a descriptor no longer in the map (after `IN_IGNORED`, a directory moved
+//!   out, wd reuse) are dropped with a debug log, never guessed at (the original's B4).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -18,23 +18,18 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 
 use super::mask::{self, Emit, Kind};
-use super::scan::{self, Walk};
-use super::tree::{Dir, Tree};
+use super::rename::{LastMove, MOVE_PAIR_TIMEOUT, PendingFrom};
+use super::tree::Tree;
 use crate::config::InotifyToggles;
 use crate::filter::Filter;
 use crate::job::{Change, FsEvent, Op};
 use crate::metrics::Metrics;
-
-/// How long a `MOVED_FROM` waits for its `MOVED_TO` when the read ended between them.
-/// The kernel queues both inside one `rename(2)`, so the TO is normally already there;
-/// this only bounds the wait when the pair straddles a `read` (or the move left the tree).
-pub(crate) const MOVE_PAIR_TIMEOUT: Duration = Duration::from_millis(20);
 
 /// Why the thread has to stop handling events.
 #[derive(Debug)]
@@ -47,29 +42,6 @@ pub(crate) enum Halt {
 
 /// Result of every step that may send.
 pub(crate) type Flow = Result<(), Halt>;
-
-/// A `MOVED_FROM` waiting for its `MOVED_TO`.
-#[derive(Debug)]
-struct PendingFrom {
-    cookie: u32,
-    root: usize,
-    rel: PathBuf,
-    is_dir: bool,
-    mask: u32,
-    seen: Instant,
-    deadline: Instant,
-}
-
-/// A paired move just handled, kept to recognise `renameat2(RENAME_EXCHANGE)`, which
-/// the kernel reports as two moves: a→b, then b→a.
-#[derive(Debug)]
-struct LastMove {
-    from: (usize, PathBuf),
-    to: (usize, PathBuf),
-    /// Watches that were under `to` before the move (the other half of an exchange,
-    /// or an empty directory the rename replaced, which the kernel drops by itself).
-    replaced: Vec<(i32, Dir<WatchDescriptor>)>,
-}
 
 /// What the thread needs besides the inotify fd.
 pub(crate) struct Shared {
@@ -88,17 +60,17 @@ pub(crate) struct Shared {
 
 /// The watch map plus everything needed to interpret the next event.
 pub(crate) struct State {
-    shared: Shared,
-    tree: Tree<WatchDescriptor>,
-    pending: Option<PendingFrom>,
+    pub(super) shared: Shared,
+    pub(super) tree: Tree<WatchDescriptor>,
+    pub(super) pending: Option<PendingFrom>,
     /// The previous event, if it completed a paired move: see [`State::moved_within`].
-    last_move: Option<LastMove>,
+    pub(super) last_move: Option<LastMove>,
     /// The one "out of watches" error was logged; cleared when a walk watches everything.
-    out_of_watches: bool,
+    pub(super) out_of_watches: bool,
     /// Per root: a `Rescan` was queued during the current out-of-watches episode.
-    rescan_queued: Vec<bool>,
+    pub(super) rescan_queued: Vec<bool>,
     /// `Rescan`s decided but not sent yet (decided in `spawn`, before the thread runs).
-    rescans_due: Vec<usize>,
+    pub(super) rescans_due: Vec<usize>,
 }
 
 impl State {
@@ -125,86 +97,13 @@ impl State {
         self.tree.len()
     }
 
-    /// Replaces the map with what a walk found. After an overflow (`rebuild`), watches
-    /// of directories the walk did not find any more are removed from the kernel.
-    /// Returns the roots that could not be watched at all.
-    pub(crate) fn apply_walk(&mut self, walk: Walk, rebuild: bool) -> Vec<(usize, std::io::Error)> {
-        let mut fresh = Tree::default();
-        for added in walk.added {
-            let id = added.wd.get_watch_descriptor_id();
-            fresh.insert(id, added.wd, added.root, added.rel);
-        }
-        let mut stale = std::mem::replace(&mut self.tree, fresh);
-        if rebuild {
-            for (wd, dir) in stale.drain() {
-                if self.tree.get(wd).is_none() {
-                    self.rm_watch(dir.handle);
-                }
-            }
-        }
-        if walk.out_of_watches.is_empty() {
-            self.out_of_watches = false;
-            self.rescan_queued
-                .iter_mut()
-                .for_each(|queued| *queued = false);
-        }
-        for (root, dir) in &walk.out_of_watches {
-            self.report_out_of_watches(*root, dir);
-        }
-        self.update_count();
-        walk.failed_roots
-    }
-
     /// First thing the thread does: send what `spawn` could not.
     pub(crate) fn start(&mut self) -> Flow {
         self.send_due_rescans()
     }
 
-    /// When the held `MOVED_FROM` (if any) must be resolved.
-    pub(crate) fn pending_deadline(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|pending| pending.deadline)
-    }
-
-    /// Resolves a held `MOVED_FROM` whose partner did not come in time: moved out.
-    pub(crate) fn expire(&mut self, now: Instant) -> Flow {
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|pending| pending.deadline <= now)
-        {
-            if let Some(pending) = self.pending.take() {
-                self.moved_out(pending)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// At stop: hand over the held move without blocking (the receiver is still being
-    /// drained by the next stage during shutdown).
-    pub(crate) fn finish(&mut self) {
-        let Some(pending) = self.pending.take() else {
-            return;
-        };
-        let emits = mask::emit(Kind::MovedFrom, pending.is_dir, &self.shared.toggles);
-        if emits == Emit::Nothing || self.shared.filter.is_excluded(&pending.rel, pending.is_dir) {
-            return;
-        }
-        let event = change(
-            pending.root,
-            pending.rel,
-            Op::Delete,
-            pending.is_dir,
-            pending.mask,
-            pending.seen,
-        );
-        if let Err(TrySendError::Full(event) | TrySendError::Disconnected(event)) =
-            self.shared.event_tx.try_send(event)
-        {
-            log::warn!("stopping: moved-away path not handed over: {event:?}");
-        }
-    }
-
-    /// Handles one raw event read at `now`.
+    /// Handles one raw event read at `now`: resolves a held `MOVED_FROM` first (see
+    /// `rename.rs`), then dispatches on the kind.
     pub(crate) fn handle(&mut self, event: inotify::Event<&OsStr>, now: Instant) -> Flow {
         Metrics::incr(&self.shared.metrics.events_seen);
         let wd = event.wd.get_watch_descriptor_id();
@@ -241,7 +140,7 @@ impl State {
 
     /// An event about a name inside a watched directory.
     #[allow(clippy::too_many_arguments)]
-    fn entry_event(
+    pub(super) fn entry_event(
         &mut self,
         wd: i32,
         kind: Kind,
@@ -299,7 +198,7 @@ impl State {
     }
 
     /// A name that appeared: created, or moved in from outside the watched trees.
-    fn arrived(
+    pub(super) fn arrived(
         &mut self,
         kind: Kind,
         root: usize,
@@ -328,7 +227,7 @@ impl State {
     }
 
     /// A plain event (delete, close_write, modify, attrib): filter, toggles, send.
-    fn emit(
+    pub(super) fn emit(
         &mut self,
         kind: Kind,
         root: usize,
@@ -346,229 +245,8 @@ impl State {
         }
     }
 
-    /// A `MOVED_FROM` with no partner: the path left the watched trees.
-    fn moved_out(&mut self, from: PendingFrom) -> Flow {
-        if from.is_dir {
-            self.unwatch(from.root, &from.rel, true);
-        }
-        self.emit(
-            Kind::MovedFrom,
-            from.root,
-            from.rel,
-            from.is_dir,
-            from.mask,
-            from.seen,
-        )
-    }
-
-    /// A paired move, possibly between two roots: delete the old path, push the new one.
-    /// A directory keeps its watches (same inodes); only its subtree's paths change, and
-    /// the scan re-emits every descendant because the remote needs them under the new
-    /// name. A side that is excluded turns the move into a plain create or delete.
-    ///
-    /// An exchange (`renameat2(RENAME_EXCHANGE)`, `mv --exchange`) arrives as a→b then
-    /// b→a with nothing in between but `MOVE_SELF`; in its second half the "from" name
-    /// still exists, so it must not be deleted (a delete after b's update would remove
-    /// b from the mirror), and the watches set aside in the first half come back.
-    fn moved_within(
-        &mut self,
-        from: PendingFrom,
-        root: usize,
-        rel: PathBuf,
-        is_dir: bool,
-        raw: u32,
-        now: Instant,
-    ) -> Flow {
-        let last_move = self.last_move.take();
-        let is_exchange = last_move.as_ref().is_some_and(|last| {
-            last.to.0 == from.root
-                && last.to.1 == from.rel
-                && last.from.0 == root
-                && last.from.1 == rel
-        }) && fs::symlink_metadata(self.shared.roots[from.root].join(&from.rel))
-            .is_ok();
-        if is_exchange {
-            if let Some(last) = last_move {
-                self.tree.graft(last.replaced, &from.rel, root, &rel);
-            }
-            return self.arrived(Kind::MovedTo, root, rel, is_dir, raw, now);
-        }
-        let from_key = (from.root, from.rel.clone());
-        let to_key = (root, rel.clone());
-        let mut replaced = Vec::new();
-        let flow = self.moved_pair(from, root, rel, is_dir, raw, now, &mut replaced);
-        self.last_move = Some(LastMove {
-            from: from_key,
-            to: to_key,
-            replaced,
-        });
-        flow
-    }
-
-    /// [`State::moved_within`] for a pair that is not the second half of an exchange;
-    /// `replaced` receives the watches that were under the new name.
-    #[allow(clippy::too_many_arguments)]
-    fn moved_pair(
-        &mut self,
-        from: PendingFrom,
-        root: usize,
-        rel: PathBuf,
-        is_dir: bool,
-        raw: u32,
-        now: Instant,
-        replaced: &mut Vec<(i32, Dir<WatchDescriptor>)>,
-    ) -> Flow {
-        let from_excluded = self.shared.filter.is_excluded(&from.rel, from.is_dir);
-        if self.shared.filter.is_excluded(&rel, is_dir) {
-            Metrics::incr(&self.shared.metrics.events_filtered);
-            return self.moved_out(from);
-        }
-        if from_excluded {
-            Metrics::incr(&self.shared.metrics.events_filtered);
-            return self.arrived(Kind::MovedTo, root, rel, is_dir, raw, now);
-        }
-        self.emit(
-            Kind::MovedFrom,
-            from.root,
-            from.rel.clone(),
-            from.is_dir,
-            from.mask,
-            from.seen,
-        )?;
-        if !is_dir {
-            return self.emit(Kind::MovedTo, root, rel, false, raw, now);
-        }
-        let (moved, displaced) = self.tree.rename_subtree(from.root, &from.rel, root, &rel);
-        *replaced = displaced;
-        log::debug!(
-            "{}: renamed from {}, {moved} watches follow",
-            self.shared.roots[root].join(&rel).display(),
-            self.shared.roots[from.root].join(&from.rel).display()
-        );
-        let emits =
-            mask::emit(Kind::MovedTo, true, &self.shared.toggles) == Emit::Change(Op::Update);
-        self.watch_and_scan(root, rel, emits, raw, now)
-    }
-
-    /// Watches `rel` and every non-excluded directory below it, each before reading it,
-    /// and (with `emit`) sends an `Update` for the directory and then for everything in
-    /// it. Depth first with an explicit stack: a 4 KiB path is ~2000 levels deep.
-    fn watch_and_scan(
-        &mut self,
-        root: usize,
-        rel: PathBuf,
-        emit: bool,
-        raw: u32,
-        now: Instant,
-    ) -> Flow {
-        let mut stack = vec![(rel, raw)];
-        while let Some((rel, mask)) = stack.pop() {
-            let abs = self.shared.roots[root].join(&rel);
-            match self.shared.watches.add(&abs, self.shared.mask) {
-                Ok(wd) => {
-                    let id = wd.get_watch_descriptor_id();
-                    log::log!(
-                        self.shared.log_level,
-                        "{}: watching (wd {id})",
-                        abs.display()
-                    );
-                    if let Some(displaced) = self.tree.insert(id, wd, root, rel.clone()) {
-                        // Another inode was watched under this path and left unseen
-                        // (its move out was lost, e.g. in an overflow).
-                        self.rm_watch(displaced.handle);
-                    }
-                }
-                Err(err) if scan::is_out_of_watches(&err) => {
-                    // Still scan: what exists now gets pushed; later changes inside
-                    // wait for the full sync the report queues.
-                    self.report_out_of_watches(root, &abs);
-                }
-                Err(err) if scan::is_gone(&err) => {
-                    log::debug!("{}: vanished before it could be watched", abs.display());
-                    continue;
-                }
-                Err(err) => log::warn!(
-                    "{}: cannot watch, changes below it are not seen: {err}",
-                    abs.display()
-                ),
-            }
-            if emit {
-                self.send(change(root, rel.clone(), Op::Update, true, mask, now))?;
-            }
-            let entries = match fs::read_dir(&abs) {
-                Ok(entries) => entries,
-                Err(err) => {
-                    scan::log_read_error(&abs, &err);
-                    continue;
-                }
-            };
-            for entry in entries {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(err) => {
-                        scan::log_read_error(&abs, &err);
-                        break;
-                    }
-                };
-                // `file_type` falls back to `lstat` for DT_UNKNOWN; it fails only when
-                // the entry vanished meanwhile (its delete event follows).
-                let Ok(file_type) = entry.file_type() else {
-                    continue;
-                };
-                let is_dir = file_type.is_dir();
-                let child = rel.join(entry.file_name());
-                // The parents are not excluded (we are inside them): test the name only.
-                if self.shared.filter.matches(&child, is_dir) {
-                    if is_dir {
-                        // A rename can bring a watched directory under an excluded name.
-                        self.unwatch(root, &child, true);
-                    }
-                    continue;
-                }
-                if is_dir {
-                    stack.push((child, 0));
-                } else if emit {
-                    self.send(change(root, child, Op::Update, false, 0, now))?;
-                }
-            }
-        }
-        self.update_count();
-        Ok(())
-    }
-
-    /// `IN_Q_OVERFLOW`: events were lost. Rebuild the map (watch what is new, drop what
-    /// is gone), then ask for a full sync of every root. Never a restart (lsyncd's
-    /// restart loop, its issue #315).
-    fn overflow(&mut self) -> Flow {
-        Metrics::incr(&self.shared.metrics.overflows);
-        log::warn!(
-            "inotify queue overflowed, events were lost (see fs.inotify.max_queued_events); \
-             rebuilding {} watches and rescanning every root",
-            self.tree.len()
-        );
-        let shared = &self.shared;
-        let walk = scan::walk(
-            &shared.roots,
-            &shared.watches,
-            shared.mask,
-            &shared.filter,
-            shared.log_level,
-        );
-        for (root, err) in self.apply_walk(walk, true) {
-            log::error!(
-                "{}: cannot watch root: {err}",
-                self.shared.roots[root].display()
-            );
-        }
-        self.rescans_due.clear();
-        for root in 0..self.shared.roots.len() {
-            self.send(FsEvent::Rescan { root })?;
-        }
-        Ok(())
-    }
-
     /// `IN_IGNORED`: the kernel dropped the watch.
-    fn forget(&mut self, wd: i32) {
+    pub(super) fn forget(&mut self, wd: i32) {
         match self.tree.remove_wd(wd) {
             Some(dir) if dir.rel.as_os_str().is_empty() => {
                 log::warn!(
@@ -584,7 +262,7 @@ impl State {
 
     /// `DELETE_SELF`, `MOVE_SELF`, `UNMOUNT` on a watched directory: only matters for a
     /// root (for the others, the parent's event says it all).
-    fn lost_self(&mut self, wd: i32, kind: Kind) {
+    pub(super) fn lost_self(&mut self, wd: i32, kind: Kind) {
         let Some(dir) = self.tree.get(wd) else {
             return;
         };
@@ -613,7 +291,7 @@ impl State {
 
     /// Forgets `rel` and its subtree; removes the kernel watches too when they are still
     /// alive (moved out, now excluded).
-    fn unwatch(&mut self, root: usize, rel: &Path, remove_kernel_watch: bool) {
+    pub(super) fn unwatch(&mut self, root: usize, rel: &Path, remove_kernel_watch: bool) {
         let removed = self.tree.remove_subtree(root, rel);
         if removed.is_empty() {
             return;
@@ -632,40 +310,15 @@ impl State {
         self.update_count();
     }
 
-    fn rm_watch(&self, wd: WatchDescriptor) {
+    pub(super) fn rm_watch(&self, wd: WatchDescriptor) {
         // EINVAL means the kernel already dropped it (deleted directory); nothing to do.
         if let Err(err) = self.shared.watches.clone().remove(wd) {
             log::debug!("inotify_rm_watch: {err}");
         }
     }
 
-    /// Logs the watch limit once per episode and queues a full sync of the root.
-    fn report_out_of_watches(&mut self, root: usize, dir: &Path) {
-        if self.out_of_watches {
-            log::debug!("{}: not watched, out of inotify watches", dir.display());
-        } else {
-            self.out_of_watches = true;
-            let needed = scan::count_dirs(&self.shared.roots, &self.shared.filter);
-            log::error!(
-                "{}",
-                scan::out_of_watches_message(dir, self.tree.len(), needed)
-            );
-        }
-        if !self.rescan_queued[root] {
-            self.rescan_queued[root] = true;
-            self.rescans_due.push(root);
-        }
-    }
-
-    fn send_due_rescans(&mut self) -> Flow {
-        for root in std::mem::take(&mut self.rescans_due) {
-            self.send(FsEvent::Rescan { root })?;
-        }
-        Ok(())
-    }
-
     /// True (and counted) when a filter rule excludes the path.
-    fn is_filtered(&self, rel: &Path, is_dir: bool) -> bool {
+    pub(super) fn is_filtered(&self, rel: &Path, is_dir: bool) -> bool {
         let excluded = self.shared.filter.is_excluded(rel, is_dir);
         if excluded {
             Metrics::incr(&self.shared.metrics.events_filtered);
@@ -674,7 +327,7 @@ impl State {
     }
 
     /// `lstat` decides whether a new non-directory only ever gets `IN_CREATE`.
-    fn is_create_only(&self, root: usize, rel: &Path) -> bool {
+    pub(super) fn is_create_only(&self, root: usize, rel: &Path) -> bool {
         match fs::symlink_metadata(self.shared.roots[root].join(rel)) {
             Ok(meta) => mask::is_create_only(meta.file_type().is_file(), meta.nlink()),
             Err(err) => {
@@ -686,7 +339,7 @@ impl State {
 
     /// Sends one event, blocking while the channel is full (the kernel queue then
     /// absorbs the burst, and overflows into a rescan at worst) unless stopped.
-    fn send(&self, event: FsEvent) -> Flow {
+    pub(super) fn send(&self, event: FsEvent) -> Flow {
         let event = match self.shared.event_tx.try_send(event) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(_)) => return Err(Halt::Disconnected),
@@ -698,7 +351,7 @@ impl State {
         }
     }
 
-    fn update_count(&self) {
+    pub(super) fn update_count(&self) {
         let n = self.tree.len();
         self.shared.watch_count.store(n, Ordering::Relaxed);
         self.shared
@@ -708,7 +361,14 @@ impl State {
     }
 }
 
-fn change(root: usize, rel: PathBuf, op: Op, is_dir: bool, mask: u32, seen: Instant) -> FsEvent {
+pub(super) fn change(
+    root: usize,
+    rel: PathBuf,
+    op: Op,
+    is_dir: bool,
+    mask: u32,
+    seen: Instant,
+) -> FsEvent {
     FsEvent::Change(Change {
         root,
         rel,

@@ -8,12 +8,15 @@
 //! (or dropping the [`Watcher`]) wakes and joins it, which drops `event_tx`; the thread
 //! also ends by itself when the receiver is gone.
 //!
-//! Files: `tree.rs` (wd ⇄ path map), `mask.rs` (toggles ⇄ masks, pure), `scan.rs`
-//! (parallel walks, watch-limit report), `event.rs` (per-event rules: move pairing,
-//! watch-then-scan, overflow).
+//! Files: `tree.rs` (wd ⇄ path map, pure), `mask.rs` (toggles ⇄ masks, pure),
+//! `event.rs` (per-event rules), `rename.rs` (move pairing, exchanges), `scan.rs`
+//! (walks: parallel at startup, watch-then-scan for new directories), `recovery.rs`
+//! (queue overflow, watch limit).
 
 mod event;
 mod mask;
+mod recovery;
+mod rename;
 mod scan;
 mod tree;
 

@@ -1,5 +1,5 @@
 //! Walking directory trees to add watches: the parallel walk used at startup and after an
-//! overflow, and the watch-limit (ENOSPC) diagnosis.
+//! overflow, and the watch-then-scan of a directory that appears while running.
 //!
 //! Every directory is watched *before* it is read, so that an entry created while we
 //! walk is either seen by `read_dir` or reported by the new watch (both, at worst). The
@@ -14,14 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::Instant;
+
 use inotify::{WatchDescriptor, WatchMask, Watches};
 
+use super::event::{Flow, State, change};
 use crate::filter::Filter;
-
-/// Where the kernel publishes the per-user watch limit.
-const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
-/// The same limit as seen by the current user namespace (Linux 5.11+).
-const MAX_INOTIFY_WATCHES_NS: &str = "/proc/sys/user/max_inotify_watches";
+use crate::job::Op;
 
 /// A watch added by a walk.
 #[derive(Debug)]
@@ -175,63 +174,92 @@ fn walk_dir<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, root: usize, rel: Pa
     }
 }
 
-/// Counts the directories that watching every root needs (excluded subtrees left out),
-/// for the ENOSPC message.
-pub(crate) fn count_dirs(roots: &[PathBuf], filter: &Filter) -> usize {
-    let mut count = 0;
-    for root in roots {
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let Ok(entries) = fs::read_dir(root.join(&rel)) else {
-                continue;
-            };
-            count += 1;
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    let child = rel.join(entry.file_name());
-                    if !filter.is_excluded(&child, true) {
-                        stack.push(child);
+impl State {
+    /// Watches `rel` and every non-excluded directory below it, each before reading it,
+    /// and (with `emit`) sends an `Update` for the directory and then for everything in
+    /// it. Depth first with an explicit stack: a 4 KiB path is ~2000 levels deep.
+    pub(super) fn watch_and_scan(
+        &mut self,
+        root: usize,
+        rel: PathBuf,
+        emit: bool,
+        raw: u32,
+        now: Instant,
+    ) -> Flow {
+        let mut stack = vec![(rel, raw)];
+        while let Some((rel, mask)) = stack.pop() {
+            let abs = self.shared.roots[root].join(&rel);
+            match self.shared.watches.add(&abs, self.shared.mask) {
+                Ok(wd) => {
+                    let id = wd.get_watch_descriptor_id();
+                    log::log!(
+                        self.shared.log_level,
+                        "{}: watching (wd {id})",
+                        abs.display()
+                    );
+                    if let Some(displaced) = self.tree.insert(id, wd, root, rel.clone()) {
+                        // Another inode was watched under this path and left unseen
+                        // (its move out was lost, e.g. in an overflow).
+                        self.rm_watch(displaced.handle);
                     }
+                }
+                Err(err) if is_out_of_watches(&err) => {
+                    // Still scan: what exists now gets pushed; later changes inside
+                    // wait for the full sync the report queues.
+                    self.report_out_of_watches(root, &abs);
+                }
+                Err(err) if is_gone(&err) => {
+                    log::debug!("{}: vanished before it could be watched", abs.display());
+                    continue;
+                }
+                Err(err) => log::warn!(
+                    "{}: cannot watch, changes below it are not seen: {err}",
+                    abs.display()
+                ),
+            }
+            if emit {
+                self.send(change(root, rel.clone(), Op::Update, true, mask, now))?;
+            }
+            let entries = match fs::read_dir(&abs) {
+                Ok(entries) => entries,
+                Err(err) => {
+                    log_read_error(&abs, &err);
+                    continue;
+                }
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(err) => {
+                        log_read_error(&abs, &err);
+                        break;
+                    }
+                };
+                // `file_type` falls back to `lstat` for DT_UNKNOWN; it fails only when
+                // the entry vanished meanwhile (its delete event follows).
+                let Ok(file_type) = entry.file_type() else {
+                    continue;
+                };
+                let is_dir = file_type.is_dir();
+                let child = rel.join(entry.file_name());
+                // The parents are not excluded (we are inside them): test the name only.
+                if self.shared.filter.matches(&child, is_dir) {
+                    if is_dir {
+                        // A rename can bring a watched directory under an excluded name.
+                        self.unwatch(root, &child, true);
+                    }
+                    continue;
+                }
+                if is_dir {
+                    stack.push((child, 0));
+                } else if emit {
+                    self.send(change(root, child, Op::Update, false, 0, now))?;
                 }
             }
         }
+        self.update_count();
+        Ok(())
     }
-    count
-}
-
-/// The one error logged when the watch limit is hit: names the sysctl, its value, how
-/// many directories the trees need and what happens meanwhile. Never writes `/proc/sys`.
-pub(crate) fn out_of_watches_message(dir: &Path, watched: usize, needed: usize) -> String {
-    let global = read_number(MAX_USER_WATCHES);
-    // Inside a user namespace (a container) the namespace's own limit may be lower.
-    let namespace = read_number(MAX_INOTIFY_WATCHES_NS).filter(|ns| Some(*ns) != global);
-    let mut limit_text = global.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
-    if let Some(ns) = namespace {
-        limit_text.push_str(&format!(
-            " (user.max_inotify_watches of this user namespace: {ns})"
-        ));
-    }
-    let effective = match (global, namespace) {
-        (Some(g), Some(ns)) => g.min(ns),
-        (limit, None) | (None, limit) => limit.unwrap_or(0),
-    };
-    // Room for growth; the limit is per user and shared with its other processes.
-    let needed = needed as u64;
-    let suggest = needed
-        .saturating_mul(2)
-        .max(effective.saturating_add(needed));
-    format!(
-        "{}: cannot watch, out of inotify watches: fs.inotify.max_user_watches is {limit_text}, \
-         per user and shared by all its processes; this process watches {watched} directories and \
-         the trees need {needed}; raise it, e.g. `sysctl -w fs.inotify.max_user_watches={suggest}` \
-         (and in /etc/sysctl.d/ to persist), then restart; until then directories left unwatched \
-         are only covered by full syncs",
-        dir.display()
-    )
-}
-
-fn read_number(path: &str) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// ENOSPC from `inotify_add_watch`: the user's watch limit is reached.
@@ -271,32 +299,6 @@ fn into_inner<T>(mutex: Mutex<T>) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn message_names_sysctl_and_counts() {
-        let msg = out_of_watches_message(Path::new("/srv/www/a"), 8190, 12000);
-        assert!(msg.starts_with("/srv/www/a: cannot watch"), "{msg}");
-        assert!(msg.contains("fs.inotify.max_user_watches is "), "{msg}");
-        assert!(msg.contains("watches 8190 directories"), "{msg}");
-        assert!(msg.contains("need 12000"), "{msg}");
-    }
-
-    #[test]
-    fn count_dirs_skips_excluded_and_symlinks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for d in ["a/b", "a/c", "skip/x"] {
-            fs::create_dir_all(dir.path().join(d)).expect("mkdir");
-        }
-        std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("link")).expect("symlink");
-        fs::write(dir.path().join("a/f"), "x").expect("write");
-        let filter = Filter::new(vec![regex::bytes::Regex::new("skip").expect("regex")]);
-        // root, a, a/b, a/c
-        assert_eq!(count_dirs(&[dir.path().to_path_buf()], &filter), 4);
-        assert_eq!(
-            count_dirs(&[dir.path().to_path_buf()], &Filter::default()),
-            6
-        );
-    }
 
     #[test]
     fn errno_classes() {
