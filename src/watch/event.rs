@@ -337,6 +337,14 @@ impl State {
         }
     }
 
+    /// Whether `Watcher::stop` has been called (it drops the stop sender).
+    pub(crate) fn is_stopping(&self) -> bool {
+        matches!(
+            self.shared.stop_rx.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        )
+    }
+
     /// Sends one event, blocking while the channel is full (the kernel queue then
     /// absorbs the burst, and overflows into a rescan at worst) unless stopped.
     pub(super) fn send(&self, event: FsEvent) -> Flow {

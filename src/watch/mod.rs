@@ -293,6 +293,10 @@ fn read_loop(
         }
         // mio is edge-triggered: drain the fd until it would block.
         loop {
+            // Under a steady flood the fd never runs dry and poll is not reached again.
+            if state.is_stopping() {
+                return Ok(Halt::Stopped);
+            }
             let read = match inotify.read_events(buffer) {
                 Ok(read) => read,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,

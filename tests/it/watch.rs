@@ -656,6 +656,64 @@ fn stop_returns_promptly_while_blocked_on_full_channel() {
 }
 
 #[test]
+fn stop_returns_promptly_under_steady_load() {
+    let mut fx = start();
+    let root = fx.root();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let running = Arc::clone(&running);
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while running.load(Ordering::Relaxed) {
+                let path = root.join(format!("churn{}", i % 64));
+                fs::write(&path, "x").expect("write");
+                i += 1;
+            }
+        })
+    };
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let drainer = {
+        let event_rx = fx.event_rx.clone();
+        let received = Arc::clone(&received);
+        std::thread::spawn(move || {
+            for _ in event_rx.iter() {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let deadline = Instant::now() + LIMIT;
+    while received.load(Ordering::Relaxed) < 1000 {
+        assert!(Instant::now() < deadline, "churn events not flowing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let watcher = fx.watcher.take().expect("watcher");
+    let started = Instant::now();
+    watcher.stop().expect("clean stop");
+    let elapsed = started.elapsed();
+    running.store(false, Ordering::Relaxed);
+    writer.join().expect("writer");
+    drop(fx);
+    drainer.join().expect("drainer");
+    assert!(elapsed < Duration::from_secs(1), "stop took {elapsed:?}");
+}
+
+#[test]
+fn deleted_root_is_dropped_and_other_roots_keep_running() {
+    let mut fx = Setup {
+        n_roots: 2,
+        dirs: vec!["root0/a"],
+        ..Setup::default()
+    }
+    .start();
+    assert_eq!(fx.watcher().watch_count(), 3);
+    fs::remove_dir_all(fx.root_n(0)).expect("rm -r root0");
+    fx.expect_in(0, "a", Op::Delete);
+    fx.wait_watch_count(1);
+    fs::write(fx.root_n(1).join("f"), "x").expect("write");
+    fx.expect_in(1, "f", Op::Update);
+}
+
+#[test]
 fn missing_root_is_skipped_and_others_keep_running() {
     let _ = env_logger::builder().is_test(true).try_init();
     let tmp = tempfile::tempdir().expect("tempdir");
