@@ -1,48 +1,317 @@
-//! Stand-in for the inotify stage (being written on its own branch); same signatures.
-#![allow(missing_docs, clippy::needless_pass_by_value)]
+//! The watch stage: inotify over every root, turned into filtered [`FsEvent`]s.
+//!
+//! Input: the kernel (one inotify instance for all roots). Output: `Sender<FsEvent>`
+//! (bounded; a full channel blocks the reader, so nothing is dropped: the kernel queue
+//! absorbs the burst and at worst overflows into [`FsEvent::Rescan`] for every root).
+//! Thread: `sersync-watch`, started by [`spawn`] once every root is watched; it blocks
+//! in `mio::Poll` on the inotify fd and a [`mio::Waker`]. Termination: [`Watcher::stop`]
+//! (or dropping the [`Watcher`]) wakes and joins it, which drops `event_tx`; the thread
+//! also ends by itself when the receiver is gone.
+//!
+//! Files: `tree.rs` (wd ⇄ path map, pure), `mask.rs` (toggles ⇄ masks, pure),
+//! `event.rs` (per-event rules), `rename.rs` (move pairing, exchanges), `scan.rs`
+//! (walks: parallel at startup, watch-then-scan for new directories), `recovery.rs`
+//! (queue overflow, watch limit).
 
+mod event;
+mod mask;
+mod recovery;
+mod rename;
+mod scan;
+mod tree;
+
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
+use inotify::Inotify;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::InotifyToggles;
 use crate::filter::Filter;
 use crate::job::FsEvent;
 use crate::metrics::Metrics;
 
-#[derive(Debug, thiserror::Error)]
-pub enum WatchError {
-    #[error("watch stub")]
-    Stub,
-}
+use event::{Halt, Shared, State};
 
+/// Size of the inotify read buffer. One event is 16 bytes plus its padded name (at most
+/// 256), so this holds 240 to 4096 events per `read`.
+const READ_BUFFER: usize = 64 * 1024;
+
+const INOTIFY: Token = Token(0);
+const WAKE: Token = Token(1);
+
+/// How the watcher behaves.
+#[derive(Debug, Clone, Default)]
 pub struct WatchOptions {
+    /// The `<inotify>` toggles: which changes are emitted (and subscribed).
     pub toggles: InotifyToggles,
+    /// `<debug start="true">`: log every raw event and every watch added at debug level
+    /// (otherwise at trace).
     pub debug: bool,
 }
 
-pub struct Watcher {
-    _event_tx: Sender<FsEvent>,
+/// Why the watcher could not start, or how its thread ended.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// `inotify_init1` failed; EMFILE means `fs.inotify.max_user_instances` is reached.
+    #[error("cannot create an inotify instance (EMFILE: raise fs.inotify.max_user_instances)")]
+    Init(#[source] io::Error),
+    /// Every root failed to be watched; this is the first root's failure (the others
+    /// were logged).
+    #[error("{path}: cannot watch root")]
+    Root {
+        /// The root.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting up or waiting on the event poll failed.
+    #[error("inotify event poll failed")]
+    Poll(#[source] io::Error),
+    /// Reading from the inotify fd failed.
+    #[error("cannot read inotify events")]
+    Read(#[source] io::Error),
+    /// The thread could not be started.
+    #[error("cannot start thread sersync-watch")]
+    Spawn(#[source] io::Error),
+    /// The thread panicked.
+    #[error("thread sersync-watch panicked")]
+    Panicked,
 }
 
+/// A running watch thread. Dropping it stops it, as [`Watcher::stop`] does.
+#[derive(Debug)]
+pub struct Watcher {
+    // Dropping the stop sender first makes a reader blocked on a full channel give up.
+    stop_tx: Option<Sender<()>>,
+    waker: Waker,
+    thread: Option<JoinHandle<Result<(), WatchError>>>,
+    watch_count: Arc<AtomicUsize>,
+}
+
+/// Watches every root, then starts the `sersync-watch` thread and returns.
+///
+/// The watches are added synchronously (in parallel with rayon; excluded directories are
+/// never watched), so every change made after `spawn` returns is reported. The initial
+/// walk emits no events: the startup full sync covers what already exists. A root that
+/// cannot be watched (missing, not a directory) is logged at error level and the others
+/// keep running; one that hits the watch limit is reported once (naming
+/// `fs.inotify.max_user_watches`) and gets a [`FsEvent::Rescan`] so that a full sync still
+/// covers it.
+///
+/// # Errors
+///
+/// [`WatchError::Init`] when no inotify instance can be created, [`WatchError::Root`]
+/// when there are roots and none of them can be watched, [`WatchError::Poll`] or
+/// [`WatchError::Spawn`] when the thread cannot be set up.
 pub fn spawn(
-    _roots: Vec<PathBuf>,
-    _options: WatchOptions,
-    _filter: Arc<Filter>,
+    roots: Vec<PathBuf>,
+    options: WatchOptions,
+    filter: Arc<Filter>,
     event_tx: Sender<FsEvent>,
-    _metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
 ) -> Result<Watcher, WatchError> {
+    let started = Instant::now();
+    let roots: Vec<PathBuf> = roots.into_iter().map(resolve_root).collect();
+    let inotify = Inotify::init().map_err(WatchError::Init)?;
+    let poll = Poll::new().map_err(WatchError::Poll)?;
+    poll.registry()
+        .register(
+            &mut SourceFd(&inotify.as_raw_fd()),
+            INOTIFY,
+            Interest::READABLE,
+        )
+        .map_err(WatchError::Poll)?;
+    let waker = Waker::new(poll.registry(), WAKE).map_err(WatchError::Poll)?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+    let watch_count = Arc::new(AtomicUsize::new(0));
+    let log_level = if options.debug {
+        log::Level::Debug
+    } else {
+        log::Level::Trace
+    };
+    let mask = mask::watch_mask(&options.toggles);
+
+    let walk = scan::walk(&roots, &inotify.watches(), mask, &filter, log_level);
+    let n_roots = roots.len();
+    let mut state = State::new(Shared {
+        roots,
+        watches: inotify.watches(),
+        mask,
+        toggles: options.toggles,
+        filter,
+        metrics,
+        watch_count: Arc::clone(&watch_count),
+        event_tx,
+        stop_rx,
+        log_level,
+    });
+    let failed = state.apply_walk(walk, false);
+    for (root, err) in &failed {
+        log::error!(
+            "{}: cannot watch root: {err}",
+            state.root_path(*root).display()
+        );
+    }
+    let n_failed = failed.len();
+    if n_failed == n_roots {
+        if let Some((root, source)) = failed.into_iter().next() {
+            return Err(WatchError::Root {
+                path: state.root_path(root).to_path_buf(),
+                source,
+            });
+        }
+    }
+    log::info!(
+        "watching {} directories under {} root(s) ({} ms)",
+        state.watch_count(),
+        n_roots - n_failed,
+        started.elapsed().as_millis()
+    );
+
+    let thread = thread::Builder::new()
+        .name("sersync-watch".to_owned())
+        .spawn(move || run(inotify, poll, state))
+        .map_err(WatchError::Spawn)?;
     Ok(Watcher {
-        _event_tx: event_tx,
+        stop_tx: Some(stop_tx),
+        waker,
+        thread: Some(thread),
+        watch_count,
     })
 }
 
 impl Watcher {
-    pub fn stop(self) -> Result<(), WatchError> {
-        Ok(())
+    /// Wakes the thread and joins it; afterwards `event_tx` has been dropped.
+    ///
+    /// # Errors
+    ///
+    /// How the thread ended: [`WatchError::Read`] or [`WatchError::Poll`] if it failed
+    /// earlier, [`WatchError::Panicked`] if it panicked.
+    pub fn stop(mut self) -> Result<(), WatchError> {
+        self.shutdown()
     }
+
+    /// Number of directories watched now.
     pub fn watch_count(&self) -> usize {
-        0
+        self.watch_count.load(Ordering::Relaxed)
+    }
+
+    fn shutdown(&mut self) -> Result<(), WatchError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        drop(self.stop_tx.take());
+        self.waker.wake().map_err(WatchError::Poll)?;
+        thread.join().map_err(|_| WatchError::Panicked)?
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Err(err) = self.shutdown() {
+            log::error!("{err}");
+        }
+    }
+}
+
+/// A root that is a symlink is watched at its target: below the root nothing is ever
+/// followed (`IN_DONT_FOLLOW`), but `/srv/www -> /data/www` as the configured root is
+/// common and sersync 2.5 followed it.
+fn resolve_root(root: PathBuf) -> PathBuf {
+    let is_symlink =
+        std::fs::symlink_metadata(&root).is_ok_and(|meta| meta.file_type().is_symlink());
+    if !is_symlink {
+        return root;
+    }
+    match std::fs::canonicalize(&root) {
+        Ok(target) => {
+            log::info!("{}: symlink, watching {}", root.display(), target.display());
+            target
+        }
+        Err(_) => root, // dangling: reported when the watch fails
+    }
+}
+
+/// The thread: wait for inotify data or the waker, read everything available, resolve
+/// a held `MOVED_FROM` when its wait is over.
+fn run(mut inotify: Inotify, mut poll: Poll, mut state: State) -> Result<(), WatchError> {
+    let mut buffer = vec![0u8; READ_BUFFER];
+    let mut events = Events::with_capacity(4);
+    match read_loop(
+        &mut inotify,
+        &mut poll,
+        &mut state,
+        &mut buffer,
+        &mut events,
+    ) {
+        Ok(Halt::Stopped) => {
+            state.finish();
+            log::debug!("watch thread stopped");
+            Ok(())
+        }
+        Ok(Halt::Disconnected) => {
+            log::debug!("watch thread ends: event receiver gone");
+            Ok(())
+        }
+        Err(err) => {
+            log::error!("watch thread failed: {err}");
+            Err(err)
+        }
+    }
+}
+
+fn read_loop(
+    inotify: &mut Inotify,
+    poll: &mut Poll,
+    state: &mut State,
+    buffer: &mut [u8],
+    events: &mut Events,
+) -> Result<Halt, WatchError> {
+    if let Err(halt) = state.start() {
+        return Ok(halt);
+    }
+    loop {
+        let timeout = state
+            .pending_deadline()
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        match poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(WatchError::Poll(err)),
+        }
+        if events.iter().any(|event| event.token() == WAKE) {
+            return Ok(Halt::Stopped);
+        }
+        // mio is edge-triggered: drain the fd until it would block.
+        loop {
+            // Under a steady flood the fd never runs dry and poll is not reached again.
+            if state.is_stopping() {
+                return Ok(Halt::Stopped);
+            }
+            let read = match inotify.read_events(buffer) {
+                Ok(read) => read,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(WatchError::Read(err)),
+            };
+            let now = Instant::now();
+            for event in read {
+                if let Err(halt) = state.handle(event, now) {
+                    return Ok(halt);
+                }
+            }
+        }
+        if let Err(halt) = state.expire(Instant::now()) {
+            return Ok(halt);
+        }
     }
 }

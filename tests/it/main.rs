@@ -1,5 +1,8 @@
 //! Integration tests: one binary, one module per area.
 
+mod util;
+mod util_http;
+mod util_varnish;
 mod cdn;
 mod churn;
 mod cli;
@@ -8,6 +11,4 @@ mod delivery;
 mod engine;
 mod plugin;
 mod sync;
-mod util;
-mod util_http;
-mod util_varnish;
+mod watch;

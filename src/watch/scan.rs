@@ -1,0 +1,312 @@
+//! Walking directory trees to add watches: the parallel walk used at startup and after an
+//! overflow, and the watch-then-scan of a directory that appears while running.
+//!
+//! Every directory is watched *before* it is read, so that an entry created while we
+//! walk is either seen by `read_dir` or reported by the new watch (both, at worst). The
+//! walk emits no events: the startup full sync, or the `Rescan` that follows an
+//! overflow, covers what already exists. Excluded directories are never watched and
+//! never entered; symlinks are never followed (`DirEntry::file_type` is an `lstat`
+//! when the filesystem reports `DT_UNKNOWN`).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use std::time::Instant;
+
+use inotify::{WatchDescriptor, WatchMask, Watches};
+
+use super::event::{Flow, State, change};
+use crate::filter::Filter;
+use crate::job::Op;
+
+/// A watch added by a walk.
+#[derive(Debug)]
+pub(crate) struct Added {
+    pub(crate) wd: WatchDescriptor,
+    pub(crate) root: usize,
+    pub(crate) rel: PathBuf,
+}
+
+/// What a walk over every root found.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    /// Watches added (or found again: the kernel returns the existing descriptor).
+    pub(crate) added: Vec<Added>,
+    /// Roots whose top directory could not be watched at all, with the reason.
+    pub(crate) failed_roots: Vec<(usize, io::Error)>,
+    /// Roots where the watch limit was hit, with the first directory left unwatched.
+    pub(crate) out_of_watches: Vec<(usize, PathBuf)>,
+}
+
+/// Shared, read-only state of one parallel walk.
+struct Ctx<'a> {
+    roots: &'a [PathBuf],
+    watches: &'a Watches,
+    mask: WatchMask,
+    filter: &'a Filter,
+    log_level: log::Level,
+    added: Mutex<Vec<Added>>,
+    /// One flag per root: once ENOSPC is seen, every further add would fail too.
+    full: Vec<AtomicBool>,
+    first_unwatched: Mutex<Vec<(usize, PathBuf)>>,
+}
+
+impl Ctx<'_> {
+    /// Adds one watch; `Ok(false)` when the directory is gone or is no directory any
+    /// more (the events for that arrive on the parent's watch).
+    fn add(&self, root: usize, rel: &Path) -> io::Result<bool> {
+        if self.full[root].load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let abs = self.roots[root].join(rel);
+        match self.watches.clone().add(&abs, self.mask) {
+            Ok(wd) => {
+                log::log!(
+                    self.log_level,
+                    "{}: watching (wd {})",
+                    abs.display(),
+                    wd.get_watch_descriptor_id()
+                );
+                lock(&self.added).push(Added {
+                    wd,
+                    root,
+                    rel: rel.to_path_buf(),
+                });
+                Ok(true)
+            }
+            Err(err) if is_out_of_watches(&err) => {
+                if !self.full[root].swap(true, Ordering::Relaxed) {
+                    lock(&self.first_unwatched).push((root, abs));
+                }
+                Ok(false)
+            }
+            // For a root, "gone" is the failure to report.
+            Err(err) if is_gone(&err) && !rel.as_os_str().is_empty() => {
+                log::debug!("{}: vanished before it could be watched", abs.display());
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Watches every root and every non-excluded directory below, in parallel (rayon).
+/// Directories already watched get their existing descriptor back, so this also
+/// serves to rebuild the map after an overflow.
+pub(crate) fn walk(
+    roots: &[PathBuf],
+    watches: &Watches,
+    mask: WatchMask,
+    filter: &Filter,
+    log_level: log::Level,
+) -> Walk {
+    let ctx = Ctx {
+        roots,
+        watches,
+        mask,
+        filter,
+        log_level,
+        added: Mutex::new(Vec::new()),
+        full: roots.iter().map(|_| AtomicBool::new(false)).collect(),
+        first_unwatched: Mutex::new(Vec::new()),
+    };
+    let failed_roots = Mutex::new(Vec::new());
+    rayon::scope(|scope| {
+        for root in 0..roots.len() {
+            let ctx = &ctx;
+            let failed_roots = &failed_roots;
+            scope.spawn(move |scope| match ctx.add(root, Path::new("")) {
+                Ok(true) => walk_dir(scope, ctx, root, PathBuf::new()),
+                Ok(false) => {} // out of watches: reported through `out_of_watches`
+                Err(err) => lock(failed_roots).push((root, err)),
+            });
+        }
+    });
+    Walk {
+        added: into_inner(ctx.added),
+        failed_roots: into_inner(failed_roots),
+        out_of_watches: into_inner(ctx.first_unwatched),
+    }
+}
+
+/// Reads one already watched directory and watches its subdirectories, each of which
+/// is then read by its own rayon task.
+fn walk_dir<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, root: usize, rel: PathBuf) {
+    let abs = ctx.roots[root].join(&rel);
+    let entries = match fs::read_dir(&abs) {
+        Ok(entries) => entries,
+        Err(err) => {
+            log_read_error(&abs, &err);
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                log_read_error(&abs, &err);
+                return;
+            }
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let child = rel.join(entry.file_name());
+        // The parents were checked on the way down; only the name itself is new.
+        if ctx.filter.matches(&child, true) {
+            log::debug!(
+                "{}: excluded, not watched",
+                abs.join(entry.file_name()).display()
+            );
+            continue;
+        }
+        match ctx.add(root, &child) {
+            Ok(true) => scope.spawn(move |scope| walk_dir(scope, ctx, root, child)),
+            Ok(false) => {}
+            Err(err) => log::warn!(
+                "{}: cannot watch, changes below it are not seen: {err}",
+                ctx.roots[root].join(&child).display()
+            ),
+        }
+    }
+}
+
+impl State {
+    /// Watches `rel` and every non-excluded directory below it, each before reading it,
+    /// and (with `emit`) sends an `Update` for the directory and then for everything in
+    /// it. Depth first with an explicit stack: a 4 KiB path is ~2000 levels deep.
+    pub(super) fn watch_and_scan(
+        &mut self,
+        root: usize,
+        rel: PathBuf,
+        emit: bool,
+        raw: u32,
+        now: Instant,
+    ) -> Flow {
+        let mut stack = vec![(rel, raw)];
+        while let Some((rel, mask)) = stack.pop() {
+            let abs = self.shared.roots[root].join(&rel);
+            match self.shared.watches.add(&abs, self.shared.mask) {
+                Ok(wd) => {
+                    let id = wd.get_watch_descriptor_id();
+                    log::log!(
+                        self.shared.log_level,
+                        "{}: watching (wd {id})",
+                        abs.display()
+                    );
+                    if let Some(displaced) = self.tree.insert(id, wd, root, rel.clone()) {
+                        // Another inode was watched under this path and left unseen
+                        // (its move out was lost, e.g. in an overflow).
+                        self.rm_watch(displaced.handle);
+                    }
+                }
+                Err(err) if is_out_of_watches(&err) => {
+                    // Still scan: what exists now gets pushed; later changes inside
+                    // wait for the full sync the report queues.
+                    self.report_out_of_watches(root, &abs);
+                }
+                Err(err) if is_gone(&err) => {
+                    log::debug!("{}: vanished before it could be watched", abs.display());
+                    continue;
+                }
+                Err(err) => log::warn!(
+                    "{}: cannot watch, changes below it are not seen: {err}",
+                    abs.display()
+                ),
+            }
+            if emit {
+                self.send(change(root, rel.clone(), Op::Update, true, mask, now))?;
+            }
+            let entries = match fs::read_dir(&abs) {
+                Ok(entries) => entries,
+                Err(err) => {
+                    log_read_error(&abs, &err);
+                    continue;
+                }
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(err) => {
+                        log_read_error(&abs, &err);
+                        break;
+                    }
+                };
+                // `file_type` falls back to `lstat` for DT_UNKNOWN; it fails only when
+                // the entry vanished meanwhile (its delete event follows).
+                let Ok(file_type) = entry.file_type() else {
+                    continue;
+                };
+                let is_dir = file_type.is_dir();
+                let child = rel.join(entry.file_name());
+                // The parents are not excluded (we are inside them): test the name only.
+                if self.shared.filter.matches(&child, is_dir) {
+                    if is_dir {
+                        // A rename can bring a watched directory under an excluded name.
+                        self.unwatch(root, &child, true);
+                    }
+                    continue;
+                }
+                if is_dir {
+                    stack.push((child, 0));
+                } else if emit {
+                    self.send(change(root, child, Op::Update, false, 0, now))?;
+                }
+            }
+        }
+        self.update_count();
+        Ok(())
+    }
+}
+
+/// ENOSPC from `inotify_add_watch`: the user's watch limit is reached.
+pub(crate) fn is_out_of_watches(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ENOSPC)
+}
+
+/// The directory vanished or was replaced by a non-directory (`IN_ONLYDIR` gives
+/// ENOTDIR; a symlink with `IN_DONT_FOLLOW` too): its own events say what happened.
+pub(crate) fn is_gone(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+/// A directory that cannot be read: expected (debug) when it vanished meanwhile.
+pub(crate) fn log_read_error(abs: &Path, err: &io::Error) {
+    if is_gone(err) {
+        log::debug!("{}: vanished before it could be read", abs.display());
+    } else {
+        log::warn!("{}: cannot read directory: {err}", abs.display());
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data are plain vectors that a panicking
+/// pusher cannot leave half-updated in a way that matters here.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn into_inner<T>(mutex: Mutex<T>) -> T {
+    mutex
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_classes() {
+        assert!(is_out_of_watches(&io::Error::from_raw_os_error(
+            libc::ENOSPC
+        )));
+        assert!(is_gone(&io::Error::from_raw_os_error(libc::ENOTDIR)));
+        assert!(is_gone(&io::Error::from_raw_os_error(libc::ENOENT)));
+        assert!(!is_gone(&io::Error::from_raw_os_error(libc::EACCES)));
+    }
+}
