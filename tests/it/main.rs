@@ -1,8 +1,5 @@
 //! Integration tests: one binary, one module per area.
 
-mod util;
-mod util_http;
-mod util_varnish;
 mod cdn;
 mod churn;
 mod cli;
@@ -11,4 +8,7 @@ mod delivery;
 mod engine;
 mod plugin;
 mod sync;
+mod util;
+mod util_http;
+mod util_varnish;
 mod watch;

@@ -137,7 +137,7 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
             common_params: vec!["-artuz".into()],
             auth: None,
             port: None,
-            timeout: Some(30),
+            timeout: None,
             ssh: false,
             binary: PathBuf::from("rsync"),
         },

@@ -71,7 +71,7 @@ impl RsyncDaemon {
         std::fs::write(
             &conf,
             format!(
-                "use chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nmax connections = 0\n\
+                "use chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nmax connections = 0\nsocket options = TCP_NODELAY\n\
                  [{MODULE}]\npath = {root}\nread only = no\nmunge symlinks = no\nauth users = {USER}\n\
                  secrets file = {dir}/secrets\n{identity}",
                 dir = self.conf_dir.path().display(),
