@@ -146,7 +146,7 @@ fn check_accepts_the_shipped_default() {
         "mode: sync with 10 worker threads",
         "root /var/tmp/sersync-demo/src",
         "  -> local directory /var/tmp/sersync-demo/mirror",
-        "rsync -artuz -R --delete ./ /var/tmp/sersync-demo/mirror/",
+        "full sync: rsync -artuz --recursive --delete --from0 '--exclude-from=-' /var/tmp/sersync-demo/src/ /var/tmp/sersync-demo/mirror/",
         "events: delete createFolder closeWrite moveFrom moveTo",
         "faillog: /var/tmp/sersync-demo/faillog",
     ] {
@@ -162,7 +162,8 @@ fn check_accepts_the_stock_file_once_its_watch_dir_exists() {
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(
-        stdout.contains("rsync -artuz -R --delete ./ 127.0.0.1::tongbu1"),
+        stdout.contains("--delete-missing-args --force '--sockopts=TCP_NODELAY'")
+            && stdout.contains(" 127.0.0.1::tongbu1/"),
         "{stdout}"
     );
     assert!(

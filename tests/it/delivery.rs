@@ -30,6 +30,10 @@ fn changed_file_is_mirrored_then_purged_from_a_real_varnish() {
     env.write("page.html", b"v1");
     env.write("dir/a b.txt", b"v1");
     let pipeline = env.start(&options(true));
+    // Varnish caches a 404 too: ask only once the startup sync has put the files there.
+    wait_until("startup sync into the origin", SYNC_LIMIT, || {
+        crate::util::tree::diff(&env.src, origin.dir.path()).is_none()
+    });
     wait_for_body(&varnish, "page.html", "v1");
     wait_for_body(&varnish, "dir/a%20b.txt", "v1");
     env.write("page.html", b"v2");
