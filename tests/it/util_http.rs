@@ -20,18 +20,7 @@ use sersync::job::{Delivered, Op};
 /// The longest any test waits for one thing.
 pub const LIMIT: Duration = Duration::from_secs(10);
 
-/// Polls `check` every 20 ms until it holds, or panics after `limit` naming `what`.
-#[track_caller]
-pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::util::wait_until;
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
