@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod delivery;
 mod engine;
+mod journal;
 mod plugin;
 mod sync;
 mod util;

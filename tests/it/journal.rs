@@ -1,0 +1,189 @@
+//! Failure journal and retransmission with the real journal file (issue 4 acceptance).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sersync::coalesce::Journal;
+use sersync::config::CrontabConfig;
+use sersync::faillog::FailLog;
+use sersync::pipeline::Pipeline;
+
+use crate::util::{Env, SYNC_LIMIT, options, wait_until};
+
+fn start_with_file_journal(
+    env: &Env,
+    path: &std::path::Path,
+    full_sync_first: bool,
+) -> (Pipeline, Arc<FailLog>) {
+    let journal = Arc::new(FailLog::open(path).expect("journal opens"));
+    let dyn_journal: Arc<dyn Journal> = journal.clone();
+    let pipeline = Pipeline::start(&env.config, &options(full_sync_first), dyn_journal)
+        .expect("pipeline starts");
+    (pipeline, journal)
+}
+
+#[test]
+fn daemon_down_fills_a_private_journal_then_converges_within_two_retry_intervals() {
+    let mut env = Env::new();
+    let retry = Duration::from_secs(3); // timeToExecute="0.05"
+    env.config.fail_log.retry_max = retry;
+    let journal_path = env.dir.path().join("state/faillog");
+    env.daemon.stop();
+    let (pipeline, journal) = start_with_file_journal(&env, &journal_path, false);
+    for i in 0..20 {
+        env.write(format!("down/f{i}"), b"written while the daemon is down");
+    }
+    wait_until("journal holds every file", SYNC_LIMIT, || {
+        journal
+            .pending()
+            .iter()
+            .filter(|e| e.rel.parent() == Some(std::path::Path::new("down")))
+            .count()
+            == 20
+    });
+    let mode = std::fs::metadata(&journal_path)
+        .expect("journal exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "journal mode {mode:o}");
+    env.daemon.restart();
+    let back = Instant::now();
+    env.wait_converged(2 * retry + Duration::from_secs(1));
+    wait_until("journal empty", 2 * retry, || journal.is_empty());
+    eprintln!(
+        "converged {:.2}s after the daemon came back",
+        back.elapsed().as_secs_f64()
+    );
+    pipeline.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn daemon_killed_mid_burst_converges_after_restart() {
+    let mut env = Env::new();
+    env.config.fail_log.retry_max = Duration::from_secs(2);
+    let journal_path = env.dir.path().join("faillog");
+    let (pipeline, journal) = start_with_file_journal(&env, &journal_path, false);
+    for d in 0..20 {
+        for f in 0..100 {
+            env.write(format!("b{d}/f{f}"), &[b'x'; 512]);
+        }
+        if d == 5 {
+            env.daemon.stop();
+        }
+    }
+    wait_until("some failures journaled", SYNC_LIMIT, || {
+        !journal.is_empty()
+    });
+    env.daemon.restart();
+    env.wait_converged(SYNC_LIMIT);
+    wait_until("journal empty", SYNC_LIMIT, || journal.is_empty());
+    pipeline.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn restart_without_full_sync_delivers_the_journal() {
+    let env = Env::new();
+    let journal_path = env.dir.path().join("faillog");
+    env.write("kept/a.txt", b"a");
+    env.write("kept/b b.txt", b"b");
+    env.write("gone.txt", b"on the mirror only");
+    std::fs::copy(env.src.join("gone.txt"), env.mirror().join("gone.txt")).expect("mirror copy");
+    std::fs::remove_file(env.src.join("gone.txt")).expect("rm");
+    {
+        // What a previous process left behind when it was killed: only the journal.
+        let key = sersync::pipeline::target_key(&env.src, &env.config.roots[0].remotes[0]);
+        let entries = [
+            sersync::job::Entry {
+                rel: "kept".into(),
+                op: sersync::job::Op::Update,
+                is_dir: true,
+            },
+            sersync::job::Entry {
+                rel: "kept/a.txt".into(),
+                op: sersync::job::Op::Update,
+                is_dir: false,
+            },
+            sersync::job::Entry {
+                rel: "kept/b b.txt".into(),
+                op: sersync::job::Op::Update,
+                is_dir: false,
+            },
+            sersync::job::Entry {
+                rel: "gone.txt".into(),
+                op: sersync::job::Op::Delete,
+                is_dir: false,
+            },
+        ];
+        let old = FailLog::open(&journal_path).expect("journal");
+        Journal::record(&old, &key, &entries, Some(10), "daemon down", "rsync …").expect("record");
+    }
+    let (pipeline, journal) = start_with_file_journal(&env, &journal_path, false);
+    env.wait_converged(SYNC_LIMIT);
+    wait_until("journal empty after replay", SYNC_LIMIT, || {
+        journal.is_empty()
+    });
+    pipeline.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn a_failed_path_deleted_since_is_not_resurrected() {
+    let mut env = Env::new();
+    env.config.fail_log.retry_max = Duration::from_secs(2);
+    let journal_path = env.dir.path().join("faillog");
+    env.write("doomed.txt", b"v1");
+    std::fs::write(env.mirror().join("doomed.txt"), b"v1").expect("mirror copy");
+    env.daemon.stop();
+    let (pipeline, journal) = start_with_file_journal(&env, &journal_path, false);
+    env.write("doomed.txt", b"v2, fails to push");
+    wait_until("update journaled", SYNC_LIMIT, || {
+        journal
+            .pending()
+            .iter()
+            .any(|e| e.rel == PathBuf::from("doomed.txt"))
+    });
+    std::fs::remove_file(env.src.join("doomed.txt")).expect("rm");
+    env.daemon.restart();
+    wait_until("doomed.txt gone from the mirror", SYNC_LIMIT, || {
+        !env.mirror().join("doomed.txt").exists()
+    });
+    env.wait_converged(SYNC_LIMIT);
+    wait_until("journal empty", SYNC_LIMIT, || journal.is_empty());
+    pipeline.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn crontab_repairs_a_file_changed_behind_our_back() {
+    let mut env = Env::new();
+    env.config.crontab = Some(CrontabConfig {
+        interval: Duration::from_secs(3),
+        excludes: vec!["*.skip".into()],
+    });
+    env.write("page.html", b"the real page");
+    env.write("never.skip", b"crontabfilter excludes me");
+    let journal_path = env.dir.path().join("faillog");
+    let (pipeline, _journal) = start_with_file_journal(&env, &journal_path, false);
+    wait_until("first crontab run", SYNC_LIMIT, || {
+        env.mirror().join("page.html").exists()
+    });
+    // Damage the mirror copy (older mtime, other size) without touching the source.
+    let damaged = env.mirror().join("page.html");
+    std::fs::write(&damaged, b"defaced").expect("deface");
+    let past = std::fs::File::options()
+        .write(true)
+        .open(&damaged)
+        .expect("open");
+    past.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .expect("mtime");
+    drop(past);
+    wait_until("crontab repaired the mirror", SYNC_LIMIT, || {
+        std::fs::read(&damaged).is_ok_and(|b| b == b"the real page")
+    });
+    assert!(
+        !env.mirror().join("never.skip").exists(),
+        "crontabfilter glob ignored"
+    );
+    pipeline.shutdown().expect("clean shutdown");
+}
