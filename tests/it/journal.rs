@@ -1,7 +1,6 @@
 //! Failure journal and retransmission with the real journal file (issue 4 acceptance).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,7 +141,7 @@ fn a_failed_path_deleted_since_is_not_resurrected() {
         journal
             .pending()
             .iter()
-            .any(|e| e.rel == PathBuf::from("doomed.txt"))
+            .any(|e| e.rel.as_path() == std::path::Path::new("doomed.txt"))
     });
     std::fs::remove_file(env.src.join("doomed.txt")).expect("rm");
     env.daemon.restart();
