@@ -238,6 +238,11 @@ pub fn run(
         (status, reader.join().unwrap_or_default())
     });
     let stderr = tail_text(&stderr);
+    if !stderr.is_empty() {
+        // `<debug start="true">` shows rsync's own messages even when it succeeded;
+        // failures carry them in their reason (logged at warn or error).
+        log::debug!("rsync stderr: {stderr}");
+    }
     match status {
         Err(reason) => Err(PushFailure {
             code: None,
