@@ -79,3 +79,49 @@ fn webhook_waits_until_every_remote_has_the_change() {
     assert!(Path::new(&env.mirror().join("news.html")).exists());
     pipeline.shutdown().expect("clean shutdown");
 }
+
+#[test]
+fn purges_for_a_down_endpoint_wait_in_the_journal_file_and_drain_when_it_returns() {
+    use std::sync::Arc;
+
+    use sersync::coalesce::Journal;
+    use sersync::faillog::FailLog;
+    use sersync::pipeline::Pipeline;
+
+    let port = crate::util_http::free_port();
+    let mut env = Env::new();
+    env.config.fail_log.retry_max = Duration::from_secs(2);
+    let mut cdn = cdn_config(&env.src, CdnProvider::Webhook, "http://cdn.example");
+    cdn.webhook_url = Some(format!("http://127.0.0.1:{port}/purge"));
+    cdn.timeout = Duration::from_secs(2);
+    env.config.cdn = Some(cdn);
+    env.config.plugins = vec![PluginKind::RefreshCdn];
+    let journal_path = env.dir.path().join("faillog");
+    let journal = Arc::new(FailLog::open(&journal_path).expect("journal"));
+    let dyn_journal: Arc<dyn Journal> = journal.clone();
+    let pipeline = Pipeline::start(&env.config, &options(false), dyn_journal).expect("pipeline");
+    env.write("promo.html", b"sale");
+    env.wait_converged(SYNC_LIMIT);
+    wait_until(
+        "failed purge journaled under the cdn key",
+        SYNC_LIMIT,
+        || {
+            journal
+                .pending()
+                .iter()
+                .any(|e| e.target.starts_with("cdn ") && e.rel == Path::new("promo.html"))
+        },
+    );
+    let hook = RecordingServer::start_on(port, |_, _| answer("200 OK", "", "{}"));
+    wait_until(
+        "purge delivered once the endpoint is back",
+        SYNC_LIMIT,
+        || {
+            hook.requests()
+                .iter()
+                .any(|r| r.body_text().contains("http://cdn.example/promo.html"))
+        },
+    );
+    wait_until("journal drained", SYNC_LIMIT, || journal.is_empty());
+    pipeline.shutdown().expect("clean shutdown");
+}
