@@ -95,7 +95,19 @@ impl Pipeline {
         options: &Options,
         journal: Arc<dyn Journal>,
     ) -> Result<Pipeline, PipelineError> {
-        let metrics = Arc::new(Metrics::default());
+        Pipeline::start_with_metrics(config, options, journal, Arc::new(Metrics::default()))
+    }
+
+    /// Starts every stage, updating `metrics` (kept by the daemon across reloads).
+    ///
+    /// # Errors
+    /// As [`Pipeline::start`].
+    pub fn start_with_metrics(
+        config: &Config,
+        options: &Options,
+        journal: Arc<dyn Journal>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Pipeline, PipelineError> {
         let filter = Arc::new(Filter::new(config.filter.excludes.clone()));
         let n_workers = options.n_workers.max(1);
         let (job_tx, job_rx) = bounded(n_workers);
