@@ -77,6 +77,12 @@ impl Paths {
 
 /// Runs the daemon until SIGINT or SIGTERM. Returns the process exit code.
 pub fn run(cli: &Cli, config: Config) -> u8 {
+    // `-d` moves to `/`: a reload must still find a relative `-o` file.
+    let mut cli = cli.clone();
+    if let Ok(path) = std::path::absolute(&cli.config_path) {
+        cli.config_path = path;
+    }
+    let cli = &cli;
     let paths = Paths::resolve(cli, &config);
     if let Some(path) = &paths.pidfile {
         if let Err(err) = pidfile::check(path) {
@@ -197,7 +203,10 @@ pub fn run(cli: &Cli, config: Config) -> u8 {
             code = EXIT_FAILURE;
         }
     }
-    drop(pidfile);
+    // Not left to `Drop`: the second-signal thread may still hold a clone at exit.
+    if let Some(pidfile) = &pidfile {
+        pidfile.remove();
+    }
     code
 }
 

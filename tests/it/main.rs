@@ -4,5 +4,6 @@ mod churn;
 mod cli;
 mod config;
 mod engine;
+mod service;
 mod sync;
 mod util;
