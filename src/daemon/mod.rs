@@ -8,8 +8,8 @@
 //! 2. with `-d`, fork and detach ([`detach`]); the parent waits for the daemon's report;
 //! 3. write the pid file, open the journal, install signal handlers, serve status, start
 //!    the pipeline, and tell the parent it runs;
-//! 4. wait for signals: SIGHUP reloads the configuration ([`service::Service::reload`]),
-//!    SIGUSR1 reopens the log file, SIGINT or SIGTERM stop in order (`ARCHITECTURE.md`)
+//! 4. wait for signals: SIGHUP reopens the log file and reloads the configuration
+//!    ([`service::Service::reload`]), SIGUSR1 reopens the log file, SIGINT or SIGTERM stop in order (`ARCHITECTURE.md`)
 //!    and exit 0. A second SIGINT or SIGTERM while stopping exits at once with 1; the
 //!    journal is valid at every moment.
 
@@ -155,6 +155,8 @@ pub fn run(cli: &Cli, config: Config) -> u8 {
         match signal {
             SIGUSR1 => reopen_log(),
             SIGHUP => {
+                // Also a log reopen, for logrotate setups that send SIGHUP.
+                reopen_log();
                 if let Err(message) = service.reload() {
                     log::error!("{message}; stopping");
                     code = EXIT_FAILURE;
@@ -213,7 +215,7 @@ pub fn run(cli: &Cli, config: Config) -> u8 {
 fn reopen_log() {
     match logger::reopen() {
         Ok(Some(path)) => log::info!("{}: log file reopened", path.display()),
-        Ok(None) => log::info!("SIGUSR1: logging to stderr, nothing to reopen"),
+        Ok(None) => log::debug!("logging to stderr: no log file to reopen"),
         Err(err) => log::error!("{err}; still writing to the old file"),
     }
 }
