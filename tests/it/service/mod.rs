@@ -52,6 +52,8 @@ pub struct Xml {
     pub status: bool,
     /// `<crontab schedule>` in minutes.
     pub crontab: Option<&'static str>,
+    /// `<commonParams params>` (default `-artuz`).
+    pub params: Option<&'static str>,
 }
 
 impl Setup {
@@ -109,13 +111,14 @@ impl Setup {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<head version=\"2.5\">\n\
              <host hostip=\"127.0.0.1\" port=\"{status_port}\" start=\"{status}\"/>\n<sersync>\n\
              <localpath watch=\"{src}\">\n{remotes}\n</localpath>\n\
-             <rsync>\n<commonParams params=\"-artuz\"/>\n{auth}\n<timeout start=\"true\" time=\"100\"/>\n</rsync>\n\
+             <rsync>\n<commonParams params=\"{params}\"/>\n{auth}\n<timeout start=\"true\" time=\"100\"/>\n</rsync>\n\
              <failLog path=\"{journal}\" timeToExecute=\"0.05\"/>\n{crontab}\n</sersync>\n</head>\n",
             status_port = self.status_port,
             status = xml.status,
             src = self.src.display(),
             remotes = xml.remotes.join("\n"),
             journal = self.journal.display(),
+            params = xml.params.unwrap_or("-artuz"),
         );
         fs::write(&self.config, text).expect("write config");
     }

@@ -132,6 +132,96 @@ fn sigterm_journals_pending_work_and_a_restart_without_r_converges() {
 }
 
 #[test]
+fn sigterm_lets_a_running_full_sync_finish() {
+    let setup = Setup::new();
+    let (remote, mirror) = setup.local_remote("mirror");
+    // 3 MiB of noise at 1000 KiB/s: the startup full sync runs about three seconds.
+    let noise: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for i in 0..3 {
+        fs::write(
+            setup.src.join(format!("big{i}")),
+            &noise[(i << 20)..((i + 1) << 20)],
+        )
+        .expect("write");
+    }
+    setup.write_config(&Xml {
+        remotes: vec![remote],
+        params: Some("-artu --bwlimit=1000"),
+        ..Xml::default()
+    });
+    let mut running = setup.start(&["-r"]);
+    wait_until("rsync started writing", LIMIT, || {
+        fs::read_dir(&mirror).is_ok_and(|mut d| d.next().is_some())
+    });
+    signal(running.pid(), "TERM");
+    assert_eq!(running.wait_exit(), 0, "{}", setup.log());
+    let log = setup.log();
+    let stopping = log.find("stopping").expect("stopping logged");
+    let done = log
+        .find("full sync (startup) done")
+        .expect("the full sync finished");
+    assert!(stopping < done, "the sync finished after the signal: {log}");
+    assert!(
+        tree::diff(&setup.src, &mirror).is_none(),
+        "mirror complete: {log}"
+    );
+    assert!(FailLog::open(&setup.journal).expect("journal").is_empty());
+}
+
+#[test]
+fn paths_follow_flags_then_config_then_defaults() {
+    use sersync::cli::Cli;
+    use sersync::daemon::{Paths, pidfile};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = crate::util::base_config(dir.path(), Vec::new());
+    let foreground = Cli::default();
+    let none = Paths {
+        pidfile: None,
+        logfile: None,
+    };
+    assert_eq!(Paths::resolve(&foreground, &config), none);
+    let detached = Cli {
+        detach: true,
+        ..Cli::default()
+    };
+    let paths = Paths::resolve(&detached, &config);
+    let default_pid = pidfile::default_path();
+    let default_log = if pidfile::process_uid() == 0 {
+        std::path::PathBuf::from("/var/log/sersync.log")
+    } else {
+        default_pid.with_extension("log")
+    };
+    assert_eq!(
+        paths,
+        Paths {
+            pidfile: Some(default_pid),
+            logfile: Some(default_log)
+        }
+    );
+    config.pidfile = Some("/run/from-config.pid".into());
+    config.log.path = Some("/var/log/from-config.log".into());
+    let from_config = Paths {
+        pidfile: Some("/run/from-config.pid".into()),
+        logfile: Some("/var/log/from-config.log".into()),
+    };
+    assert_eq!(Paths::resolve(&foreground, &config), from_config);
+    let flags = Cli {
+        pidfile: Some("rel.pid".into()),
+        logfile: Some("/tmp/flag.log".into()),
+        ..detached
+    };
+    let cwd = std::env::current_dir().expect("cwd");
+    let expected = Paths {
+        pidfile: Some(cwd.join("rel.pid")),
+        logfile: Some("/tmp/flag.log".into()),
+    };
+    assert_eq!(Paths::resolve(&flags, &config), expected);
+}
+
+#[test]
 fn a_second_signal_exits_at_once_leaving_a_valid_journal() {
     // A "daemon" that accepts and never answers keeps the startup full sync running.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
