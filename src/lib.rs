@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod faillog;
 pub mod filter;
 pub mod job;
+pub mod logger;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use sersync::cli::{self, Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use sersync::cli::{self, Command, EXIT_OK, EXIT_USAGE};
 
 fn main() -> ExitCode {
     let command = match cli::parse_from(std::env::args_os().skip(1)) {
@@ -25,21 +25,18 @@ fn main() -> ExitCode {
             EXIT_OK
         }
         Command::Check(cli) => cli::run_check(&cli),
-        Command::Status(_cli) => {
-            eprintln!("sersync: --status: not wired yet");
-            EXIT_FAILURE
-        }
+        Command::Status(cli) => sersync::status::client::run(&cli),
         Command::Run(cli) => run(&cli),
     };
     ExitCode::from(code)
 }
 
-/// Run mode: a configuration with problems never starts. sersync 2.5 wrote
-/// `/proc/sys/fs/inotify/*` here; we never touch system settings.
+/// Run mode: a configuration with problems never starts (its problems go to the terminal,
+/// before `-d` detaches). sersync 2.5 wrote `/proc/sys/fs/inotify/*` here; we never touch
+/// system settings.
 fn run(cli: &cli::Cli) -> u8 {
-    let config = match cli::load_config(cli) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    sersync::daemon::run(cli, &config)
+    match cli::load_config(cli) {
+        Ok(config) => sersync::daemon::run(cli, config),
+        Err(code) => code,
+    }
 }

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub cdn_failures: AtomicU64,
     /// Plugin invocations that failed.
     pub plugin_failures: AtomicU64,
+    /// Configuration reloads (SIGHUP) that took effect.
+    pub reloads: AtomicU64,
+    /// Configuration reloads rejected (invalid file, journal or restart failure).
+    pub reload_failures: AtomicU64,
     /// Per-remote figures.
     pub targets: Mutex<BTreeMap<TargetId, TargetMetrics>>,
 }
@@ -64,6 +68,8 @@ pub struct TargetMetrics {
     pub failures_by_code: BTreeMap<i32, u64>,
     /// Paths waiting for this remote.
     pub pending: u64,
+    /// Paths in rsync runs for this remote now, plus one while a full sync runs.
+    pub in_flight: u64,
     /// Unix time (s) of the last successful push, 0 if none.
     pub last_success_unix: u64,
     /// Whether the last attempt failed (backing off).
@@ -122,6 +128,14 @@ impl Metrics {
             *t.failures_by_code.entry(code.unwrap_or(-1)).or_insert(0) += 1;
             t.failing = true;
         });
+    }
+
+    /// Forgets every per-remote figure: after a reload, target ids may name other remotes.
+    pub fn clear_targets(&self) {
+        match self.targets.lock() {
+            Ok(mut guard) => guard.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
     }
 
     /// A copy of the per-remote figures.

@@ -63,6 +63,8 @@ pub struct Options {
     pub full_sync_first: bool,
     /// How long shutdown waits for running rsync jobs.
     pub shutdown_grace: Duration,
+    /// `-m NAME`: run this plugin alone, with no rsync.
+    pub standalone_plugin: Option<PluginKind>,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             n_workers: 10,
             full_sync_first: false,
             shutdown_grace: coalesce::DEFAULT_SHUTDOWN_GRACE,
+            standalone_plugin: None,
         }
     }
 }
@@ -100,7 +103,22 @@ impl Pipeline {
         options: &Options,
         journal: Arc<dyn Journal>,
     ) -> Result<Pipeline, PipelineError> {
-        let metrics = Arc::new(Metrics::default());
+        Pipeline::start_with_metrics(config, options, journal, Arc::new(Metrics::default()))
+    }
+
+    /// Starts every stage, updating `metrics` (kept by the daemon across reloads).
+    ///
+    /// # Errors
+    /// As [`Pipeline::start`].
+    pub fn start_with_metrics(
+        config: &Config,
+        options: &Options,
+        journal: Arc<dyn Journal>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Pipeline, PipelineError> {
+        if let Some(kind) = options.standalone_plugin {
+            return Pipeline::start_standalone(config, kind, journal, metrics);
+        }
         let filter = Arc::new(Filter::new(config.filter.excludes.clone()));
         let n_workers = options.n_workers.max(1);
         let (job_tx, job_rx) = bounded(n_workers);
@@ -202,8 +220,8 @@ impl Pipeline {
         config: &Config,
         kind: PluginKind,
         journal: Arc<dyn Journal>,
+        metrics: Arc<Metrics>,
     ) -> Result<Pipeline, PipelineError> {
-        let metrics = Arc::new(Metrics::default());
         let mut config = config.clone();
         let own_root = match kind {
             PluginKind::Command => None,

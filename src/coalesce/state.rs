@@ -505,9 +505,11 @@ impl Scheduler {
             depth += queue.pending_len() as u64 + u64::from(queue.full.is_some());
             in_flight += queue.in_flight_len() as u64 + u64::from(queue.full_in_flight);
             let pending = queue.pending_len() as u64;
+            let running = queue.in_flight_len() as u64 + u64::from(queue.full_in_flight);
             let failing = queue.failures > 0;
             metrics.with_target(*id, |t| {
                 t.pending = pending;
+                t.in_flight = running;
                 t.failing = failing;
             });
         }

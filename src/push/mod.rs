@@ -5,6 +5,7 @@
 //! `Sender<PushOutcome>` back to the scheduler. Threads `sersync-push-{i}`; each ends when
 //! the job channel is disconnected.
 
+pub mod progress;
 pub mod rsync;
 
 use std::ffi::OsString;
@@ -118,6 +119,9 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
                 },
                 extra_excludes,
             );
+            // Progress on stdout, read by `progress.rs`; before the source and destination.
+            let mut args = args;
+            args.insert(args.len().saturating_sub(2), progress::RSYNC_OPTION.into());
             let excluded = excluded_paths(root, &context.filter);
             log::debug!(
                 "{} -> {remote}: {} excluded path(s) passed to rsync",
@@ -130,7 +134,25 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
     let command = rsync::describe(&context.rsync.binary, &args);
     log::debug!("{} -> {remote}: {command}", root.display());
     let started = Instant::now();
-    let result = rsync::run(&context.rsync.binary, &args, &stdin, limit);
+    let result = match &job.kind {
+        JobKind::Batch { .. } => rsync::run(&context.rsync.binary, &args, &stdin, limit),
+        JobKind::Full { .. } => {
+            let mut progress =
+                progress::Progress::new(format!("{} -> {remote}", root.display()), started);
+            let mut on_stdout = |chunk: &[u8]| {
+                if let Some(line) = progress.feed(chunk, Instant::now()) {
+                    log::info!("{line}");
+                }
+            };
+            rsync::run_observed(
+                &context.rsync.binary,
+                &args,
+                &stdin,
+                limit,
+                Some(&mut on_stdout),
+            )
+        }
+    };
     log::debug!(
         "{} -> {remote}: rsync done in {:.3}s: {}",
         root.display(),

@@ -184,10 +184,33 @@ pub fn run(
     stdin: &[u8],
     limit: Option<Duration>,
 ) -> Result<(), PushFailure> {
+    run_observed(program, args, stdin, limit, None)
+}
+
+/// A consumer of rsync's stdout, chunk by chunk.
+pub type OnStdout<'a> = dyn FnMut(&[u8]) + Send + 'a;
+
+/// As [`run`], and when `on_stdout` is given, rsync's stdout is read on its own thread
+/// and handed to it chunk by chunk (full-sync progress); otherwise stdout is discarded.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_observed(
+    program: &Path,
+    args: &[OsString],
+    stdin: &[u8],
+    limit: Option<Duration>,
+    on_stdout: Option<&mut OnStdout<'_>>,
+) -> Result<(), PushFailure> {
+    let stdout = if on_stdout.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| PushFailure {
@@ -197,7 +220,19 @@ pub fn run(
         })?;
     let mut input = child.stdin.take();
     let mut errors = child.stderr.take();
+    let output = child.stdout.take();
     let (status, stderr) = std::thread::scope(|scope| {
+        if let (Some(mut output), Some(on_stdout)) = (output, on_stdout) {
+            scope.spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = output.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    on_stdout(&buf[..n]);
+                }
+            });
+        }
         // Feed stdin and drain stderr on their own threads: rsync may fill one pipe while
         // we block on the other.
         scope.spawn(move || {

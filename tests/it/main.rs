@@ -8,6 +8,7 @@ mod delivery;
 mod engine;
 mod journal;
 mod plugin;
+mod service;
 mod sync;
 mod util;
 mod util_http;
