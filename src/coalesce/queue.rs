@@ -153,6 +153,18 @@ impl TargetQueue {
         self.pending.is_empty() && self.jobs_in_flight == 0 && self.full.is_none()
     }
 
+    /// While a batch of this remote runs, a small backlog waits for it (to leave as one
+    /// bigger batch when it ends) until the oldest waiting change is `linger` old; a
+    /// backlog of `min_paths` or more goes at once. Returns until when it waits.
+    pub fn lingering(&self, now: Instant, linger: Duration, min_paths: usize) -> Option<Instant> {
+        if self.jobs_in_flight == 0 || self.full.is_some() || self.pending.len() >= min_paths {
+            return None;
+        }
+        let oldest = self.order.iter().find_map(|p| self.pending.get(p))?.seen;
+        let until = oldest + linger;
+        (until > now).then_some(until)
+    }
+
     /// The earliest instant at which something held back becomes dispatchable.
     pub fn next_wakeup(&self) -> Option<Instant> {
         let held = self.held.peek().map(|Reverse((at, _))| *at);
