@@ -39,7 +39,7 @@ pub struct Taken {
 /// A full sync asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FullRequest {
-    /// `startup`, `crontab`, `rescan`, `journal`.
+    /// `startup`, `crontab`, `rescan`, `journal`, `replaced directory`.
     pub reason: &'static str,
     /// crontabfilter globs.
     pub extra_excludes: Vec<String>,
@@ -102,6 +102,21 @@ impl TargetQueue {
         }
         if !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
+        }
+        if op == Op::Update
+            && self
+                .pending
+                .get(&rel)
+                .is_some_and(|p| p.op == Op::Delete && p.is_dir)
+        {
+            // A directory was deleted (or moved away) and something new took its name
+            // before the delete was pushed. The update alone would leave what the old
+            // directory held on the remote (`--delete-missing-args` deletes only what is
+            // missing here), so the remote is brought in line by a full sync.
+            self.request_full(FullRequest {
+                reason: "replaced directory",
+                extra_excludes: Vec::new(),
+            });
         }
         match self.pending.get_mut(&rel) {
             Some(existing) => {

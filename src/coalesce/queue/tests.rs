@@ -351,3 +351,24 @@ fn a_small_backlog_lingers_behind_a_running_batch() {
     queue.succeeded(&taken, false);
     assert_eq!(queue.lingering(now, linger, 100), None, "the batch ended");
 }
+
+#[test]
+fn a_directory_replaced_before_its_delete_went_out_gets_a_full_sync() {
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "d", Op::Delete, true, now);
+    observe(&mut queue, "d", Op::Update, true, now);
+    observe(&mut queue, "d/new", Op::Update, false, now);
+    match queue.next_plan(now, CAPS, no_size) {
+        Some(Plan::Full(request, covered)) => {
+            assert_eq!(request.reason, "replaced directory");
+            assert_eq!(covered.len(), 2);
+        }
+        other => panic!("expected a full sync, got {other:?}"),
+    }
+    // A file replaced by a file, or a deleted file replaced by a directory, needs none.
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "f", Op::Delete, false, now);
+    observe(&mut queue, "f", Op::Update, true, now);
+    assert_eq!(batch(&mut queue, now), vec![("f".to_owned(), Op::Update)]);
+}
