@@ -7,6 +7,7 @@ mod config;
 mod delivery;
 mod engine;
 mod plugin;
+mod reliability;
 mod sync;
 mod util;
 mod util_http;
