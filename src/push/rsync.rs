@@ -1,8 +1,10 @@
 //! One rsync run: the argument vector (pure), running it, and what its exit code means.
 //!
-//! Every run is an argument vector handed to `execve`: no shell ever sees a path. Paths go
-//! to rsync on stdin, NUL-separated (`--files-from=- --from0`), relative to the root, so
-//! rsync's implied `-R` recreates `a/b/c.txt` under the destination as sersync's `-R` did.
+//! Every run is an argument vector handed to `execve`: no shell ever sees a path. A batch's
+//! paths are arguments (`./a/b/c.txt`, rsync run in the root, [`batch_argv`]) or, for a
+//! batch too big for the argument space, go on stdin NUL-separated (`--files-from=-
+//! --from0`); both relative to the root, so `-R` recreates `a/b/c.txt` under the
+//! destination as sersync's `-R` did.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
