@@ -13,7 +13,7 @@ use crate::job::{Delivered, Entry, FsEvent, JobKind, Op, PushJob, PushOutcome, T
 use crate::metrics::Metrics;
 
 /// How long a small backlog waits for a running batch of the same remote.
-pub const LINGER: Duration = Duration::from_millis(50);
+pub const LINGER: Duration = Duration::from_millis(100);
 
 /// Where failed work is made durable (the failure journal).
 pub trait Journal: Send + Sync {
