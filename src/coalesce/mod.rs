@@ -4,8 +4,10 @@
 //! Output: `Sender<PushJob>` to the pusher pool, `Sender<Delivered>` to plugins.
 //! One thread, `sersync-coalesce`. Every change is merged per path into the queue of each
 //! remote of its root ([`queue::TargetQueue`]). A job is sent only when a worker is idle:
-//! with a free worker a change goes out at once (latency); while all are busy changes
-//! accumulate and leave as one batch when a worker frees up (throughput). Failed work is
+//! with a free worker and nothing running for the remote a change goes out at once
+//! (latency); while a batch of the remote runs, a small backlog waits for it (at most
+//! [`LINGER`]); while all workers are busy changes accumulate and leave as one
+//! batch when a worker frees up (throughput). Failed work is
 //! written to the journal before anything else happens to it, and retried with backoff.
 //! Ends when the event input is disconnected: running jobs are awaited up to a deadline,
 //! then everything not pushed is written to the journal.
@@ -28,7 +30,7 @@ use crate::metrics::Metrics;
 pub use memory::MemoryJournal;
 pub use purges::{CDN_KEY_PREFIX, JournalPurges};
 pub use retry::backoff;
-pub use state::{Journal, Scheduler, SchedulerConfig};
+pub use state::{Journal, LINGER, Scheduler, SchedulerConfig};
 
 /// How long shutdown waits for running rsync jobs before journaling their paths.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

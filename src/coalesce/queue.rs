@@ -39,7 +39,7 @@ pub struct Taken {
 /// A full sync asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FullRequest {
-    /// `startup`, `crontab`, `rescan`, `journal`.
+    /// `startup`, `crontab`, `rescan`, `journal`, `replaced directory`.
     pub reason: &'static str,
     /// crontabfilter globs.
     pub extra_excludes: Vec<String>,
@@ -103,6 +103,21 @@ impl TargetQueue {
         if !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
         }
+        if op == Op::Update
+            && self
+                .pending
+                .get(&rel)
+                .is_some_and(|p| p.op == Op::Delete && p.is_dir)
+        {
+            // A directory was deleted (or moved away) and something new took its name
+            // before the delete was pushed. The update alone would leave what the old
+            // directory held on the remote (`--delete-missing-args` deletes only what is
+            // missing here), so the remote is brought in line by a full sync.
+            self.request_full(FullRequest {
+                reason: "replaced directory",
+                extra_excludes: Vec::new(),
+            });
+        }
         match self.pending.get_mut(&rel) {
             Some(existing) => {
                 existing.op = op;
@@ -151,6 +166,18 @@ impl TargetQueue {
     /// Nothing waiting, nothing running.
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty() && self.jobs_in_flight == 0 && self.full.is_none()
+    }
+
+    /// While a batch of this remote runs, a small backlog waits for it (to leave as one
+    /// bigger batch when it ends) until the oldest waiting change is `linger` old; a
+    /// backlog of `min_paths` or more goes at once. Returns until when it waits.
+    pub fn lingering(&self, now: Instant, linger: Duration, min_paths: usize) -> Option<Instant> {
+        if self.jobs_in_flight == 0 || self.full.is_some() || self.pending.len() >= min_paths {
+            return None;
+        }
+        let oldest = self.order.iter().find_map(|p| self.pending.get(p))?.seen;
+        let until = oldest + linger;
+        (until > now).then_some(until)
     }
 
     /// The earliest instant at which something held back becomes dispatchable.

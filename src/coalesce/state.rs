@@ -12,6 +12,9 @@ use crate::config::CrontabConfig;
 use crate::job::{Delivered, Entry, FsEvent, JobKind, Op, PushJob, PushOutcome, TargetId};
 use crate::metrics::Metrics;
 
+/// How long a small backlog waits for a running batch of the same remote.
+pub const LINGER: Duration = Duration::from_millis(100);
+
 /// Where failed work is made durable (the failure journal).
 pub trait Journal: Send + Sync {
     /// Records failed entries of one target; durable when it returns `Ok`.
@@ -234,9 +237,16 @@ impl Scheduler {
 
     /// The earliest instant a timer needs the thread awake.
     pub fn next_wakeup(&self) -> Option<Instant> {
+        let now = Instant::now();
         self.queues
             .values()
-            .filter_map(TargetQueue::next_wakeup)
+            .filter_map(|q| {
+                let linger = q.lingering(now, LINGER, self.config.caps.max_paths);
+                match (q.next_wakeup(), linger) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
             .chain(self.next_crontab)
             .min()
     }
@@ -258,6 +268,12 @@ impl Scheduler {
             let Some(queue) = self.queues.get_mut(&id) else {
                 continue;
             };
+            if queue
+                .lingering(now, LINGER, self.config.caps.max_paths)
+                .is_some()
+            {
+                continue;
+            }
             let size_of =
                 |rel: &Path| std::fs::symlink_metadata(root.join(rel)).map_or(0, |m| m.len());
             let Some(plan) = queue.next_plan(now, self.config.caps, size_of) else {

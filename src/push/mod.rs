@@ -89,18 +89,24 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
             log::warn!("{}: cannot create mirror directory: {err}", path.display());
         }
     }
+    let mut dir = None;
     let (args, stdin, limit) = match &job.kind {
         JobKind::Batch { entries } => {
-            let args = rsync::args(
-                &context.rsync,
-                root,
-                remote,
-                RunKind::Batch {
-                    delete: context.delete,
-                },
-                &[],
-            );
-            (args, rsync::batch_stdin(entries), context.batch_limit)
+            if let Some(args) = rsync::batch_argv(&context.rsync, remote, context.delete, entries) {
+                dir = Some(root);
+                (args, Vec::new(), context.batch_limit)
+            } else {
+                let args = rsync::args(
+                    &context.rsync,
+                    root,
+                    remote,
+                    RunKind::Batch {
+                        delete: context.delete,
+                    },
+                    &[],
+                );
+                (args, rsync::batch_stdin(entries), context.batch_limit)
+            }
         }
         JobKind::Full {
             reason,
@@ -131,11 +137,19 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
             (args, rsync::exclude_stdin(&excluded), None)
         }
     };
-    let command = rsync::describe(&context.rsync.binary, &args);
+    let mut command = rsync::describe(&context.rsync.binary, &args);
+    if let Some(dir) = dir {
+        command = format!(
+            "cd {} && {command}",
+            shell_words::quote(&dir.to_string_lossy())
+        );
+    }
     log::debug!("{} -> {remote}: {command}", root.display());
     let started = Instant::now();
     let result = match &job.kind {
-        JobKind::Batch { .. } => rsync::run(&context.rsync.binary, &args, &stdin, limit),
+        JobKind::Batch { .. } => {
+            rsync::run_observed(&context.rsync.binary, &args, &stdin, limit, None, dir)
+        }
         JobKind::Full { .. } => {
             let mut progress =
                 progress::Progress::new(format!("{} -> {remote}", root.display()), started);
@@ -150,6 +164,7 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
                 &stdin,
                 limit,
                 Some(&mut on_stdout),
+                None,
             )
         }
     };

@@ -1,8 +1,10 @@
 //! One rsync run: the argument vector (pure), running it, and what its exit code means.
 //!
-//! Every run is an argument vector handed to `execve`: no shell ever sees a path. Paths go
-//! to rsync on stdin, NUL-separated (`--files-from=- --from0`), relative to the root, so
-//! rsync's implied `-R` recreates `a/b/c.txt` under the destination as sersync's `-R` did.
+//! Every run is an argument vector handed to `execve`: no shell ever sees a path. A batch's
+//! paths are arguments (`./a/b/c.txt`, rsync run in the root, [`batch_argv`]) or, for a
+//! batch too big for the argument space, go on stdin NUL-separated (`--files-from=-
+//! --from0`); both relative to the root, so `-R` recreates `a/b/c.txt` under the
+//! destination as sersync's `-R` did.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -34,6 +36,14 @@ const BATCH_OPTIONS: [&str; 4] = [
     "--from0",
     "--files-from=-",
 ];
+
+/// Options of a batch whose paths are arguments ([`batch_argv`]): the same meaning as
+/// [`BATCH_OPTIONS`] (`--files-from` implies `--relative` and `--dirs`), spelled out.
+const BATCH_ARGV_OPTIONS: [&str; 4] = ["--no-recursive", "--dirs", "--relative", "--ignore-times"];
+
+/// Bytes of path arguments at most in one run (Linux allows 2 MiB of arguments and
+/// environment with the default 8 MiB stack); a bigger batch sends its list on stdin.
+pub const ARGV_BUDGET: usize = 512 * 1024;
 
 /// What kind of run this is, which decides the options after `commonParams`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +101,47 @@ pub fn args(
     args.push(source);
     args.push(destination(rsync, remote));
     args
+}
+
+/// A batch with its paths as arguments, `./rel` relative to the root, to be run with the
+/// root as working directory ([`run_observed`]); `None` when the paths exceed [`ARGV_BUDGET`]
+/// (or there are none), then [`args`] with [`batch_stdin`] is used.
+///
+/// rsync reads a `--files-from` list one byte per `read(2)` (plus a `poll(2)` each), so
+/// for a list of 10,000 paths the list alone costs ~250,000 system calls; arguments cost
+/// none (measured: client CPU of a 10,000-file batch 0.37 s → 0.18 s). The `./` prefix
+/// keeps a name starting with `-` from being an option and a `:` in a name from making
+/// it a remote `host:path`; `--` ends the options anyway.
+pub fn batch_argv(
+    rsync: &RsyncConfig,
+    remote: &Remote,
+    delete: bool,
+    entries: &[Entry],
+) -> Option<Vec<OsString>> {
+    let bytes: usize = entries
+        .iter()
+        .map(|e| e.rel.as_os_str().len() + 3 + std::mem::size_of::<usize>())
+        .sum();
+    if entries.is_empty() || bytes > ARGV_BUDGET {
+        return None;
+    }
+    let mut args: Vec<OsString> = rsync.common_params.iter().map(OsString::from).collect();
+    args.extend(BATCH_ARGV_OPTIONS.iter().map(OsString::from));
+    if delete {
+        args.push("--delete-missing-args".into());
+        args.push("--force".into());
+    } else {
+        args.push("--ignore-missing-args".into());
+    }
+    args.extend(remote_options(rsync, remote));
+    args.push("--".into());
+    for entry in entries {
+        let mut arg = OsString::from("./");
+        arg.push(entry.rel.as_os_str());
+        args.push(arg);
+    }
+    args.push(destination(rsync, remote));
+    Some(args)
 }
 
 /// Options that depend on the kind of remote.
@@ -184,40 +235,47 @@ pub fn run(
     stdin: &[u8],
     limit: Option<Duration>,
 ) -> Result<(), PushFailure> {
-    run_observed(program, args, stdin, limit, None)
+    run_observed(program, args, stdin, limit, None, None)
 }
 
 /// A consumer of rsync's stdout, chunk by chunk.
 pub type OnStdout<'a> = dyn FnMut(&[u8]) + Send + 'a;
 
-/// As [`run`], and when `on_stdout` is given, rsync's stdout is read on its own thread
-/// and handed to it chunk by chunk (full-sync progress); otherwise stdout is discarded.
+/// As [`run`], in the working directory `dir` when given (for [`batch_argv`]), and when
+/// `on_stdout` is given, rsync's stdout is read on its own thread and handed to it chunk
+/// by chunk (full-sync progress); otherwise stdout is discarded.
 ///
 /// # Errors
-/// As [`run`].
+/// As [`run`]; a missing `dir` is a retryable failure naming it.
 pub fn run_observed(
     program: &Path,
     args: &[OsString],
     stdin: &[u8],
     limit: Option<Duration>,
     on_stdout: Option<&mut OnStdout<'_>>,
+    dir: Option<&Path>,
 ) -> Result<(), PushFailure> {
-    let stdout = if on_stdout.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    };
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| PushFailure {
-            code: None,
-            reason: format!("cannot start {}: {err}", program.display()),
-            retryable: true,
-        })?;
+        .stdout(if on_stdout.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::piped());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command.spawn().map_err(|err| PushFailure {
+        code: None,
+        reason: match dir {
+            Some(dir) if !dir.is_dir() => format!("cannot enter {}: {err}", dir.display()),
+            _ => format!("cannot start {}: {err}", program.display()),
+        },
+        retryable: true,
+    })?;
     let mut input = child.stdin.take();
     let mut errors = child.stderr.take();
     let output = child.stdout.take();

@@ -8,6 +8,7 @@ mod delivery;
 mod engine;
 mod journal;
 mod plugin;
+mod reliability;
 mod service;
 mod sync;
 mod util;

@@ -312,3 +312,63 @@ fn delete_and_a_change_below_it_never_share_a_batch() {
     assert_eq!(first.len(), 2, "{first:?}");
     assert!(!first.iter().any(|(p, _)| p == "d"), "{first:?}");
 }
+
+#[test]
+fn a_small_backlog_lingers_behind_a_running_batch() {
+    let linger = Duration::from_millis(50);
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "first", Op::Update, false, now);
+    assert_eq!(
+        queue.lingering(now, linger, 3),
+        None,
+        "nothing running: a change goes at once"
+    );
+    let running = queue.next_plan(now, CAPS, no_size);
+    observe(&mut queue, "a", Op::Update, false, now);
+    observe(
+        &mut queue,
+        "b",
+        Op::Update,
+        false,
+        now + Duration::from_millis(10),
+    );
+    assert_eq!(queue.lingering(now, linger, 3), Some(now + linger));
+    assert_eq!(
+        queue.lingering(now + linger, linger, 3),
+        None,
+        "the oldest waited long enough"
+    );
+    observe(&mut queue, "c", Op::Update, false, now);
+    assert_eq!(
+        queue.lingering(now, linger, 3),
+        None,
+        "a full batch goes beside the running one"
+    );
+    let Some(Plan::Batch(taken)) = running else {
+        panic!("running batch")
+    };
+    queue.succeeded(&taken, false);
+    assert_eq!(queue.lingering(now, linger, 100), None, "the batch ended");
+}
+
+#[test]
+fn a_directory_replaced_before_its_delete_went_out_gets_a_full_sync() {
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "d", Op::Delete, true, now);
+    observe(&mut queue, "d", Op::Update, true, now);
+    observe(&mut queue, "d/new", Op::Update, false, now);
+    match queue.next_plan(now, CAPS, no_size) {
+        Some(Plan::Full(request, covered)) => {
+            assert_eq!(request.reason, "replaced directory");
+            assert_eq!(covered.len(), 2);
+        }
+        other => panic!("expected a full sync, got {other:?}"),
+    }
+    // A file replaced by a file, or a deleted file replaced by a directory, needs none.
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "f", Op::Delete, false, now);
+    observe(&mut queue, "f", Op::Update, true, now);
+    assert_eq!(batch(&mut queue, now), vec![("f".to_owned(), Op::Update)]);
+}

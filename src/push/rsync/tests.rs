@@ -268,3 +268,62 @@ fn run_kills_after_limit() {
     .expect_err("killed");
     assert!(failure.reason.contains("killed"), "{}", failure.reason);
 }
+
+#[test]
+fn batch_argv_passes_paths_as_dot_slash_arguments_after_double_dash() {
+    let remote = Remote::Daemon {
+        host: "127.0.0.1".into(),
+        module: "m".into(),
+    };
+    let entries = vec![
+        Entry {
+            rel: PathBuf::from("-rf"),
+            op: Op::Update,
+            is_dir: false,
+        },
+        Entry {
+            rel: PathBuf::from("host:path/x y"),
+            op: Op::Delete,
+            is_dir: true,
+        },
+    ];
+    let args = batch_argv(&config(&["-artuz"]), &remote, true, &entries).expect("fits");
+    assert_eq!(
+        strings(&args),
+        [
+            "-artuz",
+            "--no-recursive",
+            "--dirs",
+            "--relative",
+            "--ignore-times",
+            "--delete-missing-args",
+            "--force",
+            "--timeout=100",
+            "--port=874",
+            "--password-file=/etc/rsync.pas",
+            "--sockopts=TCP_NODELAY",
+            "--",
+            "./-rf",
+            "./host:path/x y",
+            "tester@127.0.0.1::m/",
+        ]
+    );
+    let keep = batch_argv(&config(&["-a"]), &remote, false, &entries).expect("fits");
+    assert!(strings(&keep).contains(&"--ignore-missing-args".to_owned()));
+}
+
+#[test]
+fn batch_argv_falls_back_to_stdin_when_too_big_or_empty() {
+    let remote = Remote::Local {
+        path: PathBuf::from("/mirror"),
+    };
+    assert!(batch_argv(&config(&["-a"]), &remote, true, &[]).is_none());
+    let long = Entry {
+        rel: PathBuf::from("x".repeat(4000)),
+        op: Op::Update,
+        is_dir: false,
+    };
+    let many = vec![long; ARGV_BUDGET / 4000 + 1];
+    assert!(batch_argv(&config(&["-a"]), &remote, true, &many).is_none());
+    assert!(batch_argv(&config(&["-a"]), &remote, true, &many[..10]).is_some());
+}

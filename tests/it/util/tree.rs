@@ -70,3 +70,16 @@ pub fn diff(a: &Path, b: &Path) -> Option<String> {
     lines.truncate(8);
     Some(format!("{total} difference(s): {}", lines.join("; ")))
 }
+
+/// Every path that is missing in `b`, differs, or is extra in `b`.
+pub fn differences(a: &Path, b: &Path) -> Vec<PathBuf> {
+    let left = snapshot(a);
+    let right = snapshot(b);
+    let mut out: Vec<PathBuf> = left
+        .iter()
+        .filter(|(path, node)| right.get(*path) != Some(*node))
+        .map(|(path, _)| path.clone())
+        .collect();
+    out.extend(right.keys().filter(|p| !left.contains_key(*p)).cloned());
+    out
+}
