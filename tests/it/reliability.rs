@@ -158,7 +158,7 @@ impl Bench {
 
     /// Starts the binary (`-r` when `full`) and waits until it runs (watches in place).
     fn start(&self, full: bool) -> Sersync {
-        let before = self.log_text().matches(" running: ").count();
+        let before = self.log_text().matches(" running (pid ").count();
         let mut command = Command::new(env!("CARGO_BIN_EXE_sersync"));
         command.args(["-n", "4", "-o"]).arg(&self.conf);
         if full {
@@ -176,7 +176,7 @@ impl Bench {
                     self.seed,
                     self.log_tail()
                 );
-                self.log_text().matches(" running: ").count() > before
+                self.log_text().matches(" running (pid ").count() > before
             },
         );
         proc
@@ -599,7 +599,7 @@ fn inotify_queue_overflow_converges_through_a_rescan() {
         proc
     };
     wait_until("sersync running", Duration::from_secs(30), || {
-        bench.log_text().contains(" running: ")
+        bench.log_text().contains(" running (pid ")
     });
     let mut bursts = 0;
     while !bench.log_text().contains("full sync (rescan)") {
