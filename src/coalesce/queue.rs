@@ -230,7 +230,10 @@ impl TargetQueue {
             }
             let request = request.clone();
             self.full = None;
-            let covered = self.take_all();
+            // Pending paths stay queued and go as a batch right after the full sync: a
+            // full sync relies on rsync's quick check (size and whole-second mtime), which
+            // misses a same-size rewrite within the same second; batches do not.
+            let covered = Vec::new();
             self.full_in_flight = true;
             self.jobs_in_flight += 1;
             return Some(Plan::Full(request, covered));

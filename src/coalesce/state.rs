@@ -336,7 +336,14 @@ impl Scheduler {
                 let is_full = full.is_some();
                 let mut cleared: Vec<PathBuf> = Vec::new();
                 if is_full {
-                    cleared.extend(std::mem::take(&mut queue.journaled));
+                    // Entries still pending go out in a batch next; they stay journaled
+                    // until that succeeds.
+                    let (pending, done): (std::collections::BTreeSet<PathBuf>, _) =
+                        std::mem::take(&mut queue.journaled)
+                            .into_iter()
+                            .partition(|rel| !rel.as_os_str().is_empty() && queue.is_pending(rel));
+                    queue.journaled = pending;
+                    cleared.extend(done);
                     log::info!(
                         "{key}: full sync ({}) done in {:.1}s",
                         full.as_ref().map_or("", |f| f.reason),

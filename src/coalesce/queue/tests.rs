@@ -268,17 +268,29 @@ fn full_sync_waits_for_running_batches_and_covers_pending() {
         "full waits for the running batch"
     );
     queue.succeeded(&running, false);
-    match queue.next_plan(now, CAPS, no_size) {
+    let full = match queue.next_plan(now, CAPS, no_size) {
         Some(Plan::Full(request, covered)) => {
             assert_eq!(request.reason, "rescan");
-            assert_eq!(covered.len(), 1);
+            assert!(
+                covered.is_empty(),
+                "pending paths are not trusted to a quick check"
+            );
+            covered
         }
         other => panic!("expected a full sync, got {other:?}"),
-    }
+    };
     observe(&mut queue, "c", Op::Update, false, now);
     assert!(
         queue.next_plan(now, CAPS, no_size).is_none(),
         "nothing runs beside a full sync"
+    );
+    queue.succeeded(&full, true);
+    let mut after = batch(&mut queue, now);
+    after.sort();
+    assert_eq!(
+        after,
+        vec![("b".into(), Op::Update), ("c".into(), Op::Update)],
+        "pushed after the full sync"
     );
 }
 
@@ -362,7 +374,8 @@ fn a_directory_replaced_before_its_delete_went_out_gets_a_full_sync() {
     match queue.next_plan(now, CAPS, no_size) {
         Some(Plan::Full(request, covered)) => {
             assert_eq!(request.reason, "replaced directory");
-            assert_eq!(covered.len(), 2);
+            assert!(covered.is_empty());
+            assert_eq!(queue.pending_len(), 2, "still pushed after the full sync");
         }
         other => panic!("expected a full sync, got {other:?}"),
     }
