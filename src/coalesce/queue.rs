@@ -109,14 +109,7 @@ impl TargetQueue {
                 .get(&rel)
                 .is_some_and(|p| p.op == Op::Delete && p.is_dir)
         {
-            // A directory was deleted (or moved away) and something new took its name
-            // before the delete was pushed. The update alone would leave what the old
-            // directory held on the remote (`--delete-missing-args` deletes only what is
-            // missing here), so the remote is brought in line by a full sync.
-            self.request_full(FullRequest {
-                reason: "replaced directory",
-                extra_excludes: Vec::new(),
-            });
+            self.replaced_directory();
         }
         match self.pending.get_mut(&rel) {
             Some(existing) => {
@@ -138,6 +131,17 @@ impl TargetQueue {
                 self.pending.insert(rel, pending);
             }
         }
+    }
+
+    /// A directory was deleted (or moved away) and something new took its name before
+    /// the delete reached the remote. Pushing the new one alone would leave what the old
+    /// directory held there (`--delete-missing-args` deletes only what is missing here),
+    /// so the remote is brought in line by a full sync.
+    fn replaced_directory(&mut self) {
+        self.request_full(FullRequest {
+            reason: "replaced directory",
+            extra_excludes: Vec::new(),
+        });
     }
 
     /// Asks for a full sync (merging with one already asked for).
@@ -412,8 +416,13 @@ impl TargetQueue {
             self.request_full(request);
         }
         for Taken { entry, mut pending } in taken {
-            if self.pending.contains_key(&entry.rel) {
-                continue; // a newer change is queued; it supersedes the failed one
+            if let Some(newer) = self.pending.get(&entry.rel) {
+                // A newer change is queued; it supersedes the failed one, except that a
+                // failed directory delete still owes the removal of the old content.
+                if entry.op == Op::Delete && entry.is_dir && newer.op == Op::Update {
+                    self.replaced_directory();
+                }
+                continue;
             }
             pending.attempts += 1;
             if !remote_down {

@@ -7,10 +7,12 @@
 //! targets, permission bits) and the journal holds no live entry, both for a full second;
 //! then a graceful stop must leave the journal empty. Seeds are printed and named in every
 //! failure: `SERSYNC_SEED=<seed>` repeats a run. `SERSYNC_LONG=1` churns longer and runs
-//! more seeds.
+//! more seeds; `SERSYNC_TEST_DEBUG=1` runs the binary with debug logging (the whole log
+//! of a failed run is kept in the temp dir, named in the failure).
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -189,7 +191,13 @@ impl Bench {
             .open(&self.log)
             .expect("log file");
         let err = out.try_clone().expect("log file");
+        if std::env::var_os("SERSYNC_TEST_DEBUG").is_some() {
+            command.env("RUST_LOG", "sersync=debug"); // whole log kept on failure
+        }
+        // Its own process group, as under a service manager: a SIGKILL of the service
+        // (systemd's KillMode=control-group) takes its rsync children too.
         command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -262,11 +270,28 @@ impl Bench {
                 quiet_since = None;
             }
             if Instant::now() > deadline {
+                let detail: Vec<String> = tree::differences(&self.src, self.mirror())
+                    .iter()
+                    .take(8)
+                    .map(|rel| {
+                        format!(
+                            "{}: src {} / mirror {}",
+                            rel.display(),
+                            describe(&self.src.join(rel)),
+                            describe(&self.mirror().join(rel))
+                        )
+                    })
+                    .collect();
+                let kept =
+                    std::env::temp_dir().join(format!("sersync-reliability-{}.log", self.seed));
+                let _ = fs::copy(&self.log, &kept);
                 panic!(
                     "seed {seed} ({what}): not idle after {CONVERGE_LIMIT:?} (repeat with SERSYNC_SEED={seed})\n\
-                     mirror: {diff}\njournal: {journal:#?}\nlog:\n{log}",
+                     mirror: {diff}\n{detail}\njournal: {journal:#?}\nwhole log: {kept}\nlog:\n{log}",
                     seed = self.seed,
                     diff = diff.unwrap_or_else(|| "equal".into()),
+                    detail = detail.join("\n"),
+                    kept = kept.display(),
                     log = self.log_tail(),
                 );
             }
@@ -299,6 +324,23 @@ impl Bench {
     }
 }
 
+/// Type, mode, size and link target of a path, for failure messages.
+fn describe(path: &Path) -> String {
+    match fs::symlink_metadata(path) {
+        Err(err) => format!("({err})"),
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                format!("link -> {:?}", fs::read_link(path).unwrap_or_default())
+            } else if meta.is_dir() {
+                format!("dir {mode:o}")
+            } else {
+                format!("file {mode:o} {} bytes", meta.len())
+            }
+        }
+    }
+}
+
 /// The running binary; killed on drop.
 struct Sersync {
     child: Option<Child>,
@@ -311,10 +353,13 @@ impl Sersync {
             .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
     }
 
-    /// SIGKILL: no chance to journal anything.
+    /// SIGKILL to sersync and its rsync children (its process group): no chance to
+    /// journal anything. (Killing sersync alone would leave its rsync children running;
+    /// one finishing after the restart's full sync writes stale paths back: seen here as
+    /// "extra in mirror" after a restart with -r.)
     fn kill(mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
+            kill_group(&child);
             let _ = child.wait();
         }
     }
@@ -342,10 +387,23 @@ impl Sersync {
 impl Drop for Sersync {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            kill_group(&child);
             let _ = child.wait();
         }
     }
+}
+
+/// SIGKILL to the process group `child` leads (see [`Bench::spawn`]).
+fn kill_group(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-KILL", "--"])
+        .arg(format!("-{}", child.id()))
+        .status();
+    assert!(
+        sent.is_ok_and(|s| s.success()),
+        "kill -KILL -{} failed",
+        child.id()
+    );
 }
 
 /// Beside the churn: symlinks (relative, dangling) and permission changes of files and
@@ -361,15 +419,14 @@ fn links_and_modes(root: &Path, seed: u64, stop: &AtomicBool) {
         let dir = &dirs[rng.below(dirs.len())];
         let _ = match rng.below(4) {
             0 => {
-                let target = if files.is_empty() || rng.below(3) == 0 {
-                    PathBuf::from(format!("dangling/{n}"))
-                } else {
-                    // Relative to the link's directory: up to the root, then the file.
-                    let mut up = PathBuf::new();
-                    for _ in dir.components() {
-                        up.push("..");
-                    }
-                    up.join(&files[rng.below(files.len())])
+                // Targets never climb with `..`: the churn moves links to other depths,
+                // and an rsync daemon without chroot rewrites a target that leaves the
+                // module (sanitize_paths), which would be rsync's doing, not ours.
+                let target = match files.get(rng.below(files.len().max(1))) {
+                    Some(file) if rng.below(3) > 0 => file
+                        .file_name()
+                        .map_or_else(|| PathBuf::from("x"), PathBuf::from),
+                    _ => PathBuf::from(format!("dangling/{n}")),
                 };
                 std::os::unix::fs::symlink(target, root.join(dir).join(format!("l{n}")))
             }

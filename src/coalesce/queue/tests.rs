@@ -385,3 +385,31 @@ fn a_directory_replaced_before_its_delete_went_out_gets_a_full_sync() {
     observe(&mut queue, "f", Op::Update, true, now);
     assert_eq!(batch(&mut queue, now), vec![("f".to_owned(), Op::Update)]);
 }
+
+#[test]
+fn a_failed_directory_delete_superseded_by_a_new_directory_gets_a_full_sync() {
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "d", Op::Delete, true, now);
+    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS, no_size) else {
+        panic!("delete batch")
+    };
+    // d is created again while its delete runs; the delete then fails.
+    observe(&mut queue, "d", Op::Update, true, now);
+    observe(&mut queue, "d/new", Op::Update, false, now);
+    queue.failed(taken, None, true, Duration::from_secs(1), now);
+    let later = now + Duration::from_secs(2);
+    queue.tick(later);
+    match queue.next_plan(later, CAPS, no_size) {
+        Some(Plan::Full(request, covered)) => {
+            assert_eq!(request.reason, "replaced directory");
+            assert!(covered.is_empty(), "{covered:?}");
+            assert_eq!(
+                queue.pending_len(),
+                2,
+                "pushed as a batch after the full sync"
+            );
+        }
+        other => panic!("expected a full sync, got {other:?}"),
+    }
+}
