@@ -11,10 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sersync::config::{
-    Auth, CdnConfig, CdnProvider, Config, FailLogConfig, FilterConfig, HostConfig, InotifyToggles,
-    LogConfig, Remote, RootConfig, RsyncConfig,
-};
+use sersync::config::{CdnConfig, CdnProvider, Config, Remote, RootConfig};
 use sersync::job::{Delivered, Op};
 
 /// The longest any test waits for one thing.
@@ -47,48 +44,22 @@ pub fn delivered(root: usize, rel: impl AsRef<Path>, op: Op, is_dir: bool) -> De
 /// A config watching `roots` (each with one dummy remote), no plugin section set, and
 /// `retry_max` as the CDN retry cap.
 pub fn config(roots: &[&Path], retry_max: Duration) -> Config {
-    Config {
-        path: PathBuf::from("test.xml"),
-        host: HostConfig {
-            ip: "127.0.0.1".into(),
-            port: 8008,
-            start: false,
-        },
-        debug: false,
-        xfs: false,
-        filter: FilterConfig::default(),
-        inotify: InotifyToggles::default(),
-        roots: roots
-            .iter()
-            .map(|path| RootConfig {
-                path: path.to_path_buf(),
-                remotes: vec![Remote::Local {
-                    path: PathBuf::from("/nonexistent"),
-                }],
-            })
-            .collect(),
-        rsync: RsyncConfig {
-            common_params: vec!["-artuz".into()],
-            auth: None::<Auth>,
-            port: None,
-            timeout: None,
-            ssh: false,
-            binary: PathBuf::from("rsync"),
-        },
-        fail_log: FailLogConfig {
-            path: PathBuf::from("/nonexistent/faillog"),
-            retry_max,
-        },
-        crontab: None,
-        plugins: Vec::new(),
-        command: None,
-        socket: None,
-        http: None,
-        cdn: None,
-        pidfile: None,
-        log: LogConfig::default(),
-        warnings: Vec::new(),
-    }
+    let dummy = || {
+        vec![Remote::Local {
+            path: PathBuf::from("/nonexistent"),
+        }]
+    };
+    let mut config =
+        crate::util::base_config(roots.first().copied().unwrap_or(Path::new("/")), dummy());
+    config.roots = roots
+        .iter()
+        .map(|path| RootConfig {
+            path: path.to_path_buf(),
+            remotes: dummy(),
+        })
+        .collect();
+    config.fail_log.retry_max = retry_max;
+    config
 }
 
 /// A refreshCDN section for `root` with `base` as `sendurl base`.
