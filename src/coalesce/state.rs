@@ -264,7 +264,11 @@ impl Scheduler {
         let ids: Vec<TargetId> = self.queues.keys().copied().collect();
         for offset in 0..ids.len() {
             let id = ids[(self.rotate + offset) % ids.len()];
-            let root = self.config.roots.get(id.root).cloned().unwrap_or_default();
+            let root = self
+                .config
+                .roots
+                .get(id.root)
+                .map_or(Path::new(""), PathBuf::as_path);
             let Some(queue) = self.queues.get_mut(&id) else {
                 continue;
             };
