@@ -288,16 +288,7 @@ impl CdnStage {
         self.journal.record(self.root, &entries, &reason);
         if err.is_endpoint_down() {
             self.down = true;
-            let rest: Vec<(PathBuf, bool)> = self
-                .pending
-                .drain()
-                .into_iter()
-                .map(|q| (q.item.rel, q.item.is_dir))
-                .collect();
-            if !rest.is_empty() {
-                self.journal
-                    .record(self.root, &rest, "deferred: purge endpoint down");
-            }
+            self.journal_pending("deferred: purge endpoint down");
         }
         let delay = self.backoff.next_delay();
         let at = now + delay;
@@ -322,6 +313,15 @@ impl CdnStage {
             std::thread::sleep(wake.saturating_duration_since(now));
             self.step(Instant::now());
         }
+        let left = self.journal_pending("not purged before shutdown");
+        if left > 0 {
+            log::info!("refreshCDN: {left} purge(s) left in the journal");
+        }
+        log::debug!("refreshCDN: stopped");
+    }
+
+    /// Moves everything queued into the journal with `reason`; returns how many.
+    fn journal_pending(&mut self, reason: &str) -> usize {
         let rest: Vec<(PathBuf, bool)> = self
             .pending
             .drain()
@@ -329,10 +329,8 @@ impl CdnStage {
             .map(|q| (q.item.rel, q.item.is_dir))
             .collect();
         if !rest.is_empty() {
-            self.journal
-                .record(self.root, &rest, "not purged before shutdown");
-            log::info!("refreshCDN: {} purge(s) left in the journal", rest.len());
+            self.journal.record(self.root, &rest, reason);
         }
-        log::debug!("refreshCDN: stopped");
+        rest.len()
     }
 }
