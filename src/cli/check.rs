@@ -121,12 +121,15 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
             );
         }
     }
-    let every = duration(config.fail_log.retry_max);
-    let _ = writeln!(
-        out,
-        "faillog: {} (failed pushes retried at least every {every})",
-        config.fail_log.path.display()
-    );
+    // With -m nothing is pushed, so nothing can fail and be journaled.
+    if cli.plugin.is_none() {
+        let every = duration(config.fail_log.retry_max);
+        let _ = writeln!(
+            out,
+            "faillog: {} (failed pushes retried at least every {every})",
+            config.fail_log.path.display()
+        );
+    }
     plugins(&mut out, cli, config);
     let status = &config.host;
     if status.start {

@@ -87,6 +87,9 @@ pub(super) struct Attr<'a> {
 struct Note {
     offset: usize,
     message: String,
+    /// What to do about it; shown after an error, dropped when the error is demoted (an
+    /// unused section needs no fixing).
+    fix: Option<String>,
 }
 
 /// Where problems and warnings are collected while the tree is walked. Positions are
@@ -114,13 +117,32 @@ impl<'a> Ctx<'a> {
     /// Records an error at a byte offset of the text.
     pub fn error(&mut self, offset: usize, message: impl Into<String>) {
         let message = message.into();
-        self.errors.push(Note { offset, message });
+        self.errors.push(Note {
+            offset,
+            message,
+            fix: None,
+        });
+    }
+
+    /// Records an error with the one thing to do about it (`create it: mkdir -p …`),
+    /// printed after the message as `message, fix`.
+    pub fn error_with_fix(&mut self, offset: usize, message: impl Into<String>, fix: String) {
+        let message = message.into();
+        self.errors.push(Note {
+            offset,
+            message,
+            fix: Some(fix),
+        });
     }
 
     /// Records a warning at a byte offset of the text.
     pub fn warn(&mut self, offset: usize, message: impl Into<String>) {
         let message = message.into();
-        self.warnings.push(Note { offset, message });
+        self.warnings.push(Note {
+            offset,
+            message,
+            fix: None,
+        });
     }
 
     /// How many errors were recorded so far; pass it to [`Ctx::errors_since`] or
@@ -143,6 +165,7 @@ impl<'a> Ctx<'a> {
     pub fn demote(&mut self, mark: usize, why: &str) {
         let demoted = self.errors.drain(mark..).map(|note| Note {
             message: format!("{} (ignored: {why})", note.message),
+            fix: None,
             ..note
         });
         self.warnings.extend(demoted);
@@ -156,7 +179,19 @@ impl<'a> Ctx<'a> {
             .into_iter()
             .map(|p| format!("{file}:{}:{}: {}", p.line, p.col, p.message))
             .collect();
-        (problems(self.text, self.errors), warnings)
+        let errors = self
+            .errors
+            .into_iter()
+            .map(|note| match note.fix {
+                Some(fix) => Note {
+                    message: format!("{}, {fix}", note.message),
+                    fix: None,
+                    ..note
+                },
+                None => note,
+            })
+            .collect();
+        (problems(self.text, errors), warnings)
     }
 
     /// The first child element named `name`; a second one draws a warning.

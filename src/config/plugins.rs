@@ -215,6 +215,10 @@ fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
         if host.is_none() {
             ctx.error(deshost.range().start, "<deshost> without ip");
         }
+        let host = host.filter(|_| {
+            ctx.attr(deshost, "ip")
+                .is_none_or(|attr| validate::host(ctx, "deshost", "ip", attr))
+        });
         let port = ctx.port(deshost, "port");
         if ctx
             .attr(deshost, "port")

@@ -9,7 +9,24 @@ use super::ctx::Ctx;
 use super::{Auth, RsyncConfig, validate};
 
 /// Reads `<rsync>`; a missing element gives sersync's defaults (`-artuz`, no auth, ssh off).
-pub(super) fn read(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
+/// With `pushes` (not a `-m` run) the rsync program must be found; an error about it points
+/// at `<binary>`, else `<rsync>`, else `outer` (the enclosing element).
+pub(super) fn read(
+    ctx: &mut Ctx<'_>,
+    node: Option<Node<'_, '_>>,
+    outer: usize,
+    pushes: bool,
+) -> RsyncConfig {
+    let rsync = read_element(ctx, node);
+    if pushes {
+        let binary = node.and_then(|n| ctx.child(n, "binary"));
+        let at = binary.or(node).map_or(outer, |n| n.range().start);
+        validate::rsync_found(ctx, at, &rsync.binary);
+    }
+    rsync
+}
+
+fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
     let mut rsync = RsyncConfig {
         common_params: vec!["-artuz".to_owned()],
         auth: None,

@@ -39,7 +39,8 @@ pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions
 fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Sersync {
     let node = ctx.child(head, "sersync");
     let rsync_node = node.and_then(|n| ctx.child(n, "rsync"));
-    let rsync = rsync::read(ctx, rsync_node);
+    let outer = node.unwrap_or(head).range().start;
+    let rsync = rsync::read(ctx, rsync_node, outer, options.standalone_plugin.is_none());
     let mut sync = Sersync {
         roots: Vec::new(),
         rsync,
@@ -110,11 +111,25 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
     if let Some(fail_log) = ctx.child(node, "failLog") {
         sync.fail_log = read_fail_log(ctx, fail_log);
     }
-    sync.crontab = ctx
-        .child(node, "crontab")
-        .and_then(|n| read_crontab(ctx, n));
+    if let Some(crontab) = ctx.child(node, "crontab") {
+        sync.crontab = read_crontab(ctx, crontab);
+        if sync.crontab.as_ref().is_some_and(|c| c.excludes.is_empty()) && filter_on(ctx, head) {
+            ctx.warn(
+                crontab.range().start,
+                "<crontab start=\"true\"> with <filter start=\"true\">: sersync 2.5 turned the periodic full sync off here (unless <crontabfilter> had globs); sersync keeps it on, and it skips the filtered paths",
+            );
+        }
+    }
     sync.enabled = read_enabled_plugins(ctx, node);
     sync
+}
+
+/// True when `<head><filter start="true">` (read here only to compare with sersync 2.5).
+fn filter_on(ctx: &Ctx<'_>, head: Node<'_, '_>) -> bool {
+    head.children()
+        .find(|c| is(*c, "filter"))
+        .and_then(|f| ctx.attr(f, "start"))
+        .is_some_and(|a| a.value == "true")
 }
 
 fn read_localpath(
@@ -152,14 +167,19 @@ fn read_remote(
 ) -> Option<Remote> {
     ctx.check_attrs(node, &["ip", "name", "path"]);
     let offset = node.range().start;
-    let ip = ctx
-        .attr(node, "ip")
-        .map(|a| a.value.trim())
-        .filter(|v| !v.is_empty());
-    let name = ctx
-        .attr(node, "name")
-        .map(|a| a.value.trim())
-        .filter(|v| !v.is_empty());
+    let ip_attr = ctx.attr(node, "ip").filter(|a| !a.value.trim().is_empty());
+    let ip = ip_attr.map(|a| a.value.trim());
+    let name_attr = ctx.attr(node, "name");
+    let name = name_attr.map(|a| a.value.trim()).filter(|v| !v.is_empty());
+    if let Some((attr, trimmed)) = name_attr.zip(name).filter(|(a, t)| a.value != *t) {
+        ctx.warn(
+            attr.pos,
+            format!(
+                "<remote name=\"{}\">: surrounding spaces removed, using \"{trimmed}\"",
+                attr.value
+            ),
+        );
+    }
     if let Some(path) = ctx.attr(node, "path") {
         if ip.is_some() || name.is_some() {
             ctx.error(
@@ -170,15 +190,14 @@ fn read_remote(
         }
         return validate::local_remote(ctx, node, path, root).map(|path| Remote::Local { path });
     }
-    let Some(host) = ip else {
+    let (Some(host), Some(host_attr)) = (ip, ip_attr) else {
         ctx.error(
             offset,
             "<remote> without ip (or path for a local directory)",
         );
         return None;
     };
-    if host.starts_with('-') || host.contains(char::is_whitespace) {
-        ctx.error(offset, format!("<remote ip=\"{host}\">: not a host name"));
+    if !validate::host(ctx, "remote", "ip", host_attr) {
         return None;
     }
     let Some(name) = name else {
@@ -212,9 +231,7 @@ fn read_remote(
 
 fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
     ctx.check_attrs(node, &["path", "timeToExecute"]);
-    let path = ctx
-        .abs_path(node, "path")
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_FAIL_LOG));
+    let path = fail_log_path(ctx, node).unwrap_or_else(|| PathBuf::from(DEFAULT_FAIL_LOG));
     validate::fail_log_file(ctx, node, &path);
     let retry_max = match ctx.decimal(node, "timeToExecute") {
         Some(m) if m <= 0.0 => {
@@ -231,6 +248,19 @@ fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
         None => DEFAULT_RETRY_MAX,
     };
     FailLogConfig { path, retry_max }
+}
+
+/// `<failLog path>`: absolute, or relative to the working directory at start (a warning).
+fn fail_log_path(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<PathBuf> {
+    let attr = ctx
+        .attr(node, "path")
+        .filter(|a| !a.value.trim().is_empty())?;
+    let path = ctx.path(attr.value.trim());
+    if path.is_absolute() {
+        return Some(path);
+    }
+    let what = format!("<failLog path=\"{}\">", path.display());
+    validate::relative_to_start(ctx, &what, attr, &path)
 }
 
 fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CrontabConfig> {

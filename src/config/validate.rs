@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
 
 use roxmltree::Node;
 
@@ -38,7 +39,12 @@ pub(super) fn watch_dir(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<PathBuf
             None
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            ctx.error(attr.pos, format!("{what}: directory does not exist"));
+            let quoted = shell_words::quote(&path.to_string_lossy()).into_owned();
+            ctx.error_with_fix(
+                attr.pos,
+                format!("{what}: directory does not exist"),
+                format!("create it (mkdir -p {quoted}) or correct the path"),
+            );
             None
         }
         Err(err) => {
@@ -158,8 +164,8 @@ pub(super) fn fail_log_file(ctx: &mut Ctx<'_>, node: Node<'_, '_>, path: &Path) 
     }
 }
 
-/// `<binary path>`: a bare name looked up in `PATH` (a warning when not found), or an
-/// absolute path to an existing file.
+/// `<binary path>`: a bare name (looked up in `PATH` by [`rsync_found`]), or an absolute
+/// path to an existing file.
 pub(super) fn rsync_binary(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> PathBuf {
     let default = PathBuf::from("rsync");
     let Some(attr) = ctx
@@ -174,14 +180,7 @@ pub(super) fn rsync_binary(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> PathBuf {
     };
     let path = ctx.path(attr.value.trim());
     let what = format!("<binary path=\"{}\">", path.display());
-    let is_bare = path.components().count() == 1
-        && matches!(path.components().next(), Some(Component::Normal(_)));
-    if is_bare {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|dirs| std::env::split_paths(&dirs).any(|dir| dir.join(&path).is_file()));
-        if !found {
-            ctx.warn(attr.pos, format!("{what}: not found in PATH"));
-        }
+    if is_bare(&path) {
         return path;
     }
     if !path.is_absolute() {
@@ -193,6 +192,116 @@ pub(super) fn rsync_binary(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> PathBuf {
         ctx.error(attr.pos, format!("{what}: no such file"));
     }
     path
+}
+
+/// A bare rsync name must be found in `PATH` when the run pushes: without rsync every
+/// change would only be journaled. `offset` is where the error points (the `<binary>`
+/// element, or `<rsync>` / `<sersync>` when it is not given).
+pub(super) fn rsync_found(ctx: &mut Ctx<'_>, offset: usize, binary: &Path) {
+    if !is_bare(binary) {
+        return;
+    }
+    let found = std::env::var_os("PATH")
+        .is_some_and(|dirs| std::env::split_paths(&dirs).any(|dir| dir.join(binary).is_file()));
+    if !found {
+        let name = binary.display();
+        ctx.error_with_fix(
+            offset,
+            format!("{name}: not found in PATH"),
+            "install it (apt-get install rsync) or give its absolute path in <rsync><binary path=\"…\"/>"
+                .to_owned(),
+        );
+    }
+}
+
+fn is_bare(path: &Path) -> bool {
+    path.components().count() == 1 && matches!(path.components().next(), Some(Component::Normal(_)))
+}
+
+/// A host attribute (`<remote ip>`, `<deshost ip>`): every host attribute is checked
+/// alike. A value starting with `-` cannot work (rsync and ssh would read it as an
+/// option): an error, and `false`. Anything else that is neither an address nor a host
+/// name (`{{ rsync_server_ip }}`, `{TARGET_HOST}`, `$remoteAddress`, non-ASCII) might
+/// still resolve somewhere, so it is a warning.
+pub(super) fn host(ctx: &mut Ctx<'_>, element: &str, name: &str, attr: Attr<'_>) -> bool {
+    let value = attr.value.trim();
+    let what = format!("<{element} {name}=\"{value}\">");
+    if value.starts_with('-') {
+        ctx.error(attr.pos, format!("{what}: not a host name"));
+        return false;
+    }
+    if !is_host(value) {
+        ctx.warn(
+            attr.pos,
+            format!(
+                "{what}: neither a host name nor an address (a template placeholder left in?), connecting will likely fail"
+            ),
+        );
+    }
+    true
+}
+
+/// `[user@]host` where host is an IP address (`[::1]` too) or a DNS name: ASCII labels of
+/// letters, digits, `-` and `_` (seen in real names), 1–63 bytes, dot-separated.
+fn is_host(value: &str) -> bool {
+    let host = value.rsplit_once('@').map_or(value, |(_, host)| host);
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The working directory when the first configuration was read: relative paths are
+/// resolved against it once, so a reload after `-d` (which changes to `/`) keeps them.
+fn start_dir() -> Result<&'static Path, String> {
+    static START: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    START
+        .get_or_init(|| std::env::current_dir().map_err(|e| e.to_string()))
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// A relative path that sersync 2.5 opened relative to its working directory
+/// (`<failLog path="log/rsync_fail_log.sh">`): accepted with a warning, resolved once.
+pub(super) fn relative_to_start(
+    ctx: &mut Ctx<'_>,
+    what: &str,
+    attr: Attr<'_>,
+    path: &Path,
+) -> Option<PathBuf> {
+    match start_dir() {
+        Ok(dir) => {
+            let resolved = dir.join(path);
+            ctx.warn(
+                attr.pos,
+                format!(
+                    "{what}: relative path, resolved against the working directory to {} (as sersync 2.5 did); an absolute path does not depend on where sersync starts",
+                    resolved.display()
+                ),
+            );
+            Some(resolved)
+        }
+        Err(err) => {
+            ctx.error(
+                attr.pos,
+                format!("{what}: relative path, and the working directory is unknown: {err}"),
+            );
+            None
+        }
+    }
 }
 
 /// `/a/b///` → `/a/b`; `/` stays `/`.

@@ -371,15 +371,34 @@ pub fn classify(code: i32, stderr: &str) -> Result<(), PushFailure> {
         5 => !is_refusal(stderr),
         _ => true,
     };
+    let mut reason = if stderr.is_empty() {
+        format!("rsync exited with code {code}")
+    } else {
+        format!("rsync exited with code {code}: {stderr}")
+    };
+    if let Some(fix) = refusal_fix(stderr) {
+        reason.push_str(" (");
+        reason.push_str(fix);
+        reason.push(')');
+    }
     Err(PushFailure {
         code: Some(code),
-        reason: if stderr.is_empty() {
-            format!("rsync exited with code {code}")
-        } else {
-            format!("rsync exited with code {code}: {stderr}")
-        },
+        reason,
         retryable,
     })
+}
+
+/// What to do about a daemon's refusal, named in the failure reason (and so in the log).
+fn refusal_fix(stderr: &str) -> Option<&'static str> {
+    if stderr.contains("auth failed") {
+        Some(
+            "fix: the <auth passwordfile> must hold the password that the daemon's secrets file gives <auth users>",
+        )
+    } else if stderr.contains("nknown module") {
+        Some("fix: <remote name> must be a module of the daemon's rsyncd.conf")
+    } else {
+        None
+    }
 }
 
 /// Messages of an rsync daemon that only a configuration change can fix.

@@ -319,3 +319,190 @@ fn inotify_sysctls_are_never_written() {
         .collect();
     assert_eq!(before, after);
 }
+
+/// A config in `dir` mirroring `dir/src` to `remote` (the inside of `<localpath>`), with
+/// `rsync` the inside of `<rsync>`.
+fn newcomer_config(dir: &Path, remote: &str, rsync: &str) -> String {
+    fs::create_dir_all(dir.join("src")).expect("src");
+    let path = dir.join("confxml.xml");
+    let xml = format!(
+        "<head><sersync><localpath watch=\"{src}\">{remote}</localpath><rsync>{rsync}</rsync>\
+         <failLog path=\"{dir}/faillog\"/></sersync></head>",
+        src = dir.join("src").display(),
+        dir = dir.display(),
+    );
+    fs::write(&path, xml).expect("write config");
+    path.display().to_string()
+}
+
+#[test]
+fn rsync_missing_is_one_line_naming_the_fix() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let local = format!("<remote path=\"{}/mirror\"/>", tmp.path().display());
+    let config = newcomer_config(tmp.path(), &local, "");
+    let empty = tmp.path().join("empty-path");
+    fs::create_dir(&empty).expect("empty dir");
+    for args in [vec!["--check", "-o", &config], vec!["-r", "-o", &config]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sersync"))
+            .args(&args)
+            .env("PATH", &empty)
+            .output()
+            .expect("run sersync");
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("{config}:1:"))
+                && first.ends_with(": rsync: not found in PATH, install it (apt-get install rsync) or give its absolute path in <rsync><binary path=\"…\"/>"),
+            "{stderr}"
+        );
+    }
+    // -m runs no rsync: not needed then.
+    let command = fs::read_to_string(&config).expect("config").replace(
+        "</head>",
+        "<plugin name=\"command\"><param prefix=\"/bin/true\"/></plugin></head>",
+    );
+    fs::write(&config, command).expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_sersync"))
+        .args(["--check", "-m", "command", "-o", &config])
+        .env("PATH", &empty)
+        .output()
+        .expect("run sersync");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
+
+#[test]
+fn missing_watch_directory_names_the_mkdir() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let config = newcomer_config(tmp.path(), "<remote ip=\"10.0.0.2\" name=\"www\"/>", "");
+    fs::remove_dir(tmp.path().join("src")).expect("remove src");
+    let output = sersync(&["--check", "-o", &config]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let src = tmp.path().join("src").display().to_string();
+    assert_eq!(
+        stderr.lines().next().unwrap_or_default(),
+        format!(
+            "{config}:1:27: <localpath watch=\"{src}\">: directory does not exist, create it (mkdir -p {src}) or correct the path"
+        )
+    );
+}
+
+#[test]
+fn password_file_readable_by_others_names_the_chmod() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pass = tmp.path().join("rsync.pas");
+    fs::write(&pass, "secret\n").expect("password");
+    fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    let auth = format!(
+        "<auth start=\"true\" users=\"u\" passwordfile=\"{}\"/>",
+        pass.display()
+    );
+    let config = newcomer_config(tmp.path(), "<remote ip=\"10.0.0.2\" name=\"www\"/>", &auth);
+    let output = sersync(&["-o", &config]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .ends_with(&format!(
+                "<auth passwordfile=\"{}\">: accessible by others (mode 644), run chmod 600 on it",
+                pass.display()
+            )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn daemon_refusing_auth_is_logged_with_the_fix() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let daemon = crate::util::RsyncDaemon::start(&tmp.path().join("mirror"));
+    let pass = tmp.path().join("wrong.pas");
+    fs::write(&pass, "not the password\n").expect("password");
+    fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let rsync = format!(
+        "<auth start=\"true\" users=\"{}\" passwordfile=\"{}\"/><userDefinedPort start=\"true\" port=\"{}\"/>",
+        crate::util::rsyncd::USER,
+        pass.display(),
+        daemon.port
+    );
+    let remote = format!(
+        "<remote ip=\"127.0.0.1\" name=\"{}\"/>",
+        crate::util::rsyncd::MODULE
+    );
+    let config = newcomer_config(tmp.path(), &remote, &rsync);
+    let log = tmp.path().join("stderr");
+    let _running = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_sersync"))
+            .args(["-r", "-o", &config])
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start sersync"),
+    );
+    let expected = "(fix: the <auth passwordfile> must hold the password that the daemon's secrets file gives <auth users>); configuration error";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !fs::read_to_string(&log).is_ok_and(|l| {
+        l.lines().any(|line| {
+            line.contains("@ERROR: auth failed on module mirror") && line.contains(expected)
+        })
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line with {expected:?} within 30 s:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A child process killed and reaped when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn check_of_a_standalone_command_has_no_fail_log_line() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let copy = stock_copy(tmp.path());
+    let output = sersync(&["--check", "-m", "command", "-o", &copy]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains("mode: plugin command alone (-m), no rsync"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("faillog"), "{stdout}");
+    let output = sersync(&["--check", "-o", &copy]);
+    assert!(text(&output.stdout).contains("faillog: /tmp/rsync_fail_log.sh"));
+}
+
+#[test]
+fn relative_fail_log_is_resolved_against_the_working_directory() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let copy = stock_copy(tmp.path());
+    let text_of = fs::read_to_string(&copy).expect("copy");
+    fs::write(
+        &copy,
+        text_of.replace("/tmp/rsync_fail_log.sh", "log/rsync_fail_log.sh"),
+    )
+    .expect("write");
+    let output = sersync_in(tmp.path(), &["--check", "-o", &copy]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let resolved = tmp.path().join("log/rsync_fail_log.sh");
+    assert!(
+        stdout.contains(&format!("faillog: {} (", resolved.display())),
+        "{stdout}"
+    );
+    assert!(text(&output.stderr).contains(&format!(
+        "relative path, resolved against the working directory to {}",
+        resolved.display()
+    )));
+}

@@ -72,6 +72,18 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     ("ok_schedule_zero.xml", 0, "", "crontab: full sync every 600 min, exclude globs: *.php"),
     ("ok_latin1.xml", 0, "", "events: delete createFolder closeWrite moveFrom moveTo"),
     ("many_problems.xml", 2, "8:26", "<plugin name=\"nope\">: unknown plugin"),
+    // Configs published by operators.
+    ("ok_relative_faillog.xml", 0, "7:14", "<failLog path=\"log/rsync_fail_log.sh\">: relative path, resolved against the working directory to "),
+    ("ok_relative_faillog.xml", 0, "", "/log/rsync_fail_log.sh (failed pushes retried at least every 60 min)"),
+    ("ok_template_hosts.xml", 0, "5:17", "<remote ip=\"{{ rsync_server_ip }}\">: neither a host name nor an address (a template placeholder left in?)"),
+    ("ok_template_hosts.xml", 0, "6:17", "<remote ip=\"{TARGET_HOST}\">: neither a host name nor an address (a template placeholder left in?)"),
+    ("ok_template_hosts.xml", 0, "7:17", "<remote ip=\"$remoteAddress\">: neither a host name nor an address (a template placeholder left in?)"),
+    ("ok_template_hosts.xml", 0, "8:17", "<remote ip=\"сервер\">: neither a host name nor an address (a template placeholder left in?)"),
+    ("host_option.xml", 2, "5:17", "<remote ip=\"-oProxyCommand=touch /tmp/x\">: not a host name"),
+    ("ok_module_spaces.xml", 0, "5:31", "<remote name=\" www \">: surrounding spaces removed, using \"www\""),
+    ("ok_module_spaces.xml", 0, "", "-> rsync daemon 10.0.0.2, module www"),
+    ("ok_filter_with_crontab.xml", 0, "10:5", "<crontab start=\"true\"> with <filter start=\"true\">: sersync 2.5 turned the periodic full sync off here"),
+    ("ok_filter_with_crontab.xml", 0, "", "crontab: full sync every 600 min"),
 ];
 
 fn fixtures() -> PathBuf {

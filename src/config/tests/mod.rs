@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod real_world;
 mod sections;
 
 const STOCK: &str = include_str!("../../../conf/confxml.sersync-2.5.xml");
@@ -297,7 +298,10 @@ fn watch_dir_must_exist_and_be_a_directory() {
     assert_eq!(errors.len(), 4, "{errors:#?}");
     assert!(
         errors[0].starts_with("2:12: ")
-            && errors[0].ends_with("/nope\">: directory does not exist")
+            && errors[0].ends_with(&format!(
+                "/nope\">: directory does not exist, create it (mkdir -p {}/nope) or correct the path",
+                env.path().display()
+            ))
     );
     assert!(errors[1].starts_with("3:12: ") && errors[1].ends_with("/file\">: not a directory"));
     assert_eq!(
