@@ -10,6 +10,7 @@ mod journal;
 mod plugin;
 mod reliability;
 mod service;
+mod ssh;
 mod sync;
 mod util;
 mod util_http;
