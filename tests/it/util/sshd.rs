@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::rsyncd::free_port;
+use super::rsyncd::{free_port, is_root};
 
 /// The OpenSSH server; sshd refuses to re-exec itself unless started by absolute path.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -179,10 +179,4 @@ fn keygen(path: &Path) {
         .status()
         .expect("run ssh-keygen (package openssh-client)");
     assert!(status.success(), "ssh-keygen -f {} failed", path.display());
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
 }
