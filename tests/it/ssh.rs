@@ -13,7 +13,7 @@ use sersync::config::{Config, Remote};
 use sersync::pipeline::Pipeline;
 
 use crate::engine::hostile_names;
-use crate::util::sshd::Sshd;
+use crate::util::sshd::{self, Sshd};
 use crate::util::{SYNC_LIMIT, base_config, options, tree, wait_until};
 
 /// A source tree mirrored over ssh into a directory of this machine.
@@ -185,4 +185,16 @@ fn full_sync_first_over_ssh_mirrors_and_deletes_extras() {
     env.write("after.txt", b"written after the full sync");
     env.wait_converged(SYNC_LIMIT);
     pipeline.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn missing_sshd_fails_the_tests_unless_opted_out() {
+    let missing = std::panic::catch_unwind(|| sshd::present(Path::new("/nonexistent/sshd")));
+    if std::env::var_os(sshd::OPT_OUT).is_some_and(|v| v == "1") {
+        assert!(matches!(missing, Ok(false)), "opted out: skipped");
+    } else {
+        let why = missing.expect_err("a missing sshd must fail, not skip");
+        let text = why.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(text.contains("install openssh-server"), "{text}");
+    }
 }

@@ -32,13 +32,7 @@ impl Sshd {
     /// Starts an sshd that accepts the test's user key, and waits until it greets. `None`
     /// only when sshd is missing and [`OPT_OUT`] is set; missing without it panics.
     pub fn start() -> Option<Sshd> {
-        if !Path::new(SSHD).is_file() {
-            assert!(
-                std::env::var_os(OPT_OUT).is_some_and(|v| v == "1"),
-                "{SSHD} not found: install openssh-server (apt-get install openssh-server), \
-                 or set {OPT_OUT}=1 to skip the ssh tests"
-            );
-            eprintln!("{SSHD} not found and {OPT_OUT}=1: ssh test skipped");
+        if !present(Path::new(SSHD)) {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -169,6 +163,25 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// True when `sshd` is there; false when it is not and [`OPT_OUT`] is `1`; a panic naming
+/// the package otherwise.
+pub fn present(sshd: &Path) -> bool {
+    if sshd.is_file() {
+        return true;
+    }
+    assert!(
+        std::env::var_os(OPT_OUT).is_some_and(|v| v == "1"),
+        "{} not found: install openssh-server (apt-get install openssh-server), \
+         or set {OPT_OUT}=1 to skip the ssh tests",
+        sshd.display()
+    );
+    eprintln!(
+        "{} not found and {OPT_OUT}=1: ssh test skipped",
+        sshd.display()
+    );
+    false
 }
 
 fn keygen(path: &Path) {
