@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::child::Cancel;
 use crate::config::{Remote, RsyncConfig};
 use crate::filter::Filter;
 use crate::job::{JobKind, PushJob, PushOutcome};
@@ -34,6 +35,9 @@ pub struct PushContext {
     pub delete: bool,
     /// Longest run of one batch before it is killed (full syncs have no limit).
     pub batch_limit: Option<Duration>,
+    /// Fired at shutdown once the scheduler has journaled every running job: each
+    /// worker stops and reaps its rsync (and rsync's own children) and starts no other.
+    pub cancel: Cancel,
 }
 
 /// Starts `n` workers.
@@ -147,9 +151,15 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
     log::debug!("{} -> {remote}: {command}", root.display());
     let started = Instant::now();
     let result = match &job.kind {
-        JobKind::Batch { .. } => {
-            rsync::run_observed(&context.rsync.binary, &args, &stdin, limit, None, dir)
-        }
+        JobKind::Batch { .. } => rsync::run_observed(
+            &context.rsync.binary,
+            &args,
+            &stdin,
+            limit,
+            None,
+            dir,
+            Some(&context.cancel),
+        ),
         JobKind::Full { .. } => {
             let mut progress =
                 progress::Progress::new(format!("{} -> {remote}", root.display()), started);
@@ -165,6 +175,7 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
                 limit,
                 Some(&mut on_stdout),
                 None,
+                Some(&context.cancel),
             )
         }
     };
