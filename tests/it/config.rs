@@ -72,6 +72,10 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     ("ok_schedule_zero.xml", 0, "", "crontab: full sync every 600 min, exclude globs: *.php"),
     ("ok_latin1.xml", 0, "", "events: delete createFolder closeWrite moveFrom moveTo"),
     ("many_problems.xml", 2, "8:26", "<plugin name=\"nope\">: unknown plugin"),
+    // -u (--update) is dropped unless <update start="true"/> keeps it.
+    ("stock.xml", 0, "30:20", "<commonParams params=\"-artuz\">: -u (--update) removed: it keeps a mirror file that is newer"),
+    ("stock.xml", 0, "", "full sync: rsync -artz --recursive --delete"),
+    ("ok_update_kept.xml", 0, "", "full sync: rsync -artuz --recursive"),
 ];
 
 fn fixtures() -> PathBuf {
