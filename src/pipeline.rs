@@ -154,6 +154,7 @@ impl Pipeline {
             delete: config.inotify.delete,
             batch_limit: Some(BATCH_LIMIT),
             cancel: cancel.clone(),
+            seconds_only: std::sync::Mutex::default(),
         };
         let workers = push::spawn(n_workers, Arc::new(context), &job_rx, &outcome_tx)?;
         drop((job_rx, outcome_tx));

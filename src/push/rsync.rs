@@ -38,6 +38,14 @@ const BATCH_OPTIONS: [&str; 4] = [
 /// [`BATCH_OPTIONS`] (`--files-from` implies `--relative` and `--dirs`), spelled out.
 const BATCH_ARGV_OPTIONS: [&str; 4] = ["--no-recursive", "--dirs", "--relative", "--ignore-times"];
 
+/// Added to full syncs: compare mtimes to the nanosecond (rsync(1) `--modify-window`, a
+/// negative value; the receiver must be rsync 3.1.3 or later). A full sync has no event
+/// to prove a change, so it relies on rsync's quick check (size and mtime), which with
+/// whole seconds misses a same-size rewrite within the second of the previous push.
+/// rsync passes it to the receiver as `-@-1`; an older one refuses it
+/// ([`is_old_receiver`]) and the run is repeated without.
+pub const NANOSECOND_WINDOW: &str = "--modify-window=-1";
+
 /// Bytes of path arguments at most in one run (Linux allows 2 MiB of arguments and
 /// environment with the default 8 MiB stack); a bigger batch sends its list on stdin.
 pub const ARGV_BUDGET: usize = 512 * 1024;
@@ -90,6 +98,7 @@ pub fn args(
             for glob in extra_excludes {
                 args.push(format!("--exclude={glob}").into());
             }
+            args.push(NANOSECOND_WINDOW.into());
         }
     }
     args.extend(remote_options(rsync, remote));
@@ -325,6 +334,14 @@ pub fn classify(code: i32, stderr: &str) -> Result<(), PushFailure> {
         },
         retryable,
     })
+}
+
+/// Whether `failure` is a receiver older than rsync 3.1.3 refusing
+/// [`NANOSECOND_WINDOW`] (it knows neither `-@` nor a negative window): popt's
+/// "-@-1: unknown option", or the option named in a usage error.
+pub fn is_old_receiver(failure: &PushFailure) -> bool {
+    let reason = failure.reason.as_str();
+    reason.contains("unknown option") && (reason.contains("-@") || reason.contains("modify-window"))
 }
 
 /// Messages of an rsync daemon that only a configuration change can fix.
