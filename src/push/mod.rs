@@ -5,6 +5,7 @@
 //! `Sender<PushOutcome>` back to the scheduler. Threads `sersync-push-{i}`; each ends when
 //! the job channel is disconnected.
 
+pub mod guard;
 pub mod progress;
 pub mod rsync;
 
@@ -112,10 +113,16 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
         }
     }
     let (invocation, limit) = match &job.kind {
-        JobKind::Batch { .. } => (
-            invocation(&context.rsync, root, remote, context.delete, &job.kind, &[]),
-            context.batch_limit,
-        ),
+        JobKind::Batch { entries } => {
+            // Just before rsync starts: nothing is read through a symlinked parent.
+            let sent = JobKind::Batch {
+                entries: guard::confine_on_disk(root, entries),
+            };
+            (
+                invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
+                context.batch_limit,
+            )
+        }
         JobKind::Full { reason, .. } => {
             log::info!(
                 "{} -> {remote}: full sync ({reason}) started",
