@@ -186,10 +186,10 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
             .args
             .iter()
             .any(|a| a == rsync::NANOSECOND_WINDOW)
-            && rsync::is_old_receiver(failure)
+            && rsync::refuses_nanosecond_window(failure)
         {
             log::warn!(
-                "{} -> {remote}: the receiver predates rsync 3.1.3 and refuses {}; its full syncs compare whole seconds from now on (a same-size rewrite within one second can survive them)",
+                "{} -> {remote}: the receiver refuses {} (older than rsync 3.1.3, or refused in rsyncd.conf); its full syncs compare whole seconds from now on (a same-size rewrite within one second can survive them)",
                 root.display(),
                 rsync::NANOSECOND_WINDOW
             );

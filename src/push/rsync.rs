@@ -43,7 +43,7 @@ const BATCH_ARGV_OPTIONS: [&str; 4] = ["--no-recursive", "--dirs", "--relative",
 /// to prove a change, so it relies on rsync's quick check (size and mtime), which with
 /// whole seconds misses a same-size rewrite within the second of the previous push.
 /// rsync passes it to the receiver as `-@-1`; an older one refuses it
-/// ([`is_old_receiver`]) and the run is repeated without.
+/// ([`refuses_nanosecond_window`]) and the run is repeated without.
 pub const NANOSECOND_WINDOW: &str = "--modify-window=-1";
 
 /// Bytes of path arguments at most in one run (Linux allows 2 MiB of arguments and
@@ -336,12 +336,14 @@ pub fn classify(code: i32, stderr: &str) -> Result<(), PushFailure> {
     })
 }
 
-/// Whether `failure` is a receiver older than rsync 3.1.3 refusing
-/// [`NANOSECOND_WINDOW`] (it knows neither `-@` nor a negative window): popt's
-/// "-@-1: unknown option", or the option named in a usage error.
-pub fn is_old_receiver(failure: &PushFailure) -> bool {
+/// Whether `failure` is a receiver refusing [`NANOSECOND_WINDOW`]: one older than rsync
+/// 3.1.3 (it knows neither `-@` nor a negative window: popt's "-@-1: unknown option"),
+/// or a daemon with `refuse options = modify-window` ("The server is configured to
+/// refuse --modify-window (-@)", exit code 4).
+pub fn refuses_nanosecond_window(failure: &PushFailure) -> bool {
     let reason = failure.reason.as_str();
-    reason.contains("unknown option") && (reason.contains("-@") || reason.contains("modify-window"))
+    let names_it = reason.contains("-@") || reason.contains("modify-window");
+    names_it && (reason.contains("unknown option") || reason.contains("configured to refuse"))
 }
 
 /// Messages of an rsync daemon that only a configuration change can fix.

@@ -27,12 +27,17 @@ struct Case {
 
 impl Case {
     fn new() -> Case {
+        Case::with_daemon("")
+    }
+
+    /// With `module_extra` in the daemon's module section.
+    fn with_daemon(module_extra: &str) -> Case {
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src");
         fs::create_dir_all(&src).expect("src");
         let local = dir.path().join("local");
-        let daemon = RsyncDaemon::start(&dir.path().join("daemon"));
+        let daemon = RsyncDaemon::start_with(&dir.path().join("daemon"), module_extra);
         Case {
             dir,
             src,
@@ -233,6 +238,20 @@ fn full_sync_sees_a_same_size_rewrite_within_the_same_second() {
     }
     let pipeline = case.start(&config, true, Duration::from_secs(5));
     case.converge(&pipeline, "-r after a same-second, same-size rewrite");
+    pipeline.shutdown().expect("shutdown");
+}
+
+/// Item 3, the fallback: a daemon that refuses `--modify-window` (as one older than
+/// rsync 3.1.3 does) still gets its full syncs, repeated without the option.
+#[test]
+fn full_sync_falls_back_to_whole_seconds_for_a_receiver_refusing_the_window() {
+    let case = Case::with_daemon("refuse options = modify-window\n");
+    let config = case.config("-artz", "");
+    fs::write(case.src("f"), b"before the start\n").expect("write");
+    fs::create_dir(case.src("d")).expect("mkdir");
+    fs::write(case.src("d/g"), b"also\n").expect("write");
+    let pipeline = case.start(&config, true, Duration::from_secs(5));
+    case.converge(&pipeline, "-r against a daemon refusing --modify-window");
     pipeline.shutdown().expect("shutdown");
 }
 

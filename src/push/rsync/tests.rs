@@ -167,12 +167,14 @@ fn full_sync_argv_has_recursion_delete_and_excludes() {
 }
 
 #[test]
-fn an_old_receiver_refusing_the_nanosecond_window_is_recognised() {
+fn a_receiver_refusing_the_nanosecond_window_is_recognised() {
     // (reason, old receiver)
     #[rustfmt::skip]
     let table = [
         ("rsync exited with code 1: rsync: -@-1: unknown option | rsync error: syntax or usage error (code 1)", true),
         ("rsync exited with code 12: rsync: --modify-window=-1: unknown option", true),
+        ("rsync exited with code 4: rsync: The server is configured to refuse --modify-window (-@) | rsync error: requested action not supported (code 4)", true),
+        ("rsync exited with code 4: rsync: The server is configured to refuse --delete", false),
         ("rsync exited with code 1: rsync: --frobnicate: unknown option", false),
         ("rsync exited with code 5: @ERROR: auth failed on module m", false),
         ("rsync exited with code 23: rsync: [sender] link_stat \"/w/-@\" failed", false),
@@ -183,7 +185,7 @@ fn an_old_receiver_refusing_the_nanosecond_window_is_recognised() {
             reason: reason.to_owned(),
             retryable: false,
         };
-        assert_eq!(is_old_receiver(&failure), old, "{reason}");
+        assert_eq!(refuses_nanosecond_window(&failure), old, "{reason}");
     }
 }
 
