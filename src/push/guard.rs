@@ -12,7 +12,7 @@
 //! rsync's own `lstat` of the path while it builds its file list (rsync's start-up, plus
 //! the connection and login for a remote; README, "Guarantees").
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::job::{Entry, Op};
@@ -63,11 +63,17 @@ fn symlinked_ancestor(rel: &Path, is_symlink: &mut impl FnMut(&Path) -> bool) ->
 }
 
 /// [`confine`] against the filesystem under `root`, logging what it replaced.
+///
+/// Each ancestor is looked at once per batch: a burst of 4,096 files in 100 new
+/// directories costs 100 `lstat` calls, not 4,096 times the depth.
 pub fn confine_on_disk(root: &Path, entries: &[Entry]) -> Vec<Entry> {
+    let mut seen: HashMap<PathBuf, bool> = HashMap::new();
     let (confined, replaced) = confine(entries, |rel| {
-        root.join(rel)
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_symlink())
+        *seen.entry(rel.to_path_buf()).or_insert_with(|| {
+            root.join(rel)
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
     });
     if replaced > 0 {
         log::warn!(
