@@ -350,15 +350,7 @@ fn shutdown_stops_every_rsync_child_and_journals_what_it_was_doing() {
     // 100 KiB/s: 8 MiB take over a minute on each remote.
     let slow = case.config("-artz --bwlimit=100", "");
     let pipeline = case.start(&slow, false, Duration::from_secs(1));
-    let big: Vec<u8> = (0..8 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    fs::write(case.src("big"), &big).expect("big file");
-    let ours = |pid: &str| is_ours(pid, &case);
-    wait_until("an rsync per remote sending big", SYNC_LIMIT, || {
-        rsync_pids(&ours).len() >= 2
-    });
-    let running = rsync_pids(&ours);
+    let running = send_big_slowly(&case);
     let started = Instant::now();
     pipeline.shutdown().expect("shutdown");
     let took = started.elapsed();
@@ -368,11 +360,7 @@ fn shutdown_stops_every_rsync_child_and_journals_what_it_was_doing() {
     );
     // Every rsync of this run is gone: the clients are reaped, their children died of
     // the signal to their group (reaped by init shortly after).
-    wait_until(
-        &format!("rsync processes {running:?} gone"),
-        Duration::from_secs(10),
-        || rsync_pids(&ours).is_empty(),
-    );
+    wait_gone(&case, &running);
     let journaled: Vec<_> = case
         .journal
         .pending()
@@ -390,6 +378,133 @@ fn shutdown_stops_every_rsync_child_and_journals_what_it_was_doing() {
     let pipeline = case.start(&fast, false, Duration::from_secs(5));
     case.converge(&pipeline, "restart after a killed transfer");
     pipeline.shutdown().expect("shutdown");
+}
+
+/// Item 9 through the binary, as the issue saw it: SIGTERM while rsync sends a big file
+/// at 100 KiB/s; after the (default, 30 s) grace period the process journals the path,
+/// stops its rsync children and exits 0 with none left; a restart converges.
+#[test]
+fn sigterm_to_the_binary_leaves_no_rsync_behind() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let case = Case::new();
+    let log = case.dir.path().join("sersync.log");
+    let spawn = |params: &str| {
+        case.config(params, "");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let err = out.try_clone().expect("log");
+        let before = fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(" running (pid ")
+            .count();
+        let child = Command::new(env!("CARGO_BIN_EXE_sersync"))
+            .args(["-n", "2", "-o"])
+            .arg(case.dir.path().join("sersync.xml"))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn sersync");
+        wait_until("sersync running", Duration::from_secs(30), || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(" running (pid ")
+                .count()
+                > before
+        });
+        child
+    };
+    let term = |child: &mut std::process::Child| {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "sersync did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut sersync = spawn("-artz --bwlimit=100");
+    // 8 MiB at 100 KiB/s: about 80 s per remote, longer than the grace period.
+    let running = send_big_slowly(&case);
+    let status = term(&mut sersync);
+    assert!(status.success(), "exit status {status:?}");
+    wait_gone(&case, &running);
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("still running after") && text.contains("their paths go to the journal"),
+        "the grace period did not end with rsync running: {text}"
+    );
+    let journal = sersync::faillog::FailLog::open(&case.dir.path().join("faillog"))
+        .expect("journal")
+        .pending();
+    assert_eq!(
+        journal.iter().filter(|e| e.rel == Path::new("big")).count(),
+        2,
+        "big journaled for both remotes: {journal:?}"
+    );
+    drop(journal);
+    // The restart (full speed, no -r) pushes it from the journal.
+    let mut sersync = spawn("-artz");
+    for mirror in case.mirrors() {
+        wait_until("big on the mirror, byte-exact", SYNC_LIMIT, || {
+            tree::diff(&case.src, mirror).is_none()
+        });
+    }
+    let status = term(&mut sersync);
+    assert!(status.success(), "exit status {status:?}");
+    let journal = sersync::faillog::FailLog::open(&case.dir.path().join("faillog"))
+        .expect("journal")
+        .pending();
+    assert!(journal.is_empty(), "journal left: {journal:?}");
+}
+
+/// Writes 8 MiB of incompressible data to `big` and waits until an rsync per remote
+/// sends it (under `--bwlimit=100` that takes over a minute); returns their pids.
+fn send_big_slowly(case: &Case) -> Vec<String> {
+    fs::write(case.src("big"), incompressible(8 * 1024 * 1024)).expect("big file");
+    let ours = |pid: &str| is_ours(pid, case);
+    wait_until("an rsync per remote sending big", SYNC_LIMIT, || {
+        rsync_pids(&ours).len() >= 2
+    });
+    rsync_pids(&ours)
+}
+
+/// Waits until no rsync of `case` is left: the clients are reaped by sersync, their
+/// children died of the signal to their group (and are reaped by init).
+#[track_caller]
+fn wait_gone(case: &Case, running: &[String]) {
+    let ours = |pid: &str| is_ours(pid, case);
+    wait_until(
+        &format!("rsync processes {running:?} gone"),
+        Duration::from_secs(10),
+        || rsync_pids(&ours).is_empty(),
+    );
+}
+
+/// `len` pseudo-random bytes (xorshift64): `-z` cannot shrink them below the bandwidth
+/// limit's reach.
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[3]
+        })
+        .collect()
 }
 
 /// Live (not zombie) rsync processes that `ours` accepts, by pid.
