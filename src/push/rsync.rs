@@ -210,6 +210,16 @@ fn destination(rsync: &RsyncConfig, remote: &Remote) -> OsString {
     }
 }
 
+/// Whether `failure` is a receiver refusing [`NANOSECOND_WINDOW`]: one older than rsync
+/// 3.1.3 (it knows neither `-@` nor a negative window: popt's "-@-1: unknown option"),
+/// or a daemon with `refuse options = modify-window` ("The server is configured to
+/// refuse --modify-window (-@)", exit code 4).
+pub fn refuses_nanosecond_window(failure: &PushFailure) -> bool {
+    let reason = failure.reason.as_str();
+    let names_it = reason.contains("-@") || reason.contains("modify-window");
+    names_it && (reason.contains("unknown option") || reason.contains("configured to refuse"))
+}
+
 /// The NUL-separated list of root-relative paths rsync reads for a batch.
 pub fn batch_stdin(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.iter().map(|e| e.rel.as_os_str().len() + 1).sum());
@@ -334,16 +344,6 @@ pub fn classify(code: i32, stderr: &str) -> Result<(), PushFailure> {
         },
         retryable,
     })
-}
-
-/// Whether `failure` is a receiver refusing [`NANOSECOND_WINDOW`]: one older than rsync
-/// 3.1.3 (it knows neither `-@` nor a negative window: popt's "-@-1: unknown option"),
-/// or a daemon with `refuse options = modify-window` ("The server is configured to
-/// refuse --modify-window (-@)", exit code 4).
-pub fn refuses_nanosecond_window(failure: &PushFailure) -> bool {
-    let reason = failure.reason.as_str();
-    let names_it = reason.contains("-@") || reason.contains("modify-window");
-    names_it && (reason.contains("unknown option") || reason.contains("configured to refuse"))
 }
 
 /// Messages of an rsync daemon that only a configuration change can fix.
