@@ -7,6 +7,7 @@
 //! `daemon` and `status` make it a service; `pipeline` wires the stages together.
 
 pub mod cdn;
+pub mod child;
 pub mod cli;
 pub mod coalesce;
 pub mod config;

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::child::Cancel;
 use crate::coalesce::queue::Caps;
 use crate::coalesce::{self, Channels, Journal, JournalPurges, Scheduler, SchedulerConfig};
 use crate::config::{Config, PluginKind, Remote, RootConfig};
@@ -84,6 +85,8 @@ pub struct Pipeline {
     inject_tx: Option<Sender<FsEvent>>,
     scheduler: Option<JoinHandle<bool>>,
     workers: Vec<JoinHandle<()>>,
+    /// Stops the workers' rsync children once the scheduler has journaled their jobs.
+    cancel: Cancel,
     plugins: Option<PluginStage>,
     metrics: Arc<Metrics>,
 }
@@ -139,6 +142,7 @@ impl Pipeline {
             )?;
             (Some(delivered_tx), Some(stage))
         };
+        let cancel = Cancel::default();
         let context = PushContext {
             roots: config
                 .roots
@@ -149,6 +153,8 @@ impl Pipeline {
             filter: Arc::clone(&filter),
             delete: config.inotify.delete,
             batch_limit: Some(BATCH_LIMIT),
+            cancel: cancel.clone(),
+            seconds_only: std::sync::Mutex::default(),
         };
         let workers = push::spawn(n_workers, Arc::new(context), &job_rx, &outcome_tx)?;
         drop((job_rx, outcome_tx));
@@ -205,6 +211,7 @@ impl Pipeline {
             inject_tx: Some(event_tx),
             scheduler: Some(scheduler),
             workers,
+            cancel,
             plugins,
             metrics,
         })
@@ -282,6 +289,7 @@ impl Pipeline {
             inject_tx: Some(event_tx),
             scheduler: None,
             workers: vec![relay],
+            cancel: Cancel::default(),
             plugins: Some(plugins),
             metrics,
         })
@@ -322,17 +330,23 @@ impl Pipeline {
             }
         }
         self.inject_tx = None;
-        let mut workers_idle = true;
         if let Some(handle) = self.scheduler.take() {
             match handle.join() {
-                Ok(all_reported) => workers_idle = all_reported,
+                Ok(all_reported) => {
+                    if !all_reported {
+                        log::warn!(
+                            "stopping the rsync runs that outlived the grace period (journaled)"
+                        );
+                    }
+                }
                 Err(_) => result = Err(PipelineError::Panicked("coalesce")),
             }
         }
-        if !workers_idle {
-            // Jobs outlived the grace period and are journaled; do not wait for them.
-            self.workers.clear();
-        }
+        // Journal, then kill, then exit: the scheduler has journaled every running job's
+        // paths; now each worker stops its rsync with its process group, reaps it, and
+        // returns. No rsync outlives the pipeline (an orphan with --delete could remove
+        // what the next instance pushes).
+        self.cancel.cancel();
         for handle in self.workers.drain(..) {
             if handle.join().is_err() {
                 result = Err(PipelineError::Panicked("push"));

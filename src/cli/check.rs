@@ -84,10 +84,14 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
         let _ = writeln!(out, "root {}", root.path.display());
         for remote in &root.remotes {
             let _ = writeln!(out, "  -> {}", describe(remote));
-            let (batch, full) = rsync_argv_preview(config, root, remote);
+            let [small, big, full] = rsync_argv_preview(config, root, remote);
             let _ = writeln!(
                 out,
-                "     changes:   {batch}   (paths NUL-separated on stdin)"
+                "     changes:   {small}   (up to 512 KiB of paths, one argument each)"
+            );
+            let _ = writeln!(
+                out,
+                "     more:      {big}   (paths NUL-separated on stdin)"
             );
             let _ = writeln!(out, "     full sync: {full}   (excluded paths on stdin)");
         }
@@ -148,35 +152,41 @@ fn describe(remote: &Remote) -> String {
     }
 }
 
-/// The exact rsync command lines the engine runs for one remote: one for a batch of
-/// changes, one for a full sync. The password file's path may appear; its content never
-/// does.
-fn rsync_argv_preview(config: &Config, root: &RootConfig, remote: &Remote) -> (String, String) {
-    use crate::push::rsync::{RunKind, args, describe};
+/// The exact rsync command lines the engine runs for one remote, built by the function
+/// the push workers use (`push::invocation`): a batch whose paths are arguments (shown
+/// as `./PATH`), a batch too big for that (paths on stdin) and a full sync. The password
+/// file's path may appear; its content never does.
+fn rsync_argv_preview(config: &Config, root: &RootConfig, remote: &Remote) -> [String; 3] {
+    use crate::job::{Entry, JobKind, Op};
+    use crate::push::{describe, invocation};
     let delete = config.inotify.delete;
-    let batch = args(
-        &config.rsync,
-        &root.path,
-        remote,
-        RunKind::Batch { delete },
-        &[],
-    );
-    let excludes = config
-        .crontab
-        .as_ref()
-        .map(|c| c.excludes.clone())
-        .unwrap_or_default();
-    let full = args(
-        &config.rsync,
-        &root.path,
-        remote,
-        RunKind::Full { delete },
-        &excludes,
-    );
-    (
-        describe(&config.rsync.binary, &batch),
-        describe(&config.rsync.binary, &full),
-    )
+    let entry = |rel: &str| Entry {
+        rel: rel.into(),
+        op: Op::Update,
+        is_dir: false,
+    };
+    let small = JobKind::Batch {
+        entries: vec![entry("PATH")],
+    };
+    // Enough path bytes to pass the argument budget, as the engine sees such a batch.
+    let name = "p".repeat(4096);
+    let big = JobKind::Batch {
+        entries: (0..=crate::push::rsync::ARGV_BUDGET / name.len())
+            .map(|_| entry(&name))
+            .collect(),
+    };
+    let full = JobKind::Full {
+        reason: "check",
+        extra_excludes: config
+            .crontab
+            .as_ref()
+            .map(|c| c.excludes.clone())
+            .unwrap_or_default(),
+    };
+    [small, big, full].map(|kind| {
+        let run = invocation(&config.rsync, &root.path, remote, delete, &kind, &[]);
+        describe(&config.rsync.binary, &run)
+    })
 }
 
 fn events(config: &Config) -> String {

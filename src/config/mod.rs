@@ -170,7 +170,8 @@ impl fmt::Display for Remote {
 /// `<sersync><rsync>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RsyncConfig {
-    /// `<commonParams params>` split as shell words (default `-artuz`).
+    /// `<commonParams params>` split as shell words (default `-artuz`), without `-u` /
+    /// `--update` unless `<update start="true"/>` keeps it (see `config::rsync`).
     pub common_params: Vec<String>,
     /// `<auth start="true" users passwordfile>`.
     pub auth: Option<Auth>,

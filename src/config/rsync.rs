@@ -1,5 +1,11 @@
 //! `<sersync><rsync>`: how rsync is invoked (common parameters, daemon login, port,
-//! I/O timeout, ssh, and the new `<binary path>`).
+//! I/O timeout, ssh, and the new `<binary path>` and `<update start>`).
+//!
+//! `-u` (`--update`, in the stock `-artuz`) is removed from `commonParams` unless
+//! `<update start="true"/>` asks for it: rsync's "receiver is newer" rule beats even
+//! `--ignore-times`, so a file that arrives with an older mtime (`tar x`, `cp -p`,
+//! `rsync -a`, `unzip`, `mv` of an older file over a newer one) would never replace the
+//! mirror's copy, and full syncs could not repair it. In a mirror the source is the truth.
 
 use std::path::PathBuf;
 
@@ -35,7 +41,10 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
         ssh: false,
         binary: PathBuf::from("rsync"),
     };
-    let Some(node) = node else { return rsync };
+    let Some(node) = node else {
+        strip_update(&mut rsync.common_params);
+        return rsync;
+    };
     ctx.check_attrs(node, &[]);
     ctx.check_children(
         node,
@@ -46,11 +55,18 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
             "timeout",
             "ssh",
             "binary",
+            "update",
         ],
     );
+    let keep_update = ctx.child(node, "update").is_some_and(|update| {
+        ctx.check_attrs(update, &["start"]);
+        ctx.flag(update, "start", false)
+    });
+    let mut params_pos = None;
     if let Some(params) = ctx.child(node, "commonParams") {
         ctx.check_attrs(params, &["params"]);
         if let Some(attr) = ctx.attr(params, "params") {
+            params_pos = Some((attr.pos, attr.value.to_owned()));
             match shell_words::split(attr.value) {
                 Ok(words) => rsync.common_params = words,
                 Err(_) => ctx.error(
@@ -115,7 +131,60 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
         ctx.check_attrs(binary, &["path"]);
         rsync.binary = validate::rsync_binary(ctx, binary);
     }
+    if !keep_update && strip_update(&mut rsync.common_params) {
+        if let Some((pos, value)) = params_pos {
+            let msg = format!(
+                "<commonParams params=\"{value}\">: -u (--update) removed: it keeps a mirror file that is newer than the source's (tar x, cp -p, mv of an older file) for ever; add <update start=\"true\"/> to <rsync> to keep it (two-way setups only)"
+            );
+            ctx.warn(pos, msg);
+        }
+    }
     rsync
+}
+
+/// Short options of rsync that take an argument: in a cluster, what follows one of them
+/// is its argument (`-e ssh`, `-essh`, `-T/tmp`), not more options.
+const SHORT_WITH_ARGUMENT: &[char] = &['e', 'B', 'f', 'T', 'M', '@'];
+
+/// Removes `-u` from every short-option cluster (`-artuz` → `-artz`, `-u` alone goes
+/// away) and every `--update`, leaving option arguments alone; true when it removed any.
+pub(crate) fn strip_update(params: &mut Vec<String>) -> bool {
+    let mut removed = false;
+    let mut out = Vec::with_capacity(params.len());
+    let mut next_is_argument = false;
+    for word in params.drain(..) {
+        if std::mem::take(&mut next_is_argument) {
+            out.push(word);
+            continue;
+        }
+        if word == "--update" {
+            removed = true;
+            continue;
+        }
+        let Some(cluster) = word.strip_prefix('-').filter(|c| !c.starts_with('-')) else {
+            out.push(word);
+            continue;
+        };
+        let mut kept = String::from("-");
+        let mut chars = cluster.chars();
+        while let Some(c) = chars.next() {
+            if SHORT_WITH_ARGUMENT.contains(&c) {
+                kept.push(c);
+                let rest: String = chars.by_ref().collect();
+                next_is_argument = rest.is_empty();
+                kept.push_str(&rest);
+            } else if c == 'u' {
+                removed = true;
+            } else {
+                kept.push(c);
+            }
+        }
+        if kept != "-" || cluster.is_empty() {
+            out.push(kept);
+        }
+    }
+    *params = out;
+    removed
 }
 
 /// True for an rsync option that makes it descend into directories.

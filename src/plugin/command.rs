@@ -8,25 +8,25 @@
 //! include regexes run the command. It applies to every root, as the original did.
 //!
 //! `concurrency` threads `sersync-command-{i}` run commands, so at most that many run at
-//! once, in no guaranteed order. Each command runs in its own process group; one still
-//! running after `timeout` is killed with its whole group (SIGKILL). With `ignoreError="true"` stdout and
+//! once, in no guaranteed order. Each command runs in its own process group ([`crate::child`]);
+//! one still running after `timeout` is stopped with its whole group (SIGTERM, SIGKILL
+//! after [`child::KILL_AFTER`]). With `ignoreError="true"` stdout and
 //! stderr go to `/dev/null` and the exit status is ignored; otherwise stdout is
 //! inherited and a non-zero exit is logged at `warn` with the end of stderr and counted
 //! in `plugin_failures`.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use regex::bytes::Regex;
 
+use crate::child::{self, ChildError, Ending};
 use crate::config::CommandConfig;
 use crate::job::Delivered;
 use crate::metrics::Metrics;
@@ -127,94 +127,43 @@ impl CommandPlugin {
     /// [`CommandError`] when it cannot start, fails (unless `ignoreError`) or times out.
     pub fn run(&self, delivered: &Delivered, abs: &Path) -> Result<(), CommandError> {
         let argv = self.argv(abs);
-        let mut command = Command::new(&argv[0]);
-        command
-            .args(&argv[1..])
-            .env("SERSYNC_EVENT", delivered.op.to_string())
-            .env("SERSYNC_PATH", abs)
-            .stdin(Stdio::null())
-            // Its own process group, so that a timeout kills what it started too.
-            .process_group(0);
-        if self.ignore_error {
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-        } else {
-            command.stdout(Stdio::inherit()).stderr(Stdio::piped());
-        }
+        let event = OsString::from(delivered.op.to_string());
         log::debug!("{}: running {argv:?}", abs.display());
-        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
-            program: self.prefix[0].clone(),
-            source,
+        let finished = child::run(child::Spec {
+            program: &argv[0],
+            args: &argv[1..],
+            env: &[("SERSYNC_EVENT", &event), ("SERSYNC_PATH", abs.as_os_str())],
+            dir: None,
+            stdin: None,
+            stdout: if self.ignore_error {
+                child::Stdout::Null
+            } else {
+                child::Stdout::Inherit
+            },
+            stderr_tail: (!self.ignore_error).then_some(STDERR_TAIL),
+            limit: Some(self.timeout),
+            cancel: None,
+        })
+        .map_err(|err| match err {
+            ChildError::Spawn(source) => CommandError::Spawn {
+                program: self.prefix[0].clone(),
+                source,
+            },
+            ChildError::Wait(source) => CommandError::Wait(source),
         })?;
-        let stderr_rx = child.stderr.take().map(|mut stderr| {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            // Read on a helper thread so a chatty command never blocks on a full pipe.
-            let reader = std::thread::Builder::new()
-                .name("sersync-command-stderr".into())
-                .spawn(move || {
-                    let mut tail = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = stderr.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        tail.extend_from_slice(&buf[..n]);
-                        if tail.len() > STDERR_TAIL {
-                            tail.drain(..tail.len() - STDERR_TAIL);
-                        }
-                    }
-                    let _ = tx.send(tail);
-                });
-            reader.ok().map(|_| rx)
-        });
-        let status = wait_with_timeout(&mut child, self.timeout)?;
+        let status = match finished.ending {
+            Ending::Exited(status) => status,
+            Ending::TimedOut(limit) => return Err(CommandError::TimedOut(limit)),
+            // No cancel is given: a command runs to its end or its timeout.
+            Ending::Cancelled => return Ok(()),
+        };
         if self.ignore_error || status.success() {
             return Ok(());
         }
-        // A grandchild may still hold stderr open: do not wait for it for long.
-        let tail = stderr_rx
-            .flatten()
-            .and_then(|rx| rx.recv_timeout(Duration::from_millis(200)).ok())
-            .unwrap_or_default();
         Err(CommandError::Exit {
             status,
-            stderr: String::from_utf8_lossy(&tail).trim().to_owned(),
+            stderr: String::from_utf8_lossy(&finished.stderr).trim().to_owned(),
         })
-    }
-}
-
-/// Waits for `child`, killing it after `timeout`.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus, CommandError> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait().map_err(CommandError::Wait)? {
-            return Ok(status);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_group(child);
-            let _ = child.wait();
-            return Err(CommandError::TimedOut(timeout));
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// SIGKILLs the process group led by `child` (the command and whatever it started),
-/// through `kill(1)` since this crate has no `unsafe` for `kill(2)`; falls back to
-/// killing `child` alone when `kill` cannot run.
-fn kill_group(child: &mut Child) {
-    let group = format!("-{}", child.id());
-    let killed = Command::new("kill")
-        .args(["-KILL", "--", &group])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !killed {
-        let _ = child.kill();
     }
 }
 

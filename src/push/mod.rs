@@ -5,17 +5,20 @@
 //! `Sender<PushOutcome>` back to the scheduler. Threads `sersync-push-{i}`; each ends when
 //! the job channel is disconnected.
 
+pub mod guard;
 pub mod progress;
 pub mod rsync;
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::child::Cancel;
 use crate::config::{Remote, RsyncConfig};
 use crate::filter::Filter;
 use crate::job::{JobKind, PushJob, PushOutcome};
@@ -34,6 +37,26 @@ pub struct PushContext {
     pub delete: bool,
     /// Longest run of one batch before it is killed (full syncs have no limit).
     pub batch_limit: Option<Duration>,
+    /// Fired at shutdown once the scheduler has journaled every running job: each
+    /// worker stops and reaps its rsync (and rsync's own children) and starts no other.
+    pub cancel: Cancel,
+    /// Remotes (root index, remote index) whose receiver refused
+    /// [`rsync::NANOSECOND_WINDOW`] (older than rsync 3.1.3): their full syncs go without.
+    pub seconds_only: Mutex<HashSet<(usize, usize)>>,
+}
+
+impl PushContext {
+    fn seconds_only(&self, root: usize, remote: usize) -> bool {
+        self.seconds_only
+            .lock()
+            .is_ok_and(|set| set.contains(&(root, remote)))
+    }
+
+    fn set_seconds_only(&self, root: usize, remote: usize) {
+        if let Ok(mut set) = self.seconds_only.lock() {
+            set.insert((root, remote));
+        }
+    }
 }
 
 /// Starts `n` workers.
@@ -89,67 +112,55 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
             log::warn!("{}: cannot create mirror directory: {err}", path.display());
         }
     }
-    let mut dir = None;
-    let (args, stdin, limit) = match &job.kind {
+    let (invocation, limit) = match &job.kind {
         JobKind::Batch { entries } => {
-            if let Some(args) = rsync::batch_argv(&context.rsync, remote, context.delete, entries) {
-                dir = Some(root);
-                (args, Vec::new(), context.batch_limit)
-            } else {
-                let args = rsync::args(
-                    &context.rsync,
-                    root,
-                    remote,
-                    RunKind::Batch {
-                        delete: context.delete,
-                    },
-                    &[],
-                );
-                (args, rsync::batch_stdin(entries), context.batch_limit)
-            }
+            // Just before rsync starts: nothing is read through a symlinked parent.
+            let sent = JobKind::Batch {
+                entries: guard::confine_on_disk(root, entries),
+            };
+            (
+                invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
+                context.batch_limit,
+            )
         }
-        JobKind::Full {
-            reason,
-            extra_excludes,
-        } => {
+        JobKind::Full { reason, .. } => {
             log::info!(
                 "{} -> {remote}: full sync ({reason}) started",
                 root.display()
             );
-            let args = rsync::args(
-                &context.rsync,
-                root,
-                remote,
-                RunKind::Full {
-                    delete: context.delete,
-                },
-                extra_excludes,
-            );
-            // Progress on stdout, read by `progress.rs`; before the source and destination.
-            let mut args = args;
-            args.insert(args.len().saturating_sub(2), progress::RSYNC_OPTION.into());
             let excluded = excluded_paths(root, &context.filter);
             log::debug!(
                 "{} -> {remote}: {} excluded path(s) passed to rsync",
                 root.display(),
                 excluded.len()
             );
-            (args, rsync::exclude_stdin(&excluded), None)
+            let mut invocation = invocation(
+                &context.rsync,
+                root,
+                remote,
+                context.delete,
+                &job.kind,
+                &excluded,
+            );
+            if context.seconds_only(job.target.root, job.target.remote) {
+                invocation.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
+            }
+            (invocation, None)
         }
     };
-    let mut command = rsync::describe(&context.rsync.binary, &args);
-    if let Some(dir) = dir {
-        command = format!(
-            "cd {} && {command}",
-            shell_words::quote(&dir.to_string_lossy())
-        );
-    }
+    let mut command = describe(&context.rsync.binary, &invocation);
     log::debug!("{} -> {remote}: {command}", root.display());
     let started = Instant::now();
-    let result = match &job.kind {
-        JobKind::Batch { .. } => {
-            rsync::run_observed(&context.rsync.binary, &args, &stdin, limit, None, dir)
-        }
+    let run = |invocation: &Invocation<'_>| match &job.kind {
+        JobKind::Batch { .. } => rsync::run_observed(
+            &context.rsync.binary,
+            &invocation.args,
+            &invocation.stdin,
+            limit,
+            None,
+            invocation.dir,
+            Some(&context.cancel),
+        ),
         JobKind::Full { .. } => {
             let mut progress =
                 progress::Progress::new(format!("{} -> {remote}", root.display()), started);
@@ -160,14 +171,35 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
             };
             rsync::run_observed(
                 &context.rsync.binary,
-                &args,
-                &stdin,
+                &invocation.args,
+                &invocation.stdin,
                 limit,
                 Some(&mut on_stdout),
-                None,
+                invocation.dir,
+                Some(&context.cancel),
             )
         }
     };
+    let mut result = run(&invocation);
+    if let Err(failure) = &result {
+        if invocation
+            .args
+            .iter()
+            .any(|a| a == rsync::NANOSECOND_WINDOW)
+            && rsync::refuses_nanosecond_window(failure)
+        {
+            log::warn!(
+                "{} -> {remote}: the receiver refuses {} (older than rsync 3.1.3, or refused in rsyncd.conf); its full syncs compare whole seconds from now on (a same-size rewrite within one second can survive them)",
+                root.display(),
+                rsync::NANOSECOND_WINDOW
+            );
+            context.set_seconds_only(job.target.root, job.target.remote);
+            let mut fallback = invocation;
+            fallback.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
+            command = describe(&context.rsync.binary, &fallback);
+            result = run(&fallback);
+        }
+    }
     log::debug!(
         "{} -> {remote}: rsync done in {:.3}s: {}",
         root.display(),
@@ -178,6 +210,75 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
         job,
         result,
         command,
+    }
+}
+
+/// What one job runs: rsync's arguments, its working directory and its stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation<'r> {
+    /// The argument vector after the program.
+    pub args: Vec<OsString>,
+    /// The working directory (the root, for a batch whose paths are `./rel` arguments).
+    pub dir: Option<&'r Path>,
+    /// Bytes on rsync's stdin: NUL-separated paths (big batch) or exclude patterns (full
+    /// sync), or nothing.
+    pub stdin: Vec<u8>,
+}
+
+/// The one place that decides what a job runs: [`run_job`] runs it and `--check`
+/// prints it. A batch passes its paths as arguments when they fit [`rsync::ARGV_BUDGET`]
+/// and on stdin otherwise; a full sync gets `excluded` (anchored patterns) on stdin and
+/// [`progress::RSYNC_OPTION`] for its progress lines.
+pub fn invocation<'r>(
+    rsync: &RsyncConfig,
+    root: &'r Path,
+    remote: &Remote,
+    delete: bool,
+    kind: &JobKind,
+    excluded: &[OsString],
+) -> Invocation<'r> {
+    match kind {
+        JobKind::Batch { entries } => match rsync::batch_argv(rsync, remote, delete, entries) {
+            Some(args) => Invocation {
+                args,
+                dir: Some(root),
+                stdin: Vec::new(),
+            },
+            None => Invocation {
+                args: rsync::args(rsync, root, remote, RunKind::Batch { delete }, &[]),
+                dir: None,
+                stdin: rsync::batch_stdin(entries),
+            },
+        },
+        JobKind::Full { extra_excludes, .. } => {
+            let mut args = rsync::args(
+                rsync,
+                root,
+                remote,
+                RunKind::Full { delete },
+                extra_excludes,
+            );
+            // Progress on stdout, read by `progress.rs`; before the source and destination.
+            args.insert(args.len().saturating_sub(2), progress::RSYNC_OPTION.into());
+            Invocation {
+                args,
+                dir: None,
+                stdin: rsync::exclude_stdin(excluded),
+            }
+        }
+    }
+}
+
+/// The command line of `invocation` for logs, the journal and `--check`, quoted for a
+/// POSIX shell, `cd DIR && ` first when it runs in the root.
+pub fn describe(program: &Path, invocation: &Invocation<'_>) -> String {
+    let command = rsync::describe(program, &invocation.args);
+    match invocation.dir {
+        Some(dir) => format!(
+            "cd {} && {command}",
+            shell_words::quote(&dir.to_string_lossy())
+        ),
+        None => command,
     }
 }
 
@@ -209,6 +310,54 @@ pub fn excluded_paths(root: &Path, filter: &Filter) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::{Entry, Op};
+
+    #[test]
+    fn invocation_is_what_check_prints_and_workers_run() {
+        let rsync = RsyncConfig {
+            common_params: vec!["-a".into()],
+            auth: None,
+            port: None,
+            timeout: None,
+            ssh: false,
+            binary: PathBuf::from("rsync"),
+        };
+        let remote = Remote::Local {
+            path: PathBuf::from("/m"),
+        };
+        let root = Path::new("/w");
+        let entry = |rel: String| Entry {
+            rel: rel.into(),
+            op: Op::Update,
+            is_dir: false,
+        };
+        let small = JobKind::Batch {
+            entries: vec![entry("a b".into())],
+        };
+        let run = invocation(&rsync, root, &remote, true, &small, &[]);
+        assert_eq!((run.dir, run.stdin.len()), (Some(root), 0));
+        assert_eq!(
+            describe(&rsync.binary, &run),
+            "cd /w && rsync -a --no-recursive --dirs --relative --ignore-times --delete-missing-args --force -- './a b' /m/"
+        );
+        let big = JobKind::Batch {
+            entries: (0..200).map(|i| entry(format!("{i:04096}"))).collect(),
+        };
+        let run = invocation(&rsync, root, &remote, false, &big, &[]);
+        assert_eq!(run.dir, None);
+        assert!(run.args.iter().any(|a| a == "--files-from=-"));
+        assert_eq!(run.stdin.len(), 200 * 4097);
+        let full = JobKind::Full {
+            reason: "test",
+            extra_excludes: Vec::new(),
+        };
+        let run = invocation(&rsync, root, &remote, true, &full, &["/x".into()]);
+        assert_eq!(
+            describe(&rsync.binary, &run),
+            "rsync -a --recursive --delete --from0 '--exclude-from=-' '--modify-window=-1' '--info=progress2' /w/ /m/"
+        );
+        assert_eq!(run.stdin, b"/x\0");
+    }
 
     #[test]
     fn excluded_paths_lists_top_most_matches() {

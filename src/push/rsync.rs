@@ -7,14 +7,11 @@
 //! destination as sersync's `-R` did.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use wait_timeout::ChildExt;
-
+use crate::child::{self, Cancel, ChildError, Ending};
 use crate::config::{Remote, RsyncConfig};
 use crate::job::{Entry, Op, PushFailure};
 
@@ -40,6 +37,14 @@ const BATCH_OPTIONS: [&str; 4] = [
 /// Options of a batch whose paths are arguments ([`batch_argv`]): the same meaning as
 /// [`BATCH_OPTIONS`] (`--files-from` implies `--relative` and `--dirs`), spelled out.
 const BATCH_ARGV_OPTIONS: [&str; 4] = ["--no-recursive", "--dirs", "--relative", "--ignore-times"];
+
+/// Added to full syncs: compare mtimes to the nanosecond (rsync(1) `--modify-window`, a
+/// negative value; the receiver must be rsync 3.1.3 or later). A full sync has no event
+/// to prove a change, so it relies on rsync's quick check (size and mtime), which with
+/// whole seconds misses a same-size rewrite within the second of the previous push.
+/// rsync passes it to the receiver as `-@-1`; an older one refuses it
+/// ([`refuses_nanosecond_window`]) and the run is repeated without.
+pub const NANOSECOND_WINDOW: &str = "--modify-window=-1";
 
 /// Bytes of path arguments at most in one run (Linux allows 2 MiB of arguments and
 /// environment with the default 8 MiB stack); a bigger batch sends its list on stdin.
@@ -93,6 +98,7 @@ pub fn args(
             for glob in extra_excludes {
                 args.push(format!("--exclude={glob}").into());
             }
+            args.push(NANOSECOND_WINDOW.into());
         }
     }
     args.extend(remote_options(rsync, remote));
@@ -204,6 +210,16 @@ fn destination(rsync: &RsyncConfig, remote: &Remote) -> OsString {
     }
 }
 
+/// Whether `failure` is a receiver refusing [`NANOSECOND_WINDOW`]: one older than rsync
+/// 3.1.3 (it knows neither `-@` nor a negative window: popt's "-@-1: unknown option"),
+/// or a daemon with `refuse options = modify-window` ("The server is configured to
+/// refuse --modify-window (-@)", exit code 4).
+pub fn refuses_nanosecond_window(failure: &PushFailure) -> bool {
+    let reason = failure.reason.as_str();
+    let names_it = reason.contains("-@") || reason.contains("modify-window");
+    names_it && (reason.contains("unknown option") || reason.contains("configured to refuse"))
+}
+
 /// The NUL-separated list of root-relative paths rsync reads for a batch.
 pub fn batch_stdin(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.iter().map(|e| e.rel.as_os_str().len() + 1).sum());
@@ -235,18 +251,21 @@ pub fn run(
     stdin: &[u8],
     limit: Option<Duration>,
 ) -> Result<(), PushFailure> {
-    run_observed(program, args, stdin, limit, None, None)
+    run_observed(program, args, stdin, limit, None, None, None)
 }
 
 /// A consumer of rsync's stdout, chunk by chunk.
-pub type OnStdout<'a> = dyn FnMut(&[u8]) + Send + 'a;
+pub type OnStdout<'a> = child::OnStdout<'a>;
 
 /// As [`run`], in the working directory `dir` when given (for [`batch_argv`]), and when
 /// `on_stdout` is given, rsync's stdout is read on its own thread and handed to it chunk
-/// by chunk (full-sync progress); otherwise stdout is discarded.
+/// by chunk (full-sync progress); otherwise stdout is discarded. rsync runs in its own
+/// process group ([`crate::child`]): a timeout or `cancel` (shutdown) stops rsync and
+/// what it started (ssh, a local receiver) and reaps it before this returns.
 ///
 /// # Errors
-/// As [`run`]; a missing `dir` is a retryable failure naming it.
+/// As [`run`]; a missing `dir` is a retryable failure naming it; a cancelled run is a
+/// retryable failure (its paths are journaled by the scheduler).
 pub fn run_observed(
     program: &Path,
     args: &[OsString],
@@ -254,101 +273,46 @@ pub fn run_observed(
     limit: Option<Duration>,
     on_stdout: Option<&mut OnStdout<'_>>,
     dir: Option<&Path>,
+    cancel: Option<&Cancel>,
 ) -> Result<(), PushFailure> {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(if on_stdout.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::piped());
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    let mut child = command.spawn().map_err(|err| PushFailure {
+    let retry = |reason: String| PushFailure {
         code: None,
-        reason: match dir {
-            Some(dir) if !dir.is_dir() => format!("cannot enter {}: {err}", dir.display()),
-            _ => format!("cannot start {}: {err}", program.display()),
-        },
+        reason,
         retryable: true,
-    })?;
-    let mut input = child.stdin.take();
-    let mut errors = child.stderr.take();
-    let output = child.stdout.take();
-    let (status, stderr) = std::thread::scope(|scope| {
-        if let (Some(mut output), Some(on_stdout)) = (output, on_stdout) {
-            scope.spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = output.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    on_stdout(&buf[..n]);
-                }
-            });
+    };
+    let finished = child::run(child::Spec {
+        program: program.as_os_str(),
+        args,
+        env: &[],
+        dir,
+        stdin: Some(stdin),
+        stdout: on_stdout.map_or(child::Stdout::Null, child::Stdout::Observe),
+        stderr_tail: Some(4 * STDERR_TAIL),
+        limit,
+        cancel,
+    })
+    .map_err(|err| match (err, dir) {
+        (ChildError::Spawn(err), Some(dir)) if !dir.is_dir() => {
+            retry(format!("cannot enter {}: {err}", dir.display()))
         }
-        // Feed stdin and drain stderr on their own threads: rsync may fill one pipe while
-        // we block on the other.
-        scope.spawn(move || {
-            if let Some(mut input) = input.take() {
-                let _ = input.write_all(stdin); // rsync exiting early is reported by its status
-            }
-        });
-        let reader = scope.spawn(move || {
-            let mut tail = Vec::new();
-            if let Some(errors) = errors.as_mut() {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = errors.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 4 * STDERR_TAIL {
-                        tail.drain(..tail.len() - STDERR_TAIL);
-                    }
-                }
-            }
-            tail
-        });
-        let status = match limit {
-            Some(limit) => match child.wait_timeout(limit) {
-                Ok(Some(status)) => Ok(status),
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    Err(format!("still running after {}s, killed", limit.as_secs()))
-                }
-                Err(err) => Err(format!("cannot wait for rsync: {err}")),
-            },
-            None => child
-                .wait()
-                .map_err(|err| format!("cannot wait for rsync: {err}")),
-        };
-        (status, reader.join().unwrap_or_default())
-    });
-    let stderr = tail_text(&stderr);
+        (ChildError::Spawn(err), _) => retry(format!("cannot start {}: {err}", program.display())),
+        (err @ ChildError::Wait(_), _) => retry(format!("rsync: {err}")),
+    })?;
+    let stderr = tail_text(&finished.stderr);
     if !stderr.is_empty() {
         // `<debug start="true">` shows rsync's own messages even when it succeeded;
         // failures carry them in their reason (logged at warn or error).
         log::debug!("rsync stderr: {stderr}");
     }
-    match status {
-        Err(reason) => Err(PushFailure {
-            code: None,
-            reason,
-            retryable: true,
-        }),
-        Ok(status) => match status.code() {
+    match finished.ending {
+        Ending::TimedOut(limit) => Err(retry(format!(
+            "still running after {}s, killed",
+            limit.as_secs()
+        ))),
+        Ending::Cancelled => Err(retry("stopped: sersync is shutting down".to_owned())),
+        Ending::Exited(status) => match status.code() {
             Some(code) => classify(code, &stderr),
-            None => Err(PushFailure {
-                code: None,
-                reason: format!("killed by a signal: {stderr}"),
-                retryable: true,
-            }),
+            None => Err(retry(format!("killed by a signal: {stderr}"))),
         },
     }
 }

@@ -146,7 +146,8 @@ fn check_accepts_the_shipped_default() {
         "mode: sync with 10 worker threads",
         "root /var/tmp/sersync-demo/src",
         "  -> local directory /var/tmp/sersync-demo/mirror",
-        "full sync: rsync -artuz --recursive --delete --from0 '--exclude-from=-' /var/tmp/sersync-demo/src/ /var/tmp/sersync-demo/mirror/",
+        "full sync: rsync -artz --recursive --delete --from0 '--exclude-from=-' '--modify-window=-1' '--info=progress2' /var/tmp/sersync-demo/src/ /var/tmp/sersync-demo/mirror/",
+        "changes:   cd /var/tmp/sersync-demo/src && rsync -artz --no-recursive --dirs --relative --ignore-times --delete-missing-args --force -- ./PATH /var/tmp/sersync-demo/mirror/",
         "events: delete createFolder closeWrite moveFrom moveTo",
         "faillog: /var/tmp/sersync-demo/faillog",
     ] {

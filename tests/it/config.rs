@@ -45,6 +45,10 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     ("port_not_numeric.xml", 2, "8:39", "<userDefinedPort port=\"eight\">: not a whole number from 1 to 65535"),
     ("timeout_not_numeric.xml", 2, "8:31", "<timeout time=\"100s\">: not a whole number"),
     ("common_params_unbalanced.xml", 2, "8:23", "unbalanced quotes"),
+    // -u (--update) is dropped unless <update start="true"/> keeps it.
+    ("stock.xml", 0, "30:20", "<commonParams params=\"-artuz\">: -u (--update) removed: it keeps a mirror file that is newer"),
+    ("stock.xml", 0, "", "full sync: rsync -artz --recursive --delete"),
+    ("ok_update_kept.xml", 0, "", "full sync: rsync -artuz --recursive"),
     ("time_to_execute_not_numeric.xml", 2, "7:34", "<failLog timeToExecute=\"hourly\">: not a number"),
     ("schedule_not_numeric.xml", 2, "7:27", "<crontab schedule=\"10h\">: not a number"),
     // Plugins and new elements.

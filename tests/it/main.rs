@@ -9,6 +9,7 @@ mod engine;
 mod journal;
 mod plugin;
 mod reliability;
+mod scenarios_push;
 mod service;
 mod ssh;
 mod sync;

@@ -393,17 +393,49 @@ impl Drop for Sersync {
     }
 }
 
-/// SIGKILL to the process group `child` leads (see [`Bench::spawn`]).
+/// SIGKILL to everything sersync runs, as a service manager killing its cgroup would:
+/// the process group `child` leads (see [`Bench::spawn`]) and the process group of each
+/// of its children (rsync runs in a group of its own, so that a graceful stop can kill
+/// rsync with its ssh). The group is stopped first so that no child is started between
+/// listing the children and killing them.
 fn kill_group(child: &Child) {
-    let sent = Command::new("kill")
-        .args(["-KILL", "--"])
-        .arg(format!("-{}", child.id()))
-        .status();
+    let signal = |signal: &str, group: u32| {
+        Command::new("kill")
+            .args([signal, "--"])
+            .arg(format!("-{group}"))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     assert!(
-        sent.is_ok_and(|s| s.success()),
+        signal("-STOP", child.id()),
+        "kill -STOP -{} failed",
+        child.id()
+    );
+    for pid in children(child.id()) {
+        let _ = signal("-KILL", pid); // may have exited meanwhile
+    }
+    assert!(
+        signal("-KILL", child.id()),
         "kill -KILL -{} failed",
         child.id()
     );
+}
+
+/// The pids of the children of `pid` (every thread's `/proc/PID/task/TID/children`).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// Beside the churn: symlinks (relative, dangling) and permission changes of files and

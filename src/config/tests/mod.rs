@@ -113,7 +113,7 @@ fn stock_file_keeps_its_meaning() {
         module: "tongbu1".into(),
     };
     assert_eq!(config.roots[0].remotes, vec![daemon]);
-    assert_eq!(config.rsync.common_params, vec!["-artuz"]);
+    assert_eq!(config.rsync.common_params, vec!["-artz"]);
     assert_eq!(config.rsync.auth, None);
     assert_eq!(
         (config.rsync.port, config.rsync.timeout, config.rsync.ssh),
@@ -188,7 +188,7 @@ fn missing_elements_take_defaults() {
         }
     );
     assert_eq!(config.inotify, InotifyToggles::default());
-    assert_eq!(config.rsync.common_params, vec!["-artuz"]);
+    assert_eq!(config.rsync.common_params, vec!["-artz"]);
     assert_eq!(config.fail_log.path, Path::new(DEFAULT_FAIL_LOG));
     assert_eq!(config.fail_log.retry_max, DEFAULT_RETRY_MAX);
     assert!(config.crontab.is_none() && config.command.is_none() && config.cdn.is_none());

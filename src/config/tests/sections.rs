@@ -260,3 +260,56 @@ fn command_and_cdn_sections() {
         "no capture group, the url needs group 1",
     );
 }
+
+#[test]
+fn update_is_stripped_from_common_params_unless_kept() {
+    #[rustfmt::skip]
+    let table: &[(&[&str], &[&str], bool)] = &[
+        (&["-artuz"], &["-artz"], true),
+        (&["-u"], &[], true),
+        (&["--update", "-az"], &["-az"], true),
+        (&["-auvz", "-u"], &["-avz"], true),
+        (&["-az", "-e", "ssh -u"], &["-az", "-e", "ssh -u"], false),
+        (&["-aze", "ssh -u"], &["-aze", "ssh -u"], false),
+        (&["-azessh"], &["-azessh"], false),
+        (&["-aT/tmp/u", "-u"], &["-aT/tmp/u"], true),
+        (&["-a", "--exclude=u", "-"], &["-a", "--exclude=u", "-"], false),
+        (&["-artz"], &["-artz"], false),
+    ];
+    for &(before, after, removed) in table {
+        let mut params: Vec<String> = before.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(
+            crate::config::rsync::strip_update(&mut params),
+            removed,
+            "{before:?}"
+        );
+        assert_eq!(params, after, "{before:?}");
+    }
+}
+
+#[test]
+fn update_opt_in_keeps_u_and_the_default_warns() {
+    let env = Env::new();
+    let config = env.ok(&file(
+        "",
+        "<rsync>\n<commonParams params=\"-artuz\"/>\n</rsync>\n",
+    ));
+    assert_eq!(config.rsync.common_params, vec!["-artz"]);
+    assert_has(
+        &config.warnings,
+        "7:15: <commonParams params=\"-artuz\">: -u (--update) removed",
+    );
+    let config = env.ok(&file(
+        "",
+        "<rsync>\n<commonParams params=\"-artuz\"/>\n<update start=\"true\"/>\n</rsync>\n",
+    ));
+    assert_eq!(config.rsync.common_params, vec!["-artuz"]);
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("--update")),
+        "{:?}",
+        config.warnings
+    );
+    // No <rsync> at all: sersync's default -artuz, without -u, silently.
+    let config = env.ok(&file("", ""));
+    assert_eq!(config.rsync.common_params, vec!["-artz"]);
+}

@@ -152,6 +152,7 @@ fn full_sync_argv_has_recursion_delete_and_excludes() {
         "--from0",
         "--exclude=*.php",
         "--exclude=info/*",
+        NANOSECOND_WINDOW,
     ] {
         assert!(
             args.contains(&wanted.to_owned()),
@@ -163,6 +164,53 @@ fn full_sync_argv_has_recursion_delete_and_excludes() {
         position("--from0") < position("--exclude-from=-"),
         "rsync applies --from0 only to lists after it"
     );
+}
+
+#[test]
+fn a_receiver_refusing_the_nanosecond_window_is_recognised() {
+    // (reason, old receiver)
+    #[rustfmt::skip]
+    let table = [
+        ("rsync exited with code 1: rsync: -@-1: unknown option | rsync error: syntax or usage error (code 1)", true),
+        ("rsync exited with code 12: rsync: --modify-window=-1: unknown option", true),
+        ("rsync exited with code 4: rsync: The server is configured to refuse --modify-window (-@) | rsync error: requested action not supported (code 4)", true),
+        ("rsync exited with code 4: rsync: The server is configured to refuse --delete", false),
+        ("rsync exited with code 1: rsync: --frobnicate: unknown option", false),
+        ("rsync exited with code 5: @ERROR: auth failed on module m", false),
+        ("rsync exited with code 23: rsync: [sender] link_stat \"/w/-@\" failed", false),
+    ];
+    for (reason, old) in table {
+        let failure = PushFailure {
+            code: Some(1),
+            reason: reason.to_owned(),
+            retryable: false,
+        };
+        assert_eq!(refuses_nanosecond_window(&failure), old, "{reason}");
+    }
+}
+
+#[test]
+fn batches_never_get_the_nanosecond_window() {
+    let remote = Remote::Local {
+        path: PathBuf::from("/m"),
+    };
+    let entries = vec![Entry {
+        rel: PathBuf::from("a"),
+        op: Op::Update,
+        is_dir: false,
+    }];
+    let small = strings(&batch_argv(&config(&["-a"]), &remote, true, &entries).expect("fits"));
+    let big = strings(&args(
+        &config(&["-a"]),
+        Path::new("/w"),
+        &remote,
+        RunKind::Batch { delete: true },
+        &[],
+    ));
+    for argv in [small, big] {
+        assert!(argv.contains(&"--ignore-times".to_owned()), "{argv:?}");
+        assert!(!argv.contains(&NANOSECOND_WINDOW.to_owned()), "{argv:?}");
+    }
 }
 
 #[test]

@@ -21,6 +21,8 @@ pub struct RsyncDaemon {
     /// Client-side password file (0600).
     pub password_file: PathBuf,
     conf_dir: tempfile::TempDir,
+    /// Lines added to the module's section (`refuse options = …`).
+    module_extra: String,
 }
 
 pub(crate) fn free_port() -> u16 {
@@ -33,6 +35,11 @@ pub(crate) fn free_port() -> u16 {
 impl RsyncDaemon {
     /// Starts a daemon serving `module_root` (created if missing) and waits until it answers.
     pub fn start(module_root: &Path) -> RsyncDaemon {
+        RsyncDaemon::start_with(module_root, "")
+    }
+
+    /// As [`RsyncDaemon::start`], with `module_extra` (rsyncd.conf lines) in the module.
+    pub fn start_with(module_root: &Path, module_extra: &str) -> RsyncDaemon {
         assert!(
             Command::new("rsync")
                 .arg("--version")
@@ -56,6 +63,7 @@ impl RsyncDaemon {
             module_root: module_root.to_path_buf(),
             password_file,
             conf_dir,
+            module_extra: module_extra.to_owned(),
         };
         daemon.spawn_on(free_port());
         daemon
@@ -73,9 +81,10 @@ impl RsyncDaemon {
             format!(
                 "use chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nmax connections = 0\nsocket options = TCP_NODELAY\n\
                  [{MODULE}]\npath = {root}\nread only = no\nmunge symlinks = no\nauth users = {USER}\n\
-                 secrets file = {dir}/secrets\n{identity}",
+                 secrets file = {dir}/secrets\n{identity}{extra}",
                 dir = self.conf_dir.path().display(),
                 root = self.module_root.display(),
+                extra = self.module_extra,
             ),
         )
         .expect("rsyncd.conf");
