@@ -5,7 +5,10 @@
 //! `watch` (inotify) → `filter` → `coalesce` (per-path merge, scheduling) → `push`
 //! (rsync worker pool) → `faillog` (durable journal, retries) → `cdn` / `plugin`.
 //! `daemon` and `status` make it a service; `pipeline` wires the stages together.
+//! `backoff`, `humanize`, `journal_key`, `paths` and `urlencode` are leaves every stage
+//! may import; imports flow one way (`tests/it/imports.rs` fails on a cycle).
 
+pub mod backoff;
 pub mod cdn;
 pub mod cli;
 pub mod coalesce;
@@ -13,13 +16,17 @@ pub mod config;
 pub mod daemon;
 pub mod faillog;
 pub mod filter;
+pub mod humanize;
 pub mod job;
+pub mod journal_key;
 pub mod logger;
 pub mod metrics;
+pub mod paths;
 pub mod pipeline;
 pub mod plugin;
 pub mod push;
 pub mod status;
+pub mod urlencode;
 pub mod watch;
 
 pub use config::Config;

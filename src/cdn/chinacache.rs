@@ -22,8 +22,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::cdn::provider::{PurgeError, PurgeItem, parse_retry_after, snippet};
-use crate::cdn::url::percent_encode_into;
 use crate::config::CdnConfig;
+use crate::urlencode::percent_encode_into;
 
 /// The largest answer read; the status line and headers are all that matter.
 const MAX_RESPONSE: usize = 16 * 1024;

@@ -37,8 +37,9 @@ use crossbeam_channel::{Receiver, select};
 
 pub use journal::{MemoryJournal, PurgeJournal};
 
+use crate::backoff::Backoff;
 use crate::cdn::provider::{Provider, PurgeError, PurgeItem};
-use crate::cdn::queue::{Backoff, Pending, Queued, TokenBucket};
+use crate::cdn::queue::{Pending, Queued, TokenBucket};
 use crate::config::{CdnConfig, Config};
 use crate::job::Delivered;
 use crate::metrics::Metrics;

@@ -30,7 +30,8 @@ use regex::bytes::Regex;
 use crate::config::CommandConfig;
 use crate::job::Delivered;
 use crate::metrics::Metrics;
-use crate::plugin::{PluginError, abs_path, named_thread};
+use crate::paths::abs_path;
+use crate::plugin::{PluginError, named_thread};
 
 /// How much of the end of stderr is kept for the log.
 const STDERR_TAIL: usize = 2048;

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod delivery;
 mod engine;
+mod imports;
 mod journal;
 mod plugin;
 mod reliability;
