@@ -41,7 +41,7 @@ pub fn message(cdn: &CdnConfig, batch: &[PurgeItem]) -> String {
     let mut msg = String::from("HEAD /index.jsp?user=");
     encode_value(&mut msg, cdn.username.as_bytes());
     msg.push_str("&pswd=");
-    encode_value(&mut msg, cdn.password.as_bytes());
+    encode_value(&mut msg, cdn.password.expose().as_bytes());
     msg.push_str("&ok=ok");
     msg.push_str(if batch.first().is_some_and(|item| item.is_dir) {
         "&dirs="

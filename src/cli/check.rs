@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cdn::http::redact;
 use crate::config::{CdnProvider, Config, ConfigError, PluginKind, Remote, RootConfig};
 
 use super::{Cli, EXIT_OK, EXIT_USAGE};
@@ -274,7 +275,8 @@ fn plugins(out: &mut String, cli: &Cli, config: &Config) {
                 format!("cloudflare zone {}", cdn.zone.as_deref().unwrap_or("?"))
             }
             CdnProvider::Webhook => {
-                format!("webhook {}", cdn.webhook_url.as_deref().unwrap_or("?"))
+                let url = cdn.webhook_url.as_ref().map(|url| redact(url.expose()));
+                format!("webhook {}", url.as_deref().unwrap_or("?"))
             }
         };
         let regex = cdn

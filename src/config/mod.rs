@@ -17,6 +17,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::secret::Secret;
+
 pub use xml::{parse, parse_with};
 
 /// Default `<failLog path>` when the element or attribute is missing.
@@ -315,8 +317,8 @@ pub struct CdnConfig {
     pub port: u16,
     /// `<cdninfo username>` (ChinaCache).
     pub username: String,
-    /// `<cdninfo passwd>` (ChinaCache). Never logged.
-    pub password: String,
+    /// `<cdninfo passwd>` (ChinaCache). Prints as `<redacted>`.
+    pub password: Secret<String>,
     /// `<sendurl base>`: public URL prefix.
     pub base_url: String,
     /// `<regexurl regex="true" match>`: compiled `match` (searched, not anchored; it has at
@@ -329,7 +331,7 @@ pub struct CdnConfig {
     /// New `<cdninfo endpoint>` (Cloudflare API base, default `https://api.cloudflare.com`).
     pub endpoint: String,
     /// New `<cdninfo url>` (webhook target).
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<Secret<String>>,
     /// New `<cdninfo batch>`: URLs per request (default 30).
     pub batch: usize,
     /// New `<cdninfo rate>`: requests per second at most (default 10).

@@ -10,7 +10,7 @@ use roxmltree::Node;
 
 use super::ctx::{Ctx, Enabled, is, pattern_children};
 use super::{
-    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, PluginKind,
+    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, PluginKind, Secret,
     SocketConfig, validate,
 };
 
@@ -317,7 +317,7 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
             username: text(ctx, "username").unwrap_or_default(),
             password: ctx
                 .attr(info, "passwd")
-                .map(|a| a.value.to_owned())
+                .map(|a| Secret::from(a.value))
                 .unwrap_or_default(),
             base_url: String::new(),
             url_regex: None,
@@ -325,7 +325,7 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
             zone: text(ctx, "zone"),
             endpoint: http_url(ctx, info, "endpoint")
                 .unwrap_or_else(|| "https://api.cloudflare.com".to_owned()),
-            webhook_url: http_url(ctx, info, "url"),
+            webhook_url: http_url(ctx, info, "url").map(Secret::from),
             batch: ctx.integer(info, "batch", 1, 10_000).unwrap_or(30),
             rate_per_sec: rate(ctx, info).unwrap_or(10.0),
             timeout: seconds(ctx, info, "timeout").unwrap_or(Duration::from_secs(10)),

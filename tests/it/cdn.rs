@@ -268,7 +268,7 @@ fn slow_endpoint_never_blocks_the_sender_and_duplicates_merge() {
     });
     let root = tempfile::tempdir().expect("root");
     let mut cdn = cdn_config(root.path(), CdnProvider::Webhook, "http://x");
-    cdn.webhook_url = Some(server.url());
+    cdn.webhook_url = Some(server.url().into());
     let running = start(
         &[root.path()],
         cdn,
@@ -393,7 +393,7 @@ fn webhook_posts_urls_and_dirs_of_its_root_only() {
     let other = tempfile::tempdir().expect("other root");
     let root = tempfile::tempdir().expect("root");
     let mut cdn = cdn_config(root.path(), CdnProvider::Webhook, "http://cdn.example.com");
-    cdn.webhook_url = Some(format!("{}/hook", server.url()));
+    cdn.webhook_url = Some(format!("{}/hook", server.url()).into());
     let running = start(
         &[other.path(), root.path()],
         cdn,
@@ -461,7 +461,7 @@ fn refused_batch_does_not_hold_back_the_others() {
     });
     let root = tempfile::tempdir().expect("root");
     let mut cdn = cdn_config(root.path(), CdnProvider::Webhook, "http://x");
-    cdn.webhook_url = Some(server.url());
+    cdn.webhook_url = Some(server.url().into());
     cdn.batch = 1;
     let running = start(
         &[root.path()],

@@ -56,7 +56,7 @@ fn webhook_waits_until_every_remote_has_the_change() {
     });
     env.config.fail_log.retry_max = Duration::from_secs(2);
     let mut cdn = cdn_config(&env.src, CdnProvider::Webhook, "http://cdn.example");
-    cdn.webhook_url = Some(hook.url());
+    cdn.webhook_url = Some(hook.url().into());
     env.config.cdn = Some(cdn);
     env.config.plugins = vec![PluginKind::RefreshCdn];
     env.daemon.stop();
@@ -92,7 +92,7 @@ fn purges_for_a_down_endpoint_wait_in_the_journal_file_and_drain_when_it_returns
     let mut env = Env::new();
     env.config.fail_log.retry_max = Duration::from_secs(2);
     let mut cdn = cdn_config(&env.src, CdnProvider::Webhook, "http://cdn.example");
-    cdn.webhook_url = Some(format!("http://127.0.0.1:{port}/purge"));
+    cdn.webhook_url = Some(format!("http://127.0.0.1:{port}/purge").into());
     cdn.timeout = Duration::from_secs(2);
     env.config.cdn = Some(cdn);
     env.config.plugins = vec![PluginKind::RefreshCdn];

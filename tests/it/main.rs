@@ -10,6 +10,7 @@ mod imports;
 mod journal;
 mod plugin;
 mod reliability;
+mod secrets;
 mod service;
 mod sync;
 mod util;

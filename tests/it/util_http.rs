@@ -70,7 +70,7 @@ pub fn cdn_config(root: &Path, provider: CdnProvider, base: &str) -> CdnConfig {
         domain: String::new(),
         port: 80,
         username: String::new(),
-        password: String::new(),
+        password: Default::default(),
         base_url: base.into(),
         url_regex: None,
         token_file: None,
