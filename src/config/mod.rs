@@ -10,6 +10,7 @@ mod rsync;
 mod sersync;
 #[cfg(test)]
 mod tests;
+pub mod tree;
 mod validate;
 mod xml;
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use roxmltree::Node;
+use super::tree::Node;
 
 use super::ctx::{Ctx, Enabled, is, pattern_children};
 use super::{
@@ -27,12 +27,12 @@ pub(super) struct Sections {
 /// that runs.
 pub(super) fn read(
     ctx: &mut Ctx<'_>,
-    head: Node<'_, '_>,
+    head: Node<'_>,
     enabled: &Enabled,
     options: &ParseOptions,
 ) -> Sections {
     let running: Enabled = match options.standalone_plugin {
-        Some(kind) => vec![(kind, head.range().start)],
+        Some(kind) => vec![(kind, head.start())],
         None => enabled.clone(),
     };
     let mut sections = Sections::default();
@@ -43,12 +43,12 @@ pub(super) fn read(
             let what = name.map_or("<plugin> without name".to_owned(), |a| {
                 format!("<plugin name=\"{}\">: unknown plugin", a.value)
             });
-            ctx.warn(node.range().start, format!("{what}, section ignored"));
+            ctx.warn(node.start(), format!("{what}, section ignored"));
             continue;
         };
         if seen.contains(&kind) {
             ctx.warn(
-                node.range().start,
+                node.start(),
                 format!(
                     "duplicate <plugin name=\"{}\">: only the first one is used",
                     kind.name()
@@ -93,7 +93,7 @@ fn clean<T>(ctx: &mut Ctx<'_>, read: impl FnOnce(&mut Ctx<'_>) -> Option<T>) -> 
     if !ctx.errors_since(mark) { value } else { None }
 }
 
-fn read_command(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CommandConfig> {
+fn read_command(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CommandConfig> {
     clean(ctx, |ctx| {
         ctx.check_attrs(node, &["name"]);
         ctx.check_children(node, &["param", "filter"]);
@@ -157,7 +157,7 @@ fn words(ctx: &mut Ctx<'_>, value: &str, pos: usize, what: &str) -> Option<Vec<S
 }
 
 /// A positive number of seconds, decimals allowed.
-fn seconds(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<Duration> {
+fn seconds(ctx: &mut Ctx<'_>, node: Node<'_>, name: &str) -> Option<Duration> {
     ctx.parse_attr(node, name, |v| {
         match v.parse::<f64>().ok().filter(|s| *s > 0.0) {
             Some(secs) => Duration::try_from_secs_f64(secs).map_err(|_| "too large".to_owned()),
@@ -167,17 +167,17 @@ fn seconds(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<Duration
 }
 
 /// The `<localpath watch>` of a plugin section and its one expected child.
-fn localpath<'a, 'i>(
+fn localpath<'a>(
     ctx: &mut Ctx<'_>,
-    node: Node<'a, 'i>,
+    node: Node<'a>,
     children: &[&str],
-) -> Option<(Option<std::path::PathBuf>, Node<'a, 'i>)> {
+) -> Option<(Option<std::path::PathBuf>, Node<'a>)> {
     ctx.check_attrs(node, &["name"]);
     ctx.check_children(node, &["localpath"]);
     let plugin = plugin_name(node);
     let Some(localpath) = ctx.child(node, "localpath") else {
         ctx.error(
-            node.range().start,
+            node.start(),
             format!("<plugin name=\"{plugin}\"> without <localpath watch>"),
         );
         return None;
@@ -188,7 +188,7 @@ fn localpath<'a, 'i>(
     let first = children.first().copied().unwrap_or_default();
     let Some(child) = ctx.child(localpath, first) else {
         ctx.error(
-            localpath.range().start,
+            localpath.start(),
             format!("<plugin name=\"{plugin}\"><localpath> without <{first}>"),
         );
         return None;
@@ -197,14 +197,14 @@ fn localpath<'a, 'i>(
 }
 
 /// The `name` of a plugin section as written, for messages.
-fn plugin_name(node: Node<'_, '_>) -> String {
+fn plugin_name(node: Node<'_>) -> String {
     let attr = node
         .attributes()
         .find(|a| a.name().eq_ignore_ascii_case("name"));
     attr.map_or_else(String::new, |a| a.value().to_owned())
 }
 
-fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
+fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<SocketConfig> {
     clean(ctx, |ctx| {
         let (root, deshost) = localpath(ctx, node, &["deshost"])?;
         ctx.check_attrs(deshost, &["ip", "port", "format"]);
@@ -213,14 +213,14 @@ fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
             .map(|a| a.value.trim().to_owned())
             .filter(|v| !v.is_empty());
         if host.is_none() {
-            ctx.error(deshost.range().start, "<deshost> without ip");
+            ctx.error(deshost.start(), "<deshost> without ip");
         }
         let port = ctx.port(deshost, "port");
         if ctx
             .attr(deshost, "port")
             .is_none_or(|a| a.value.trim().is_empty())
         {
-            ctx.error(deshost.range().start, "<deshost> without port");
+            ctx.error(deshost.start(), "<deshost> without port");
         }
         let lines = ctx
             .parse_attr(deshost, "format", |v| {
@@ -240,7 +240,7 @@ fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
     })
 }
 
-fn read_http(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<HttpPluginConfig> {
+fn read_http(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<HttpPluginConfig> {
     clean(ctx, |ctx| {
         let (root, deshost) = localpath(ctx, node, &["deshost"])?;
         ctx.check_attrs(deshost, &["url", "port"]);
@@ -250,7 +250,7 @@ fn read_http(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<HttpPluginConfig> 
                 .attr(deshost, "url")
                 .is_none_or(|a| a.value.trim().is_empty())
         {
-            ctx.error(deshost.range().start, "<deshost> without url");
+            ctx.error(deshost.start(), "<deshost> without url");
         }
         Some(HttpPluginConfig {
             root: root?,
@@ -260,7 +260,7 @@ fn read_http(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<HttpPluginConfig> 
 }
 
 /// An `http://` or `https://` URL attribute; missing or empty gives `None`.
-fn http_url(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<String> {
+fn http_url(ctx: &mut Ctx<'_>, node: Node<'_>, name: &str) -> Option<String> {
     ctx.parse_attr(node, name, |v| {
         let lower = v.to_ascii_lowercase();
         if (lower.starts_with("http://") || lower.starts_with("https://"))
@@ -273,7 +273,7 @@ fn http_url(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<String>
     })
 }
 
-fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
+fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CdnConfig> {
     clean(ctx, |ctx| {
         let (root, info) = localpath(ctx, node, &["cdninfo", "sendurl", "regexurl"])?;
         ctx.check_attrs(
@@ -331,7 +331,7 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
             timeout: seconds(ctx, info, "timeout").unwrap_or(Duration::from_secs(10)),
             domain,
         };
-        let at = info.range().start;
+        let at = info.start();
         match provider {
             CdnProvider::ChinaCache if cdn.domain.is_empty() => {
                 ctx.error(at, "<cdninfo> without domainname")
@@ -347,14 +347,18 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
             }
             _ => {}
         }
-        let localpath = info.parent().unwrap_or(node);
+        // The `<localpath>` that `localpath()` found `info` in: the first one.
+        let localpath = node
+            .children()
+            .find(|c| is(*c, "localpath"))
+            .unwrap_or(node);
         read_urls(ctx, localpath, &mut cdn);
         cdn.root = root?;
         Some(cdn)
     })
 }
 
-fn rate(ctx: &mut Ctx<'_>, info: Node<'_, '_>) -> Option<f64> {
+fn rate(ctx: &mut Ctx<'_>, info: Node<'_>) -> Option<f64> {
     ctx.parse_attr(info, "rate", |v| match v.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
         _ => Err("not a number of requests per second above 0".to_owned()),
@@ -362,7 +366,7 @@ fn rate(ctx: &mut Ctx<'_>, info: Node<'_, '_>) -> Option<f64> {
 }
 
 /// `<sendurl base>` and `<regexurl regex match>`.
-fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_, '_>, cdn: &mut CdnConfig) {
+fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_>, cdn: &mut CdnConfig) {
     match ctx.child(localpath, "sendurl") {
         Some(sendurl) => {
             ctx.check_attrs(sendurl, &["base"]);
@@ -372,11 +376,11 @@ fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_, '_>, cdn: &mut CdnConfig) {
                 .filter(|v| !v.is_empty())
             {
                 Some(base) => cdn.base_url = base.to_owned(),
-                None => ctx.error(sendurl.range().start, "<sendurl> without base"),
+                None => ctx.error(sendurl.start(), "<sendurl> without base"),
             }
         }
         None => ctx.error(
-            localpath.range().start,
+            localpath.start(),
             "<plugin name=\"refreshCDN\"><localpath> without <sendurl base>",
         ),
     }
@@ -393,7 +397,7 @@ fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_, '_>, cdn: &mut CdnConfig) {
     if regex.captures_len() < 2 {
         let pos = ctx
             .attr(regexurl, "match")
-            .map_or(regexurl.range().start, |a| a.pos);
+            .map_or(regexurl.start(), |a| a.pos);
         ctx.error(
             pos,
             format!(

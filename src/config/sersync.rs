@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use roxmltree::Node;
+use super::tree::Node;
 
 use super::ctx::{Ctx, Enabled, is, pattern_children};
 use super::{
@@ -24,7 +24,7 @@ pub(super) struct Sersync {
 
 /// Reads `<sersync>`. With `-m` for a plugin other than `command` nothing here is used
 /// for the run, so its problems are only warnings.
-pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Sersync {
+pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Sersync {
     let mark = ctx.mark();
     let sync = read_strict(ctx, head, options);
     if let Some(kind) = options
@@ -36,7 +36,7 @@ pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions
     sync
 }
 
-fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Sersync {
+fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Sersync {
     let node = ctx.child(head, "sersync");
     let rsync_node = node.and_then(|n| ctx.child(n, "rsync"));
     let rsync = rsync::read(ctx, rsync_node);
@@ -59,7 +59,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
             return sync;
         }
         ctx.error(
-            head.range().start,
+            head.start(),
             "<head> has no <sersync> section: nothing to watch",
         );
         return sync;
@@ -75,7 +75,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
         let Some(root) = read_localpath(ctx, localpath, &sync.rsync, needs_remotes) else {
             continue;
         };
-        let offset = localpath.range().start;
+        let offset = localpath.start();
         if let Some((_, first)) = watched.iter().find(|(p, _)| *p == root.path) {
             let line = ctx.line(*first);
             ctx.error(
@@ -103,7 +103,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
     }
     if needs_roots && node.children().all(|c| !is(c, "localpath")) {
         ctx.error(
-            node.range().start,
+            node.start(),
             "<sersync> has no <localpath>: nothing to watch",
         );
     }
@@ -119,7 +119,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
 
 fn read_localpath(
     ctx: &mut Ctx<'_>,
-    node: Node<'_, '_>,
+    node: Node<'_>,
     rsync: &RsyncConfig,
     needs_remotes: bool,
 ) -> Option<RootConfig> {
@@ -136,7 +136,7 @@ fn read_localpath(
             .as_ref()
             .map_or(String::new(), |w| format!(" watch=\"{}\"", w.display()));
         ctx.error(
-            node.range().start,
+            node.start(),
             format!("<localpath{what}> has no <remote>: nowhere to push"),
         );
     }
@@ -146,12 +146,12 @@ fn read_localpath(
 
 fn read_remote(
     ctx: &mut Ctx<'_>,
-    node: Node<'_, '_>,
+    node: Node<'_>,
     rsync: &RsyncConfig,
     root: Option<&Path>,
 ) -> Option<Remote> {
     ctx.check_attrs(node, &["ip", "name", "path"]);
-    let offset = node.range().start;
+    let offset = node.start();
     let ip = ctx
         .attr(node, "ip")
         .map(|a| a.value.trim())
@@ -210,7 +210,7 @@ fn read_remote(
     })
 }
 
-fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
+fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_>) -> FailLogConfig {
     ctx.check_attrs(node, &["path", "timeToExecute"]);
     let path = ctx
         .abs_path(node, "path")
@@ -220,7 +220,7 @@ fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
         Some(m) if m <= 0.0 => {
             let pos = ctx
                 .attr(node, "timeToExecute")
-                .map_or(node.range().start, |a| a.pos);
+                .map_or(node.start(), |a| a.pos);
             ctx.warn(
                 pos,
                 format!("<failLog timeToExecute=\"{m}\">: not above 0, using 60 minutes"),
@@ -233,7 +233,7 @@ fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
     FailLogConfig { path, retry_max }
 }
 
-fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CrontabConfig> {
+fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CrontabConfig> {
     ctx.check_attrs(node, &["start", "schedule"]);
     ctx.check_children(node, &["crontabfilter"]);
     let start = ctx.flag(node, "start", false);
@@ -251,10 +251,7 @@ fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CrontabConfig> 
                     excludes.push(attr.value.trim().to_owned())
                 }
                 Some(attr) => ctx.warn(attr.pos, "<exclude expression=\"\">: empty, ignored"),
-                None => ctx.warn(
-                    pattern.range().start,
-                    "<exclude> without expression, ignored",
-                ),
+                None => ctx.warn(pattern.start(), "<exclude> without expression, ignored"),
             }
         }
         if !on {
@@ -264,7 +261,7 @@ fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CrontabConfig> 
     start.then_some(CrontabConfig { interval, excludes })
 }
 
-fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Enabled {
+fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_>) -> Enabled {
     let mut enabled: Enabled = Vec::new();
     for plugin in node.children().filter(|c| is(*c, "plugin")) {
         ctx.check_attrs(plugin, &["start", "name"]);
@@ -273,12 +270,10 @@ fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Enabled {
         let kind = name.and_then(|a| PluginKind::from_name(a.value.trim()));
         match (start, name, kind) {
             (true, _, Some(kind)) if enabled.iter().all(|&(k, _)| k != kind) => {
-                enabled.push((kind, plugin.range().start));
+                enabled.push((kind, plugin.start()));
             }
             (true, _, Some(_)) => {}
-            (true, None, _) => {
-                ctx.error(plugin.range().start, "<plugin start=\"true\"> without name")
-            }
+            (true, None, _) => ctx.error(plugin.start(), "<plugin start=\"true\"> without name"),
             (start, Some(attr), None) => {
                 let msg = format!(
                     "<plugin name=\"{}\">: unknown plugin (expected command, socket, http or refreshCDN)",
@@ -297,15 +292,15 @@ fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Enabled {
 }
 
 /// `value` minutes as a duration (decimals allowed: `0.1` is 6 s), to the millisecond.
-fn minutes(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str, value: f64) -> Option<Duration> {
+fn minutes(ctx: &mut Ctx<'_>, node: Node<'_>, name: &str, value: f64) -> Option<Duration> {
     let millis = (value * 60_000.0).round().max(1.0);
     if millis < 1.0e15 {
         // In range: below 2^53, so the conversion is exact.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         return Some(Duration::from_millis(millis as u64));
     }
-    let pos = ctx.attr(node, name).map_or(node.range().start, |a| a.pos);
-    let element = node.tag_name().name();
+    let pos = ctx.attr(node, name).map_or(node.start(), |a| a.pos);
+    let element = node.name();
     ctx.error(pos, format!("<{element} {name}=\"{value}\">: too large"));
     None
 }

@@ -10,9 +10,8 @@
 
 use std::path::Path;
 
-use roxmltree::{Document, Node};
-
-use super::ctx::{Ctx, is, pattern_children, text_pos};
+use super::ctx::{Ctx, is, pattern_children};
+use super::tree::{self, Node};
 use super::{
     Config, FilterConfig, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins,
     sersync,
@@ -41,16 +40,19 @@ pub fn parse_with(
         Ok(text) => (text.to_owned(), false),
         Err(_) => (bytes.iter().map(|&b| char::from(b)).collect(), true),
     };
-    let doc = match Document::parse(&text) {
-        Ok(doc) => doc,
-        Err(err) => return Err(vec![xml_problem(&text, &err)]),
-    };
     let mut ctx = Ctx::new(&text, path, latin1);
-    let head = doc.root_element();
+    let root = match tree::parse(&text) {
+        Ok(root) => root,
+        Err(err) => {
+            ctx.error(err.offset, format!("malformed xml: {}", err.message));
+            return Err(ctx.finish().0);
+        }
+    };
+    let head = root.node();
     if !is(head, "head") {
-        let name = head.tag_name().name();
+        let name = head.name();
         let message = format!("root element is <{name}>, expected <head>");
-        ctx.error(head.range().start, message);
+        ctx.error(head.start(), message);
         return Err(ctx.finish().0);
     }
     let mut config = read_head(&mut ctx, head, options);
@@ -63,7 +65,7 @@ pub fn parse_with(
     }
 }
 
-fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Config {
+fn read_head(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Config {
     ctx.check_attrs(head, &["version"]);
     ctx.check_children(
         head,
@@ -114,7 +116,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> C
 }
 
 /// `<debug start>`, `<fileSystem xfs>`: one boolean attribute, off when missing.
-fn read_switch(ctx: &mut Ctx<'_>, head: Node<'_, '_>, element: &str, attr: &str) -> bool {
+fn read_switch(ctx: &mut Ctx<'_>, head: Node<'_>, element: &str, attr: &str) -> bool {
     let Some(node) = ctx.child(head, element) else {
         return false;
     };
@@ -122,7 +124,7 @@ fn read_switch(ctx: &mut Ctx<'_>, head: Node<'_, '_>, element: &str, attr: &str)
     ctx.flag(node, attr, false)
 }
 
-fn read_host(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> HostConfig {
+fn read_host(ctx: &mut Ctx<'_>, head: Node<'_>) -> HostConfig {
     let mut host = HostConfig {
         ip: "127.0.0.1".into(),
         port: 8008,
@@ -158,7 +160,7 @@ fn read_host(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> HostConfig {
     host
 }
 
-fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> FilterConfig {
+fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_>) -> FilterConfig {
     let Some(node) = ctx.child(head, "filter") else {
         return FilterConfig::default();
     };
@@ -178,7 +180,7 @@ fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> FilterConfig {
     FilterConfig { excludes }
 }
 
-fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> InotifyToggles {
+fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_>) -> InotifyToggles {
     let mut toggles = InotifyToggles::default();
     let Some(node) = ctx.child(head, "inotify") else {
         return toggles;
@@ -219,14 +221,14 @@ fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> InotifyToggles {
         || toggles.modify;
     if !any_push {
         ctx.warn(
-            node.range().start,
+            node.start(),
             "<inotify>: no create, write or move-in event is on: new files are never pushed",
         );
     }
     toggles
 }
 
-fn read_log(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> LogConfig {
+fn read_log(ctx: &mut Ctx<'_>, head: Node<'_>) -> LogConfig {
     let Some(node) = ctx.child(head, "log") else {
         return LogConfig::default();
     };
@@ -240,21 +242,4 @@ fn read_log(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> LogConfig {
         }
     });
     LogConfig { path, level }
-}
-
-/// Turns a roxmltree error into a problem at its position, without the " at L:C" suffix.
-fn xml_problem(text: &str, err: &roxmltree::Error) -> Problem {
-    let mut pos = err.pos();
-    if matches!(
-        err,
-        roxmltree::Error::UnclosedRootNode | roxmltree::Error::UnexpectedEndOfStream
-    ) {
-        pos = text_pos(text, text.len());
-    }
-    let message = err.to_string().replace(&format!(" at {}", err.pos()), "");
-    Problem {
-        line: pos.row,
-        col: pos.col,
-        message: format!("malformed xml: {message}"),
-    }
 }
