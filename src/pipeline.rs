@@ -21,7 +21,6 @@ use crossbeam_channel::{Sender, bounded};
 use crate::coalesce::queue::Caps;
 use crate::coalesce::{self, Channels, Journal, JournalPurges, Scheduler, SchedulerConfig};
 use crate::config::{Config, PluginKind, RootConfig};
-use crate::filter::Filter;
 use crate::job::{Delivered, FsEvent};
 use crate::metrics::Metrics;
 use crate::plugin::{self, PluginError, PluginStage};
@@ -117,7 +116,7 @@ impl Pipeline {
         if let Some(kind) = options.standalone_plugin {
             return Pipeline::start_standalone(config, kind, journal, metrics);
         }
-        let filter = Arc::new(Filter::new(config.filter.excludes.clone()));
+        let filter = Arc::new(config.filter.clone());
         let n_workers = options.n_workers.max(1);
         let (job_tx, job_rx) = bounded(n_workers);
         let (outcome_tx, outcome_rx) = bounded(n_workers);
@@ -238,7 +237,7 @@ impl Pipeline {
         let purges = Arc::new(JournalPurges::new(journal, roots.clone()));
         let plugins = plugin::spawn(&config, &[kind], delivered_rx, purges, Arc::clone(&metrics))?;
         let (event_tx, event_rx) = bounded::<FsEvent>(EVENT_CHANNEL);
-        let filter = Arc::new(Filter::new(config.filter.excludes.clone()));
+        let filter = Arc::new(config.filter.clone());
         let watch_options = WatchOptions {
             toggles: config.inotify,
             debug: config.debug,

@@ -94,15 +94,10 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
         }
     }
     let _ = writeln!(out, "events: {}", events(config));
-    if config.filter.excludes.is_empty() {
+    if config.filter.is_empty() {
         let _ = writeln!(out, "filter: off");
     } else {
-        let list: Vec<&str> = config
-            .filter
-            .excludes
-            .iter()
-            .map(regex::bytes::Regex::as_str)
-            .collect();
+        let list: Vec<&str> = config.filter.patterns().collect();
         let _ = writeln!(out, "filter: exclude regexes {}", list.join("  "));
     }
     match &config.crontab {

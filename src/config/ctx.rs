@@ -319,13 +319,32 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Compiles the regex in attribute `name`; `anchored` wraps it as `^(?:…)$`.
+    /// Compiles the regex in attribute `name`; `anchored` wraps it as `^(?:…)$`
+    /// ([`crate::filter::anchored`]).
     pub fn regex(
         &mut self,
         node: Node<'_>,
         name: &str,
         anchored: bool,
     ) -> Option<regex::bytes::Regex> {
+        if anchored {
+            self.compile(node, name, true, crate::filter::anchored)
+        } else {
+            self.compile(node, name, false, regex::bytes::Regex::new)
+        }
+    }
+
+    /// Compiles the pattern in attribute `name` with `compile`; a missing attribute or a
+    /// pattern that does not compile is an error at its line:col, an empty one a warning.
+    /// `anchored` says that `compile` wraps the pattern as `^(?:…)$`, so that a pattern
+    /// valid only unwrapped is explained.
+    pub fn compile<T>(
+        &mut self,
+        node: Node<'_>,
+        name: &str,
+        anchored: bool,
+        compile: impl FnOnce(&str) -> Result<T, regex::Error>,
+    ) -> Option<T> {
         let element = node.name();
         let Some(attr) = self.attr(node, name) else {
             self.error(node.start(), format!("<{element}> without {name}"));
@@ -335,21 +354,18 @@ impl<'a> Ctx<'a> {
             self.warn(attr.pos, format!("<{element} {name}=\"\">: empty, ignored"));
             return None;
         }
-        let source = if anchored {
-            format!("^(?:{})$", attr.value)
-        } else {
-            attr.value.to_owned()
-        };
-        match regex::bytes::Regex::new(&source) {
-            Ok(regex) => Some(regex),
+        match compile(attr.value) {
+            Ok(compiled) => Some(compiled),
             Err(err) => {
-                let why = regex_error(&err);
+                let mut why = regex_error(&err);
+                if anchored && regex::bytes::Regex::new(attr.value).is_ok() {
+                    why = format!("invalid once anchored as ^(?:…)$ to match whole paths: {why}");
+                } else {
+                    why = format!("invalid regex: {why}");
+                }
                 self.error(
                     attr.pos,
-                    format!(
-                        "<{element} {name}=\"{}\">: invalid regex: {why}",
-                        attr.value
-                    ),
+                    format!("<{element} {name}=\"{}\">: {why}", attr.value),
                 );
                 None
             }

@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::filter::Filter;
 pub use crate::secret::Secret;
 
 pub use xml::{parse, parse_with};
@@ -41,7 +42,7 @@ pub struct Config {
     /// `<fileSystem xfs>`: accepted for compatibility; `DT_UNKNOWN` is always resolved with `lstat`.
     pub xfs: bool,
     /// `<filter start>` + `<exclude expression>`: regexes on root-relative paths.
-    pub filter: FilterConfig,
+    pub filter: Filter,
     /// `<inotify>` toggles.
     pub inotify: InotifyToggles,
     /// One entry per `<sersync><localpath>`, in file order.
@@ -80,13 +81,6 @@ pub struct HostConfig {
     pub port: u16,
     /// New `start="true"`: serve `/metrics` and `/status` on that address.
     pub start: bool,
-}
-
-/// `<filter>`: exclude regexes on the path relative to the root.
-#[derive(Debug, Clone, Default)]
-pub struct FilterConfig {
-    /// Compiled `<exclude expression>` regexes (empty when `start` is not `true`).
-    pub excludes: Vec<regex::bytes::Regex>,
 }
 
 /// `<inotify>` children; each turns on an inotify event kind.

@@ -13,9 +13,9 @@ use std::path::Path;
 use super::ctx::{Ctx, is, pattern_children};
 use super::tree::{self, Node};
 use super::{
-    Config, FilterConfig, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins,
-    sersync,
+    Config, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins, sersync,
 };
+use crate::filter::{Filter, Rule};
 
 /// Parses the bytes of a configuration file, with no command-line options.
 ///
@@ -160,24 +160,24 @@ fn read_host(ctx: &mut Ctx<'_>, head: Node<'_>) -> HostConfig {
     host
 }
 
-fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_>) -> FilterConfig {
+fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_>) -> Filter {
     let Some(node) = ctx.child(head, "filter") else {
-        return FilterConfig::default();
+        return Filter::default();
     };
     ctx.check_attrs(node, &["start"]);
     let start = ctx.flag(node, "start", false);
     let mark = ctx.mark();
-    let mut excludes = Vec::new();
+    let mut rules = Vec::new();
     for pattern in pattern_children(ctx, node, "exclude") {
-        if let Some(regex) = ctx.regex(pattern, "expression", false) {
-            excludes.push(regex);
+        if let Some(rule) = ctx.compile(pattern, "expression", true, Rule::new) {
+            rules.push(rule);
         }
     }
     if !start {
         ctx.demote(mark, "<filter> is off");
-        excludes.clear();
+        rules.clear();
     }
-    FilterConfig { excludes }
+    Filter::new(rules)
 }
 
 fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_>) -> InotifyToggles {

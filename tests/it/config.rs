@@ -23,6 +23,7 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     // Filters.
     ("bad_regex.xml", 2, "4:14", "<exclude expression=\"(.*\\.svn\">: invalid regex: unclosed group"),
     ("lookaround_regex.xml", 2, "4:14", "invalid regex: look-around, including look-ahead and look-behind, is not supported"),
+    ("filter_unanchorable.xml", 2, "4:14", "<exclude expression=\"(?x) cache # temporary files\">: invalid once anchored as ^(?:…)$ to match whole paths: unclosed group"),
     // Watch roots and remotes.
     ("watch_relative.xml", 2, "4:16", "<localpath watch=\"var/www\">: not an absolute path"),
     ("watch_missing.xml", 2, "4:16", "<localpath watch=\"/nonexistent/sersync-fixture\">: directory does not exist"),

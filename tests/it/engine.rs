@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sersync::config::Remote;
+use sersync::config::{Filter, Remote};
 use sersync::job::{Change, FsEvent, Op};
 
 use crate::util::{Env, SYNC_LIMIT, options, wait_until};
@@ -115,10 +115,7 @@ fn rescan_event_runs_a_full_sync() {
 #[test]
 fn excluded_paths_never_reach_the_mirror() {
     let mut env = Env::new();
-    env.config.filter.excludes = vec![
-        regex::bytes::Regex::new(r"(.*)\.gz").expect("re"),
-        regex::bytes::Regex::new(r"^cache/*").expect("re"),
-    ];
+    env.config.filter = Filter::from_patterns(&[r"(.*)\.gz", r"^cache/*"]).expect("re");
     env.write("keep.txt", b"k");
     env.write("skip.gz", b"s");
     env.write("cache/inner.txt", b"c");

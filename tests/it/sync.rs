@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sersync::config::Remote;
+use sersync::config::{Filter, Remote};
 
 use crate::engine::hostile_names;
 use crate::util::{Env, SYNC_LIMIT, options, tree, wait_until};
@@ -101,10 +101,7 @@ fn hostile_names_are_mirrored_byte_exact() {
 #[test]
 fn excluded_files_get_no_push_even_inside_new_directories() {
     let mut env = Env::new();
-    env.config.filter.excludes = vec![
-        regex::bytes::Regex::new(r"(.*)\.tmp").expect("re"),
-        regex::bytes::Regex::new(r"^logs/*").expect("re"),
-    ];
+    env.config.filter = Filter::from_patterns(&[r"(.*)\.tmp", r"^logs/*"]).expect("re");
     let pipeline = env.start(&options(false));
     env.write("new/keep.txt", b"k");
     env.write("new/skip.tmp", b"s");

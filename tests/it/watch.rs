@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use regex::bytes::Regex;
+use sersync::filter::Rule;
 use tempfile::TempDir;
 
 use sersync::config::InotifyToggles;
@@ -74,7 +74,7 @@ impl Setup {
         let filter = Filter::new(
             self.excludes
                 .iter()
-                .map(|p| Regex::new(p).expect("regex"))
+                .map(|p| Rule::new(p).expect("regex"))
                 .collect(),
         );
         let metrics = Arc::new(Metrics::default());

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use sersync::coalesce::{Journal, MemoryJournal};
 use sersync::config::{
-    Auth, Config, FailLogConfig, FilterConfig, HostConfig, InotifyToggles, LogConfig, Remote,
-    RootConfig, RsyncConfig,
+    Auth, Config, FailLogConfig, Filter, HostConfig, InotifyToggles, LogConfig, Remote, RootConfig,
+    RsyncConfig,
 };
 use sersync::pipeline::{Options, Pipeline};
 
@@ -127,7 +127,7 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
         },
         debug: false,
         xfs: false,
-        filter: FilterConfig::default(),
+        filter: Filter::default(),
         inotify: InotifyToggles::default(),
         roots: vec![RootConfig {
             path: src.to_path_buf(),
