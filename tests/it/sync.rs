@@ -106,9 +106,16 @@ fn excluded_files_get_no_push_even_inside_new_directories() {
     env.write("new/keep.txt", b"k");
     env.write("new/skip.tmp", b"s");
     env.write("logs/app.log", b"l");
-    wait_until("keep.txt mirrored", SYNC_LIMIT, || {
-        env.mirror().join("new/keep.txt").exists()
-    });
+    // Written after the excluded files, in the same directories: once they are mirrored
+    // the watcher has read every earlier event, so the idle check below covers them
+    // (`is_idle` alone cannot see events still unread in the kernel queue).
+    env.write("new/sentinel.txt", b"after new/skip.tmp");
+    env.write("sentinel.txt", b"after logs/app.log");
+    for sentinel in ["new/keep.txt", "new/sentinel.txt", "sentinel.txt"] {
+        wait_until(&format!("{sentinel} mirrored"), SYNC_LIMIT, || {
+            env.mirror().join(sentinel).exists()
+        });
+    }
     wait_until("idle", SYNC_LIMIT, || pipeline.is_idle());
     assert!(!env.mirror().join("new/skip.tmp").exists());
     assert!(!env.mirror().join("logs").exists());
