@@ -293,11 +293,25 @@ fn socket_lines_mode_keeps_one_connection_and_reconnects() {
         format!("delete {base}/second\n").into_bytes()
     );
 
-    // The listener goes away; changes made meanwhile are buffered.
-    drop(reader);
+    // The peer goes away: it stops listening and closes its side of the connection.
+    // The next change finds the connection closed (before writing into it), so the
+    // plugin drops it, which this end sees as end of file, and buffers the line.
     drop(listener);
+    reader
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("close our side");
     running.send(delivered(0, "while-down", Op::Update, false));
-    std::thread::sleep(Duration::from_millis(100)); // let it notice and fail once
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .expect("the plugin closes the old connection");
+    assert!(
+        rest.is_empty(),
+        "written into a closed connection: {rest:?}"
+    );
+    // A new listener on the same port: the buffered line comes first, on a new
+    // connection, and later lines follow on that same connection.
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind the same port");
     let mut reader = BufReader::new(accept_within(&listener));
     assert_eq!(
@@ -310,6 +324,10 @@ fn socket_lines_mode_keeps_one_connection_and_reconnects() {
         format!("update {base}/after\n").into_bytes()
     );
     let metrics = running.stop();
+    assert!(
+        listener.accept().is_err(),
+        "one reconnection, not one connection per line"
+    );
     assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 0);
 }
 
