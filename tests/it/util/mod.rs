@@ -33,6 +33,25 @@ pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// Set to `1` to let a test whose prerequisite is missing (root, user namespaces, a low
+/// enough kernel limit) pass as skipped. CI does not set it: there such a test fails.
+pub const ALLOW_SKIP: &str = "SERSYNC_TEST_ALLOW_SKIP";
+
+/// A prerequisite of the calling test is missing: panics naming `reason`, unless
+/// [`ALLOW_SKIP`] is `1`, where it prints `skipped: reason` and the caller returns.
+#[track_caller]
+pub fn missing_prerequisite(reason: &str) {
+    if std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1") {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    panic!("{reason} (set {ALLOW_SKIP}=1 to skip tests whose prerequisites are missing)");
+}
+
+/// Held by every test that changes or compares a global inotify sysctl
+/// (`/proc/sys/fs/inotify/*`), so that one never sees another's temporary value.
+pub static INOTIFY_SYSCTLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A source tree mirrored to a real rsync daemon (and optionally a local directory).
 pub struct Env {
     pub dir: tempfile::TempDir,
