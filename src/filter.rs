@@ -45,6 +45,11 @@ impl Rule {
     pub fn pattern(&self) -> &str {
         &self.pattern
     }
+
+    /// Whether the rule matches all of `bytes`.
+    pub fn is_match(&self, bytes: &[u8]) -> bool {
+        self.regex.is_match(bytes)
+    }
 }
 
 /// Compiled exclude rules, built once by config validation and shared read-only by
@@ -89,7 +94,7 @@ impl Filter {
             return false;
         }
         let bytes = rel.as_os_str().as_bytes();
-        if self.excludes.iter().any(|rule| rule.regex.is_match(bytes)) {
+        if self.excludes.iter().any(|rule| rule.is_match(bytes)) {
             return true;
         }
         if is_dir {

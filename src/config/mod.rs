@@ -253,10 +253,10 @@ pub struct CommandConfig {
     pub suffix: Vec<String>,
     /// `ignoreError="true"`: discard the command's output and exit status.
     pub ignore_error: bool,
-    /// `<filter start="true"><include expression>`: regexes on the absolute path, already
-    /// anchored as `^(?:…)$` so `is_match` is sersync's full match; `None` means every path
-    /// runs the command.
-    pub include: Option<Vec<regex::bytes::Regex>>,
+    /// `<filter start="true"><include expression>`: rules on the absolute path, anchored
+    /// (a [`crate::filter::Rule`] always is) so `is_match` is sersync's full match; `None`
+    /// means every path runs the command.
+    pub include: Option<Vec<crate::filter::Rule>>,
     /// New `timeout` attribute on `<param>` (seconds, default 60).
     pub timeout: Duration,
     /// New `concurrency` attribute on `<param>` (default 4).

@@ -10,9 +10,10 @@ use super::tree::Node;
 
 use super::ctx::{Ctx, Enabled, is, pattern_children};
 use super::{
-    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, PluginKind, Secret,
-    SocketConfig, validate,
+    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, PluginKind, RootConfig,
+    Secret, SocketConfig, validate,
 };
+use crate::filter::Rule;
 
 /// The plugin sections found in the file.
 #[derive(Default)]
@@ -30,6 +31,7 @@ pub(super) fn read(
     head: Node<'_>,
     enabled: &Enabled,
     options: &ParseOptions,
+    roots: &[RootConfig],
 ) -> Sections {
     let running: Enabled = match options.standalone_plugin {
         Some(kind) => vec![(kind, head.start())],
@@ -58,11 +60,42 @@ pub(super) fn read(
         }
         seen.push(kind);
         let mark = ctx.mark();
-        match kind {
-            PluginKind::Command => sections.command = read_command(ctx, node),
-            PluginKind::Socket => sections.socket = read_socket(ctx, node),
-            PluginKind::Http => sections.http = read_http(ctx, node),
-            PluginKind::RefreshCdn => sections.cdn = read_cdn(ctx, node),
+        let root = match kind {
+            PluginKind::Command => {
+                sections.command = read_command(ctx, node);
+                None
+            }
+            PluginKind::Socket => {
+                sections.socket = read_socket(ctx, node);
+                sections.socket.as_ref().map(|s| s.root.clone())
+            }
+            PluginKind::Http => {
+                sections.http = read_http(ctx, node);
+                sections.http.as_ref().map(|h| h.root.clone())
+            }
+            PluginKind::RefreshCdn => {
+                sections.cdn = read_cdn(ctx, node);
+                sections.cdn.as_ref().map(|c| c.root.clone())
+            }
+        };
+        // With -m the plugin's own root is the one watched; otherwise it must be one of
+        // the `<sersync>` roots, checked here once so that starting it cannot fail on it.
+        if let Some(root) = root.filter(|_| options.standalone_plugin.is_none()) {
+            if roots.iter().all(|r| r.path != root) {
+                let at = node
+                    .children()
+                    .find(|c| is(*c, "localpath"))
+                    .and_then(|lp| ctx.attr(lp, "watch"))
+                    .map_or(node.start(), |a| a.pos);
+                ctx.error(
+                    at,
+                    format!(
+                        "<localpath watch=\"{}\">: not a watched <localpath> of <sersync>; plugin {} serves one of them",
+                        root.display(),
+                        kind.name()
+                    ),
+                );
+            }
         }
         if running.iter().all(|&(k, _)| k != kind) {
             ctx.demote(mark, &format!("plugin {} is not enabled", kind.name()));
@@ -134,7 +167,7 @@ fn read_command(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CommandConfig> {
             let mark = ctx.mark();
             let mut include = Vec::new();
             for pattern in pattern_children(ctx, filter, "include") {
-                include.extend(ctx.regex(pattern, "expression", true));
+                include.extend(ctx.compile(pattern, "expression", true, Rule::new));
             }
             if start {
                 command.include = Some(include);

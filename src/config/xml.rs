@@ -87,7 +87,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Confi
     let filter = read_filter(ctx, head);
     let inotify = read_inotify(ctx, head);
     let sync = sersync::read(ctx, head, options);
-    let sections = plugins::read(ctx, head, &sync.enabled, options);
+    let sections = plugins::read(ctx, head, &sync.enabled, options, &sync.roots);
     let pidfile = ctx.child(head, "pidfile").and_then(|n| {
         ctx.check_attrs(n, &["path"]);
         ctx.abs_path(n, "path")

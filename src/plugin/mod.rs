@@ -51,9 +51,6 @@ pub enum PluginError {
     /// The command plugin's `prefix` is empty: there is no program to run.
     #[error("command: empty prefix, no program to run")]
     EmptyCommand,
-    /// An include regex of the command plugin does not compile once anchored.
-    #[error("command: include regex {0:?} is invalid once anchored")]
-    BadInclude(String),
     /// The refreshCDN stage cannot start.
     #[error(transparent)]
     Cdn(#[from] CdnError),

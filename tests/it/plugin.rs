@@ -118,7 +118,7 @@ fn command_runs_for_every_root_when_the_include_filter_matches() {
         log.display()
     );
     let mut cmd = command(script, LIMIT, false);
-    cmd.include = Some(vec![regex::bytes::Regex::new(r".*\.php").expect("regex")]);
+    cmd.include = Some(vec![sersync::filter::Rule::new(r".*\.php").expect("regex")]);
     let mut config = config(&[root_a.path(), root_b.path()], Duration::from_secs(1));
     config.command = Some(cmd);
     let running = start(&config, PluginKind::Command);
