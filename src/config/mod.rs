@@ -55,6 +55,9 @@ pub struct Config {
     pub crontab: Option<CrontabConfig>,
     /// Plugins enabled by `<sersync><plugin start="true" name=…>` (usually at most one).
     pub plugins: Vec<PluginKind>,
+    /// The plugins that run (those enabled, or the one `-m` selects), resolved by
+    /// validation: each with its section and the root it serves.
+    pub running: Vec<Plugin>,
     /// `<plugin name="command">` section, when present.
     pub command: Option<CommandConfig>,
     /// `<plugin name="socket">` section, when present.
@@ -240,6 +243,49 @@ impl PluginKind {
             PluginKind::Socket => "socket",
             PluginKind::Http => "http",
             PluginKind::RefreshCdn => "refreshCDN",
+        }
+    }
+}
+
+/// A plugin that runs, as validation resolved it: its section and, for the plugins
+/// bound to one `<localpath>`, the index of that root in [`Config::roots`] (with `-m`,
+/// 0: the pipeline then watches that `localpath` alone). The plugin stage starts these,
+/// so it never looks for a missing section or an unwatched root.
+#[derive(Debug, Clone)]
+pub enum Plugin {
+    /// The command plugin: every root.
+    Command(CommandConfig),
+    /// The socket plugin and its root.
+    Socket {
+        /// Index in [`Config::roots`].
+        root: usize,
+        /// Its section.
+        section: SocketConfig,
+    },
+    /// The http plugin and its root.
+    Http {
+        /// Index in [`Config::roots`].
+        root: usize,
+        /// Its section.
+        section: HttpPluginConfig,
+    },
+    /// refreshCDN and its root.
+    RefreshCdn {
+        /// Index in [`Config::roots`].
+        root: usize,
+        /// Its section.
+        section: CdnConfig,
+    },
+}
+
+impl Plugin {
+    /// Which plugin this is.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            Plugin::Command(_) => PluginKind::Command,
+            Plugin::Socket { .. } => PluginKind::Socket,
+            Plugin::Http { .. } => PluginKind::Http,
+            Plugin::RefreshCdn { .. } => PluginKind::RefreshCdn,
         }
     }
 }

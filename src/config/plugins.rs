@@ -10,14 +10,16 @@ use super::tree::Node;
 
 use super::ctx::{Ctx, Enabled, is, pattern_children};
 use super::{
-    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, PluginKind, RootConfig,
-    Secret, SocketConfig, validate,
+    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, Plugin, PluginKind,
+    RootConfig, Secret, SocketConfig, validate,
 };
 use crate::filter::Rule;
 
 /// The plugin sections found in the file.
 #[derive(Default)]
 pub(super) struct Sections {
+    /// The plugins that run, resolved (see [`Plugin`]).
+    pub running: Vec<Plugin>,
     pub command: Option<CommandConfig>,
     pub socket: Option<SocketConfig>,
     pub http: Option<HttpPluginConfig>,
@@ -116,7 +118,53 @@ pub(super) fn read(
             ctx.error(offset, msg);
         }
     }
+    sections.running = running
+        .iter()
+        .filter_map(|&(kind, _)| resolve(&sections, kind, roots, options))
+        .collect();
     sections
+}
+
+/// The running plugin `kind` with its section and root index; `None` where `read` has
+/// reported why it cannot run. With `-m` the index is 0: the pipeline watches that
+/// plugin's own `localpath` alone (`Pipeline::start_standalone`).
+fn resolve(
+    sections: &Sections,
+    kind: PluginKind,
+    roots: &[RootConfig],
+    options: &ParseOptions,
+) -> Option<Plugin> {
+    let index = |root: &std::path::Path| {
+        if options.standalone_plugin.is_some() {
+            Some(0)
+        } else {
+            roots.iter().position(|r| r.path == root)
+        }
+    };
+    Some(match kind {
+        PluginKind::Command => Plugin::Command(sections.command.clone()?),
+        PluginKind::Socket => {
+            let section = sections.socket.clone()?;
+            Plugin::Socket {
+                root: index(&section.root)?,
+                section,
+            }
+        }
+        PluginKind::Http => {
+            let section = sections.http.clone()?;
+            Plugin::Http {
+                root: index(&section.root)?,
+                section,
+            }
+        }
+        PluginKind::RefreshCdn => {
+            let section = sections.cdn.clone()?;
+            Plugin::RefreshCdn {
+                root: index(&section.root)?,
+                section,
+            }
+        }
+    })
 }
 
 /// Runs `read` and keeps its result only when it recorded no error.

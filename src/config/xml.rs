@@ -105,6 +105,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Confi
         fail_log: sync.fail_log,
         crontab: sync.crontab,
         plugins: sync.enabled.iter().map(|&(kind, _)| kind).collect(),
+        running: sections.running,
         command: sections.command,
         socket: sections.socket,
         http: sections.http,

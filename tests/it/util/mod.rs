@@ -166,6 +166,7 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
         },
         crontab: None,
         plugins: Vec::new(),
+        running: Vec::new(),
         command: None,
         socket: None,
         http: None,
