@@ -108,6 +108,22 @@ pub struct InotifyToggles {
     pub modify: bool,
 }
 
+impl InotifyToggles {
+    /// Every event off.
+    pub fn none() -> InotifyToggles {
+        InotifyToggles {
+            delete: false,
+            create_folder: false,
+            create_file: false,
+            close_write: false,
+            move_from: false,
+            move_to: false,
+            attrib: false,
+            modify: false,
+        }
+    }
+}
+
 impl Default for InotifyToggles {
     /// The stock sersync 2.5 values.
     fn default() -> Self {

@@ -77,13 +77,7 @@ fn env_with_silent_watcher() -> Env {
     let mut env = Env::new();
     env.config.inotify = InotifyToggles {
         delete: true,
-        create_folder: false,
-        create_file: false,
-        close_write: false,
-        move_from: false,
-        move_to: false,
-        attrib: false,
-        modify: false,
+        ..InotifyToggles::none()
     };
     env
 }
