@@ -14,6 +14,10 @@ use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
+/// The deepest nesting read. A sersync file is 4 levels deep; the limit keeps a hostile
+/// file from building a tree whose recursive drop would overflow the stack.
+pub const MAX_DEPTH: usize = 256;
+
 /// An element: its name as written, its attributes, its child elements.
 #[derive(Debug)]
 pub struct Element {
@@ -163,20 +167,33 @@ fn attr_error(text: &str, tag_body: usize, err: &AttrError) -> XmlError {
 /// # Errors
 /// The first reason `text` is not a well-formed document with one root element.
 pub fn parse(text: &str) -> Result<Element, XmlError> {
-    let mut reader = Reader::from_str(text);
+    // A UTF-8 byte order mark is skipped here, so that quick-xml's positions plus
+    // `shift` are offsets in `text`.
+    let (body, shift) = match text.strip_prefix('\u{feff}') {
+        Some(rest) => (rest, text.len() - rest.len()),
+        None => (text, 0),
+    };
+    let position =
+        |at: u64| usize::try_from(at).map_or(text.len(), |at| (at + shift).min(text.len()));
+    let mut reader = Reader::from_str(body);
     // End tags are matched here, against our own stack, to word the message.
     reader.config_mut().check_end_names = false;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     loop {
-        let before = usize::try_from(reader.buffer_position()).unwrap_or(text.len());
-        let event = reader.read_event().map_err(|err| {
-            let at = usize::try_from(reader.error_position()).unwrap_or(before);
-            error(at.min(text.len()), err.to_string())
-        })?;
+        let before = position(reader.buffer_position());
+        let event = reader
+            .read_event()
+            .map_err(|err| error(position(reader.error_position()), err.to_string()))?;
         match event {
             Event::Start(_) | Event::Empty(_) if root.is_some() && stack.is_empty() => {
                 return Err(error(before, "the document has more than one root element"));
+            }
+            Event::Start(_) if stack.len() >= MAX_DEPTH => {
+                return Err(error(
+                    before,
+                    format!("elements nested more than {MAX_DEPTH} deep"),
+                ));
             }
             Event::Start(tag) => stack.push(element(text, before, &tag)?),
             Event::Empty(tag) => {
@@ -204,7 +221,7 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                 }
             }
             Event::Text(_) | Event::GeneralRef(_) | Event::CData(_) if stack.is_empty() => {
-                let after = usize::try_from(reader.buffer_position()).unwrap_or(text.len());
+                let after = position(reader.buffer_position());
                 let chunk = text.get(before..after).unwrap_or("");
                 if let Some(at) = chunk.find(|c: char| !c.is_ascii_whitespace()) {
                     return Err(error(before + at, "unknown token"));
@@ -245,6 +262,13 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_and_a_doctype_are_accepted() {
+        let root = parse("\u{feff}<?xml version=\"1.0\"?>\n<!DOCTYPE head>\n<!-- c -->\n<head/>\n")
+            .expect("parses");
+        assert_eq!(root.node().name(), "head");
+    }
+
+    #[test]
     fn malformed_documents_are_one_error_each() {
         let table = [
             ("", 0, "the document does not have a root node"),
@@ -259,6 +283,11 @@ mod tests {
             ("<head>\n <a b=c/></head>", 13, "expected a quote not 'c'"),
             ("<a/><b/>", 4, "the document has more than one root element"),
         ];
+        let deep = "<a>".repeat(MAX_DEPTH + 1);
+        assert_eq!(
+            parse(&deep).map(|_| ()),
+            Err(error(3 * MAX_DEPTH, "elements nested more than 256 deep"))
+        );
         for (text, offset, message) in table {
             assert_eq!(
                 parse(text).map(|_| ()),
