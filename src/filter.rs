@@ -11,21 +11,76 @@ use std::path::Path;
 
 use regex::bytes::Regex;
 
-/// Compiled exclude rules, shared read-only by every stage.
+/// `pattern` compiled to match whole paths only, as sersync's `boost::regex_match`:
+/// `^(?:pattern)$`. The one place a rule is anchored.
+///
+/// # Errors
+/// The regex error, also when `pattern` compiles alone but not once wrapped (a
+/// `(?x)` comment that swallows the closing group, for one).
+pub fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+/// One `<exclude expression>`: the pattern as written and its anchored regex.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pattern: String,
+    regex: Regex,
+}
+
+impl Rule {
+    /// Compiles `pattern` anchored at both ends ([`anchored`]).
+    ///
+    /// # Errors
+    /// When the anchored pattern is not a valid regex; there is no unanchored fallback,
+    /// which would exclude more than the rule says.
+    pub fn new(pattern: &str) -> Result<Rule, regex::Error> {
+        Ok(Rule {
+            pattern: pattern.to_owned(),
+            regex: anchored(pattern)?,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether the rule matches all of `bytes`.
+    pub fn is_match(&self, bytes: &[u8]) -> bool {
+        self.regex.is_match(bytes)
+    }
+}
+
+/// Compiled exclude rules, built once by config validation and shared read-only by
+/// every stage.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    excludes: Vec<Regex>,
+    /// The rules, in file order (each anchored: a [`Rule`] cannot be built otherwise).
+    pub excludes: Vec<Rule>,
 }
 
 impl Filter {
-    /// Rules from already compiled regexes (compiled during config validation). Each is
-    /// anchored at both ends here, as sersync's `boost::regex_match` full match.
-    pub fn new(excludes: Vec<Regex>) -> Filter {
-        let excludes = excludes
-            .into_iter()
-            .map(|re| Regex::new(&format!("^(?:{})$", re.as_str())).unwrap_or(re))
-            .collect();
+    /// The rules, in file order.
+    pub fn new(excludes: Vec<Rule>) -> Filter {
         Filter { excludes }
+    }
+
+    /// Compiles every pattern ([`Rule::new`]).
+    ///
+    /// # Errors
+    /// The first pattern that does not compile.
+    pub fn from_patterns<S: AsRef<str>>(patterns: &[S]) -> Result<Filter, regex::Error> {
+        let excludes = patterns
+            .iter()
+            .map(|p| Rule::new(p.as_ref()))
+            .collect::<Result<_, _>>()?;
+        Ok(Filter { excludes })
+    }
+
+    /// The patterns as written, in file order.
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.excludes.iter().map(Rule::pattern)
     }
 
     /// True when there are no rules.
@@ -39,14 +94,17 @@ impl Filter {
             return false;
         }
         let bytes = rel.as_os_str().as_bytes();
-        if self.excludes.iter().any(|re| re.is_match(bytes)) {
+        if self.excludes.iter().any(|rule| rule.is_match(bytes)) {
             return true;
         }
         if is_dir {
             let mut with_slash = Vec::with_capacity(bytes.len() + 1);
             with_slash.extend_from_slice(bytes);
             with_slash.push(b'/');
-            return self.excludes.iter().any(|re| re.is_match(&with_slash));
+            return self
+                .excludes
+                .iter()
+                .any(|rule| rule.regex.is_match(&with_slash));
         }
         false
     }
@@ -69,12 +127,7 @@ mod tests {
     use super::*;
 
     fn filter(patterns: &[&str]) -> Filter {
-        Filter::new(
-            patterns
-                .iter()
-                .map(|p| Regex::new(p).expect("test regex"))
-                .collect(),
-        )
+        Filter::from_patterns(patterns).expect("test regex")
     }
 
     #[test]
@@ -107,6 +160,20 @@ mod tests {
         let f = filter(&[r"a|ab"]);
         assert!(f.is_excluded(Path::new("ab"), false));
         assert!(!f.is_excluded(Path::new("abc"), false));
+    }
+
+    #[test]
+    fn a_pattern_that_cannot_be_anchored_is_an_error_not_a_looser_rule() {
+        // Alone it compiles (`#` starts a comment in `(?x)` mode); wrapped, the comment
+        // swallows `)$`. Falling back to the unanchored regex would exclude every path
+        // that merely contains `cache`.
+        assert!(Regex::new("(?x)cache # temp files").is_ok());
+        assert!(Rule::new("(?x)cache # temp files").is_err());
+        assert!(Filter::from_patterns(&["ok", "(?x)cache # temp"]).is_err());
+        assert_eq!(
+            filter(&["(?x) cache"]).patterns().collect::<Vec<_>>(),
+            ["(?x) cache"]
+        );
     }
 
     #[test]

@@ -21,13 +21,15 @@ use crossbeam_channel::{Sender, bounded};
 use crate::child::Cancel;
 use crate::coalesce::queue::Caps;
 use crate::coalesce::{self, Channels, Journal, JournalPurges, Scheduler, SchedulerConfig};
-use crate::config::{Config, PluginKind, Remote, RootConfig};
-use crate::filter::Filter;
+use crate::config::{Config, Plugin, PluginKind, RootConfig};
 use crate::job::{Delivered, FsEvent};
 use crate::metrics::Metrics;
 use crate::plugin::{self, PluginError, PluginStage};
 use crate::push::{self, PushContext};
 use crate::watch::{self, WatchOptions, Watcher};
+
+/// Kept here too for callers of its first home; the key lives in a leaf module.
+pub use crate::journal_key::target_key;
 
 /// Capacity of the watch → coalesce channel.
 const EVENT_CHANNEL: usize = 4096;
@@ -91,11 +93,6 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
 }
 
-/// The journal key of a remote: stable across restarts and config edits.
-pub fn target_key(root: &std::path::Path, remote: &Remote) -> String {
-    format!("{} -> {remote}", root.display())
-}
-
 impl Pipeline {
     /// Starts every stage.
     ///
@@ -119,27 +116,21 @@ impl Pipeline {
         journal: Arc<dyn Journal>,
         metrics: Arc<Metrics>,
     ) -> Result<Pipeline, PipelineError> {
-        if let Some(kind) = options.standalone_plugin {
-            return Pipeline::start_standalone(config, kind, journal, metrics);
+        if options.standalone_plugin.is_some() {
+            return Pipeline::start_standalone(config, journal, metrics);
         }
-        let filter = Arc::new(Filter::new(config.filter.excludes.clone()));
+        let filter = Arc::new(config.filter.clone());
         let n_workers = options.n_workers.max(1);
         let (job_tx, job_rx) = bounded(n_workers);
         let (outcome_tx, outcome_rx) = bounded(n_workers);
         let (event_tx, event_rx) = bounded(EVENT_CHANNEL);
         let roots: Vec<PathBuf> = config.roots.iter().map(|r| r.path.clone()).collect();
-        let (delivered_tx, plugins) = if config.plugins.is_empty() {
+        let (delivered_tx, plugins) = if config.running.is_empty() {
             (None, None)
         } else {
             let (delivered_tx, delivered_rx) = bounded(EVENT_CHANNEL);
             let purges = Arc::new(JournalPurges::new(Arc::clone(&journal), roots.clone()));
-            let stage = plugin::spawn(
-                config,
-                &config.plugins,
-                delivered_rx,
-                purges,
-                Arc::clone(&metrics),
-            )?;
+            let stage = plugin::spawn(config, delivered_rx, purges, Arc::clone(&metrics))?;
             (Some(delivered_tx), Some(stage))
         };
         let cancel = Cancel::default();
@@ -218,36 +209,37 @@ impl Pipeline {
     }
 
     /// `-m NAME`: watch the plugin's root and call the plugin for every change, with no
-    /// rsync (sersync 2.5's standalone mode). The command plugin watches every
-    /// `<localpath>`; the others watch their own `localpath`.
+    /// rsync (sersync 2.5's standalone mode). A config read with `-m` has that plugin
+    /// alone in `running`, with root index 0: unless it is the command plugin (every
+    /// `<localpath>`), its own `localpath` becomes the only root here.
     ///
     /// # Errors
     /// When the plugin or the watcher cannot start.
     pub fn start_standalone(
         config: &Config,
-        kind: PluginKind,
         journal: Arc<dyn Journal>,
         metrics: Arc<Metrics>,
     ) -> Result<Pipeline, PipelineError> {
         let mut config = config.clone();
-        let own_root = match kind {
-            PluginKind::Command => None,
-            PluginKind::Socket => config.socket.as_ref().map(|s| s.root.clone()),
-            PluginKind::Http => config.http.as_ref().map(|h| h.root.clone()),
-            PluginKind::RefreshCdn => config.cdn.as_ref().map(|c| c.root.clone()),
-        };
-        if let Some(root) = own_root {
+        let own_root = config.running.iter().find_map(|plugin| match plugin {
+            Plugin::Command(_) => None,
+            Plugin::Socket { section, .. } => Some(section.root.clone()),
+            Plugin::Http { section, .. } => Some(section.root.clone()),
+            Plugin::RefreshCdn { section, .. } => Some(section.root.clone()),
+        });
+        if let Some(path) = own_root {
             config.roots = vec![RootConfig {
-                path: root,
+                path,
                 remotes: Vec::new(),
             }];
         }
+        let config = &config;
         let roots: Vec<PathBuf> = config.roots.iter().map(|r| r.path.clone()).collect();
         let (delivered_tx, delivered_rx) = bounded::<Delivered>(EVENT_CHANNEL);
         let purges = Arc::new(JournalPurges::new(journal, roots.clone()));
-        let plugins = plugin::spawn(&config, &[kind], delivered_rx, purges, Arc::clone(&metrics))?;
+        let plugins = plugin::spawn(config, delivered_rx, purges, Arc::clone(&metrics))?;
         let (event_tx, event_rx) = bounded::<FsEvent>(EVENT_CHANNEL);
-        let filter = Arc::new(Filter::new(config.filter.excludes.clone()));
+        let filter = Arc::new(config.filter.clone());
         let watch_options = WatchOptions {
             toggles: config.inotify,
             debug: config.debug,

@@ -22,8 +22,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::cdn::provider::{PurgeError, PurgeItem, parse_retry_after, snippet};
-use crate::cdn::url::percent_encode_into;
 use crate::config::CdnConfig;
+use crate::urlencode::percent_encode_into;
 
 /// The largest answer read; the status line and headers are all that matter.
 const MAX_RESPONSE: usize = 16 * 1024;
@@ -41,7 +41,7 @@ pub fn message(cdn: &CdnConfig, batch: &[PurgeItem]) -> String {
     let mut msg = String::from("HEAD /index.jsp?user=");
     encode_value(&mut msg, cdn.username.as_bytes());
     msg.push_str("&pswd=");
-    encode_value(&mut msg, cdn.password.as_bytes());
+    encode_value(&mut msg, cdn.password.expose().as_bytes());
     msg.push_str("&ok=ok");
     msg.push_str(if batch.first().is_some_and(|item| item.is_dir) {
         "&dirs="

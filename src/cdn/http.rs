@@ -23,21 +23,12 @@ use ureq::http::{self as h, Response};
 use crate::cdn::CdnError;
 use crate::cdn::provider::{PurgeError, PurgeItem, parse_retry_after, snippet};
 use crate::config::{CdnConfig, CdnProvider};
-
-/// A secret that prints as `***`.
-#[derive(Clone)]
-struct Secret(String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+use crate::secret::Secret;
 
 enum Kind {
     Purge { target: Option<String> },
-    Cloudflare { url: String, token: Secret },
-    Webhook { url: String },
+    Cloudflare { url: String, token: Secret<String> },
+    Webhook { url: Secret<String> },
 }
 
 /// A configured HTTP purge API. Its `Debug` output holds no token and no URL path.
@@ -57,7 +48,7 @@ impl fmt::Debug for HttpProvider {
                 .finish(),
             Kind::Webhook { url } => f
                 .debug_struct("Webhook")
-                .field("url", &redact(url))
+                .field("url", &redact(url.expose()))
                 .finish(),
         }
     }
@@ -100,7 +91,7 @@ impl HttpProvider {
                 };
                 Kind::Cloudflare {
                     url: format!("{endpoint}/client/v4/zones/{zone}/purge_cache"),
-                    token: Secret(token),
+                    token: Secret::new(token),
                 }
             }
             CdnProvider::Webhook | CdnProvider::ChinaCache => Kind::Webhook {
@@ -158,7 +149,7 @@ impl HttpProvider {
             Kind::Cloudflare { url, token } => {
                 let endpoint = redact(url);
                 let request = h::Request::post(url.as_str())
-                    .header("authorization", format!("Bearer {}", token.0))
+                    .header("authorization", format!("Bearer {}", token.expose()))
                     .header("content-type", "application/json")
                     .body(cloudflare_body(batch));
                 log::debug!("{endpoint}: purge {} url(s)", batch.len());
@@ -168,8 +159,8 @@ impl HttpProvider {
                 })
             }
             Kind::Webhook { url } => {
-                let endpoint = redact(url);
-                let request = h::Request::post(url.as_str())
+                let endpoint = redact(url.expose());
+                let request = h::Request::post(url.expose().as_str())
                     .header("content-type", "application/json")
                     .body(webhook_body(batch));
                 log::debug!("{endpoint}: purge {} url(s)", batch.len());
@@ -250,7 +241,7 @@ fn split_url(url: &str) -> Option<(&str, &str, &str)> {
 
 /// `scheme://host/…`: enough to say where a request went, without paths or userinfo
 /// that may carry a token.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match split_url(url) {
         Some((scheme, authority, "/")) => format!("{scheme}://{authority}/"),
         Some((scheme, authority, _)) => format!("{scheme}://{authority}/…"),
@@ -348,7 +339,7 @@ mod tests {
     fn purge_accepts_every_byte_the_url_mapping_keeps() {
         let url = format!(
             "http://x/{}",
-            crate::cdn::url::encode_path(b"!$&'()*+,;=:@ \xff%")
+            crate::urlencode::encode_path(b"!$&'()*+,;=:@ \xff%")
         );
         assert!(purge_request(Some("h:1"), &url).is_ok());
     }

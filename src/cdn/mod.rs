@@ -37,9 +37,10 @@ use crossbeam_channel::{Receiver, select};
 
 pub use journal::{MemoryJournal, PurgeJournal};
 
+use crate::backoff::Backoff;
 use crate::cdn::provider::{Provider, PurgeError, PurgeItem};
-use crate::cdn::queue::{Backoff, Pending, Queued, TokenBucket};
-use crate::config::{CdnConfig, Config};
+use crate::cdn::queue::{Pending, Queued, TokenBucket};
+use crate::config::CdnConfig;
 use crate::job::Delivered;
 use crate::metrics::Metrics;
 
@@ -53,12 +54,6 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
 /// Why the CDN stage cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum CdnError {
-    /// `kinds` includes `refreshCDN` but the config has no `<plugin name="refreshCDN">`.
-    #[error("refreshCDN: no <plugin name=\"refreshCDN\"> section")]
-    NoSection,
-    /// The plugin's `localpath` is not one of the watched roots.
-    #[error("{}: refreshCDN localpath is not a watched <localpath>", .0.display())]
-    NoSuchRoot(PathBuf),
     /// A setting the provider needs is missing.
     #[error("refreshCDN: missing {0}")]
     Missing(&'static str),
@@ -79,29 +74,27 @@ pub enum CdnError {
     Thread(#[source] std::io::Error),
 }
 
-/// Starts the `sersync-cdn` thread.
+/// Starts the `sersync-cdn` thread for `cdn`, whose root is `root` (its index, as
+/// validation resolved it); failed purges wait at most `retry_max` between retries.
 ///
 /// # Errors
-/// [`CdnError`] when the `refreshCDN` section is missing or incomplete, its root is not
-/// watched, the token file cannot be read, or the thread cannot start.
+/// [`CdnError`] when a setting the provider needs is missing, the token file cannot be
+/// read, or the thread cannot start.
 pub fn spawn(
-    config: &Config,
+    cdn: &CdnConfig,
+    root: usize,
+    retry_max: Duration,
     delivered_rx: Receiver<Delivered>,
     journal: Arc<dyn PurgeJournal>,
     metrics: Arc<Metrics>,
 ) -> Result<JoinHandle<()>, CdnError> {
-    let cdn = config.cdn.clone().ok_or(CdnError::NoSection)?;
-    let root = config
-        .roots
-        .iter()
-        .position(|root| root.path == cdn.root)
-        .ok_or_else(|| CdnError::NoSuchRoot(cdn.root.clone()))?;
+    let cdn = cdn.clone();
     let provider = Provider::from_config(&cdn)?;
     let now = Instant::now();
     let stage = CdnStage {
         root,
         bucket: TokenBucket::new(cdn.rate_per_sec, now),
-        backoff: Backoff::new(RETRY_INITIAL, config.fail_log.retry_max),
+        backoff: Backoff::new(RETRY_INITIAL, retry_max),
         cdn,
         provider,
         journal,

@@ -1,5 +1,5 @@
 //! The pure parts of the CDN stage: the merged queue of purges, the token bucket that
-//! spaces requests, and the retry backoff. Time is passed in, so they are tested
+//! spaces requests. Time is passed in, so they are tested
 //! without threads or sleeps.
 
 use std::collections::{HashMap, VecDeque};
@@ -139,43 +139,6 @@ impl TokenBucket {
     }
 }
 
-/// Exponential backoff: `initial`, doubling, capped at `max`.
-#[derive(Debug)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Starts at `min(initial, max)`.
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        let initial = initial.min(max);
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    /// The delay before the next retry; the one after is twice as long.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    /// Back to the initial delay (after a success).
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-
-    /// The cap.
-    pub fn max(&self) -> Duration {
-        self.max
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,16 +209,5 @@ mod tests {
             unlimited.take(start);
         }
         assert_eq!(unlimited.ready_at(start), start);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(12));
-        let delays: Vec<u64> = (0..4).map(|_| backoff.next_delay().as_secs()).collect();
-        assert_eq!(delays, [5, 10, 12, 12]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_secs(5));
-        let mut small = Backoff::new(Duration::from_secs(5), Duration::from_millis(300));
-        assert_eq!(small.next_delay(), Duration::from_millis(300));
     }
 }

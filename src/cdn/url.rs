@@ -8,80 +8,15 @@
 //!
 //! Directories get a trailing `/` (they are purged as ChinaCache `dirs`, Cloudflare
 //! `prefixes`, webhook `dirs`). Unlike the original, the path part is percent-encoded
-//! (see [`encode_path`]), and one trailing `/` of `base` is dropped so that `base/` and
+//! (see [`crate::urlencode::encode_path`]), and one trailing `/` of `base` is dropped so that `base/` and
 //! `base` give the same URL instead of a `//` the original produced.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::config::CdnConfig;
-
-/// Bytes kept as they are in a URL path: RFC 3986 `unreserved`, `sub-delims`, `:`, `@`
-/// and the `/` separator. Everything else (space, `%`, `?`, `#`, controls, non-ASCII,
-/// bytes that are not UTF-8) becomes `%XX`, which is what a browser requests for such a
-/// file name, so the purged URL is the cached one.
-fn is_path_safe(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-        )
-}
-
-/// Appends `bytes` to `out`, keeping the bytes for which `keep` holds and writing every
-/// other byte as `%XX` (upper-case hex).
-pub(crate) fn percent_encode_into(out: &mut String, bytes: &[u8], keep: impl Fn(u8) -> bool) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &byte in bytes {
-        if keep(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-    }
-}
-
-/// Percent-encodes raw path bytes for use in a URL path; `/` separators are kept.
-///
-/// `a b/é.jpg` → `a%20b/%C3%A9.jpg`; a raw `0xff` byte → `%FF`.
-pub fn encode_path(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    percent_encode_into(&mut out, bytes, is_path_safe);
-    out
-}
-
-/// `application/x-www-form-urlencoded` encoding of one value (WHATWG URL standard):
-/// alphanumerics and `*-._` stay, space becomes `+`, every other byte `%XX`.
-pub fn form_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.split(|&byte| byte == b' ').enumerate() {
-        if chunk.0 > 0 {
-            out.push('+');
-        }
-        percent_encode_into(&mut out, chunk.1, |byte| {
-            byte.is_ascii_alphanumeric() || matches!(byte, b'*' | b'-' | b'.' | b'_')
-        });
-    }
-    out
-}
+use crate::paths::abs_path;
+use crate::urlencode::encode_path;
 
 /// The URL to purge for `rel` (relative to `root`, the plugin's `localpath`), or `None`
 /// when `url_regex` is set and does not match the absolute path.
@@ -98,7 +33,7 @@ pub fn purge_url(cdn: &CdnConfig, root: &Path, rel: &Path, is_dir: bool) -> Opti
             tail
         }
         Some(regex) => {
-            let abs = crate::plugin::abs_path(root, rel);
+            let abs = abs_path(root, rel);
             let abs = abs.as_os_str().as_bytes();
             let caps = regex.captures(abs)?;
             let whole = caps.get(0)?;
@@ -207,11 +142,5 @@ mod tests {
             map(&cdn, b"keep-._~!$&'()*+,;=:@", false).as_deref(),
             Some("http://x/keep-._~!$&'()*+,;=:@")
         );
-    }
-
-    #[test]
-    fn form_encoding_uses_plus_for_space() {
-        assert_eq!(form_encode(b"/a b/c&d=e\xff"), "%2Fa+b%2Fc%26d%3De%FF");
-        assert_eq!(form_encode(b"x*-._"), "x*-._");
     }
 }

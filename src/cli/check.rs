@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cdn::http::redact;
 use crate::config::{CdnProvider, Config, ConfigError, PluginKind, Remote, RootConfig};
 
 use super::{Cli, EXIT_OK, EXIT_USAGE};
@@ -97,15 +98,10 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
         }
     }
     let _ = writeln!(out, "events: {}", events(config));
-    if config.filter.excludes.is_empty() {
+    if config.filter.is_empty() {
         let _ = writeln!(out, "filter: off");
     } else {
-        let list: Vec<&str> = config
-            .filter
-            .excludes
-            .iter()
-            .map(regex::bytes::Regex::as_str)
-            .collect();
+        let list: Vec<&str> = config.filter.patterns().collect();
         let _ = writeln!(out, "filter: exclude regexes {}", list.join("  "));
     }
     match &config.crontab {
@@ -287,7 +283,8 @@ fn plugins(out: &mut String, cli: &Cli, config: &Config) {
                 format!("cloudflare zone {}", cdn.zone.as_deref().unwrap_or("?"))
             }
             CdnProvider::Webhook => {
-                format!("webhook {}", cdn.webhook_url.as_deref().unwrap_or("?"))
+                let url = cdn.webhook_url.as_ref().map(|url| redact(url.expose()));
+                format!("webhook {}", url.as_deref().unwrap_or("?"))
             }
         };
         let regex = cdn

@@ -7,23 +7,23 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use roxmltree::Node;
+use super::tree::Node;
 
 use super::{PluginKind, Problem};
 
 /// The children of `<filter>` / `<crontabfilter>`: sersync read every child as a pattern,
 /// whatever its name; so do we, with a warning when the name is not the expected one.
-pub(super) fn pattern_children<'a, 'input>(
+pub(super) fn pattern_children<'a>(
     ctx: &mut Ctx<'_>,
-    node: Node<'a, 'input>,
+    node: Node<'a>,
     expected: &str,
-) -> Vec<Node<'a, 'input>> {
-    let children: Vec<_> = node.children().filter(Node::is_element).collect();
+) -> Vec<Node<'a>> {
+    let children: Vec<_> = node.children().collect();
     for child in &children {
         if !is(*child, expected) {
-            let (name, parent) = (child.tag_name().name(), node.tag_name().name());
+            let (name, parent) = (child.name(), node.name());
             ctx.warn(
-                child.range().start,
+                child.start(),
                 format!("<{name}> in <{parent}> is read as <{expected}> (as sersync 2.5 did)"),
             );
         }
@@ -32,16 +32,11 @@ pub(super) fn pattern_children<'a, 'input>(
     children
 }
 
-/// The 1-based line and column (in characters) of a byte offset.
-pub(super) fn text_pos(text: &str, offset: usize) -> roxmltree::TextPos {
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> u32 {
     let before = text.get(..offset).unwrap_or(text);
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let row = before.bytes().filter(|&b| b == b'\n').count() + 1;
-    let col = before[line_start..].chars().count() + 1;
-    roxmltree::TextPos::new(
-        u32::try_from(row).unwrap_or(u32::MAX),
-        u32::try_from(col).unwrap_or(u32::MAX),
-    )
+    u32::try_from(row).unwrap_or(u32::MAX)
 }
 
 /// The notes as problems in file order, with positions found in one walk of the text.
@@ -72,8 +67,8 @@ fn problems(text: &str, mut notes: Vec<Note>) -> Vec<Problem> {
 }
 
 /// True when `node` is an element named `name` (case-insensitive).
-pub(super) fn is(node: Node<'_, '_>, name: &str) -> bool {
-    node.is_element() && node.tag_name().name().eq_ignore_ascii_case(name)
+pub(super) fn is(node: Node<'_>, name: &str) -> bool {
+    node.name().eq_ignore_ascii_case(name)
 }
 
 /// An attribute value and the byte offset of the attribute, for messages.
@@ -158,7 +153,7 @@ impl<'a> Ctx<'a> {
 
     /// The 1-based line of a byte offset.
     pub fn line(&self, offset: usize) -> u32 {
-        text_pos(self.text, offset).row
+        line_of(self.text, offset)
     }
 
     /// Turns the errors recorded since `mark` into warnings, noting why they do not count.
@@ -195,12 +190,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// The first child element named `name`; a second one draws a warning.
-    pub fn child<'n, 'i>(&mut self, node: Node<'n, 'i>, name: &str) -> Option<Node<'n, 'i>> {
+    pub fn child<'n>(&mut self, node: Node<'n>, name: &str) -> Option<Node<'n>> {
         let mut found = node.children().filter(|c| is(*c, name));
         let first = found.next();
         if let Some(extra) = found.next() {
             self.warn(
-                extra.range().start,
+                extra.start(),
                 format!("duplicate <{name}>: only the first one is used"),
             );
         }
@@ -208,13 +203,13 @@ impl<'a> Ctx<'a> {
     }
 
     /// Warns about child elements whose names are not in `known`.
-    pub fn check_children(&mut self, node: Node<'_, '_>, known: &[&str]) {
-        for child in node.children().filter(Node::is_element) {
-            let name = child.tag_name().name();
+    pub fn check_children(&mut self, node: Node<'_>, known: &[&str]) {
+        for child in node.children() {
+            let name = child.name();
             if !known.iter().any(|k| k.eq_ignore_ascii_case(name)) {
-                let parent = node.tag_name().name();
+                let parent = node.name();
                 self.warn(
-                    child.range().start,
+                    child.start(),
                     format!("unknown element <{name}> in <{parent}>, ignored"),
                 );
             }
@@ -222,13 +217,13 @@ impl<'a> Ctx<'a> {
     }
 
     /// Warns about attributes whose names are not in `known`.
-    pub fn check_attrs(&mut self, node: Node<'_, '_>, known: &[&str]) {
+    pub fn check_attrs(&mut self, node: Node<'_>, known: &[&str]) {
         for attr in node.attributes() {
             let name = attr.name();
             if !known.iter().any(|k| k.eq_ignore_ascii_case(name)) {
-                let element = node.tag_name().name();
+                let element = node.name();
                 self.warn(
-                    attr.range().start,
+                    attr.start(),
                     format!("unknown attribute {name} on <{element}>, ignored"),
                 );
             }
@@ -236,21 +231,21 @@ impl<'a> Ctx<'a> {
     }
 
     /// The attribute `name` (case-insensitive), if present.
-    pub fn attr<'n>(&self, node: Node<'n, '_>, name: &str) -> Option<Attr<'n>> {
+    pub fn attr<'n>(&self, node: Node<'n>, name: &str) -> Option<Attr<'n>> {
         node.attributes()
             .find(|a| a.name().eq_ignore_ascii_case(name))
             .map(|a| Attr {
                 value: a.value(),
-                pos: a.range().start,
+                pos: a.start(),
             })
     }
 
     /// A boolean attribute: on only when exactly `true`; missing means `default`.
-    pub fn flag(&mut self, node: Node<'_, '_>, name: &str, default: bool) -> bool {
+    pub fn flag(&mut self, node: Node<'_>, name: &str, default: bool) -> bool {
         let Some(attr) = self.attr(node, name) else {
             return default;
         };
-        let element = node.tag_name().name();
+        let element = node.name();
         let value = attr.value;
         match value {
             "true" => true,
@@ -279,7 +274,7 @@ impl<'a> Ctx<'a> {
     /// an invalid value records an error naming the element and attribute.
     pub fn parse_attr<T>(
         &mut self,
-        node: Node<'_, '_>,
+        node: Node<'_>,
         name: &str,
         check: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
@@ -291,7 +286,7 @@ impl<'a> Ctx<'a> {
         match check(value) {
             Ok(parsed) => Some(parsed),
             Err(why) => {
-                let element = node.tag_name().name();
+                let element = node.name();
                 self.error(attr.pos, format!("<{element} {name}=\"{value}\">: {why}"));
                 None
             }
@@ -301,7 +296,7 @@ impl<'a> Ctx<'a> {
     /// A whole number attribute within `min..=max`.
     pub fn integer<T: FromStr + PartialOrd + std::fmt::Display>(
         &mut self,
-        node: Node<'_, '_>,
+        node: Node<'_>,
         name: &str,
         min: T,
         max: T,
@@ -313,12 +308,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// A TCP port attribute (1–65535).
-    pub fn port(&mut self, node: Node<'_, '_>, name: &str) -> Option<u16> {
+    pub fn port(&mut self, node: Node<'_>, name: &str) -> Option<u16> {
         self.integer(node, name, 1, u16::MAX)
     }
 
     /// A decimal number attribute (`0.1`, `60`); finite, any sign.
-    pub fn decimal(&mut self, node: Node<'_, '_>, name: &str) -> Option<f64> {
+    pub fn decimal(&mut self, node: Node<'_>, name: &str) -> Option<f64> {
         self.parse_attr(node, name, |v| match v.parse::<f64>() {
             Ok(n) if n.is_finite() => Ok(n),
             _ => Err("not a number".to_owned()),
@@ -326,14 +321,14 @@ impl<'a> Ctx<'a> {
     }
 
     /// A path attribute that must be absolute; missing or empty gives `None`.
-    pub fn abs_path(&mut self, node: Node<'_, '_>, name: &str) -> Option<PathBuf> {
+    pub fn abs_path(&mut self, node: Node<'_>, name: &str) -> Option<PathBuf> {
         let path = self.parse_attr(node, name, |v| Ok(v.to_owned()))?;
         let path = self.path(&path);
         if path.is_absolute() {
             Some(path)
         } else {
-            let pos = self.attr(node, name).map_or(node.range().start, |a| a.pos);
-            let element = node.tag_name().name();
+            let pos = self.attr(node, name).map_or(node.start(), |a| a.pos);
+            let element = node.name();
             self.error(
                 pos,
                 format!(
@@ -359,37 +354,53 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Compiles the regex in attribute `name`; `anchored` wraps it as `^(?:…)$`.
+    /// Compiles the regex in attribute `name`; `anchored` wraps it as `^(?:…)$`
+    /// ([`crate::filter::anchored`]).
     pub fn regex(
         &mut self,
-        node: Node<'_, '_>,
+        node: Node<'_>,
         name: &str,
         anchored: bool,
     ) -> Option<regex::bytes::Regex> {
-        let element = node.tag_name().name();
+        if anchored {
+            self.compile(node, name, true, crate::filter::anchored)
+        } else {
+            self.compile(node, name, false, regex::bytes::Regex::new)
+        }
+    }
+
+    /// Compiles the pattern in attribute `name` with `compile`; a missing attribute or a
+    /// pattern that does not compile is an error at its line:col, an empty one a warning.
+    /// `anchored` says that `compile` wraps the pattern as `^(?:…)$`, so that a pattern
+    /// valid only unwrapped is explained.
+    pub fn compile<T>(
+        &mut self,
+        node: Node<'_>,
+        name: &str,
+        anchored: bool,
+        compile: impl FnOnce(&str) -> Result<T, regex::Error>,
+    ) -> Option<T> {
+        let element = node.name();
         let Some(attr) = self.attr(node, name) else {
-            self.error(node.range().start, format!("<{element}> without {name}"));
+            self.error(node.start(), format!("<{element}> without {name}"));
             return None;
         };
         if attr.value.is_empty() {
             self.warn(attr.pos, format!("<{element} {name}=\"\">: empty, ignored"));
             return None;
         }
-        let source = if anchored {
-            format!("^(?:{})$", attr.value)
-        } else {
-            attr.value.to_owned()
-        };
-        match regex::bytes::Regex::new(&source) {
-            Ok(regex) => Some(regex),
+        match compile(attr.value) {
+            Ok(compiled) => Some(compiled),
             Err(err) => {
-                let why = regex_error(&err);
+                let mut why = regex_error(&err);
+                if anchored && regex::bytes::Regex::new(attr.value).is_ok() {
+                    why = format!("invalid once anchored as ^(?:…)$ to match whole paths: {why}");
+                } else {
+                    why = format!("invalid regex: {why}");
+                }
                 self.error(
                     attr.pos,
-                    format!(
-                        "<{element} {name}=\"{}\">: invalid regex: {why}",
-                        attr.value
-                    ),
+                    format!("<{element} {name}=\"{}\">: {why}", attr.value),
                 );
                 None
             }

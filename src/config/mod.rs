@@ -10,12 +10,16 @@ mod rsync;
 mod sersync;
 #[cfg(test)]
 mod tests;
+pub mod tree;
 mod validate;
 mod xml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use crate::filter::Filter;
+pub use crate::secret::Secret;
 
 pub use xml::{parse, parse_with};
 
@@ -38,7 +42,7 @@ pub struct Config {
     /// `<fileSystem xfs>`: accepted for compatibility; `DT_UNKNOWN` is always resolved with `lstat`.
     pub xfs: bool,
     /// `<filter start>` + `<exclude expression>`: regexes on root-relative paths.
-    pub filter: FilterConfig,
+    pub filter: Filter,
     /// `<inotify>` toggles.
     pub inotify: InotifyToggles,
     /// One entry per `<sersync><localpath>`, in file order.
@@ -51,6 +55,9 @@ pub struct Config {
     pub crontab: Option<CrontabConfig>,
     /// Plugins enabled by `<sersync><plugin start="true" name=…>` (usually at most one).
     pub plugins: Vec<PluginKind>,
+    /// The plugins that run (those enabled, or the one `-m` selects), resolved by
+    /// validation: each with its section and the root it serves.
+    pub running: Vec<Plugin>,
     /// `<plugin name="command">` section, when present.
     pub command: Option<CommandConfig>,
     /// `<plugin name="socket">` section, when present.
@@ -79,13 +86,6 @@ pub struct HostConfig {
     pub start: bool,
 }
 
-/// `<filter>`: exclude regexes on the path relative to the root.
-#[derive(Debug, Clone, Default)]
-pub struct FilterConfig {
-    /// Compiled `<exclude expression>` regexes (empty when `start` is not `true`).
-    pub excludes: Vec<regex::bytes::Regex>,
-}
-
 /// `<inotify>` children; each turns on an inotify event kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(clippy::struct_excessive_bools)]
@@ -106,6 +106,22 @@ pub struct InotifyToggles {
     pub attrib: bool,
     /// `<modify>`: every write is pushed (not recommended).
     pub modify: bool,
+}
+
+impl InotifyToggles {
+    /// Every event off.
+    pub fn none() -> InotifyToggles {
+        InotifyToggles {
+            delete: false,
+            create_folder: false,
+            create_file: false,
+            close_write: false,
+            move_from: false,
+            move_to: false,
+            attrib: false,
+            modify: false,
+        }
+    }
 }
 
 impl Default for InotifyToggles {
@@ -248,6 +264,49 @@ impl PluginKind {
     }
 }
 
+/// A plugin that runs, as validation resolved it: its section and, for the plugins
+/// bound to one `<localpath>`, the index of that root in [`Config::roots`] (with `-m`,
+/// 0: the pipeline then watches that `localpath` alone). The plugin stage starts these,
+/// so it never looks for a missing section or an unwatched root.
+#[derive(Debug, Clone)]
+pub enum Plugin {
+    /// The command plugin: every root.
+    Command(CommandConfig),
+    /// The socket plugin and its root.
+    Socket {
+        /// Index in [`Config::roots`].
+        root: usize,
+        /// Its section.
+        section: SocketConfig,
+    },
+    /// The http plugin and its root.
+    Http {
+        /// Index in [`Config::roots`].
+        root: usize,
+        /// Its section.
+        section: HttpPluginConfig,
+    },
+    /// refreshCDN and its root.
+    RefreshCdn {
+        /// Index in [`Config::roots`].
+        root: usize,
+        /// Its section.
+        section: CdnConfig,
+    },
+}
+
+impl Plugin {
+    /// Which plugin this is.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            Plugin::Command(_) => PluginKind::Command,
+            Plugin::Socket { .. } => PluginKind::Socket,
+            Plugin::Http { .. } => PluginKind::Http,
+            Plugin::RefreshCdn { .. } => PluginKind::RefreshCdn,
+        }
+    }
+}
+
 /// `<plugin name="command">`.
 #[derive(Debug, Clone)]
 pub struct CommandConfig {
@@ -257,10 +316,10 @@ pub struct CommandConfig {
     pub suffix: Vec<String>,
     /// `ignoreError="true"`: discard the command's output and exit status.
     pub ignore_error: bool,
-    /// `<filter start="true"><include expression>`: regexes on the absolute path, already
-    /// anchored as `^(?:…)$` so `is_match` is sersync's full match; `None` means every path
-    /// runs the command.
-    pub include: Option<Vec<regex::bytes::Regex>>,
+    /// `<filter start="true"><include expression>`: rules on the absolute path, anchored
+    /// (a [`crate::filter::Rule`] always is) so `is_match` is sersync's full match; `None`
+    /// means every path runs the command.
+    pub include: Option<Vec<crate::filter::Rule>>,
     /// New `timeout` attribute on `<param>` (seconds, default 60).
     pub timeout: Duration,
     /// New `concurrency` attribute on `<param>` (default 4).
@@ -316,8 +375,8 @@ pub struct CdnConfig {
     pub port: u16,
     /// `<cdninfo username>` (ChinaCache).
     pub username: String,
-    /// `<cdninfo passwd>` (ChinaCache). Never logged.
-    pub password: String,
+    /// `<cdninfo passwd>` (ChinaCache). Prints as `<redacted>`.
+    pub password: Secret<String>,
     /// `<sendurl base>`: public URL prefix.
     pub base_url: String,
     /// `<regexurl regex="true" match>`: compiled `match` (searched, not anchored; it has at
@@ -330,7 +389,7 @@ pub struct CdnConfig {
     /// New `<cdninfo endpoint>` (Cloudflare API base, default `https://api.cloudflare.com`).
     pub endpoint: String,
     /// New `<cdninfo url>` (webhook target).
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<Secret<String>>,
     /// New `<cdninfo batch>`: URLs per request (default 30).
     pub batch: usize,
     /// New `<cdninfo rate>`: requests per second at most (default 10).

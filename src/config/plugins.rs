@@ -6,17 +6,20 @@
 
 use std::time::Duration;
 
-use roxmltree::Node;
+use super::tree::Node;
 
 use super::ctx::{Ctx, Enabled, is, pattern_children};
 use super::{
-    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, PluginKind,
-    SocketConfig, validate,
+    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, Plugin, PluginKind,
+    RootConfig, Secret, SocketConfig, validate,
 };
+use crate::filter::Rule;
 
 /// The plugin sections found in the file.
 #[derive(Default)]
 pub(super) struct Sections {
+    /// The plugins that run, resolved (see [`Plugin`]).
+    pub running: Vec<Plugin>,
     pub command: Option<CommandConfig>,
     pub socket: Option<SocketConfig>,
     pub http: Option<HttpPluginConfig>,
@@ -27,12 +30,13 @@ pub(super) struct Sections {
 /// that runs.
 pub(super) fn read(
     ctx: &mut Ctx<'_>,
-    head: Node<'_, '_>,
+    head: Node<'_>,
     enabled: &Enabled,
     options: &ParseOptions,
+    roots: &[RootConfig],
 ) -> Sections {
     let running: Enabled = match options.standalone_plugin {
-        Some(kind) => vec![(kind, head.range().start)],
+        Some(kind) => vec![(kind, head.start())],
         None => enabled.clone(),
     };
     let mut sections = Sections::default();
@@ -43,12 +47,12 @@ pub(super) fn read(
             let what = name.map_or("<plugin> without name".to_owned(), |a| {
                 format!("<plugin name=\"{}\">: unknown plugin", a.value)
             });
-            ctx.warn(node.range().start, format!("{what}, section ignored"));
+            ctx.warn(node.start(), format!("{what}, section ignored"));
             continue;
         };
         if seen.contains(&kind) {
             ctx.warn(
-                node.range().start,
+                node.start(),
                 format!(
                     "duplicate <plugin name=\"{}\">: only the first one is used",
                     kind.name()
@@ -58,11 +62,42 @@ pub(super) fn read(
         }
         seen.push(kind);
         let mark = ctx.mark();
-        match kind {
-            PluginKind::Command => sections.command = read_command(ctx, node),
-            PluginKind::Socket => sections.socket = read_socket(ctx, node),
-            PluginKind::Http => sections.http = read_http(ctx, node),
-            PluginKind::RefreshCdn => sections.cdn = read_cdn(ctx, node),
+        let root = match kind {
+            PluginKind::Command => {
+                sections.command = read_command(ctx, node);
+                None
+            }
+            PluginKind::Socket => {
+                sections.socket = read_socket(ctx, node);
+                sections.socket.as_ref().map(|s| s.root.clone())
+            }
+            PluginKind::Http => {
+                sections.http = read_http(ctx, node);
+                sections.http.as_ref().map(|h| h.root.clone())
+            }
+            PluginKind::RefreshCdn => {
+                sections.cdn = read_cdn(ctx, node);
+                sections.cdn.as_ref().map(|c| c.root.clone())
+            }
+        };
+        // With -m the plugin's own root is the one watched; otherwise it must be one of
+        // the `<sersync>` roots, checked here once so that starting it cannot fail on it.
+        if let Some(root) = root.filter(|_| options.standalone_plugin.is_none()) {
+            if roots.iter().all(|r| r.path != root) {
+                let at = node
+                    .children()
+                    .find(|c| is(*c, "localpath"))
+                    .and_then(|lp| ctx.attr(lp, "watch"))
+                    .map_or(node.start(), |a| a.pos);
+                ctx.error(
+                    at,
+                    format!(
+                        "<localpath watch=\"{}\">: not a watched <localpath> of <sersync>; plugin {} serves one of them",
+                        root.display(),
+                        kind.name()
+                    ),
+                );
+            }
         }
         if running.iter().all(|&(k, _)| k != kind) {
             ctx.demote(mark, &format!("plugin {} is not enabled", kind.name()));
@@ -83,7 +118,53 @@ pub(super) fn read(
             ctx.error(offset, msg);
         }
     }
+    sections.running = running
+        .iter()
+        .filter_map(|&(kind, _)| resolve(&sections, kind, roots, options))
+        .collect();
     sections
+}
+
+/// The running plugin `kind` with its section and root index; `None` where `read` has
+/// reported why it cannot run. With `-m` the index is 0: the pipeline watches that
+/// plugin's own `localpath` alone (`Pipeline::start_standalone`).
+fn resolve(
+    sections: &Sections,
+    kind: PluginKind,
+    roots: &[RootConfig],
+    options: &ParseOptions,
+) -> Option<Plugin> {
+    let index = |root: &std::path::Path| {
+        if options.standalone_plugin.is_some() {
+            Some(0)
+        } else {
+            roots.iter().position(|r| r.path == root)
+        }
+    };
+    Some(match kind {
+        PluginKind::Command => Plugin::Command(sections.command.clone()?),
+        PluginKind::Socket => {
+            let section = sections.socket.clone()?;
+            Plugin::Socket {
+                root: index(&section.root)?,
+                section,
+            }
+        }
+        PluginKind::Http => {
+            let section = sections.http.clone()?;
+            Plugin::Http {
+                root: index(&section.root)?,
+                section,
+            }
+        }
+        PluginKind::RefreshCdn => {
+            let section = sections.cdn.clone()?;
+            Plugin::RefreshCdn {
+                root: index(&section.root)?,
+                section,
+            }
+        }
+    })
 }
 
 /// Runs `read` and keeps its result only when it recorded no error.
@@ -93,7 +174,7 @@ fn clean<T>(ctx: &mut Ctx<'_>, read: impl FnOnce(&mut Ctx<'_>) -> Option<T>) -> 
     if !ctx.errors_since(mark) { value } else { None }
 }
 
-fn read_command(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CommandConfig> {
+fn read_command(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CommandConfig> {
     clean(ctx, |ctx| {
         ctx.check_attrs(node, &["name"]);
         ctx.check_children(node, &["param", "filter"]);
@@ -134,7 +215,7 @@ fn read_command(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CommandConfig> 
             let mark = ctx.mark();
             let mut include = Vec::new();
             for pattern in pattern_children(ctx, filter, "include") {
-                include.extend(ctx.regex(pattern, "expression", true));
+                include.extend(ctx.compile(pattern, "expression", true, Rule::new));
             }
             if start {
                 command.include = Some(include);
@@ -157,7 +238,7 @@ fn words(ctx: &mut Ctx<'_>, value: &str, pos: usize, what: &str) -> Option<Vec<S
 }
 
 /// A positive number of seconds, decimals allowed.
-fn seconds(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<Duration> {
+fn seconds(ctx: &mut Ctx<'_>, node: Node<'_>, name: &str) -> Option<Duration> {
     ctx.parse_attr(node, name, |v| {
         match v.parse::<f64>().ok().filter(|s| *s > 0.0) {
             Some(secs) => Duration::try_from_secs_f64(secs).map_err(|_| "too large".to_owned()),
@@ -167,17 +248,17 @@ fn seconds(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<Duration
 }
 
 /// The `<localpath watch>` of a plugin section and its one expected child.
-fn localpath<'a, 'i>(
+fn localpath<'a>(
     ctx: &mut Ctx<'_>,
-    node: Node<'a, 'i>,
+    node: Node<'a>,
     children: &[&str],
-) -> Option<(Option<std::path::PathBuf>, Node<'a, 'i>)> {
+) -> Option<(Option<std::path::PathBuf>, Node<'a>)> {
     ctx.check_attrs(node, &["name"]);
     ctx.check_children(node, &["localpath"]);
     let plugin = plugin_name(node);
     let Some(localpath) = ctx.child(node, "localpath") else {
         ctx.error(
-            node.range().start,
+            node.start(),
             format!("<plugin name=\"{plugin}\"> without <localpath watch>"),
         );
         return None;
@@ -188,7 +269,7 @@ fn localpath<'a, 'i>(
     let first = children.first().copied().unwrap_or_default();
     let Some(child) = ctx.child(localpath, first) else {
         ctx.error(
-            localpath.range().start,
+            localpath.start(),
             format!("<plugin name=\"{plugin}\"><localpath> without <{first}>"),
         );
         return None;
@@ -197,14 +278,14 @@ fn localpath<'a, 'i>(
 }
 
 /// The `name` of a plugin section as written, for messages.
-fn plugin_name(node: Node<'_, '_>) -> String {
+fn plugin_name(node: Node<'_>) -> String {
     let attr = node
         .attributes()
         .find(|a| a.name().eq_ignore_ascii_case("name"));
     attr.map_or_else(String::new, |a| a.value().to_owned())
 }
 
-fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
+fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<SocketConfig> {
     clean(ctx, |ctx| {
         let (root, deshost) = localpath(ctx, node, &["deshost"])?;
         ctx.check_attrs(deshost, &["ip", "port", "format"]);
@@ -213,7 +294,7 @@ fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
             .map(|a| a.value.trim().to_owned())
             .filter(|v| !v.is_empty());
         if host.is_none() {
-            ctx.error(deshost.range().start, "<deshost> without ip");
+            ctx.error(deshost.start(), "<deshost> without ip");
         }
         let host = host.filter(|_| {
             ctx.attr(deshost, "ip")
@@ -224,7 +305,7 @@ fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
             .attr(deshost, "port")
             .is_none_or(|a| a.value.trim().is_empty())
         {
-            ctx.error(deshost.range().start, "<deshost> without port");
+            ctx.error(deshost.start(), "<deshost> without port");
         }
         let lines = ctx
             .parse_attr(deshost, "format", |v| {
@@ -244,7 +325,7 @@ fn read_socket(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<SocketConfig> {
     })
 }
 
-fn read_http(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<HttpPluginConfig> {
+fn read_http(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<HttpPluginConfig> {
     clean(ctx, |ctx| {
         let (root, deshost) = localpath(ctx, node, &["deshost"])?;
         ctx.check_attrs(deshost, &["url", "port"]);
@@ -254,7 +335,7 @@ fn read_http(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<HttpPluginConfig> 
                 .attr(deshost, "url")
                 .is_none_or(|a| a.value.trim().is_empty())
         {
-            ctx.error(deshost.range().start, "<deshost> without url");
+            ctx.error(deshost.start(), "<deshost> without url");
         }
         Some(HttpPluginConfig {
             root: root?,
@@ -264,7 +345,7 @@ fn read_http(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<HttpPluginConfig> 
 }
 
 /// An `http://` or `https://` URL attribute; missing or empty gives `None`.
-fn http_url(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<String> {
+fn http_url(ctx: &mut Ctx<'_>, node: Node<'_>, name: &str) -> Option<String> {
     ctx.parse_attr(node, name, |v| {
         let lower = v.to_ascii_lowercase();
         if (lower.starts_with("http://") || lower.starts_with("https://"))
@@ -277,7 +358,7 @@ fn http_url(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<String>
     })
 }
 
-fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
+fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CdnConfig> {
     clean(ctx, |ctx| {
         let (root, info) = localpath(ctx, node, &["cdninfo", "sendurl", "regexurl"])?;
         ctx.check_attrs(
@@ -321,7 +402,7 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
             username: text(ctx, "username").unwrap_or_default(),
             password: ctx
                 .attr(info, "passwd")
-                .map(|a| a.value.to_owned())
+                .map(|a| Secret::from(a.value))
                 .unwrap_or_default(),
             base_url: String::new(),
             url_regex: None,
@@ -329,13 +410,13 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
             zone: text(ctx, "zone"),
             endpoint: http_url(ctx, info, "endpoint")
                 .unwrap_or_else(|| "https://api.cloudflare.com".to_owned()),
-            webhook_url: http_url(ctx, info, "url"),
+            webhook_url: http_url(ctx, info, "url").map(Secret::from),
             batch: ctx.integer(info, "batch", 1, 10_000).unwrap_or(30),
             rate_per_sec: rate(ctx, info).unwrap_or(10.0),
             timeout: seconds(ctx, info, "timeout").unwrap_or(Duration::from_secs(10)),
             domain,
         };
-        let at = info.range().start;
+        let at = info.start();
         match provider {
             CdnProvider::ChinaCache if cdn.domain.is_empty() => {
                 ctx.error(at, "<cdninfo> without domainname")
@@ -351,14 +432,18 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CdnConfig> {
             }
             _ => {}
         }
-        let localpath = info.parent().unwrap_or(node);
+        // The `<localpath>` that `localpath()` found `info` in: the first one.
+        let localpath = node
+            .children()
+            .find(|c| is(*c, "localpath"))
+            .unwrap_or(node);
         read_urls(ctx, localpath, &mut cdn);
         cdn.root = root?;
         Some(cdn)
     })
 }
 
-fn rate(ctx: &mut Ctx<'_>, info: Node<'_, '_>) -> Option<f64> {
+fn rate(ctx: &mut Ctx<'_>, info: Node<'_>) -> Option<f64> {
     ctx.parse_attr(info, "rate", |v| match v.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
         _ => Err("not a number of requests per second above 0".to_owned()),
@@ -366,7 +451,7 @@ fn rate(ctx: &mut Ctx<'_>, info: Node<'_, '_>) -> Option<f64> {
 }
 
 /// `<sendurl base>` and `<regexurl regex match>`.
-fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_, '_>, cdn: &mut CdnConfig) {
+fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_>, cdn: &mut CdnConfig) {
     match ctx.child(localpath, "sendurl") {
         Some(sendurl) => {
             ctx.check_attrs(sendurl, &["base"]);
@@ -376,11 +461,11 @@ fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_, '_>, cdn: &mut CdnConfig) {
                 .filter(|v| !v.is_empty())
             {
                 Some(base) => cdn.base_url = base.to_owned(),
-                None => ctx.error(sendurl.range().start, "<sendurl> without base"),
+                None => ctx.error(sendurl.start(), "<sendurl> without base"),
             }
         }
         None => ctx.error(
-            localpath.range().start,
+            localpath.start(),
             "<plugin name=\"refreshCDN\"><localpath> without <sendurl base>",
         ),
     }
@@ -397,7 +482,7 @@ fn read_urls(ctx: &mut Ctx<'_>, localpath: Node<'_, '_>, cdn: &mut CdnConfig) {
     if regex.captures_len() < 2 {
         let pos = ctx
             .attr(regexurl, "match")
-            .map_or(regexurl.range().start, |a| a.pos);
+            .map_or(regexurl.start(), |a| a.pos);
         ctx.error(
             pos,
             format!(

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use roxmltree::Node;
+use super::tree::Node;
 
 use super::ctx::Ctx;
 use super::{Auth, RsyncConfig, validate};
@@ -19,20 +19,20 @@ use super::{Auth, RsyncConfig, validate};
 /// at `<binary>`, else `<rsync>`, else `outer` (the enclosing element).
 pub(super) fn read(
     ctx: &mut Ctx<'_>,
-    node: Option<Node<'_, '_>>,
+    node: Option<Node<'_>>,
     outer: usize,
     pushes: bool,
 ) -> RsyncConfig {
     let rsync = read_element(ctx, node);
     if pushes {
         let binary = node.and_then(|n| ctx.child(n, "binary"));
-        let at = binary.or(node).map_or(outer, |n| n.range().start);
+        let at = binary.or(node).map_or(outer, |n| n.start());
         validate::rsync_found(ctx, at, &rsync.binary);
     }
     rsync
 }
 
-fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
+fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_>>) -> RsyncConfig {
     let mut rsync = RsyncConfig {
         common_params: vec!["-artuz".to_owned()],
         auth: None,
@@ -104,7 +104,7 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
                 .is_none_or(|a| a.value.trim().is_empty())
             {
                 ctx.error(
-                    port.range().start,
+                    port.start(),
                     "<userDefinedPort start=\"true\"> without port",
                 );
             }
@@ -120,10 +120,7 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
                 .attr(timeout, "time")
                 .is_none_or(|a| a.value.trim().is_empty())
             {
-                ctx.error(
-                    timeout.range().start,
-                    "<timeout start=\"true\"> without time",
-                );
+                ctx.error(timeout.start(), "<timeout start=\"true\"> without time");
             }
         }
     }
@@ -193,21 +190,21 @@ fn is_recursive(word: &str) -> bool {
         || (word.starts_with('-') && !word.starts_with("--") && word.contains(['a', 'r']))
 }
 
-fn read_auth(ctx: &mut Ctx<'_>, node: Node<'_, '_>, ssh: bool) -> Option<Auth> {
+fn read_auth(ctx: &mut Ctx<'_>, node: Node<'_>, ssh: bool) -> Option<Auth> {
     ctx.check_attrs(node, &["start", "users", "passwordfile"]);
     if !ctx.flag(node, "start", false) {
         return None;
     }
     if ssh {
         let msg = "<auth start=\"true\"> cannot be combined with <ssh start=\"true\">: rsync accepts --password-file only for rsync daemons";
-        ctx.error(node.range().start, msg);
+        ctx.error(node.start(), msg);
     }
     let user = ctx
         .attr(node, "users")
         .map(|a| a.value.trim())
         .filter(|v| !v.is_empty());
     if user.is_none() {
-        ctx.error(node.range().start, "<auth start=\"true\"> without users");
+        ctx.error(node.start(), "<auth start=\"true\"> without users");
     }
     let password_file = validate::secret_file(ctx, node, "passwordfile");
     Some(Auth {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use roxmltree::Node;
+use super::tree::Node;
 
 use super::ctx::{Ctx, Enabled, is, pattern_children};
 use super::{
@@ -24,7 +24,7 @@ pub(super) struct Sersync {
 
 /// Reads `<sersync>`. With `-m` for a plugin other than `command` nothing here is used
 /// for the run, so its problems are only warnings.
-pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Sersync {
+pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Sersync {
     let mark = ctx.mark();
     let sync = read_strict(ctx, head, options);
     if let Some(kind) = options
@@ -36,10 +36,10 @@ pub(super) fn read(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions
     sync
 }
 
-fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Sersync {
+fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Sersync {
     let node = ctx.child(head, "sersync");
     let rsync_node = node.and_then(|n| ctx.child(n, "rsync"));
-    let outer = node.unwrap_or(head).range().start;
+    let outer = node.unwrap_or(head).start();
     let rsync = rsync::read(ctx, rsync_node, outer, options.standalone_plugin.is_none());
     let mut sync = Sersync {
         roots: Vec::new(),
@@ -60,7 +60,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
             return sync;
         }
         ctx.error(
-            head.range().start,
+            head.start(),
             "<head> has no <sersync> section: nothing to watch",
         );
         return sync;
@@ -76,7 +76,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
         let Some(root) = read_localpath(ctx, localpath, &sync.rsync, needs_remotes) else {
             continue;
         };
-        let offset = localpath.range().start;
+        let offset = localpath.start();
         if let Some((_, first)) = watched.iter().find(|(p, _)| *p == root.path) {
             let line = ctx.line(*first);
             ctx.error(
@@ -104,7 +104,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
     }
     if needs_roots && node.children().all(|c| !is(c, "localpath")) {
         ctx.error(
-            node.range().start,
+            node.start(),
             "<sersync> has no <localpath>: nothing to watch",
         );
     }
@@ -115,7 +115,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
         sync.crontab = read_crontab(ctx, crontab);
         if sync.crontab.as_ref().is_some_and(|c| c.excludes.is_empty()) && filter_on(ctx, head) {
             ctx.warn(
-                crontab.range().start,
+                crontab.start(),
                 "<crontab start=\"true\"> with <filter start=\"true\">: sersync 2.5 turned the periodic full sync off here (unless <crontabfilter> had globs); sersync keeps it on, and it skips the filtered paths",
             );
         }
@@ -125,7 +125,7 @@ fn read_strict(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) ->
 }
 
 /// True when `<head><filter start="true">` (read here only to compare with sersync 2.5).
-fn filter_on(ctx: &Ctx<'_>, head: Node<'_, '_>) -> bool {
+fn filter_on(ctx: &Ctx<'_>, head: Node<'_>) -> bool {
     head.children()
         .find(|c| is(*c, "filter"))
         .and_then(|f| ctx.attr(f, "start"))
@@ -134,7 +134,7 @@ fn filter_on(ctx: &Ctx<'_>, head: Node<'_, '_>) -> bool {
 
 fn read_localpath(
     ctx: &mut Ctx<'_>,
-    node: Node<'_, '_>,
+    node: Node<'_>,
     rsync: &RsyncConfig,
     needs_remotes: bool,
 ) -> Option<RootConfig> {
@@ -151,7 +151,7 @@ fn read_localpath(
             .as_ref()
             .map_or(String::new(), |w| format!(" watch=\"{}\"", w.display()));
         ctx.error(
-            node.range().start,
+            node.start(),
             format!("<localpath{what}> has no <remote>: nowhere to push"),
         );
     }
@@ -161,12 +161,12 @@ fn read_localpath(
 
 fn read_remote(
     ctx: &mut Ctx<'_>,
-    node: Node<'_, '_>,
+    node: Node<'_>,
     rsync: &RsyncConfig,
     root: Option<&Path>,
 ) -> Option<Remote> {
     ctx.check_attrs(node, &["ip", "name", "path"]);
-    let offset = node.range().start;
+    let offset = node.start();
     let ip_attr = ctx.attr(node, "ip").filter(|a| !a.value.trim().is_empty());
     let ip = ip_attr.map(|a| a.value.trim());
     let name_attr = ctx.attr(node, "name");
@@ -229,7 +229,7 @@ fn read_remote(
     })
 }
 
-fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
+fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_>) -> FailLogConfig {
     ctx.check_attrs(node, &["path", "timeToExecute"]);
     let path = fail_log_path(ctx, node).unwrap_or_else(|| PathBuf::from(DEFAULT_FAIL_LOG));
     validate::fail_log_file(ctx, node, &path);
@@ -237,7 +237,7 @@ fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
         Some(m) if m <= 0.0 => {
             let pos = ctx
                 .attr(node, "timeToExecute")
-                .map_or(node.range().start, |a| a.pos);
+                .map_or(node.start(), |a| a.pos);
             ctx.warn(
                 pos,
                 format!("<failLog timeToExecute=\"{m}\">: not above 0, using 60 minutes"),
@@ -251,7 +251,7 @@ fn read_fail_log(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> FailLogConfig {
 }
 
 /// `<failLog path>`: absolute, or relative to the working directory at start (a warning).
-fn fail_log_path(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<PathBuf> {
+fn fail_log_path(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<PathBuf> {
     let attr = ctx
         .attr(node, "path")
         .filter(|a| !a.value.trim().is_empty())?;
@@ -263,7 +263,7 @@ fn fail_log_path(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<PathBuf> {
     validate::relative_to_start(ctx, &what, attr, &path)
 }
 
-fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CrontabConfig> {
+fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CrontabConfig> {
     ctx.check_attrs(node, &["start", "schedule"]);
     ctx.check_children(node, &["crontabfilter"]);
     let start = ctx.flag(node, "start", false);
@@ -281,10 +281,7 @@ fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CrontabConfig> 
                     excludes.push(attr.value.trim().to_owned())
                 }
                 Some(attr) => ctx.warn(attr.pos, "<exclude expression=\"\">: empty, ignored"),
-                None => ctx.warn(
-                    pattern.range().start,
-                    "<exclude> without expression, ignored",
-                ),
+                None => ctx.warn(pattern.start(), "<exclude> without expression, ignored"),
             }
         }
         if !on {
@@ -294,7 +291,7 @@ fn read_crontab(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<CrontabConfig> 
     start.then_some(CrontabConfig { interval, excludes })
 }
 
-fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Enabled {
+fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_>) -> Enabled {
     let mut enabled: Enabled = Vec::new();
     for plugin in node.children().filter(|c| is(*c, "plugin")) {
         ctx.check_attrs(plugin, &["start", "name"]);
@@ -303,12 +300,10 @@ fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Enabled {
         let kind = name.and_then(|a| PluginKind::from_name(a.value.trim()));
         match (start, name, kind) {
             (true, _, Some(kind)) if enabled.iter().all(|&(k, _)| k != kind) => {
-                enabled.push((kind, plugin.range().start));
+                enabled.push((kind, plugin.start()));
             }
             (true, _, Some(_)) => {}
-            (true, None, _) => {
-                ctx.error(plugin.range().start, "<plugin start=\"true\"> without name")
-            }
+            (true, None, _) => ctx.error(plugin.start(), "<plugin start=\"true\"> without name"),
             (start, Some(attr), None) => {
                 let msg = format!(
                     "<plugin name=\"{}\">: unknown plugin (expected command, socket, http or refreshCDN)",
@@ -327,15 +322,15 @@ fn read_enabled_plugins(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Enabled {
 }
 
 /// `value` minutes as a duration (decimals allowed: `0.1` is 6 s), to the millisecond.
-fn minutes(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str, value: f64) -> Option<Duration> {
+fn minutes(ctx: &mut Ctx<'_>, node: Node<'_>, name: &str, value: f64) -> Option<Duration> {
     let millis = (value * 60_000.0).round().max(1.0);
     if millis < 1.0e15 {
         // In range: below 2^53, so the conversion is exact.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         return Some(Duration::from_millis(millis as u64));
     }
-    let pos = ctx.attr(node, name).map_or(node.range().start, |a| a.pos);
-    let element = node.tag_name().name();
+    let pos = ctx.attr(node, name).map_or(node.start(), |a| a.pos);
+    let element = node.name();
     ctx.error(pos, format!("<{element} {name}=\"{value}\">: too large"));
     None
 }

@@ -8,20 +8,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
-use roxmltree::Node;
+use super::tree::Node;
 
 use super::ctx::{Attr, Ctx};
 
 /// `watch` of a `<localpath>`: an absolute, existing directory, returned without trailing
 /// slash (sersync stripped one; we strip all).
-pub(super) fn watch_dir(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<PathBuf> {
-    let element = node.tag_name().name();
+pub(super) fn watch_dir(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<PathBuf> {
+    let element = node.name();
     let Some(attr) = ctx
         .attr(node, "watch")
         .filter(|a| !a.value.trim().is_empty())
     else {
         ctx.error(
-            node.range().start,
+            node.start(),
             format!("<{element}> without watch (the directory to watch)"),
         );
         return None;
@@ -58,7 +58,7 @@ pub(super) fn watch_dir(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> Option<PathBuf
 /// otherwise), and neither inside the watch directory nor above it.
 pub(super) fn local_remote(
     ctx: &mut Ctx<'_>,
-    _node: Node<'_, '_>,
+    _node: Node<'_>,
     attr: Attr<'_>,
     root: Option<&Path>,
 ) -> Option<PathBuf> {
@@ -99,10 +99,10 @@ pub(super) fn local_remote(
 
 /// A file holding a secret (rsync password, API token): absolute, readable by us, and not
 /// accessible by others (rsync refuses such a password file). Group access is a warning.
-pub(super) fn secret_file(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> Option<PathBuf> {
-    let element = node.tag_name().name();
+pub(super) fn secret_file(ctx: &mut Ctx<'_>, node: Node<'_>, name: &str) -> Option<PathBuf> {
+    let element = node.name();
     let Some(attr) = ctx.attr(node, name).filter(|a| !a.value.trim().is_empty()) else {
-        ctx.error(node.range().start, format!("<{element}> without {name}"));
+        ctx.error(node.start(), format!("<{element}> without {name}"));
         return None;
     };
     let path = ctx.path(attr.value.trim());
@@ -146,8 +146,8 @@ pub(super) fn secret_file(ctx: &mut Ctx<'_>, node: Node<'_, '_>, name: &str) -> 
 
 /// The failure journal: if it exists it must be a regular file; a world-writable one (as
 /// sersync 2.5 left its `chmod 777` script) is a warning.
-pub(super) fn fail_log_file(ctx: &mut Ctx<'_>, node: Node<'_, '_>, path: &Path) {
-    let pos = ctx.attr(node, "path").map_or(node.range().start, |a| a.pos);
+pub(super) fn fail_log_file(ctx: &mut Ctx<'_>, node: Node<'_>, path: &Path) {
+    let pos = ctx.attr(node, "path").map_or(node.start(), |a| a.pos);
     let what = format!("<failLog path=\"{}\">", path.display());
     match fs::symlink_metadata(path) {
         Ok(meta) if !meta.is_file() => {
@@ -166,16 +166,13 @@ pub(super) fn fail_log_file(ctx: &mut Ctx<'_>, node: Node<'_, '_>, path: &Path) 
 
 /// `<binary path>`: a bare name (looked up in `PATH` by [`rsync_found`]), or an absolute
 /// path to an existing file.
-pub(super) fn rsync_binary(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> PathBuf {
+pub(super) fn rsync_binary(ctx: &mut Ctx<'_>, node: Node<'_>) -> PathBuf {
     let default = PathBuf::from("rsync");
     let Some(attr) = ctx
         .attr(node, "path")
         .filter(|a| !a.value.trim().is_empty())
     else {
-        ctx.warn(
-            node.range().start,
-            "<binary> without path, using rsync from PATH",
-        );
+        ctx.warn(node.start(), "<binary> without path, using rsync from PATH");
         return default;
     };
     let path = ctx.path(attr.value.trim());

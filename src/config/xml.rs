@@ -10,13 +10,12 @@
 
 use std::path::Path;
 
-use roxmltree::{Document, Node};
-
-use super::ctx::{Ctx, is, pattern_children, text_pos};
+use super::ctx::{Ctx, is, pattern_children};
+use super::tree::{self, Node};
 use super::{
-    Config, FilterConfig, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins,
-    sersync,
+    Config, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins, sersync,
 };
+use crate::filter::{Filter, Rule};
 
 /// Parses the bytes of a configuration file, with no command-line options.
 ///
@@ -41,16 +40,19 @@ pub fn parse_with(
         Ok(text) => (text.to_owned(), false),
         Err(_) => (bytes.iter().map(|&b| char::from(b)).collect(), true),
     };
-    let doc = match Document::parse(&text) {
-        Ok(doc) => doc,
-        Err(err) => return Err(vec![xml_problem(&text, &err)]),
-    };
     let mut ctx = Ctx::new(&text, path, latin1);
-    let head = doc.root_element();
+    let root = match tree::parse(&text) {
+        Ok(root) => root,
+        Err(err) => {
+            ctx.error(err.offset, format!("malformed xml: {}", err.message));
+            return Err(ctx.finish().0);
+        }
+    };
+    let head = root.node();
     if !is(head, "head") {
-        let name = head.tag_name().name();
+        let name = head.name();
         let message = format!("root element is <{name}>, expected <head>");
-        ctx.error(head.range().start, message);
+        ctx.error(head.start(), message);
         return Err(ctx.finish().0);
     }
     let mut config = read_head(&mut ctx, head, options);
@@ -63,7 +65,7 @@ pub fn parse_with(
     }
 }
 
-fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> Config {
+fn read_head(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Config {
     ctx.check_attrs(head, &["version"]);
     ctx.check_children(
         head,
@@ -85,7 +87,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> C
     let filter = read_filter(ctx, head);
     let inotify = read_inotify(ctx, head);
     let sync = sersync::read(ctx, head, options);
-    let sections = plugins::read(ctx, head, &sync.enabled, options);
+    let sections = plugins::read(ctx, head, &sync.enabled, options, &sync.roots);
     let pidfile = ctx.child(head, "pidfile").and_then(|n| {
         ctx.check_attrs(n, &["path"]);
         ctx.abs_path(n, "path")
@@ -103,6 +105,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> C
         fail_log: sync.fail_log,
         crontab: sync.crontab,
         plugins: sync.enabled.iter().map(|&(kind, _)| kind).collect(),
+        running: sections.running,
         command: sections.command,
         socket: sections.socket,
         http: sections.http,
@@ -114,7 +117,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_, '_>, options: &ParseOptions) -> C
 }
 
 /// `<debug start>`, `<fileSystem xfs>`: one boolean attribute, off when missing.
-fn read_switch(ctx: &mut Ctx<'_>, head: Node<'_, '_>, element: &str, attr: &str) -> bool {
+fn read_switch(ctx: &mut Ctx<'_>, head: Node<'_>, element: &str, attr: &str) -> bool {
     let Some(node) = ctx.child(head, element) else {
         return false;
     };
@@ -122,7 +125,7 @@ fn read_switch(ctx: &mut Ctx<'_>, head: Node<'_, '_>, element: &str, attr: &str)
     ctx.flag(node, attr, false)
 }
 
-fn read_host(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> HostConfig {
+fn read_host(ctx: &mut Ctx<'_>, head: Node<'_>) -> HostConfig {
     let mut host = HostConfig {
         ip: "127.0.0.1".into(),
         port: 8008,
@@ -158,27 +161,27 @@ fn read_host(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> HostConfig {
     host
 }
 
-fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> FilterConfig {
+fn read_filter(ctx: &mut Ctx<'_>, head: Node<'_>) -> Filter {
     let Some(node) = ctx.child(head, "filter") else {
-        return FilterConfig::default();
+        return Filter::default();
     };
     ctx.check_attrs(node, &["start"]);
     let start = ctx.flag(node, "start", false);
     let mark = ctx.mark();
-    let mut excludes = Vec::new();
+    let mut rules = Vec::new();
     for pattern in pattern_children(ctx, node, "exclude") {
-        if let Some(regex) = ctx.regex(pattern, "expression", false) {
-            excludes.push(regex);
+        if let Some(rule) = ctx.compile(pattern, "expression", true, Rule::new) {
+            rules.push(rule);
         }
     }
     if !start {
         ctx.demote(mark, "<filter> is off");
-        excludes.clear();
+        rules.clear();
     }
-    FilterConfig { excludes }
+    Filter::new(rules)
 }
 
-fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> InotifyToggles {
+fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_>) -> InotifyToggles {
     let mut toggles = InotifyToggles::default();
     let Some(node) = ctx.child(head, "inotify") else {
         return toggles;
@@ -219,14 +222,14 @@ fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> InotifyToggles {
         || toggles.modify;
     if !any_push {
         ctx.warn(
-            node.range().start,
+            node.start(),
             "<inotify>: no create, write or move-in event is on: new files are never pushed",
         );
     }
     toggles
 }
 
-fn read_log(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> LogConfig {
+fn read_log(ctx: &mut Ctx<'_>, head: Node<'_>) -> LogConfig {
     let Some(node) = ctx.child(head, "log") else {
         return LogConfig::default();
     };
@@ -240,21 +243,4 @@ fn read_log(ctx: &mut Ctx<'_>, head: Node<'_, '_>) -> LogConfig {
         }
     });
     LogConfig { path, level }
-}
-
-/// Turns a roxmltree error into a problem at its position, without the " at L:C" suffix.
-fn xml_problem(text: &str, err: &roxmltree::Error) -> Problem {
-    let mut pos = err.pos();
-    if matches!(
-        err,
-        roxmltree::Error::UnclosedRootNode | roxmltree::Error::UnexpectedEndOfStream
-    ) {
-        pos = text_pos(text, text.len());
-    }
-    let message = err.to_string().replace(&format!(" at {}", err.pos()), "");
-    Problem {
-        line: pos.row,
-        col: pos.col,
-        message: format!("malformed xml: {message}"),
-    }
 }

@@ -24,13 +24,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
-use regex::bytes::Regex;
 
 use crate::child::{self, ChildError, Ending};
 use crate::config::CommandConfig;
+use crate::filter::Rule;
 use crate::job::Delivered;
 use crate::metrics::Metrics;
-use crate::plugin::{PluginError, abs_path, named_thread};
+use crate::paths::abs_path;
+use crate::plugin::{PluginError, named_thread};
 
 /// How much of the end of stderr is kept for the log.
 const STDERR_TAIL: usize = 2048;
@@ -68,37 +69,24 @@ pub enum CommandError {
 pub struct CommandPlugin {
     prefix: Vec<String>,
     suffix: Vec<String>,
-    include: Option<Vec<Regex>>,
+    include: Option<Vec<Rule>>,
     ignore_error: bool,
     timeout: Duration,
 }
 
 impl CommandPlugin {
-    /// Checks the settings and anchors the include regexes (full match).
+    /// The plugin for `config` (its include rules are anchored by construction).
     ///
     /// # Errors
-    /// [`PluginError::EmptyCommand`] for an empty prefix, [`PluginError::BadInclude`]
-    /// when an anchored regex does not compile.
+    /// [`PluginError::EmptyCommand`] for an empty prefix.
     pub fn new(config: &CommandConfig) -> Result<CommandPlugin, PluginError> {
         if config.prefix.is_empty() {
             return Err(PluginError::EmptyCommand);
         }
-        let include = match &config.include {
-            None => None,
-            Some(regexes) => Some(
-                regexes
-                    .iter()
-                    .map(|re| {
-                        Regex::new(&format!("^(?:{})$", re.as_str()))
-                            .map_err(|_| PluginError::BadInclude(re.as_str().to_owned()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
         Ok(CommandPlugin {
             prefix: config.prefix.clone(),
             suffix: config.suffix.clone(),
-            include,
+            include: config.include.clone(),
             ignore_error: config.ignore_error,
             timeout: config.timeout,
         })
@@ -106,10 +94,10 @@ impl CommandPlugin {
 
     /// Whether `abs` passes the include filter (always, without one).
     pub fn is_included(&self, abs: &Path) -> bool {
-        self.include.as_ref().is_none_or(|regexes| {
-            regexes
+        self.include.as_ref().is_none_or(|rules| {
+            rules
                 .iter()
-                .any(|re| re.is_match(abs.as_os_str().as_bytes()))
+                .any(|rule| rule.is_match(abs.as_os_str().as_bytes()))
         })
     }
 
@@ -215,7 +203,7 @@ mod tests {
             ignore_error: false,
             include: include.map(|res| {
                 res.iter()
-                    .map(|re| Regex::new(re).expect("test regex"))
+                    .map(|re| Rule::new(re).expect("test regex"))
                     .collect()
             }),
             timeout: Duration::from_secs(5),

@@ -21,11 +21,12 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use ureq::Agent;
 
-use crate::cdn::url::form_encode;
 use crate::config::HttpPluginConfig;
 use crate::job::Delivered;
 use crate::metrics::Metrics;
-use crate::plugin::{PluginError, abs_path, named_thread};
+use crate::paths::abs_path;
+use crate::plugin::{PluginError, named_thread};
+use crate::urlencode::form_encode;
 
 /// Per-request timeout.
 pub const TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,16 +20,14 @@ pub mod command;
 pub mod http;
 pub mod socket;
 
-use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::cdn::{self, CdnError, PurgeJournal};
-use crate::config::{Config, PluginKind};
+use crate::config::{Config, Plugin};
 use crate::job::Delivered;
 use crate::metrics::Metrics;
 
@@ -39,23 +37,9 @@ pub const BACKLOG_WARNING: usize = 10_000;
 /// Why the plugin stage cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    /// The plugin is enabled but its `<plugin name=…>` section is missing.
-    #[error("{0}: no <plugin name=\"{0}\"> section")]
-    NoSection(&'static str),
-    /// The plugin's `localpath` is not one of the watched roots.
-    #[error("{}: {plugin} localpath is not a watched <localpath>", path.display())]
-    NoSuchRoot {
-        /// The plugin.
-        plugin: &'static str,
-        /// Its `localpath watch`.
-        path: PathBuf,
-    },
     /// The command plugin's `prefix` is empty: there is no program to run.
     #[error("command: empty prefix, no program to run")]
     EmptyCommand,
-    /// An include regex of the command plugin does not compile once anchored.
-    #[error("command: include regex {0:?} is invalid once anchored")]
-    BadInclude(String),
     /// The refreshCDN stage cannot start.
     #[error(transparent)]
     Cdn(#[from] CdnError),
@@ -90,16 +74,15 @@ impl PluginStage {
     }
 }
 
-/// Starts the plugins named in `kinds` (any subset, duplicates ignored) on the events
-/// of `delivered_rx`. Failed purges go to `journal`.
+/// Starts `config.running` (the plugins validation resolved, each with its section and
+/// root) on the events of `delivered_rx`. Failed purges go to `journal`.
 ///
 /// # Errors
-/// [`PluginError`] when a plugin's section is missing or invalid, its root is not
-/// watched, or a thread cannot start. Nothing keeps running then: threads already
-/// started end as their queues are dropped.
+/// [`PluginError`] when the command prefix is empty, the CDN provider cannot start (a
+/// token file it cannot read), or a thread cannot start. Nothing keeps running then:
+/// threads already started end as their queues are dropped.
 pub fn spawn(
     config: &Config,
-    kinds: &[PluginKind],
     delivered_rx: Receiver<Delivered>,
     journal: Arc<dyn PurgeJournal>,
     metrics: Arc<Metrics>,
@@ -107,47 +90,32 @@ pub fn spawn(
     let roots: Vec<PathBuf> = config.roots.iter().map(|root| root.path.clone()).collect();
     let mut sinks: Vec<(&'static str, Sender<Delivered>)> = Vec::new();
     let mut threads = Vec::new();
-    let mut seen = Vec::new();
-    for &kind in kinds {
-        if seen.contains(&kind) {
-            continue;
-        }
-        seen.push(kind);
+    for plugin in &config.running {
         let (tx, rx) = crossbeam_channel::unbounded();
-        match kind {
-            PluginKind::Command => {
-                let cfg = config
-                    .command
-                    .as_ref()
-                    .ok_or(PluginError::NoSection(kind.name()))?;
-                threads.extend(command::spawn(cfg, roots.clone(), &rx, &metrics)?);
+        match plugin {
+            Plugin::Command(section) => {
+                threads.extend(command::spawn(section, roots.clone(), &rx, &metrics)?);
             }
-            PluginKind::Socket => {
-                let cfg = config
-                    .socket
-                    .as_ref()
-                    .ok_or(PluginError::NoSection(kind.name()))?;
-                let root = root_index(&roots, &cfg.root, kind)?;
-                threads.push(socket::spawn(cfg, root, roots[root].clone(), rx, &metrics)?);
+            Plugin::Socket { root, section } => {
+                let path = section.root.clone();
+                threads.push(socket::spawn(section, *root, path, rx, &metrics)?);
             }
-            PluginKind::Http => {
-                let cfg = config
-                    .http
-                    .as_ref()
-                    .ok_or(PluginError::NoSection(kind.name()))?;
-                let root = root_index(&roots, &cfg.root, kind)?;
-                threads.push(http::spawn(cfg, root, roots[root].clone(), rx, &metrics)?);
+            Plugin::Http { root, section } => {
+                let path = section.root.clone();
+                threads.push(http::spawn(section, *root, path, rx, &metrics)?);
             }
-            PluginKind::RefreshCdn => {
+            Plugin::RefreshCdn { root, section } => {
                 threads.push(cdn::spawn(
-                    config,
+                    section,
+                    *root,
+                    config.fail_log.retry_max,
                     rx,
                     Arc::clone(&journal),
                     Arc::clone(&metrics),
                 )?);
             }
         }
-        sinks.push((kind.name(), tx));
+        sinks.push((plugin.kind().name(), tx));
     }
     let dispatcher = named_thread("sersync-plugin", move || dispatch(&delivered_rx, &sinks))?;
     threads.insert(0, dispatcher);
@@ -170,16 +138,6 @@ fn dispatch(delivered_rx: &Receiver<Delivered>, sinks: &[(&'static str, Sender<D
     }
 }
 
-fn root_index(roots: &[PathBuf], path: &Path, kind: PluginKind) -> Result<usize, PluginError> {
-    roots
-        .iter()
-        .position(|root| root == path)
-        .ok_or_else(|| PluginError::NoSuchRoot {
-            plugin: kind.name(),
-            path: path.to_path_buf(),
-        })
-}
-
 /// Starts a named thread.
 pub(crate) fn named_thread(
     name: &str,
@@ -192,37 +150,4 @@ pub(crate) fn named_thread(
             name: name.to_owned(),
             source,
         })
-}
-
-/// `root` joined with `rel`, byte-exact; an empty `rel` is the root itself (no
-/// trailing `/`).
-pub fn abs_path(root: &Path, rel: &Path) -> PathBuf {
-    if rel.as_os_str().is_empty() {
-        return root.to_path_buf();
-    }
-    let mut bytes = root.as_os_str().as_bytes().to_vec();
-    if !bytes.ends_with(b"/") {
-        bytes.push(b'/');
-    }
-    bytes.extend_from_slice(rel.as_os_str().as_bytes());
-    PathBuf::from(OsString::from_vec(bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn abs_path_is_byte_exact() {
-        let rel = Path::new(std::ffi::OsStr::from_bytes(b"a b/\xff\n-x"));
-        assert_eq!(
-            abs_path(Path::new("/srv"), rel).as_os_str().as_bytes(),
-            b"/srv/a b/\xff\n-x"
-        );
-        assert_eq!(
-            abs_path(Path::new("/srv"), Path::new("")),
-            Path::new("/srv")
-        );
-        assert_eq!(abs_path(Path::new("/"), Path::new("a")), Path::new("/a"));
-    }
 }

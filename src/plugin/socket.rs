@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 
-use crate::cdn::queue::Backoff;
+use crate::backoff::Backoff;
 use crate::config::SocketConfig;
 use crate::job::{Delivered, Op};
 use crate::metrics::Metrics;
-use crate::plugin::{PluginError, abs_path, named_thread};
+use crate::paths::abs_path;
+use crate::plugin::{PluginError, named_thread};
 
 /// Connection attempts per change in the default format (as sersync 2.5).
 pub const BARE_ATTEMPTS: u32 = 5;

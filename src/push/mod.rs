@@ -373,10 +373,7 @@ mod tests {
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             std::fs::write(path, b"x").expect("write");
         }
-        let filter = Filter::new(vec![
-            regex::bytes::Regex::new(r"(.*)\.gz").expect("re"),
-            regex::bytes::Regex::new(r"^cache/*").expect("re"),
-        ]);
+        let filter = Filter::from_patterns(&[r"(.*)\.gz", r"^cache/*"]).expect("re");
         let mut found = excluded_paths(dir.path(), &filter);
         found.sort();
         assert_eq!(

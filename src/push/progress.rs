@@ -155,7 +155,7 @@ impl Progress {
                 let left = elapsed * f64::from(100 - sample.percent) / f64::from(sample.percent);
                 format!(
                     ", eta ~{}",
-                    crate::status::report::human_duration(left.round() as u64)
+                    crate::humanize::human_duration(left.round() as u64)
                 )
             }
             _ => String::new(),
@@ -165,7 +165,7 @@ impl Progress {
             self.label,
             sample.files,
             human_bytes(bytes),
-            crate::status::report::human_duration(elapsed.round() as u64),
+            crate::humanize::human_duration(elapsed.round() as u64),
             human_bytes(rate),
             sample.percent,
         )

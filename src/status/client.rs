@@ -85,16 +85,16 @@ fn fetch(url: &str) -> Result<StatusReport, String> {
 /// `<host>` read on its own, with the same defaults as the full parser.
 fn host_only(path: &Path) -> Option<HostConfig> {
     let text = std::fs::read_to_string(path).ok()?;
-    let doc = roxmltree::Document::parse(&text).ok()?;
+    let root = crate::config::tree::parse(&text).ok()?;
     let mut host = HostConfig {
         ip: "127.0.0.1".into(),
         port: 8008,
         start: false,
     };
-    let node = doc
-        .root_element()
+    let node = root
+        .node()
         .children()
-        .find(|n| n.is_element() && n.tag_name().name().eq_ignore_ascii_case("host"))?;
+        .find(|n| n.name().eq_ignore_ascii_case("host"))?;
     for attr in node.attributes() {
         match attr.name().to_ascii_lowercase().as_str() {
             "hostip" if attr.value().eq_ignore_ascii_case("localhost") => {

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::View;
 use super::report::Process;
 use crate::job::TargetId;
+use crate::journal_key::target_key;
 use crate::metrics::{LATENCY_BUCKETS, TargetMetrics, unix_now};
-use crate::pipeline::target_key;
 
 /// Renders every family.
 pub fn render(view: &View, process: &Process) -> String {

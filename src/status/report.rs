@@ -2,15 +2,16 @@
 //!
 //! One entry per root and remote, in configuration order, with its state, last success,
 //! paths waiting and running, and the journal entries under its key
-//! ([`crate::pipeline::target_key`]), plus process facts and journal totals.
+//! ([`crate::journal_key::target_key`]), plus process facts and journal totals.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use super::View;
+use crate::humanize::human_duration;
+use crate::journal_key::target_key;
 use crate::metrics::TargetMetrics;
-use crate::pipeline::target_key;
 
 /// Facts about the process itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,20 +197,6 @@ pub fn build(view: &View, process: Process) -> StatusReport {
     }
 }
 
-/// `3s`, `4m05s`, `2h03m`, `5d02h`.
-pub fn human_duration(seconds: u64) -> String {
-    let (m, h, d) = (seconds / 60, seconds / 3600, seconds / 86400);
-    if d > 0 {
-        format!("{d}d{:02}h", h % 24)
-    } else if h > 0 {
-        format!("{h}h{:02}m", m % 60)
-    } else if m > 0 {
-        format!("{m}m{:02}s", seconds % 60)
-    } else {
-        format!("{seconds}s")
-    }
-}
-
 fn ago(unix: Option<u64>, now_unix: u64) -> String {
     unix.map_or_else(
         || "never".to_owned(),
@@ -291,20 +278,6 @@ mod tests {
         assert_eq!(RemoteState::of(&t), RemoteState::Busy);
         t.failing = true;
         assert_eq!(RemoteState::of(&t), RemoteState::Failing);
-    }
-
-    #[test]
-    fn durations_read_well() {
-        let table = [
-            (0, "0s"),
-            (59, "59s"),
-            (61, "1m01s"),
-            (3725, "1h02m"),
-            (90000, "1d01h"),
-        ];
-        for (seconds, text) in table {
-            assert_eq!(human_duration(seconds), text);
-        }
     }
 
     #[test]

@@ -182,16 +182,7 @@ mod tests {
     use super::*;
 
     fn all_off() -> InotifyToggles {
-        InotifyToggles {
-            delete: false,
-            create_folder: false,
-            create_file: false,
-            close_write: false,
-            move_from: false,
-            move_to: false,
-            attrib: false,
-            modify: false,
-        }
+        InotifyToggles::none()
     }
 
     const ALWAYS: WatchMask = WatchMask::CREATE

@@ -187,7 +187,7 @@ mod tests {
         }
         std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("link")).expect("symlink");
         fs::write(dir.path().join("a/f"), "x").expect("write");
-        let filter = Filter::new(vec![regex::bytes::Regex::new("skip").expect("regex")]);
+        let filter = Filter::from_patterns(&["skip"]).expect("regex");
         // root, a, a/b, a/c
         assert_eq!(count_dirs(&[dir.path().to_path_buf()], &filter), 4);
         assert_eq!(

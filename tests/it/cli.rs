@@ -302,23 +302,93 @@ fn sersync_in(dir: &Path, args: &[&str]) -> Output {
         .expect("run sersync")
 }
 
+/// sersync 2.5 raised `fs.inotify.max_user_watches` and `max_queued_events` at every
+/// start. Runs the binary the whole way (`-h`, `--check`, then a foreground daemon that
+/// syncs, pushes a change and stops) under `strace`, and fails on any open of those files
+/// for writing; the values are also compared, under the lock that the tests which lower
+/// them for a while take, so their change is never mistaken for ours.
 #[test]
 fn inotify_sysctls_are_never_written() {
+    use crate::service::{LIMIT, Setup, signal};
+    use crate::util::{missing_prerequisite, tree, wait_until};
+
+    let _sysctls = crate::util::INOTIFY_SYSCTLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if Command::new("strace").arg("-V").output().is_err() {
+        missing_prerequisite("strace is not installed (scripts/test installs it)");
+        return;
+    }
     let sysctls: Vec<PathBuf> = ["max_user_watches", "max_queued_events"]
         .iter()
         .map(|name| Path::new("/proc/sys/fs/inotify").join(name))
         .collect();
-    let before: Vec<String> = sysctls
-        .iter()
-        .map(|p| fs::read_to_string(p).unwrap_or_default())
-        .collect();
-    sersync(&["-h"]);
-    sersync(&["--check", "-o", "/nonexistent.xml"]);
-    let after: Vec<String> = sysctls
-        .iter()
-        .map(|p| fs::read_to_string(p).unwrap_or_default())
-        .collect();
-    assert_eq!(before, after);
+    let read_all = || -> Vec<String> {
+        sysctls
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    };
+    let before = read_all();
+    let setup = Setup::new();
+    let mirror = setup.with_local_mirror();
+    let trace = setup.dir.path().join("strace.txt");
+    let traced = |extra: &[&str]| {
+        let command = setup.command(extra);
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+        let mut strace = Command::new("strace");
+        strace
+            .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
+            .arg(&trace)
+            .arg(program)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        strace
+    };
+    let mut writes = Vec::new();
+    let mut check_trace = |what: &str| {
+        let text = fs::read_to_string(&trace).unwrap_or_default();
+        assert!(
+            text.contains("openat("),
+            "{what}: strace recorded nothing:\n{text}"
+        );
+        writes.extend(
+            text.lines()
+                .filter(|l| l.contains("/proc/sys/fs/inotify/"))
+                .filter(|l| l.contains("O_WRONLY") || l.contains("O_RDWR"))
+                .map(|l| format!("{what}: {l}")),
+        );
+    };
+    for args in [&["-h"][..], &["--check"][..]] {
+        let status = traced(args).status().expect("run strace");
+        assert!(status.success(), "sersync {args:?} under strace: {status}");
+        check_trace(&format!("sersync {args:?}"));
+    }
+    // The daemon path: start, full sync, a watched change, a graceful stop.
+    let mut child = traced(&["-r"]).spawn().expect("spawn strace sersync -r");
+    wait_until("sersync running under strace", LIMIT, || {
+        setup.log().contains(" running (pid ")
+    });
+    setup.write("b.txt", "b");
+    wait_until("a.txt and b.txt mirrored", LIMIT, || {
+        tree::diff(&setup.src, &mirror).is_none()
+    });
+    signal(setup.pid(), "TERM");
+    let status = child.wait().expect("wait for strace");
+    assert!(
+        status.success(),
+        "sersync -r under strace: {status}\n{}",
+        setup.log()
+    );
+    check_trace("sersync -r");
+    assert!(
+        writes.is_empty(),
+        "inotify sysctls opened for writing:\n{writes:#?}"
+    );
+    assert_eq!(before, read_all(), "inotify sysctls changed");
 }
 
 /// A config in `dir` mirroring `dir/src` to `remote` (the inside of `<localpath>`), with

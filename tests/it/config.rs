@@ -23,6 +23,7 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     // Filters.
     ("bad_regex.xml", 2, "4:14", "<exclude expression=\"(.*\\.svn\">: invalid regex: unclosed group"),
     ("lookaround_regex.xml", 2, "4:14", "invalid regex: look-around, including look-ahead and look-behind, is not supported"),
+    ("filter_unanchorable.xml", 2, "4:14", "<exclude expression=\"(?x) cache # temporary files\">: invalid once anchored as ^(?:…)$ to match whole paths: unclosed group"),
     // Watch roots and remotes.
     ("watch_relative.xml", 2, "4:16", "<localpath watch=\"var/www\">: not an absolute path"),
     ("watch_missing.xml", 2, "4:16", "<localpath watch=\"/nonexistent/sersync-fixture\">: directory does not exist"),
@@ -54,6 +55,7 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     // Plugins and new elements.
     ("unknown_plugin.xml", 2, "7:26", "<plugin name=\"ftp\">: unknown plugin"),
     ("plugin_without_section.xml", 2, "7:5", "plugin socket is enabled but there is no <plugin name=\"socket\"> section"),
+    ("plugin_root_not_watched.xml", 2, "10:16", "/other\">: not a watched <localpath> of <sersync>; plugin socket serves one of them"),
     ("socket_enabled_bad_port.xml", 2, "11:33", "<deshost port=\"99999\">: not a whole number from 1 to 65535"),
     ("cdn_regex_without_group.xml", 2, "13:32", "no capture group, the url needs group 1"),
     ("bad_log_level.xml", 2, "3:34", "<log level=\"verbose\">: expected error, warn, info, debug or trace"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sersync::config::{CdnProvider, PluginKind, Remote};
 
 use crate::util::{Env, SYNC_LIMIT, options, wait_until};
-use crate::util_http::{RecordingServer, answer, cdn_config};
+use crate::util_http::{RecordingServer, answer, cdn_config, run_only};
 use crate::util_varnish::{Origin, Varnish, wait_for_body};
 
 #[test]
@@ -26,7 +26,7 @@ fn changed_file_is_mirrored_then_purged_from_a_real_varnish() {
     cdn.domain = "127.0.0.1".into();
     cdn.port = varnish.port;
     env.config.cdn = Some(cdn);
-    env.config.plugins = vec![PluginKind::RefreshCdn];
+    run_only(&mut env.config, PluginKind::RefreshCdn);
     env.write("page.html", b"v1");
     env.write("dir/a b.txt", b"v1");
     let pipeline = env.start(&options(true));
@@ -56,9 +56,9 @@ fn webhook_waits_until_every_remote_has_the_change() {
     });
     env.config.fail_log.retry_max = Duration::from_secs(2);
     let mut cdn = cdn_config(&env.src, CdnProvider::Webhook, "http://cdn.example");
-    cdn.webhook_url = Some(hook.url());
+    cdn.webhook_url = Some(hook.url().into());
     env.config.cdn = Some(cdn);
-    env.config.plugins = vec![PluginKind::RefreshCdn];
+    run_only(&mut env.config, PluginKind::RefreshCdn);
     env.daemon.stop();
     let pipeline = env.start(&options(false));
     env.write("news.html", b"breaking");
@@ -92,10 +92,10 @@ fn purges_for_a_down_endpoint_wait_in_the_journal_file_and_drain_when_it_returns
     let mut env = Env::new();
     env.config.fail_log.retry_max = Duration::from_secs(2);
     let mut cdn = cdn_config(&env.src, CdnProvider::Webhook, "http://cdn.example");
-    cdn.webhook_url = Some(format!("http://127.0.0.1:{port}/purge"));
+    cdn.webhook_url = Some(format!("http://127.0.0.1:{port}/purge").into());
     cdn.timeout = Duration::from_secs(2);
     env.config.cdn = Some(cdn);
-    env.config.plugins = vec![PluginKind::RefreshCdn];
+    run_only(&mut env.config, PluginKind::RefreshCdn);
     let journal_path = env.dir.path().join("faillog");
     let journal = Arc::new(FailLog::open(&journal_path).expect("journal"));
     let dyn_journal: Arc<dyn Journal> = journal.clone();

@@ -1,12 +1,14 @@
 //! Scheduler + push pool against a real rsync daemon, driven by injected events (the
-//! watcher's own behaviour is tested in `watch.rs`; end-to-end runs in `sync.rs`).
+//! watcher's own behaviour is tested in `watch.rs`; end-to-end runs in `sync.rs`). Tests
+//! about what an injected event does run with a silent watcher
+//! ([`env_with_silent_watcher`]), so the live watcher cannot deliver the change for them.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sersync::config::Remote;
+use sersync::config::{Filter, InotifyToggles, Remote};
 use sersync::job::{Change, FsEvent, Op};
 
 use crate::util::{Env, SYNC_LIMIT, options, wait_until};
@@ -66,26 +68,67 @@ fn startup_full_sync_mirrors_tree_and_deletes_extras() {
     assert!(env.journal.is_empty());
 }
 
+/// An environment whose watcher reports none of the changes these tests make, so an
+/// injected event is the only way a change can reach the mirror: every `<inotify>`
+/// event is off but `delete` (without it deletions are not pushed at all), and with
+/// `createFolder` off a directory made after the start is never watched, so what
+/// happens inside it, deletions included, is invisible to the watcher.
+fn env_with_silent_watcher() -> Env {
+    let mut env = Env::new();
+    env.config.inotify = InotifyToggles {
+        delete: true,
+        ..InotifyToggles::none()
+    };
+    env
+}
+
+/// Waits until `rel` is in the mirror with the source's content.
+#[track_caller]
+fn wait_mirrored(env: &Env, rel: &str) {
+    let want = std::fs::read(env.src.join(rel)).expect("source file");
+    wait_until(&format!("{rel} mirrored"), SYNC_LIMIT, || {
+        std::fs::read(env.mirror().join(rel)).is_ok_and(|got| got == want)
+    });
+}
+
 #[test]
 fn injected_changes_are_pushed_and_deleted() {
-    let env = Env::new();
+    let env = env_with_silent_watcher();
     let pipeline = env.start(&options(false));
-    env.write("top.txt", b"1");
-    env.write("d/e/f.txt", b"2");
+    // `w` is made after the start: never watched.
+    env.write("w/unannounced.txt", b"only the watcher could tell");
+    env.write("w/top.txt", b"1");
+    env.write("w/d/e/f.txt", b"2");
     for event in [
-        change("top.txt", Op::Update, false),
-        change("d", Op::Update, true),
-        change("d/e", Op::Update, true),
-        change("d/e/f.txt", Op::Update, false),
+        change("w", Op::Update, true),
+        change("w/top.txt", Op::Update, false),
+        change("w/d", Op::Update, true),
+        change("w/d/e", Op::Update, true),
+        change("w/d/e/f.txt", Op::Update, false),
     ] {
         pipeline.inject(event);
     }
+    wait_mirrored(&env, "w/top.txt");
+    wait_mirrored(&env, "w/d/e/f.txt");
+    wait_until("idle", SYNC_LIMIT, || pipeline.is_idle());
+    // Written before the injected files and never injected: had the watcher reported
+    // changes, it would be there too.
+    assert!(
+        !env.mirror().join("w/unannounced.txt").exists(),
+        "the watcher is not silent: this test would not test injection"
+    );
+    std::fs::remove_file(env.src.join("w/unannounced.txt")).expect("rm unannounced");
     env.wait_converged(SYNC_LIMIT);
-    std::fs::remove_dir_all(env.src.join("d")).expect("rm d");
-    std::fs::remove_file(env.src.join("top.txt")).expect("rm top");
-    pipeline.inject(change("d/e/f.txt", Op::Delete, false));
-    pipeline.inject(change("d", Op::Delete, true));
-    pipeline.inject(change("top.txt", Op::Delete, false));
+    std::fs::remove_dir_all(env.src.join("w/d")).expect("rm d");
+    std::fs::remove_file(env.src.join("w/top.txt")).expect("rm top");
+    wait_until("idle after the removals", SYNC_LIMIT, || pipeline.is_idle());
+    assert!(
+        env.mirror().join("w/top.txt").exists() && env.mirror().join("w/d").exists(),
+        "the watcher reported a deletion: this test would not test injection"
+    );
+    pipeline.inject(change("w/d/e/f.txt", Op::Delete, false));
+    pipeline.inject(change("w/d", Op::Delete, true));
+    pipeline.inject(change("w/top.txt", Op::Delete, false));
     env.wait_converged(SYNC_LIMIT);
     pipeline.shutdown().expect("clean shutdown");
 }
@@ -104,9 +147,14 @@ fn same_size_rewrite_within_one_second_is_pushed() {
 
 #[test]
 fn rescan_event_runs_a_full_sync() {
-    let env = Env::new();
+    let env = env_with_silent_watcher();
     let pipeline = env.start(&options(false));
     env.write("x/y/z", b"never announced");
+    env.write("top.txt", b"never announced either");
+    // The pipeline is idle and the tree is not mirrored: nothing but the rescan will
+    // push it.
+    wait_until("idle", SYNC_LIMIT, || pipeline.is_idle());
+    assert!(!env.mirror().join("x").exists() && !env.mirror().join("top.txt").exists());
     pipeline.inject(FsEvent::Rescan { root: 0 });
     env.wait_converged(SYNC_LIMIT);
     pipeline.shutdown().expect("clean shutdown");
@@ -115,10 +163,7 @@ fn rescan_event_runs_a_full_sync() {
 #[test]
 fn excluded_paths_never_reach_the_mirror() {
     let mut env = Env::new();
-    env.config.filter.excludes = vec![
-        regex::bytes::Regex::new(r"(.*)\.gz").expect("re"),
-        regex::bytes::Regex::new(r"^cache/*").expect("re"),
-    ];
+    env.config.filter = Filter::from_patterns(&[r"(.*)\.gz", r"^cache/*"]).expect("re");
     env.write("keep.txt", b"k");
     env.write("skip.gz", b"s");
     env.write("cache/inner.txt", b"c");

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +15,9 @@ use sersync::job::{Delivered, Op};
 use sersync::metrics::Metrics;
 use sersync::plugin::{self, PluginStage};
 
-use super::util_http::{LIMIT, RecordingServer, answer, bytes_path, config, delivered, wait_until};
+use super::util_http::{
+    LIMIT, RecordingServer, answer, bytes_path, config, delivered, run_only, wait_until,
+};
 
 struct Running {
     tx: Sender<Delivered>,
@@ -37,11 +39,12 @@ impl Running {
 }
 
 fn start(config: &Config, kind: PluginKind) -> Running {
+    let mut config = config.clone();
+    run_only(&mut config, kind);
     let (tx, rx) = crossbeam_channel::unbounded();
     let metrics = Arc::new(Metrics::default());
     let stage = plugin::spawn(
-        config,
-        &[kind],
+        &config,
         rx,
         Arc::new(MemoryJournal::new()),
         Arc::clone(&metrics),
@@ -118,7 +121,7 @@ fn command_runs_for_every_root_when_the_include_filter_matches() {
         log.display()
     );
     let mut cmd = command(script, LIMIT, false);
-    cmd.include = Some(vec![regex::bytes::Regex::new(r".*\.php").expect("regex")]);
+    cmd.include = Some(vec![sersync::filter::Rule::new(r".*\.php").expect("regex")]);
     let mut config = config(&[root_a.path(), root_b.path()], Duration::from_secs(1));
     config.command = Some(cmd);
     let running = start(&config, PluginKind::Command);
@@ -293,11 +296,25 @@ fn socket_lines_mode_keeps_one_connection_and_reconnects() {
         format!("delete {base}/second\n").into_bytes()
     );
 
-    // The listener goes away; changes made meanwhile are buffered.
-    drop(reader);
+    // The peer goes away: it stops listening and closes its side of the connection.
+    // The next change finds the connection closed (before writing into it), so the
+    // plugin drops it, which this end sees as end of file, and buffers the line.
     drop(listener);
+    reader
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("close our side");
     running.send(delivered(0, "while-down", Op::Update, false));
-    std::thread::sleep(Duration::from_millis(100)); // let it notice and fail once
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .expect("the plugin closes the old connection");
+    assert!(
+        rest.is_empty(),
+        "written into a closed connection: {rest:?}"
+    );
+    // A new listener on the same port: the buffered line comes first, on a new
+    // connection, and later lines follow on that same connection.
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind the same port");
     let mut reader = BufReader::new(accept_within(&listener));
     assert_eq!(
@@ -310,6 +327,10 @@ fn socket_lines_mode_keeps_one_connection_and_reconnects() {
         format!("update {base}/after\n").into_bytes()
     );
     let metrics = running.stop();
+    assert!(
+        listener.accept().is_err(),
+        "one reconnection, not one connection per line"
+    );
     assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 0);
 }
 
@@ -347,55 +368,76 @@ fn http_plugin_posts_the_original_form() {
     assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 0);
 }
 
+/// A missing section or an unwatched root cannot reach the plugin stage (validation
+/// resolves `Config::running`; see `plugin_without_section.xml` and
+/// `plugin_root_not_watched.xml`); what is left to fail at start is a hand-built empty
+/// command, and no plugin at all is fine.
 #[test]
-fn plugin_without_its_section_or_root_fails_at_spawn() {
+fn empty_command_fails_at_spawn_and_no_plugin_is_fine() {
     let root = tempfile::tempdir().expect("root");
     let mut config = config(&[root.path()], Duration::from_secs(1));
-    let spawn = |config: &Config, kind| {
-        let (_tx, rx) = crossbeam_channel::unbounded::<Delivered>();
-        plugin::spawn(
-            config,
-            &[kind],
-            rx,
-            Arc::new(MemoryJournal::new()),
-            Arc::default(),
-        )
-        .map(|stage| stage.join())
-        .map_err(|err| err.to_string())
-    };
-    for kind in [PluginKind::Command, PluginKind::Socket, PluginKind::Http] {
-        let err = spawn(&config, kind).expect_err("no section");
-        assert!(
-            err.contains(&format!("no <plugin name=\"{}\">", kind.name())),
-            "{err}"
-        );
-    }
-    config.http = Some(HttpPluginConfig {
-        root: PathBuf::from("/not/watched"),
-        url: "http://127.0.0.1:1/".into(),
-    });
-    let err = spawn(&config, PluginKind::Http).expect_err("root not watched");
-    assert!(err.contains("not a watched"), "{err}");
     config.command = Some(CommandConfig {
         prefix: Vec::new(),
         ..command(String::new(), LIMIT, false)
     });
-    assert!(
-        spawn(&config, PluginKind::Command)
-            .expect_err("empty")
-            .contains("empty prefix")
-    );
-    // No kinds at all is fine: the input is drained and join returns.
+    run_only(&mut config, PluginKind::Command);
+    let (_tx, rx) = crossbeam_channel::unbounded::<Delivered>();
+    let err = plugin::spawn(&config, rx, Arc::new(MemoryJournal::new()), Arc::default())
+        .map(|stage| stage.join())
+        .expect_err("empty prefix");
+    assert!(err.to_string().contains("empty prefix"), "{err}");
+    // No plugin at all is fine: the input is drained and join returns.
+    config.running.clear();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let stage = plugin::spawn(
-        &config,
-        &[],
-        rx,
-        Arc::new(MemoryJournal::new()),
-        Arc::default(),
-    )
-    .expect("no plugins");
+    let stage = plugin::spawn(&config, rx, Arc::new(MemoryJournal::new()), Arc::default())
+        .expect("no plugins");
     tx.send(delivered(0, "x", Op::Update, false)).expect("send");
     drop(tx);
     stage.join();
+}
+
+/// `-m socket` end to end: a file read with `-m` resolves the socket plugin (root index
+/// 0) although `<sersync>` watches another directory, and the pipeline watches the
+/// plugin's own `localpath` and sends its changes.
+#[test]
+fn standalone_socket_plugin_watches_its_own_localpath() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (watched, other) = (dir.path().join("watched"), dir.path().join("other"));
+    std::fs::create_dir_all(&watched).expect("mkdir watched");
+    std::fs::create_dir_all(&other).expect("mkdir other");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let xml = format!(
+        "<head><sersync><localpath watch=\"{}\"><remote ip=\"h\" name=\"m\"/></localpath></sersync>\
+         <plugin name=\"socket\"><localpath watch=\"{}\"><deshost ip=\"127.0.0.1\" port=\"{port}\" format=\"lines\"/></localpath></plugin></head>",
+        other.display(),
+        watched.display()
+    );
+    let options = sersync::config::ParseOptions {
+        standalone_plugin: Some(PluginKind::Socket),
+    };
+    let config = sersync::config::parse_with(xml.as_bytes(), Path::new("t.xml"), &options)
+        .expect("valid with -m socket");
+    assert_eq!(config.running.len(), 1);
+    assert!(matches!(
+        config.running[0],
+        sersync::config::Plugin::Socket { root: 0, .. }
+    ));
+    let pipeline = sersync::Pipeline::start(
+        &config,
+        &sersync::pipeline::Options {
+            standalone_plugin: Some(PluginKind::Socket),
+            ..sersync::pipeline::Options::default()
+        },
+        Arc::new(sersync::coalesce::MemoryJournal::default()),
+    )
+    .expect("standalone pipeline");
+    std::fs::write(other.join("not-mine.txt"), "x").expect("write other");
+    std::fs::write(watched.join("mine.txt"), "x").expect("write watched");
+    let mut reader = BufReader::new(accept_within(&listener));
+    assert_eq!(
+        read_line(&mut reader),
+        format!("update {}/mine.txt\n", watched.display()).into_bytes()
+    );
+    pipeline.shutdown().expect("clean shutdown");
 }

@@ -6,8 +6,8 @@
 //! endpoint yet): the mirror equals the source byte-exact (names, types, content, symlink
 //! targets, permission bits) and the journal holds no live entry, both for a full second;
 //! then a graceful stop must leave the journal empty. Seeds are printed and named in every
-//! failure: `SERSYNC_SEED=<seed>` repeats a run. `SERSYNC_LONG=1` churns longer and runs
-//! more seeds; `SERSYNC_TEST_DEBUG=1` runs the binary with debug logging (the whole log
+//! failure: `SERSYNC_SEED=<seed>` repeats a run. By default (CI) the seeds are a fixed
+//! set; `SERSYNC_LONG=1` churns longer and runs more, fresh seeds; `SERSYNC_TEST_DEBUG=1` runs the binary with debug logging (the whole log
 //! of a failed run is kept in the temp dir, named in the failure).
 
 use std::fs::{self, OpenOptions};
@@ -34,7 +34,13 @@ fn churn_for(short: u64, long_secs: u64) -> Duration {
     Duration::from_secs(if long() { long_secs } else { short })
 }
 
-/// The seeds of one test: `SERSYNC_SEED` alone, or `n` fresh ones (more when long).
+/// The seeds the default (CI) run uses, the first `n_short` of them per test: a fixed
+/// set, so a red CI run is repeated by running it again. Fresh seeds come only with
+/// `SERSYNC_LONG=1`.
+const FIXED_SEEDS: [u64; 4] = [0x5EED_0001, 0x5EED_0A17, 0x5EED_1F03, 0x5EED_7C45];
+
+/// The seeds of one test: `SERSYNC_SEED` alone; else the first `n_short` of
+/// [`FIXED_SEEDS`]; with `SERSYNC_LONG=1`, `n_long` fresh ones.
 fn seeds(n_short: usize, n_long: usize) -> Vec<u64> {
     if let Some(seed) = std::env::var("SERSYNC_SEED")
         .ok()
@@ -42,12 +48,14 @@ fn seeds(n_short: usize, n_long: usize) -> Vec<u64> {
     {
         return vec![seed];
     }
+    if !long() {
+        return FIXED_SEEDS.iter().copied().cycle().take(n_short).collect();
+    }
     let base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
-    let n = if long() { n_long } else { n_short };
     let mut rng = Rng::new(base | 1);
-    (0..n).map(|_| rng.next() | 1).collect()
+    (0..n_long).map(|_| rng.next() | 1).collect()
 }
 
 /// How long convergence may take once the churn has stopped.
@@ -626,18 +634,23 @@ fn covered(path: &Path, journal: &[JournalEntry]) -> bool {
     })
 }
 
-/// Lowers `fs.inotify.max_queued_events` until dropped (also when a test panics).
+/// Lowers `fs.inotify.max_queued_events` until dropped (also when a test panics),
+/// holding [`crate::util::INOTIFY_SYSCTLS`] meanwhile.
 struct QueueLimit {
     saved: String,
+    _lock: std::sync::MutexGuard<'static, ()>,
 }
 
 const MAX_QUEUED: &str = "/proc/sys/fs/inotify/max_queued_events";
 
 impl QueueLimit {
     fn lower(to: u32) -> Option<QueueLimit> {
+        let lock = crate::util::INOTIFY_SYSCTLS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let saved = fs::read_to_string(MAX_QUEUED).ok()?;
         fs::write(MAX_QUEUED, to.to_string()).ok()?;
-        Some(QueueLimit { saved })
+        Some(QueueLimit { saved, _lock: lock })
     }
 }
 
@@ -669,7 +682,7 @@ fn inotify_queue_overflow_converges_through_a_rescan() {
     // start only (other processes may create instances meanwhile), restore it at once.
     let proc = {
         let Some(_limit) = QueueLimit::lower(16) else {
-            eprintln!("skipped: cannot write {MAX_QUEUED} (needs root)");
+            crate::util::missing_prerequisite(&format!("cannot write {MAX_QUEUED} (needs root)"));
             return;
         };
         let mut command = Command::new(env!("CARGO_BIN_EXE_sersync"));
@@ -1167,10 +1180,21 @@ mod config_fuzz {
         Ok(())
     }
 
+    /// `short` cases from a fixed seed by default (CI: the same documents every run),
+    /// `long` cases from a fresh seed with `SERSYNC_LONG=1`.
+    fn fuzz_config(short: u32, long: u32) -> ProptestConfig {
+        if super::long() {
+            ProptestConfig::with_cases(long)
+        } else {
+            ProptestConfig {
+                rng_seed: proptest::test_runner::RngSeed::Fixed(super::FIXED_SEEDS[0]),
+                ..ProptestConfig::with_cases(short)
+            }
+        }
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(
-            if super::long() { 20_000 } else { 1_000 }
-        ))]
+        #![proptest_config(fuzz_config(1_000, 20_000))]
 
         /// Never a panic; every problem and every warning reads `t.xml:LINE:COL: message`.
         #[test]
@@ -1205,9 +1229,7 @@ mod config_fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(
-            if super::long() { 300 } else { 24 }
-        ))]
+        #![proptest_config(fuzz_config(24, 300))]
 
         /// `sersync --check` on the same documents exits 0 or 2, never by a panic or a
         /// signal, and an exit 2 names the file, line and column.

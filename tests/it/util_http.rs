@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sersync::config::{CdnConfig, CdnProvider, Config, Remote, RootConfig};
+use sersync::config::{CdnConfig, CdnProvider, Config, Plugin, PluginKind, Remote, RootConfig};
 use sersync::job::{Delivered, Op};
 
 /// The longest any test waits for one thing.
@@ -62,6 +62,45 @@ pub fn config(roots: &[&Path], retry_max: Duration) -> Config {
     config
 }
 
+/// Sets `config.running` to `kind` alone, from its section in `config`, as validation
+/// resolves it (the root index is the position of the section's root in `config.roots`).
+#[track_caller]
+pub fn run_only(config: &mut Config, kind: PluginKind) {
+    let index = |root: &Path| {
+        config
+            .roots
+            .iter()
+            .position(|r| r.path == root)
+            .expect("the plugin's root is a watched root")
+    };
+    let plugin = match kind {
+        PluginKind::Command => Plugin::Command(config.command.clone().expect("command section")),
+        PluginKind::Socket => {
+            let section = config.socket.clone().expect("socket section");
+            Plugin::Socket {
+                root: index(&section.root),
+                section,
+            }
+        }
+        PluginKind::Http => {
+            let section = config.http.clone().expect("http section");
+            Plugin::Http {
+                root: index(&section.root),
+                section,
+            }
+        }
+        PluginKind::RefreshCdn => {
+            let section = config.cdn.clone().expect("refreshCDN section");
+            Plugin::RefreshCdn {
+                root: index(&section.root),
+                section,
+            }
+        }
+    };
+    config.plugins = vec![kind];
+    config.running = vec![plugin];
+}
+
 /// A refreshCDN section for `root` with `base` as `sendurl base`.
 pub fn cdn_config(root: &Path, provider: CdnProvider, base: &str) -> CdnConfig {
     CdnConfig {
@@ -70,7 +109,7 @@ pub fn cdn_config(root: &Path, provider: CdnProvider, base: &str) -> CdnConfig {
         domain: String::new(),
         port: 80,
         username: String::new(),
-        password: String::new(),
+        password: Default::default(),
         base_url: base.into(),
         url_regex: None,
         token_file: None,

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use regex::bytes::Regex;
+use sersync::filter::Rule;
 use tempfile::TempDir;
 
 use sersync::config::InotifyToggles;
@@ -74,7 +74,7 @@ impl Setup {
         let filter = Filter::new(
             self.excludes
                 .iter()
-                .map(|p| Regex::new(p).expect("regex"))
+                .map(|p| Rule::new(p).expect("regex"))
                 .collect(),
         );
         let metrics = Arc::new(Metrics::default());
@@ -761,7 +761,9 @@ fn queue_overflow_becomes_rescan_of_every_root() {
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(16_384);
     if 2 * FILES <= limit {
-        println!("skipped: max_queued_events is {limit}, too high to overflow with {FILES} files");
+        crate::util::missing_prerequisite(&format!(
+            "max_queued_events is {limit}, too high to overflow with {FILES} files"
+        ));
         return;
     }
     let fx = Setup {
@@ -915,7 +917,7 @@ fn out_of_watches_is_reported_once_and_rescanned() {
     let output = match output {
         Ok(output) => output,
         Err(err) => {
-            println!("skipped: cannot run unshare: {err}");
+            crate::util::missing_prerequisite(&format!("cannot run unshare: {err}"));
             return;
         }
     };
@@ -925,7 +927,7 @@ fn out_of_watches_is_reported_once_and_rescanned() {
         String::from_utf8_lossy(&output.stderr)
     );
     if text.contains("unshare: ") && !output.status.success() {
-        println!("skipped: no user namespaces here: {text}");
+        crate::util::missing_prerequisite(&format!("no user namespaces here: {text}"));
         return;
     }
     assert!(output.status.success(), "child failed:\n{text}");

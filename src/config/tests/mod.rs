@@ -403,6 +403,23 @@ fn crontab_filter_globs_are_kept_as_text() {
 }
 
 #[test]
+fn an_exclude_valid_only_unanchored_is_an_error_at_its_position() {
+    let env = Env::new();
+    let xml = file(
+        "<filter start=\"true\"><exclude expression=\"(?x)cache # tmp\"/></filter>\n",
+        "",
+    );
+    let errors = env.errors(&xml);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].ends_with(
+            "<exclude expression=\"(?x)cache # tmp\">: invalid once anchored as ^(?:…)$ to match whole paths: unclosed group"
+        ),
+        "{errors:#?}"
+    );
+}
+
+#[test]
 fn latin1_files_are_accepted() {
     let env = Env::new();
     let mut bytes = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<!-- caf\xe9 -->\n".to_vec();

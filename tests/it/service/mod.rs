@@ -78,6 +78,18 @@ impl Setup {
         (format!("<remote path=\"{}\"/>", path.display()), path)
     }
 
+    /// Writes `src/a.txt` and a config that mirrors `src` to a local directory; that
+    /// directory.
+    pub fn with_local_mirror(&self) -> PathBuf {
+        let (remote, mirror) = self.local_remote("mirror");
+        self.write("a.txt", "a");
+        self.write_config(&Xml {
+            remotes: vec![remote],
+            ..Xml::default()
+        });
+        mirror
+    }
+
     /// The remote element for `daemon`'s module.
     pub fn daemon_remote() -> String {
         format!("<remote ip=\"127.0.0.1\" name=\"{}\"/>", rsyncd::MODULE)

@@ -13,12 +13,7 @@ use crate::util::{tree, wait_until};
 #[test]
 fn detach_writes_the_daemons_pid_and_a_second_start_exits_2() {
     let setup = Setup::new();
-    let (remote, mirror) = setup.local_remote("mirror");
-    setup.write("a.txt", "a");
-    setup.write_config(&Xml {
-        remotes: vec![remote],
-        ..Xml::default()
-    });
+    let mirror = setup.with_local_mirror();
     let code = setup.run_detached(&["-r"]);
     assert_eq!(code, 0, "{}{}", setup.stderr(), setup.log());
     let pid = setup.pid();

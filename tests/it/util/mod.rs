@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use sersync::coalesce::{Journal, MemoryJournal};
 use sersync::config::{
-    Auth, Config, FailLogConfig, FilterConfig, HostConfig, InotifyToggles, LogConfig, Remote,
-    RootConfig, RsyncConfig,
+    Auth, Config, FailLogConfig, Filter, HostConfig, InotifyToggles, LogConfig, Remote, RootConfig,
+    RsyncConfig,
 };
 use sersync::pipeline::{Options, Pipeline};
 
@@ -33,6 +33,25 @@ pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Set to `1` to let a test whose prerequisite is missing (root, user namespaces, a low
+/// enough kernel limit) pass as skipped. CI does not set it: there such a test fails.
+pub const ALLOW_SKIP: &str = "SERSYNC_TEST_ALLOW_SKIP";
+
+/// A prerequisite of the calling test is missing: panics naming `reason`, unless
+/// [`ALLOW_SKIP`] is `1`, where it prints `skipped: reason` and the caller returns.
+#[track_caller]
+pub fn missing_prerequisite(reason: &str) {
+    if std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1") {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    panic!("{reason} (set {ALLOW_SKIP}=1 to skip tests whose prerequisites are missing)");
+}
+
+/// Held by every test that changes or compares a global inotify sysctl
+/// (`/proc/sys/fs/inotify/*`), so that one never sees another's temporary value.
+pub static INOTIFY_SYSCTLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A source tree mirrored to a real rsync daemon (and optionally a local directory).
 pub struct Env {
@@ -128,7 +147,7 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
         },
         debug: false,
         xfs: false,
-        filter: FilterConfig::default(),
+        filter: Filter::default(),
         inotify: InotifyToggles::default(),
         roots: vec![RootConfig {
             path: src.to_path_buf(),
@@ -148,6 +167,7 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
         },
         crontab: None,
         plugins: Vec::new(),
+        running: Vec::new(),
         command: None,
         socket: None,
         http: None,
