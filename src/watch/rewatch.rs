@@ -167,6 +167,13 @@ impl State {
             .map(|(key, _)| key.clone())
             .collect();
         for (root, rel) in others {
+            // Its parent renamed, deleted or unwatched: the parent's own events (and the
+            // scan of its new name) decide again, under the new path.
+            let parent = rel.parent().unwrap_or(Path::new(""));
+            if self.tree.wd_of(root, parent).is_none() {
+                self.unwatched.remove(&(root, rel));
+                continue;
+            }
             let abs = self.shared.roots[root].join(&rel);
             match self.shared.watches.clone().add(&abs, self.shared.mask) {
                 Ok(_) => {

@@ -9,6 +9,7 @@ mod engine;
 mod journal;
 mod plugin;
 mod reliability;
+mod scenarios_watch;
 mod service;
 mod sync;
 mod util;

@@ -991,7 +991,7 @@ fn out_of_watches_child() {
 
 /// `renameat2(RENAME_EXCHANGE)` (what `mv --exchange` does); std has no wrapper.
 #[allow(unsafe_code)]
-fn exchange(a: &Path, b: &Path) {
+pub(crate) fn exchange(a: &Path, b: &Path) {
     use std::ffi::CString;
     let a = CString::new(a.as_os_str().as_bytes()).expect("path");
     let b = CString::new(b.as_os_str().as_bytes()).expect("path");
