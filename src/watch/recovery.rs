@@ -212,7 +212,8 @@ mod tests {
         assert!(msg.starts_with("/srv/www/a: cannot watch"), "{msg}");
         assert!(msg.contains("fs.inotify.max_user_watches is "), "{msg}");
         assert!(msg.contains("watches 8190 directories"), "{msg}");
-        assert!(msg.contains("need 12000"), "{msg}");
+        assert!(msg.contains("need 12000, so 3810 are not watched"), "{msg}");
+        assert!(msg.contains("rescanned every 30 s"), "{msg}");
     }
 
     #[test]

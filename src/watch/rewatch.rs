@@ -100,7 +100,7 @@ impl State {
             self.schedule_retry(now);
         }
         self.publish_faults();
-        Ok(())
+        self.send_due_rescans()
     }
 
     fn retry_missing_roots(&mut self) -> Flow {
@@ -144,14 +144,21 @@ impl State {
         }
         let roots = self.out_of_watches_roots();
         self.unwatched.retain(|_, errno| *errno != libc::ENOSPC);
-        self.out_of_watches = false;
+        // Still the same episode while the walk comes short again: no second report.
         let walk = self.walk_some(&roots);
         let still_short = !walk.out_of_watches.is_empty();
         self.merge_walk(walk);
         if !still_short {
             log::warn!("inotify watches available again: every directory is watched");
+            self.out_of_watches = false;
+            self.rescan_queued
+                .iter_mut()
+                .for_each(|queued| *queued = false);
             self.next_unwatched_rescan = None;
             self.enospc_unwatched = 0;
+        } else {
+            let needed = super::recovery::count_dirs(&self.shared.roots, &self.shared.filter);
+            self.enospc_unwatched = needed.saturating_sub(self.tree.len());
         }
         for root in roots {
             self.send(FsEvent::Rescan { root })?;
