@@ -221,15 +221,15 @@ fn operator_pattern(
             let Some(f) = file else { return Ok(()) };
             let past =
                 SystemTime::now() - Duration::from_secs(86_400 * (1 + rng.below(900) as u64));
-            if rng.below(2) == 0 {
-                // cp -p: new content under another name, the source's old mtime.
-                let copy = f.with_extension(format!("cp{counter}"));
-                std::fs::write(&copy, content(rng.below(700)))?;
-                set_mtime(&copy, past)
-            } else {
-                std::fs::write(&f, content(rng.below(700)))?;
-                set_mtime(&f, past)
+            // tar x, cp -p, rsync -a, unzip: the content arrives complete with an older
+            // mtime, often through a temporary name renamed over the old file.
+            let staged = f.with_extension(format!("cp{counter}"));
+            std::fs::write(&staged, content(1 + rng.below(700)))?;
+            set_mtime(&staged, past)?;
+            if rng.below(3) > 0 {
+                std::fs::rename(&staged, &f)?;
             }
+            Ok(())
         }
         3 if features.same_second_rewrites => {
             let Some(f) = file else { return Ok(()) };

@@ -1,6 +1,9 @@
-//! Reliability suite: the real `sersync` binary against a real rsync daemon, under seeded
-//! churn and faults (daemon restart, SIGKILL, inotify queue overflow, refused auth), plus a
-//! structure-aware fuzzer for the configuration parser.
+//! Reliability suite: the real `sersync` binary against a real rsync daemon or a local
+//! directory remote, under seeded churn (with the operator patterns `churn::Features`
+//! switches on) and faults (daemon restart, SIGKILL, SIGTERM and SIGHUP at random
+//! points, inotify queue overflow, refused auth), plus a structure-aware fuzzer for the
+//! configuration parser. `SERSYNC_CHURN=+name,-name` and `SERSYNC_FAULTS=HUP,TERM,KILL`
+//! turn patterns and signals on or off.
 //!
 //! Every sync test ends when sersync is idle, judged from outside (there is no status
 //! endpoint yet): the mirror equals the source byte-exact (names, types, content, symlink
@@ -498,9 +501,19 @@ fn walk(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 
 #[test]
 fn churn_through_the_binary_converges() {
-    for seed in seeds(1, 3) {
-        eprintln!("seed {seed}: churn through the binary (SERSYNC_SEED={seed} repeats it)");
-        let bench = Bench::new(seed, &Settings::default());
+    for (n, seed) in seeds(2, 4).into_iter().enumerate() {
+        let local = n % 2 == 1;
+        let remote = if local { "local dir" } else { "rsync daemon" };
+        eprintln!(
+            "seed {seed}: churn through the binary, {remote} (SERSYNC_SEED={seed} repeats it)"
+        );
+        let bench = Bench::new(
+            seed,
+            &Settings {
+                local_remote: local,
+                ..Settings::default()
+            },
+        );
         let proc = bench.start(false);
         bench.churn_while(churn_for(6, 60), || {});
         bench.converge_and_stop(proc, "churn");
