@@ -245,10 +245,14 @@ impl State {
                 }
                 Ok(())
             }
-            Kind::ClosedWrite => match self.held.release(root, rel.clone()) {
-                Some(held) => self.send(change(root, rel, Op::Update, false, held.mask, held.seen)),
-                None => self.emit(kind, root, rel, is_dir, raw, now),
-            },
+            Kind::ClosedWrite if !self.held.is_empty() => {
+                match self.held.release(root, rel.clone()) {
+                    Some(held) => {
+                        self.send(change(root, rel, Op::Update, false, held.mask, held.seen))
+                    }
+                    None => self.emit(kind, root, rel, is_dir, raw, now),
+                }
+            }
             Kind::Deleted => {
                 if is_dir {
                     // The kernel drops the watches of a deleted directory by itself.

@@ -753,3 +753,61 @@ fn replaced_directory_is_a_delete_then_an_update() {
     });
     watcher.stop().expect("stop");
 }
+
+/// Stop right after changes: the events still in the inotify fd, the held move out and
+/// the held writes (`<modify>`) are all handed over before the sender drops.
+#[test]
+fn stop_hands_over_unread_events_and_held_ones() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(root.join("d")).expect("mkdir");
+    fs::create_dir(&outside).expect("mkdir");
+    fs::write(root.join("gone"), "x").expect("write");
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (event_tx, event_rx) = crossbeam_channel::bounded(16);
+    let options = WatchOptions {
+        toggles: InotifyToggles {
+            modify: true,
+            ..InotifyToggles::default()
+        },
+        debug: false,
+    };
+    let watcher = watch::spawn(
+        vec![root.clone()],
+        options,
+        Arc::default(),
+        event_tx,
+        Arc::default(),
+    )
+    .expect("spawn");
+    for i in 0..300 {
+        fs::write(root.join(format!("d/f{i}")), "x").expect("write");
+    }
+    let mut open = fs::File::create(root.join("open")).expect("create");
+    open.write_all(b"written, not closed").expect("write");
+    fs::rename(root.join("gone"), outside.join("gone")).expect("mv out");
+    // The reader is at most 16 events in; the rest is in the fd when stop comes.
+    let stopper = std::thread::spawn(move || watcher.stop());
+    let mut seen = std::collections::BTreeSet::new();
+    for event in event_rx.iter() {
+        if let FsEvent::Change(c) = event {
+            seen.insert((c.rel, c.op));
+        }
+    }
+    stopper.join().expect("stopper").expect("clean stop");
+    drop(open);
+    let missing: Vec<usize> = (0..300)
+        .filter(|i| !seen.contains(&(PathBuf::from(format!("d/f{i}")), Op::Update)))
+        .collect();
+    assert!(missing.is_empty(), "writes not handed over: {missing:?}");
+    assert!(
+        seen.contains(&(PathBuf::from("gone"), Op::Delete)),
+        "move out: {seen:?}"
+    );
+    assert!(
+        seen.contains(&(PathBuf::from("open"), Op::Update)),
+        "held write: {seen:?}"
+    );
+}
