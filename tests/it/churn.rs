@@ -29,7 +29,15 @@ pub struct Features {
 }
 
 impl Features {
-    /// What passes on this branch (see the lead's merge notes for the others).
+    /// What passes on the watcher's branch. Off, and why:
+    /// - `reuse_dir_names`: when the delete of the old directory is already running (or
+    ///   done) as the new one arrives, its old content stays on the remote until the
+    ///   scheduler syncs a re-created directory with `--delete` (the scenario
+    ///   `scenarios_watch::log_rotation_*` fails every time; the churn only now and then);
+    /// - `old_mtimes`: `-u` in the stock params skips content whose remote copy is newer
+    ///   (2 of 3 seeds fail);
+    /// - `type_flips`: a path queued or journaled below a directory that became a file is
+    ///   retried for ever (rsync: "Not a directory") until the scheduler treats it as gone.
     pub const DEFAULT: Features = Features {
         reuse_file_names: true,
         reuse_dir_names: false,

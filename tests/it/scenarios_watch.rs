@@ -417,14 +417,32 @@ both_kinds!(sigterm_right_after_writes: Local => sigterm_right_after_writes_loca
 fn sighup_during_writes(kind: Kind) {
     const FILES: usize = 1_500;
     let mut scene = converged_with(kind, &["old"]);
-    for i in 0..FILES {
-        scene.write(&format!("h/{}/f{i}", i % 15), &i.to_string());
-        if i % 500 == 250 {
-            scene.signal("HUP");
-        }
+    let src = scene.src.clone();
+    let reloads_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // At least 1,500 files, and on until all three reloads are through.
+    let writer = {
+        let reloads_done = Arc::clone(&reloads_done);
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while i < FILES || !reloads_done.load(Ordering::Relaxed) {
+                let dir = src.join(format!("h/{}", i % 15));
+                fs::create_dir_all(&dir).expect("mkdir");
+                fs::write(dir.join(format!("f{i}")), i.to_string()).expect("write");
+                std::thread::sleep(Duration::from_millis(1));
+                i += 1;
+            }
+            i
+        })
+    };
+    for reload in 1..=3 {
+        scene.signal("HUP");
+        // One at a time: a SIGHUP that comes while a reload runs is merged with the next.
+        wait_until("the reload", LIMIT, || scene.status()["reloads"] == reload);
     }
-    wait_until("3 reloads", LIMIT, || scene.status()["reloads"] == 3);
-    scene.converge("3 SIGHUPs during 1,500 writes");
+    reloads_done.store(true, Ordering::Relaxed);
+    let written = writer.join().expect("writer");
+    eprintln!("{kind:?}: {written} files written through 3 reloads");
+    scene.converge("3 SIGHUPs during the writes");
     scene.stop();
 }
 both_kinds!(sighup_during_writes: Local => sighup_during_writes_local, Daemon => sighup_during_writes_daemon);
