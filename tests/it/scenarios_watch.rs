@@ -416,7 +416,18 @@ both_kinds!(sigterm_right_after_writes: Local => sigterm_right_after_writes_loca
 
 fn sighup_during_writes(kind: Kind) {
     const FILES: usize = 1_500;
-    let mut scene = converged_with(kind, &["old"]);
+    const DIRS: usize = 3_000;
+    // Many directories: the new watcher's walk takes a while, and writes land in
+    // directories not watched yet.
+    let mut scene = Scene::new(kind, false);
+    for d in 0..DIRS {
+        fs::create_dir_all(scene.path(&format!("h/{}/d{d}", d % 30))).expect("mkdir");
+    }
+    scene.start(&["-r"]);
+    scene.converge("initial -r");
+    // Without -r from here on: with it, every reload runs a full sync anyway.
+    scene.stop();
+    scene.start(&[]);
     let src = scene.src.clone();
     let reloads_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // At least 1,500 files, and on until all three reloads are through.
@@ -425,10 +436,9 @@ fn sighup_during_writes(kind: Kind) {
         std::thread::spawn(move || {
             let mut i = 0;
             while i < FILES || !reloads_done.load(Ordering::Relaxed) {
-                let dir = src.join(format!("h/{}", i % 15));
-                fs::create_dir_all(&dir).expect("mkdir");
+                let d = (i * 7919) % DIRS;
+                let dir = src.join(format!("h/{}/d{d}", d % 30));
                 fs::write(dir.join(format!("f{i}")), i.to_string()).expect("write");
-                std::thread::sleep(Duration::from_millis(1));
                 i += 1;
             }
             i
