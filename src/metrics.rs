@@ -51,6 +51,13 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Configuration reloads rejected (invalid file, journal or restart failure).
     pub reload_failures: AtomicU64,
+    /// Roots not watched now (missing, not a directory); looked for again periodically.
+    pub roots_missing: AtomicU64,
+    /// Indexes (in `Config::roots`) of the roots not watched now.
+    pub missing_roots: Mutex<Vec<usize>>,
+    /// Directories that could not be watched (EACCES, ENAMETOOLONG, the watch limit)
+    /// and are retried; for the watch limit, the count at its last report.
+    pub unwatched_dirs: AtomicU64,
     /// Per-remote figures.
     pub targets: Mutex<BTreeMap<TargetId, TargetMetrics>>,
 }

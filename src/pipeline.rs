@@ -6,9 +6,10 @@
 //!                          +--Delivered--> [plugin / cdn]     journal <--------+
 //! ```
 //! Start order: push workers, then the watcher (its watches exist before anything is
-//! pushed, so `-r` has no startup gap), then the scheduler. Shutdown: stop the watcher;
-//! the scheduler sees its input close, waits for running jobs, journals the rest and
-//! returns; the workers see the job channel close.
+//! pushed, so `-r` has no startup gap), then the scheduler. Shutdown: stop the watcher,
+//! which hands over what the kernel reported while the scheduler still receives (see
+//! `watch`); the scheduler then sees its input close, waits for running jobs, journals
+//! the rest and returns; the workers see the job channel close.
 
 use std::path::PathBuf;
 use std::sync::Arc;

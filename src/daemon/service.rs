@@ -4,9 +4,10 @@
 //! A reload reads the same file with the same command line. A file that does not load is
 //! rejected with every problem logged, and the old configuration keeps running. A valid
 //! one replaces the pipeline: the old one stops as at shutdown (unpushed paths go to the
-//! journal) and the new one starts and replays the journal, so nothing is lost in the
-//! switch. A remote the reload adds gets a full sync (journaled as a whole-root entry, so
-//! it survives a crash too); with `-r` every remote gets one, as at start. The status
+//! journal) and the new one starts and replays the journal. What changes between the old
+//! watcher's stop and the new one's watches is covered by a full sync of every kept
+//! remote, journaled as a whole-root entry; a remote the reload adds gets one too (so
+//! both survive a crash); with `-r` every remote gets one, as at start. The status
 //! server restarts when `<host>` changed; the log follows `<log>`; the pid file stays.
 
 use std::collections::BTreeSet;
@@ -145,26 +146,19 @@ impl Service {
         let added: Vec<&(PathBuf, String)> = new_keys.difference(&old_keys).collect();
         let removed = old_keys.difference(&new_keys).count();
         for (_, key) in &added {
-            let whole_root = Entry {
-                rel: PathBuf::new(),
-                op: Op::Update,
-                is_dir: true,
-            };
-            if let Err(err) = Journal::record(
-                &*journal,
-                key,
-                &[whole_root],
-                None,
-                "remote added by reload",
-                "",
-            ) {
-                log::error!("{key}: cannot schedule the first full sync: {err}");
-            }
+            record_full_sync(&journal, key, "remote added by reload");
         }
         if let Some(old) = self.pipeline.take() {
             if let Err(err) = old.shutdown() {
                 log::error!("{path}: the previous pipeline stopped with an error: {err}");
             }
+        }
+        // Between the old watcher's stop and the new one's watches nothing is seen: a
+        // full sync of every kept remote, journaled (so a crash keeps it too) after the
+        // old pipeline is gone (its last full sync could clear the entry otherwise), and
+        // started by the new one once its watches are in place, covers that gap.
+        for (_, key) in new_keys.intersection(&old_keys) {
+            record_full_sync(&self.journal, key, "reload: changes between two watchers");
         }
         if !Arc::ptr_eq(&journal, &self.journal) {
             move_entries(&self.journal, &journal);
@@ -276,6 +270,18 @@ impl Service {
             }
             Err(err) => log::error!("{err}; status stays off until the next reload"),
         }
+    }
+}
+
+/// Journals a whole-root entry: the remote gets a full sync from the next pipeline.
+fn record_full_sync(journal: &FailLog, key: &str, reason: &str) {
+    let whole_root = Entry {
+        rel: PathBuf::new(),
+        op: Op::Update,
+        is_dir: true,
+    };
+    if let Err(err) = Journal::record(journal, key, &[whole_root], None, reason, "") {
+        log::error!("{key}: cannot schedule a full sync ({reason}): {err}");
     }
 }
 

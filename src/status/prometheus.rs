@@ -55,6 +55,18 @@ pub fn render(view: &View, process: &Process) -> String {
         load(&m.watches),
     );
     out.single(
+        "sersync_unwatched_directories",
+        "gauge",
+        "Directories that could not be watched and are retried (EACCES, ENAMETOOLONG, watch limit).",
+        load(&m.unwatched_dirs),
+    );
+    out.single(
+        "sersync_roots_missing",
+        "gauge",
+        "Roots that are not there (or not directories) and are looked for again.",
+        load(&m.roots_missing),
+    );
+    out.single(
         "sersync_queue_depth",
         "gauge",
         "Distinct paths waiting to be pushed, over every remote.",

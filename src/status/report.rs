@@ -46,6 +46,14 @@ pub struct StatusReport {
     pub in_flight: u64,
     /// Directories watched.
     pub watches: u64,
+    /// Directories that could not be watched and are retried (EACCES, ENAMETOOLONG,
+    /// the inotify watch limit); their changes arrive through rescans.
+    #[serde(default)]
+    pub unwatched_dirs: u64,
+    /// While `unwatched_dirs` counts directories left out by the watch limit: how often
+    /// their roots are rescanned, in seconds (the longest delay of a change there).
+    #[serde(default)]
+    pub unwatched_rescan_seconds: Option<u64>,
     /// Raw events read.
     pub events_seen: u64,
     /// Full syncs done.
@@ -70,6 +78,10 @@ pub struct JournalStatus {
 pub struct RootStatus {
     /// The watched directory.
     pub path: String,
+    /// The directory is not there (or not a directory) and so not watched; it is looked
+    /// for every few seconds and rescanned when back.
+    #[serde(default)]
+    pub missing: bool,
     /// Its remotes, in configuration order.
     pub remotes: Vec<RemoteStatus>,
 }
@@ -144,6 +156,11 @@ pub fn build(view: &View, process: Process) -> StatusReport {
     let journal_counts = super::journal_counts(&view.journal);
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let missing = metrics
+        .missing_roots
+        .lock()
+        .map(|list| list.clone())
+        .unwrap_or_default();
     let roots = view
         .config
         .roots
@@ -151,6 +168,7 @@ pub fn build(view: &View, process: Process) -> StatusReport {
         .enumerate()
         .map(|(root_idx, root)| RootStatus {
             path: root.path.display().to_string(),
+            missing: missing.contains(&root_idx),
             remotes: root
                 .remotes
                 .iter()
@@ -191,6 +209,9 @@ pub fn build(view: &View, process: Process) -> StatusReport {
         queue_depth: load(&metrics.queue_depth),
         in_flight: load(&metrics.in_flight),
         watches: load(&metrics.watches),
+        unwatched_dirs: load(&metrics.unwatched_dirs),
+        unwatched_rescan_seconds: (load(&metrics.unwatched_dirs) > 0)
+            .then_some(crate::watch::UNWATCHED_RESCAN.as_secs()),
         events_seen: load(&metrics.events_seen),
         full_syncs: load(&metrics.full_syncs),
         roots,
@@ -245,8 +266,24 @@ pub fn render_human(report: &StatusReport, now_unix: u64) -> String {
         "\n{:<width$} {:<8} {:>14} {:>8} {:>8} {:>8} {:>10}",
         "ROOT / REMOTE", "STATE", "LAST SUCCESS", "PENDING", "RUNNING", "JOURNAL", "PUSHED"
     );
+    if report.unwatched_dirs > 0 {
+        let rescan = report
+            .unwatched_rescan_seconds
+            .map(|s| format!("; their roots are rescanned every {s}s"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{} directories not watched (retried){rescan}",
+            report.unwatched_dirs
+        );
+    }
     for root in &report.roots {
-        let _ = writeln!(out, "{}", root.path);
+        let missing = if root.missing {
+            "  (missing: not watched, looked for again every few seconds)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{}{missing}", root.path);
         for r in &root.remotes {
             let _ = writeln!(
                 out,
@@ -300,10 +337,13 @@ mod tests {
             queue_depth: 0,
             in_flight: 0,
             watches: 7,
+            unwatched_dirs: 0,
+            unwatched_rescan_seconds: None,
             events_seen: 9,
             full_syncs: 1,
             roots: vec![RootStatus {
                 path: "/srv/www".into(),
+                missing: false,
                 remotes: vec![RemoteStatus {
                     remote: "10.0.0.2::www".into(),
                     key: "/srv/www -> 10.0.0.2::www".into(),

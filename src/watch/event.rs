@@ -12,17 +12,20 @@
 //! - events for a descriptor no longer in the map (after `IN_IGNORED`, a directory moved
 //!   out, wd reuse) are dropped with a debug log, never guessed at (the original's B4).
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 
+use super::held::Held;
 use super::mask::{self, Emit, Kind};
 use super::rename::{LastMove, MOVE_PAIR_TIMEOUT, PendingFrom};
 use super::tree::Tree;
@@ -42,6 +45,11 @@ pub(crate) enum Halt {
 
 /// Result of every step that may send.
 pub(crate) type Flow = Result<(), Halt>;
+
+/// After [`Watcher::stop`](super::Watcher::stop), how long one event may wait for room in
+/// the channel before the rest is given up (logged). The scheduler drains the channel
+/// until the watcher's sender is gone, so this only bounds a receiver that stopped.
+const STOP_SEND_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the thread needs besides the inotify fd.
 pub(crate) struct Shared {
@@ -71,6 +79,27 @@ pub(crate) struct State {
     pub(super) rescan_queued: Vec<bool>,
     /// `Rescan`s decided but not sent yet (decided in `spawn`, before the thread runs).
     pub(super) rescans_due: Vec<usize>,
+    /// `Watcher::stop` was seen: what is left is handed over (blocking sends), and
+    /// scans give way to a `Rescan` of their root.
+    pub(super) stopping: Cell<bool>,
+    /// The receiver did not take an event within [`STOP_SEND_LIMIT`] while stopping.
+    pub(super) abandoned: Cell<bool>,
+    /// Per root: a `Rescan` was sent while stopping (further scans need none).
+    pub(super) stop_rescanned: Vec<bool>,
+    /// Modified files waiting for their close (see `held.rs`).
+    pub(super) held: Held,
+    /// Per root: not watched now (missing, not a directory, deleted or moved away);
+    /// retried every `rewatch::RETRY_INTERVAL`.
+    pub(super) missing: Vec<bool>,
+    /// Directories that could not be watched, with the errno; retried. For ENOSPC only
+    /// the first directory of each root is kept (the walk stops there).
+    pub(super) unwatched: BTreeMap<(usize, PathBuf), i32>,
+    /// Directories left unwatched by the watch limit, as counted at the last report.
+    pub(super) enospc_unwatched: usize,
+    /// Next retry of missing roots and unwatched directories.
+    pub(super) next_retry: Option<Instant>,
+    /// Next `Rescan` of the roots with directories left unwatched by the watch limit.
+    pub(super) next_unwatched_rescan: Option<Instant>,
 }
 
 impl State {
@@ -84,12 +113,26 @@ impl State {
             out_of_watches: false,
             rescan_queued: vec![false; n_roots],
             rescans_due: Vec::new(),
+            stopping: Cell::new(false),
+            abandoned: Cell::new(false),
+            stop_rescanned: vec![false; n_roots],
+            held: Held::default(),
+            missing: vec![false; n_roots],
+            unwatched: BTreeMap::new(),
+            enospc_unwatched: 0,
+            next_retry: None,
+            next_unwatched_rescan: None,
         }
     }
 
     /// The absolute path of a root.
     pub(crate) fn root_path(&self, root: usize) -> &Path {
         &self.shared.roots[root]
+    }
+
+    /// Number of roots.
+    pub(crate) fn n_roots(&self) -> usize {
+        self.shared.roots.len()
     }
 
     /// Number of directories watched now.
@@ -117,6 +160,14 @@ impl State {
         let kind = mask::kind(event.mask);
         if !matches!(kind, Kind::MovedFrom | Kind::MovedTo | Kind::SelfMoved) {
             self.last_move = None;
+        }
+        if !matches!(
+            kind,
+            Kind::Modified | Kind::ClosedWrite | Kind::Attrib | Kind::Ignored | Kind::Other
+        ) {
+            // Before anything that changes the tree's shape, and before the held
+            // MOVED_FROM (which came later than any held write) is resolved.
+            self.release_held()?;
         }
         let from = match self.pending.take() {
             Some(pending) if kind == Kind::MovedTo && pending.cookie == event.cookie => {
@@ -186,6 +237,22 @@ impl State {
                 None => self.arrived(kind, root, rel, is_dir, raw, now),
             },
             Kind::Created => self.arrived(kind, root, rel, is_dir, raw, now),
+            Kind::Modified if !is_dir && !self.is_stopping() => {
+                if mask::emit(kind, false, &self.shared.toggles) == Emit::Change(Op::Update)
+                    && !self.is_filtered(&rel, false)
+                {
+                    self.held.hold(root, rel, raw, now);
+                }
+                Ok(())
+            }
+            Kind::ClosedWrite if !self.held.is_empty() => {
+                match self.held.release(root, rel.clone()) {
+                    Some(held) => {
+                        self.send(change(root, rel, Op::Update, false, held.mask, held.seen))
+                    }
+                    None => self.emit(kind, root, rel, is_dir, raw, now),
+                }
+            }
             Kind::Deleted => {
                 if is_dir {
                     // The kernel drops the watches of a deleted directory by itself.
@@ -245,6 +312,29 @@ impl State {
         }
     }
 
+    /// Sends every held modification (before a structural event, at stop).
+    pub(super) fn release_held(&mut self) -> Flow {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let all = self.held.take_all();
+        self.send_held(all)
+    }
+
+    /// Sends the modifications whose settle time is over (no close came).
+    pub(super) fn release_due(&mut self, now: Instant) -> Flow {
+        let due = self.held.due(now);
+        self.send_held(due)
+    }
+
+    fn send_held(&self, changes: Vec<super::held::HeldChange>) -> Flow {
+        for held in changes {
+            let event = change(held.root, held.rel, Op::Update, false, held.mask, held.seen);
+            self.send(event)?;
+        }
+        Ok(())
+    }
+
     /// `IN_IGNORED`: the kernel dropped the watch.
     pub(super) fn forget(&mut self, wd: i32) {
         match self.tree.remove_wd(wd) {
@@ -253,6 +343,7 @@ impl State {
                     "{}: root no longer watched",
                     self.shared.roots[dir.root].display()
                 );
+                self.mark_missing(dir.root);
             }
             Some(_) => {}
             None => log::debug!("wd {wd}: ignored, was not in the map"),
@@ -274,19 +365,26 @@ impl State {
         }
         let root = dir.root;
         let path = self.shared.roots[root].display();
+        let every = super::rewatch::RETRY_INTERVAL.as_secs();
         match kind {
-            Kind::SelfDeleted => {
-                log::error!("{path}: root was deleted; its changes are no longer seen")
-            }
+            Kind::SelfDeleted => log::error!(
+                "{path}: root was deleted; watched again and rescanned when it reappears \
+                 (checked every {every} s)"
+            ),
             Kind::Unmounted => log::error!(
-                "{path}: root's filesystem was unmounted; its changes are no longer seen"
+                "{path}: root's filesystem was unmounted; watched again and rescanned when it \
+                 reappears (checked every {every} s)"
             ),
             _ => {
-                log::error!("{path}: root was moved away; its changes are no longer seen");
+                log::error!(
+                    "{path}: root was moved away; watched again and rescanned when a directory \
+                     is back under its name (checked every {every} s)"
+                );
                 // Its watches would keep reporting paths under the old name.
                 self.unwatch(root, Path::new(""), true);
             }
         }
+        self.mark_missing(root);
     }
 
     /// Forgets `rel` and its subtree; removes the kernel watches too when they are still
@@ -339,24 +437,71 @@ impl State {
 
     /// Whether `Watcher::stop` has been called (it drops the stop sender).
     pub(crate) fn is_stopping(&self) -> bool {
-        matches!(
+        if self.stopping.get() {
+            return true;
+        }
+        let stopped = matches!(
             self.shared.stop_rx.try_recv(),
             Err(crossbeam_channel::TryRecvError::Disconnected)
-        )
+        );
+        self.stopping.set(stopped);
+        stopped
     }
 
     /// Sends one event, blocking while the channel is full (the kernel queue then
-    /// absorbs the burst, and overflows into a rescan at worst) unless stopped.
+    /// absorbs the burst, and overflows into a rescan at worst). A stop does not drop
+    /// the event: the scheduler keeps receiving until this thread's sender is gone, and
+    /// whatever reaches it is pushed or journaled.
     pub(super) fn send(&self, event: FsEvent) -> Flow {
         let event = match self.shared.event_tx.try_send(event) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(_)) => return Err(Halt::Disconnected),
             Err(TrySendError::Full(event)) => event,
         };
+        if self.stopping.get() {
+            return self.send_while_stopping(event);
+        }
         crossbeam_channel::select! {
             send(self.shared.event_tx, event) -> sent => sent.map_err(|_| Halt::Disconnected),
-            recv(self.shared.stop_rx) -> _ => Err(Halt::Stopped),
+            recv(self.shared.stop_rx) -> _ => {
+                self.stopping.set(true);
+                // `select!` gave the event back only in its `send` arm; send it again.
+                self.send_while_stopping(event)
+            },
         }
+    }
+
+    fn send_while_stopping(&self, event: FsEvent) -> Flow {
+        if self.abandoned.get() {
+            log::error!("stopping: receiver gone quiet, not handed over: {event:?}");
+            return Err(Halt::Stopped);
+        }
+        match self.shared.event_tx.send_timeout(event, STOP_SEND_LIMIT) {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Disconnected(_)) => Err(Halt::Disconnected),
+            Err(SendTimeoutError::Timeout(event)) => {
+                self.abandoned.set(true);
+                log::error!(
+                    "stopping: the event receiver took nothing for {STOP_SEND_LIMIT:?}; \
+                     not handed over: {event:?}"
+                );
+                Err(Halt::Stopped)
+            }
+        }
+    }
+
+    /// While stopping, a scan gives way to one `Rescan` of its root (the scheduler
+    /// journals it as a whole-root entry).
+    pub(super) fn rescan_on_stop(&mut self, root: usize) -> Flow {
+        if self.stop_rescanned[root] {
+            return Ok(());
+        }
+        self.stop_rescanned[root] = true;
+        log::info!(
+            "{}: stopping during a scan; the rest is left to a full sync",
+            self.shared.roots[root].display()
+        );
+        self.send(FsEvent::Rescan { root })
     }
 
     pub(super) fn update_count(&self) {

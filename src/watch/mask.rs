@@ -34,7 +34,8 @@ pub(crate) fn watch_mask(toggles: &InotifyToggles) -> WatchMask {
     if toggles.delete {
         mask |= WatchMask::DELETE;
     }
-    if toggles.close_write {
+    // With `modify`, the close releases the held writes as one update (`held.rs`).
+    if toggles.close_write || toggles.modify {
         mask |= WatchMask::CLOSE_WRITE;
     }
     if toggles.modify {
@@ -211,7 +212,10 @@ mod tests {
         let cases: [(Set, WatchMask); 4] = [
             (|t| t.delete = true, WatchMask::DELETE),
             (|t| t.close_write = true, WatchMask::CLOSE_WRITE),
-            (|t| t.modify = true, WatchMask::MODIFY),
+            (
+                |t| t.modify = true,
+                WatchMask::MODIFY.union(WatchMask::CLOSE_WRITE),
+            ),
             (|t| t.attrib = true, WatchMask::ATTRIB),
         ];
         for (set, bit) in cases {

@@ -6,19 +6,29 @@
 //! Thread: `sersync-watch`, started by [`spawn`] once every root is watched; it blocks
 //! in `mio::Poll` on the inotify fd and a [`mio::Waker`]. Termination: [`Watcher::stop`]
 //! (or dropping the [`Watcher`]) wakes and joins it, which drops `event_tx`; the thread
-//! also ends by itself when the receiver is gone.
+//! also ends by itself when the receiver is gone. Stopping loses nothing the kernel
+//! reported: the thread reads what is still in the fd (bounded by [`DRAIN_LIMIT`]; past
+//! it, every root gets a `Rescan`), hands over the held move and modifications, and a
+//! scan that was under way becomes a `Rescan` of its root, all with blocking sends (the
+//! scheduler keeps receiving until this sender is gone, and journals what it got).
 //!
 //! Files: `tree.rs` (wd ⇄ path map, pure), `mask.rs` (toggles ⇄ masks, pure),
-//! `event.rs` (per-event rules), `rename.rs` (move pairing, exchanges), `scan.rs`
-//! (walks: parallel at startup, watch-then-scan for new directories), `recovery.rs`
-//! (queue overflow, watch limit).
+//! `held.rs` (`IN_MODIFY` coalescing, pure), `event.rs` (per-event rules), `rename.rs`
+//! (move pairing, exchanges), `scan.rs` (walks: parallel at startup, watch-then-scan for
+//! new directories), `recovery.rs` (queue overflow, watch limit), `rewatch.rs` (missing
+//! roots and unwatched directories, retried).
 
 mod event;
+mod held;
 mod mask;
 mod recovery;
 mod rename;
+mod rewatch;
 mod scan;
 mod tree;
+
+pub use held::MODIFY_SETTLE;
+pub use rewatch::{RETRY_INTERVAL, UNWATCHED_RESCAN};
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -26,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use inotify::Inotify;
@@ -43,6 +53,10 @@ use event::{Halt, Shared, State};
 /// Size of the inotify read buffer. One event is 16 bytes plus its padded name (at most
 /// 256), so this holds 240 to 4096 events per `read`.
 const READ_BUFFER: usize = 64 * 1024;
+
+/// At stop, how long the thread keeps reading events still in the fd. A fd that does
+/// not run dry by then (a writer flooding it) gets a `Rescan` of every root instead.
+pub const DRAIN_LIMIT: Duration = Duration::from_millis(300);
 
 const INOTIFY: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -254,8 +268,14 @@ fn run(mut inotify: Inotify, mut poll: Poll, mut state: State) -> Result<(), Wat
         &mut events,
     ) {
         Ok(Halt::Stopped) => {
-            state.finish();
-            log::debug!("watch thread stopped");
+            state.stopping.set(true);
+            let handed = drain(&mut inotify, &mut state, &mut buffer).and_then(|()| state.finish());
+            match handed {
+                Ok(()) => log::debug!("watch thread stopped, everything handed over"),
+                Err(halt) => {
+                    log::warn!("watch thread stopped before handing everything over: {halt:?}")
+                }
+            }
             Ok(())
         }
         Ok(Halt::Disconnected) => {
@@ -281,7 +301,7 @@ fn read_loop(
     }
     loop {
         let timeout = state
-            .pending_deadline()
+            .next_deadline()
             .map(|deadline| deadline.saturating_duration_since(Instant::now()));
         match poll.poll(events, timeout) {
             Ok(()) => {}
@@ -312,6 +332,38 @@ fn read_loop(
         }
         if let Err(halt) = state.expire(Instant::now()) {
             return Ok(halt);
+        }
+    }
+}
+
+/// At stop: handles what is still in the fd, for at most [`DRAIN_LIMIT`].
+fn drain(inotify: &mut Inotify, state: &mut State, buffer: &mut [u8]) -> Result<(), Halt> {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    loop {
+        if Instant::now() >= deadline {
+            log::warn!("stopping: inotify events still arriving; every root gets a full sync");
+            for root in 0..state.n_roots() {
+                state.rescan_on_stop(root)?;
+            }
+            return Ok(());
+        }
+        let read = match inotify.read_events(buffer) {
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                log::error!(
+                    "stopping: cannot read inotify events ({err}); every root gets a full sync"
+                );
+                for root in 0..state.n_roots() {
+                    state.rescan_on_stop(root)?;
+                }
+                return Ok(());
+            }
+        };
+        let now = Instant::now();
+        for event in read {
+            state.handle(event, now)?;
         }
     }
 }

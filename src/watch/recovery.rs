@@ -4,13 +4,15 @@
 //! (watching what is new, dropping what is gone) and every root gets a
 //! [`FsEvent::Rescan`], never a restart (lsyncd restarts and can loop, its issue #315).
 //! ENOSPC from `inotify_add_watch` means the user's watch limit is reached: one clear
-//! error names `fs.inotify.max_user_watches`, its value and how many directories the
-//! trees need, and the root gets a `Rescan` so that a full sync still covers it.
+//! error names `fs.inotify.max_user_watches`, its value, how many directories the
+//! trees need and how many are left unwatched; the root gets a `Rescan` at once and
+//! then periodically until watches free up (`rewatch.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::event::{Flow, State};
+use super::rewatch::{RETRY_INTERVAL, UNWATCHED_RESCAN};
 use super::scan::{self, Walk};
 use super::tree::Tree;
 use crate::filter::Filter;
@@ -46,10 +48,18 @@ impl State {
                 .iter_mut()
                 .for_each(|queued| *queued = false);
         }
-        for (root, dir) in &walk.out_of_watches {
-            self.report_out_of_watches(*root, dir);
+        self.unwatched.clear();
+        for (root, rel, errno) in walk.unwatched {
+            self.add_unwatched(root, rel, errno);
+        }
+        for (root, rel) in &walk.out_of_watches {
+            self.report_out_of_watches(*root, rel);
+        }
+        for (root, _) in &walk.failed_roots {
+            self.mark_missing(*root);
         }
         self.update_count();
+        self.publish_faults();
         walk.failed_roots
     }
 
@@ -58,6 +68,13 @@ impl State {
     /// restart loop, its issue #315).
     pub(super) fn overflow(&mut self) -> Flow {
         Metrics::incr(&self.shared.metrics.overflows);
+        if self.is_stopping() {
+            // No time for a rebuild: the full syncs cover it.
+            for root in 0..self.shared.roots.len() {
+                self.rescan_on_stop(root)?;
+            }
+            return Ok(());
+        }
         log::warn!(
             "inotify queue overflowed, events were lost (see fs.inotify.max_queued_events); \
              rebuilding {} watches and rescanning every root",
@@ -84,14 +101,28 @@ impl State {
         Ok(())
     }
 
-    /// Logs the watch limit once per episode and queues a full sync of the root.
-    pub(super) fn report_out_of_watches(&mut self, root: usize, dir: &Path) {
+    /// Logs the watch limit once per episode, queues a full sync of the root, and puts
+    /// the directory on the retry list (`rewatch.rs`: probed until watches free up, the
+    /// root rescanned every `UNWATCHED_RESCAN` meanwhile).
+    pub(super) fn report_out_of_watches(&mut self, root: usize, rel: &Path) {
+        let dir = self.shared.roots[root].join(rel);
         if self.out_of_watches {
             log::debug!("{}: not watched, out of inotify watches", dir.display());
         } else {
             self.out_of_watches = true;
             let needed = count_dirs(&self.shared.roots, &self.shared.filter);
-            log::error!("{}", out_of_watches_message(dir, self.tree.len(), needed));
+            self.enospc_unwatched = needed.saturating_sub(self.tree.len());
+            log::error!("{}", out_of_watches_message(&dir, self.tree.len(), needed));
+        }
+        let first_of_root = !self
+            .unwatched
+            .iter()
+            .any(|((r, _), errno)| *r == root && *errno == libc::ENOSPC);
+        if first_of_root {
+            self.add_unwatched(root, rel.to_path_buf(), libc::ENOSPC);
+        }
+        if self.next_unwatched_rescan.is_none() {
+            self.next_unwatched_rescan = Some(std::time::Instant::now() + UNWATCHED_RESCAN);
         }
         if !self.rescan_queued[root] {
             self.rescan_queued[root] = true;
@@ -155,10 +186,15 @@ pub(crate) fn out_of_watches_message(dir: &Path, watched: usize, needed: usize) 
     format!(
         "{}: cannot watch, out of inotify watches: fs.inotify.max_user_watches is {limit_text}, \
          per user and shared by all its processes; this process watches {watched} directories and \
-         the trees need {needed}; raise it, e.g. `sysctl -w fs.inotify.max_user_watches={suggest}` \
-         (and in /etc/sysctl.d/ to persist), then restart; until then directories left unwatched \
-         are only covered by full syncs",
-        dir.display()
+         the trees need {needed}, so {unwatched} are not watched; raise it, e.g. \
+         `sysctl -w fs.inotify.max_user_watches={suggest}` (and in /etc/sysctl.d/ to persist); \
+         meanwhile the watched part is served as usual, roots with unwatched directories are \
+         rescanned every {rescan} s, and the missing watches are added as soon as watches free \
+         up (checked every {retry} s)",
+        dir.display(),
+        unwatched = needed.saturating_sub(watched as u64),
+        rescan = UNWATCHED_RESCAN.as_secs(),
+        retry = RETRY_INTERVAL.as_secs(),
     )
 }
 
@@ -176,7 +212,8 @@ mod tests {
         assert!(msg.starts_with("/srv/www/a: cannot watch"), "{msg}");
         assert!(msg.contains("fs.inotify.max_user_watches is "), "{msg}");
         assert!(msg.contains("watches 8190 directories"), "{msg}");
-        assert!(msg.contains("need 12000"), "{msg}");
+        assert!(msg.contains("need 12000, so 3810 are not watched"), "{msg}");
+        assert!(msg.contains("rescanned every 30 s"), "{msg}");
     }
 
     #[test]

@@ -10,13 +10,12 @@
 //! no TO.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::TrySendError;
 use inotify::WatchDescriptor;
 
-use super::event::{Flow, State, change};
+use super::event::{Flow, State};
 use super::mask::{self, Emit, Kind};
 use super::tree::Dir;
 use crate::job::Op;
@@ -51,12 +50,23 @@ pub(super) struct LastMove {
 }
 
 impl State {
-    /// When the held `MOVED_FROM` (if any) must be resolved.
-    pub(crate) fn pending_deadline(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|pending| pending.deadline)
+    /// When the thread must wake up without an event: a held `MOVED_FROM` or modified
+    /// file to resolve, a retry of what could not be watched, a periodic rescan.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.pending.as_ref().map(|pending| pending.deadline),
+            self.held.deadline(),
+            self.next_retry,
+            self.next_unwatched_rescan,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Resolves a held `MOVED_FROM` whose partner did not come in time: moved out.
+    /// Does what is due at `now`: a held `MOVED_FROM` whose partner did not come in time
+    /// is a move out; modified files that were not closed are sent; retries and
+    /// periodic rescans (`rewatch.rs`).
     pub(crate) fn expire(&mut self, now: Instant) -> Flow {
         if self
             .pending
@@ -64,35 +74,22 @@ impl State {
             .is_some_and(|pending| pending.deadline <= now)
         {
             if let Some(pending) = self.pending.take() {
+                self.release_held()?;
                 self.moved_out(pending)?;
             }
         }
-        Ok(())
+        self.release_due(now)?;
+        self.retry_due(now)
     }
 
-    /// At stop: hand over the held move without blocking (the receiver is still being
-    /// drained by the next stage during shutdown).
-    pub(crate) fn finish(&mut self) {
-        let Some(pending) = self.pending.take() else {
-            return;
-        };
-        let emits = mask::emit(Kind::MovedFrom, pending.is_dir, &self.shared.toggles);
-        if emits == Emit::Nothing || self.shared.filter.is_excluded(&pending.rel, pending.is_dir) {
-            return;
+    /// At stop: hand over the held move and the held modifications (blocking: the
+    /// scheduler keeps receiving until this thread's sender is gone).
+    pub(crate) fn finish(&mut self) -> Flow {
+        self.release_held()?;
+        if let Some(pending) = self.pending.take() {
+            self.moved_out(pending)?;
         }
-        let event = change(
-            pending.root,
-            pending.rel,
-            Op::Delete,
-            pending.is_dir,
-            pending.mask,
-            pending.seen,
-        );
-        if let Err(TrySendError::Full(event) | TrySendError::Disconnected(event)) =
-            self.shared.event_tx.try_send(event)
-        {
-            log::warn!("stopping: moved-away path not handed over: {event:?}");
-        }
+        self.send_due_rescans()
     }
 
     /// A `MOVED_FROM` with no partner: the path left the watched trees.
@@ -115,10 +112,15 @@ impl State {
     /// the scan re-emits every descendant because the remote needs them under the new
     /// name. A side that is excluded turns the move into a plain create or delete.
     ///
-    /// An exchange (`renameat2(RENAME_EXCHANGE)`, `mv --exchange`) arrives as a→b then
-    /// b→a with nothing in between but `MOVE_SELF`; in its second half the "from" name
-    /// still exists, so it must not be deleted (a delete after b's update would remove
-    /// b from the mirror), and the watches set aside in the first half come back.
+    /// A pair that reverses the previous one (a→b, then b→a) is either the second half
+    /// of an exchange (`renameat2(RENAME_EXCHANGE)`, `mv --exchange`: the kernel reports
+    /// it as two moves) or a move back (`mv a b; mv b a`, maybe followed by `mkdir b`).
+    /// Events alone cannot tell them apart for files; for directories the kernel can:
+    /// in an exchange, the directory now at `a` is the one that was watched under `b`
+    /// before the first half. Either way what `b` holds now is not what the first half
+    /// pushed there, so `b` goes out as a delete followed by an update of what is there
+    /// now (a directory then gets a subtree sync from the scheduler), and `a` as an
+    /// update.
     pub(super) fn moved_within(
         &mut self,
         from: PendingFrom,
@@ -129,20 +131,35 @@ impl State {
         now: Instant,
     ) -> Flow {
         let last_move = self.last_move.take();
-        let is_exchange = last_move.as_ref().is_some_and(|last| {
+        let reverses = last_move.as_ref().is_some_and(|last| {
             last.to.0 == from.root
                 && last.to.1 == from.rel
                 && last.from.0 == root
                 && last.from.1 == rel
-        }) && fs::symlink_metadata(self.shared.roots[from.root].join(&from.rel))
-            .is_ok();
-        if is_exchange {
-            if let Some(last) = last_move {
-                self.tree.graft(last.replaced, &from.rel, root, &rel);
-            }
-            return self.arrived(Kind::MovedTo, root, rel, is_dir, raw, now);
-        }
+        });
         let from_key = (from.root, from.rel.clone());
+        if reverses {
+            let exchanged = last_move
+                .filter(|last| is_dir && self.is_exchanged_dir(last, root, &rel))
+                .map(|last| last.replaced);
+            if let Some(replaced) = exchanged {
+                self.tree.graft(replaced, &from.rel, root, &rel);
+                let (from_root, from_rel) = (from.root, from.rel.clone());
+                self.emit(
+                    Kind::MovedFrom,
+                    from_root,
+                    from_rel,
+                    true,
+                    from.mask,
+                    from.seen,
+                )?;
+                self.arrived(Kind::MovedTo, root, rel, is_dir, raw, now)?;
+            } else {
+                let mut replaced = Vec::new();
+                self.moved_pair(from, root, rel, is_dir, raw, now, &mut replaced)?;
+            }
+            return self.arrived_again(from_key.0, from_key.1, raw, now);
+        }
         let to_key = (root, rel.clone());
         let mut replaced = Vec::new();
         let flow = self.moved_pair(from, root, rel, is_dir, raw, now, &mut replaced);
@@ -152,6 +169,29 @@ impl State {
             replaced,
         });
         flow
+    }
+
+    /// Whether the directory now at `root`/`rel` is the one that was watched under
+    /// `last.to` before `last` (an exchange), asked of the kernel: adding a watch on an
+    /// inode that has one returns its descriptor.
+    fn is_exchanged_dir(&self, last: &LastMove, root: usize, rel: &Path) -> bool {
+        let abs = self.shared.roots[root].join(rel);
+        let Ok(wd) = self.shared.watches.clone().add(&abs, self.shared.mask) else {
+            return false;
+        };
+        let id = wd.get_watch_descriptor_id();
+        last.replaced
+            .iter()
+            .any(|(replaced, dir)| *replaced == id && dir.root == last.to.0 && dir.rel == last.to.1)
+    }
+
+    /// After a reversed pair: whatever is at `root`/`rel` now is pushed as new (a
+    /// directory is watched and scanned).
+    fn arrived_again(&mut self, root: usize, rel: PathBuf, raw: u32, now: Instant) -> Flow {
+        match fs::symlink_metadata(self.shared.roots[root].join(&rel)) {
+            Ok(meta) => self.arrived(Kind::MovedTo, root, rel, meta.is_dir(), raw, now),
+            Err(_) => Ok(()), // gone again: its own events follow
+        }
     }
 
     /// [`State::moved_within`] for a pair that is not the second half of an exchange;

@@ -37,8 +37,12 @@ pub(crate) struct Walk {
     pub(crate) added: Vec<Added>,
     /// Roots whose top directory could not be watched at all, with the reason.
     pub(crate) failed_roots: Vec<(usize, io::Error)>,
-    /// Roots where the watch limit was hit, with the first directory left unwatched.
+    /// Roots where the watch limit was hit, with the first directory left unwatched
+    /// (relative to the root).
     pub(crate) out_of_watches: Vec<(usize, PathBuf)>,
+    /// Directories that could not be watched for another reason (EACCES,
+    /// ENAMETOOLONG, ...), relative to their root, with the errno.
+    pub(crate) unwatched: Vec<(usize, PathBuf, i32)>,
 }
 
 /// Shared, read-only state of one parallel walk.
@@ -52,6 +56,7 @@ struct Ctx<'a> {
     /// One flag per root: once ENOSPC is seen, every further add would fail too.
     full: Vec<AtomicBool>,
     first_unwatched: Mutex<Vec<(usize, PathBuf)>>,
+    unwatched: Mutex<Vec<(usize, PathBuf, i32)>>,
 }
 
 impl Ctx<'_> {
@@ -79,7 +84,7 @@ impl Ctx<'_> {
             }
             Err(err) if is_out_of_watches(&err) => {
                 if !self.full[root].swap(true, Ordering::Relaxed) {
-                    lock(&self.first_unwatched).push((root, abs));
+                    lock(&self.first_unwatched).push((root, rel.to_path_buf()));
                 }
                 Ok(false)
             }
@@ -103,6 +108,20 @@ pub(crate) fn walk(
     filter: &Filter,
     log_level: log::Level,
 ) -> Walk {
+    let all: Vec<usize> = (0..roots.len()).collect();
+    walk_roots(roots, &all, watches, mask, filter, log_level)
+}
+
+/// [`walk`] over the roots listed in `which` only (a root that came back, roots with
+/// directories left unwatched).
+pub(crate) fn walk_roots(
+    roots: &[PathBuf],
+    which: &[usize],
+    watches: &Watches,
+    mask: WatchMask,
+    filter: &Filter,
+    log_level: log::Level,
+) -> Walk {
     let ctx = Ctx {
         roots,
         watches,
@@ -112,10 +131,11 @@ pub(crate) fn walk(
         added: Mutex::new(Vec::new()),
         full: roots.iter().map(|_| AtomicBool::new(false)).collect(),
         first_unwatched: Mutex::new(Vec::new()),
+        unwatched: Mutex::new(Vec::new()),
     };
     let failed_roots = Mutex::new(Vec::new());
     rayon::scope(|scope| {
-        for root in 0..roots.len() {
+        for &root in which {
             let ctx = &ctx;
             let failed_roots = &failed_roots;
             scope.spawn(move |scope| match ctx.add(root, Path::new("")) {
@@ -129,6 +149,7 @@ pub(crate) fn walk(
         added: into_inner(ctx.added),
         failed_roots: into_inner(failed_roots),
         out_of_watches: into_inner(ctx.first_unwatched),
+        unwatched: into_inner(ctx.unwatched),
     }
 }
 
@@ -166,10 +187,10 @@ fn walk_dir<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, root: usize, rel: Pa
         match ctx.add(root, &child) {
             Ok(true) => scope.spawn(move |scope| walk_dir(scope, ctx, root, child)),
             Ok(false) => {}
-            Err(err) => log::warn!(
-                "{}: cannot watch, changes below it are not seen: {err}",
-                ctx.roots[root].join(&child).display()
-            ),
+            Err(err) => {
+                log_unwatchable(&ctx.roots[root].join(&child), &err);
+                lock(&ctx.unwatched).push((root, child, err.raw_os_error().unwrap_or(0)));
+            }
         }
     }
 }
@@ -188,9 +209,16 @@ impl State {
     ) -> Flow {
         let mut stack = vec![(rel, raw)];
         while let Some((rel, mask)) = stack.pop() {
+            if self.is_stopping() {
+                // What is left of the walk would delay the exit; a full sync of the
+                // root (journaled by the scheduler) covers it instead.
+                self.update_count();
+                return self.rescan_on_stop(root);
+            }
             let abs = self.shared.roots[root].join(&rel);
             match self.shared.watches.add(&abs, self.shared.mask) {
                 Ok(wd) => {
+                    self.watched_again(root, &rel);
                     let id = wd.get_watch_descriptor_id();
                     log::log!(
                         self.shared.log_level,
@@ -205,17 +233,17 @@ impl State {
                 }
                 Err(err) if is_out_of_watches(&err) => {
                     // Still scan: what exists now gets pushed; later changes inside
-                    // wait for the full sync the report queues.
-                    self.report_out_of_watches(root, &abs);
+                    // wait for the rescans the report schedules.
+                    self.report_out_of_watches(root, &rel);
                 }
                 Err(err) if is_gone(&err) => {
                     log::debug!("{}: vanished before it could be watched", abs.display());
                     continue;
                 }
-                Err(err) => log::warn!(
-                    "{}: cannot watch, changes below it are not seen: {err}",
-                    abs.display()
-                ),
+                Err(err) => {
+                    log_unwatchable(&abs, &err);
+                    self.add_unwatched(root, rel.clone(), err.raw_os_error().unwrap_or(0));
+                }
             }
             if emit {
                 self.send(change(root, rel.clone(), Op::Update, true, mask, now))?;
@@ -271,6 +299,16 @@ pub(crate) fn is_out_of_watches(err: &io::Error) -> bool {
 /// ENOTDIR; a symlink with `IN_DONT_FOLLOW` too): its own events say what happened.
 pub(crate) fn is_gone(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+/// A directory that cannot be watched (EACCES, ENAMETOOLONG, ...): it is retried.
+pub(crate) fn log_unwatchable(abs: &Path, err: &io::Error) {
+    log::warn!(
+        "{}: cannot watch, changes below it are not seen until it can be: {err} \
+         (retried every {} s)",
+        abs.display(),
+        super::rewatch::RETRY_INTERVAL.as_secs()
+    );
 }
 
 /// A directory that cannot be read: expected (debug) when it vanished meanwhile.

@@ -52,7 +52,6 @@ impl<W> Tree<W> {
     }
 
     /// The watch descriptor of a directory, if it is watched.
-    #[cfg(test)]
     pub(crate) fn wd_of(&self, root: usize, rel: &Path) -> Option<i32> {
         self.by_path.get(&(root, rel.to_path_buf())).copied()
     }

@@ -1,8 +1,74 @@
 //! Seeded random filesystem churn: create, append, truncate, delete and rename files and
-//! directories, deep `mkdir -p`, moves in and out of the tree.
+//! directories, deep `mkdir -p`, moves in and out of the tree; plus, each behind its own
+//! switch ([`Features`]), the patterns operators produce that fresh names and fresh
+//! mtimes never show: name reuse, old mtimes, same-size same-second rewrites and type
+//! flips.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Which of the operator patterns the churn produces. Each has its own switch so that
+/// one whose fix is not merged yet can stay off while the others run.
+/// `SERSYNC_CHURN=+name,-name,…` overrides [`Features::DEFAULT`] (names as the fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// A file deleted or renamed away, then a new file under the same name.
+    pub reuse_file_names: bool,
+    /// A directory deleted or renamed away (log rotation, `mv d out/`), then a new one
+    /// under the same name. Needs the scheduler's subtree `--delete` sync.
+    pub reuse_dir_names: bool,
+    /// `utime` into the past after a write, `cp -p`-like copies (content with an older
+    /// mtime). Needs `-u` kept out of pushes.
+    pub old_mtimes: bool,
+    /// A rewrite with the same size within the same second as the previous write.
+    /// Event pushes pass `--ignore-times`; full syncs need a nanosecond compare.
+    pub same_second_rewrites: bool,
+    /// Directory ⇄ file ⇄ symlink under the same name. Needs the scheduler to treat a
+    /// path whose parent stopped being a directory as gone.
+    pub type_flips: bool,
+}
+
+impl Features {
+    /// What passes on the watcher's branch. Off, and why:
+    /// - `reuse_dir_names`: when the delete of the old directory is already running (or
+    ///   done) as the new one arrives, its old content stays on the remote until the
+    ///   scheduler syncs a re-created directory with `--delete` (the scenario
+    ///   `scenarios_watch::log_rotation_*` fails every time; the churn only now and then);
+    /// - `type_flips`: a path queued or journaled below a directory that became a file is
+    ///   retried for ever (rsync: "Not a directory") until the scheduler treats it as gone.
+    pub const DEFAULT: Features = Features {
+        reuse_file_names: true,
+        reuse_dir_names: false,
+        old_mtimes: true,
+        same_second_rewrites: true,
+        type_flips: false,
+    };
+
+    /// [`Features::DEFAULT`] with `SERSYNC_CHURN` applied; an unknown name panics
+    /// (a typo must not silently run the default).
+    pub fn from_env() -> Features {
+        let mut features = Features::DEFAULT;
+        let Ok(spec) = std::env::var("SERSYNC_CHURN") else {
+            return features;
+        };
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (on, name) = match item.strip_prefix('-') {
+                Some(name) => (false, name),
+                None => (true, item.trim_start_matches('+')),
+            };
+            let switch = match name {
+                "reuse_file_names" => &mut features.reuse_file_names,
+                "reuse_dir_names" => &mut features.reuse_dir_names,
+                "old_mtimes" => &mut features.old_mtimes,
+                "same_second_rewrites" => &mut features.same_second_rewrites,
+                "type_flips" => &mut features.type_flips,
+                other => panic!("SERSYNC_CHURN: unknown feature {other:?}"),
+            };
+            *switch = on;
+        }
+        features
+    }
+}
 
 /// A small deterministic generator (xorshift64*), so a seed replays the same run.
 pub struct Rng(u64);
@@ -45,8 +111,14 @@ fn entries(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (files, dirs)
 }
 
-/// Churns `root` for `length`; `outside` is a scratch dir on the same filesystem.
+/// Churns `root` for `length` with [`Features::from_env`]; `outside` is a scratch dir
+/// on the same filesystem.
 pub fn run(root: &Path, outside: &Path, seed: u64, length: Duration) {
+    run_with(root, outside, seed, length, Features::from_env());
+}
+
+/// [`run`] with these features.
+pub fn run_with(root: &Path, outside: &Path, seed: u64, length: Duration, features: Features) {
     let mut rng = Rng::new(seed);
     let deadline = Instant::now() + length;
     let mut counter = 0u64;
@@ -110,7 +182,99 @@ pub fn run(root: &Path, outside: &Path, seed: u64, length: Duration) {
                 }
                 _ => Ok(()),
             };
+            if rng.below(4) == 0 {
+                let _ = operator_pattern(root, outside, &files, &dirs, &mut rng, counter, features);
+            }
         }
         std::thread::sleep(Duration::from_millis(rng.below(20) as u64));
     }
+}
+
+/// One of the enabled operator patterns, on a random existing name.
+fn operator_pattern(
+    root: &Path,
+    outside: &Path,
+    files: &[PathBuf],
+    dirs: &[PathBuf],
+    rng: &mut Rng,
+    counter: u64,
+    features: Features,
+) -> std::io::Result<()> {
+    let file = (!files.is_empty()).then(|| root.join(&files[rng.below(files.len())]));
+    let dir = (dirs.len() > 1).then(|| root.join(&dirs[1 + rng.below(dirs.len() - 1)]));
+    let content = |n: usize| vec![b'A' + (counter % 26) as u8; n];
+    match rng.below(5) {
+        0 if features.reuse_file_names => {
+            let Some(f) = file else { return Ok(()) };
+            if rng.below(2) == 0 {
+                std::fs::remove_file(&f)?;
+            } else {
+                std::fs::rename(&f, f.with_extension(format!("r{counter}")))?;
+            }
+            std::fs::write(&f, content(rng.below(500)))
+        }
+        1 if features.reuse_dir_names => {
+            let Some(d) = dir else { return Ok(()) };
+            match rng.below(3) {
+                0 => std::fs::rename(&d, d.with_extension(format!("old{counter}")))?,
+                1 => std::fs::rename(&d, outside.join(format!("gone{counter}")))?,
+                _ => std::fs::remove_dir_all(&d)?,
+            }
+            std::fs::create_dir(&d)?;
+            std::fs::write(d.join("new.log"), content(rng.below(200)))
+        }
+        2 if features.old_mtimes => {
+            let Some(f) = file else { return Ok(()) };
+            let past =
+                SystemTime::now() - Duration::from_secs(86_400 * (1 + rng.below(900) as u64));
+            // tar x, cp -p, rsync -a, unzip: the content arrives complete with an older
+            // mtime, often through a temporary name renamed over the old file.
+            let staged = f.with_extension(format!("cp{counter}"));
+            std::fs::write(&staged, content(1 + rng.below(700)))?;
+            set_mtime(&staged, past)?;
+            if rng.below(3) > 0 {
+                std::fs::rename(&staged, &f)?;
+            }
+            Ok(())
+        }
+        3 if features.same_second_rewrites => {
+            let Some(f) = file else { return Ok(()) };
+            let len = std::fs::symlink_metadata(&f)?.len() as usize;
+            std::fs::write(&f, content(len))?;
+            std::fs::write(&f, vec![b'a' + (counter % 26) as u8; len])
+        }
+        4 if features.type_flips => {
+            let target = match (file, dir) {
+                (Some(f), _) if rng.below(2) == 0 => f,
+                (_, Some(d)) => d,
+                (Some(f), None) => f,
+                (None, None) => return Ok(()),
+            };
+            let was_dir = std::fs::symlink_metadata(&target)?.is_dir();
+            if was_dir {
+                std::fs::remove_dir_all(&target)?;
+            } else {
+                std::fs::remove_file(&target)?;
+            }
+            match (was_dir, rng.below(2)) {
+                (true, 0) => std::fs::write(&target, content(rng.below(100))),
+                (false, 0) => {
+                    std::fs::create_dir(&target)?;
+                    std::fs::write(target.join("inside"), content(10))
+                }
+                _ => std::os::unix::fs::symlink(format!("flip{counter}"), &target),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `utime` of a path (not following a symlink is not needed: only files are passed).
+fn set_mtime(path: &Path, when: SystemTime) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_times(
+        std::fs::FileTimes::new()
+            .set_modified(when)
+            .set_accessed(when),
+    )
 }
