@@ -25,6 +25,7 @@ use crate::filter::Filter;
 use crate::job::{Delivered, FsEvent};
 use crate::metrics::Metrics;
 use crate::plugin::{self, PluginError, PluginStage};
+use crate::push::warm::{WarmPolicy, WarmPool};
 use crate::push::{self, PushContext};
 use crate::watch::{self, WatchOptions, Watcher};
 
@@ -86,6 +87,7 @@ pub struct Pipeline {
     workers: Vec<JoinHandle<()>>,
     plugins: Option<PluginStage>,
     metrics: Arc<Metrics>,
+    warm: Option<Arc<WarmPool>>,
 }
 
 /// The journal key of a remote: stable across restarts and config edits.
@@ -139,16 +141,32 @@ impl Pipeline {
             )?;
             (Some(delivered_tx), Some(stage))
         };
+        let push_roots: Vec<(PathBuf, Vec<Remote>)> = config
+            .roots
+            .iter()
+            .map(|r| (r.path.clone(), r.remotes.clone()))
+            .collect();
+        let warm = if config.rsync.warm.start {
+            let policy = WarmPolicy::new(config.rsync.warm, config.rsync.timeout);
+            let pool = WarmPool::start(
+                policy,
+                &config.rsync,
+                &push_roots,
+                config.inotify.delete,
+                Some(BATCH_LIMIT),
+                Arc::clone(&metrics),
+            )?;
+            Some(Arc::new(pool))
+        } else {
+            None
+        };
         let context = PushContext {
-            roots: config
-                .roots
-                .iter()
-                .map(|r| (r.path.clone(), r.remotes.clone()))
-                .collect(),
+            roots: push_roots,
             rsync: config.rsync.clone(),
             filter: Arc::clone(&filter),
             delete: config.inotify.delete,
             batch_limit: Some(BATCH_LIMIT),
+            warm: warm.clone(),
         };
         let workers = push::spawn(n_workers, Arc::new(context), &job_rx, &outcome_tx)?;
         drop((job_rx, outcome_tx));
@@ -207,6 +225,7 @@ impl Pipeline {
             workers,
             plugins,
             metrics,
+            warm,
         })
     }
 
@@ -284,6 +303,7 @@ impl Pipeline {
             workers: vec![relay],
             plugins: Some(plugins),
             metrics,
+            warm: None,
         })
     }
 
@@ -322,6 +342,9 @@ impl Pipeline {
             }
         }
         self.inject_tx = None;
+        if let Some(warm) = self.warm.take() {
+            warm.shutdown(); // idle clients only: running jobs own theirs
+        }
         let mut workers_idle = true;
         if let Some(handle) = self.scheduler.take() {
             match handle.join() {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use roxmltree::Node;
 
 use super::ctx::Ctx;
-use super::{Auth, RsyncConfig, validate};
+use super::{Auth, RsyncConfig, WarmConfig, validate};
 
 /// Reads `<rsync>`; a missing element gives sersync's defaults (`-artuz`, no auth, ssh off).
 pub(super) fn read(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig {
@@ -17,6 +17,7 @@ pub(super) fn read(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig
         timeout: None,
         ssh: false,
         binary: PathBuf::from("rsync"),
+        warm: WarmConfig::default(),
     };
     let Some(node) = node else { return rsync };
     ctx.check_attrs(node, &[]);
@@ -29,6 +30,7 @@ pub(super) fn read(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig
             "timeout",
             "ssh",
             "binary",
+            "warm",
         ],
     );
     if let Some(params) = ctx.child(node, "commonParams") {
@@ -98,7 +100,24 @@ pub(super) fn read(ctx: &mut Ctx<'_>, node: Option<Node<'_, '_>>) -> RsyncConfig
         ctx.check_attrs(binary, &["path"]);
         rsync.binary = validate::rsync_binary(ctx, binary);
     }
+    if let Some(warm) = ctx.child(node, "warm") {
+        rsync.warm = read_warm(ctx, warm);
+    }
     rsync
+}
+
+/// `<warm start idleSeconds>`; `idleSeconds` from 1 to 3600 (daemons commonly time out
+/// an idle connection after 60 s or more, so the default of 20 stays well under).
+fn read_warm(ctx: &mut Ctx<'_>, node: Node<'_, '_>) -> WarmConfig {
+    ctx.check_attrs(node, &["start", "idleSeconds"]);
+    let mut warm = WarmConfig {
+        start: ctx.flag(node, "start", true),
+        ..WarmConfig::default()
+    };
+    if let Some(seconds) = ctx.integer(node, "idleSeconds", 1u64, 3600) {
+        warm.idle = std::time::Duration::from_secs(seconds);
+    }
+    warm
 }
 
 /// True for an rsync option that makes it descend into directories.

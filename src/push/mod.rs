@@ -7,6 +7,7 @@
 
 pub mod progress;
 pub mod rsync;
+pub mod warm;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub struct PushContext {
     pub delete: bool,
     /// Longest run of one batch before it is killed (full syncs have no limit).
     pub batch_limit: Option<Duration>,
+    /// Warm clients (`<rsync><warm>`), `None` when off.
+    pub warm: Option<Arc<warm::WarmPool>>,
 }
 
 /// Starts `n` workers.
@@ -67,6 +70,16 @@ pub fn spawn(
 
 /// Runs one job to the end.
 pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
+    // Warm clients (`warm.rs`): a small batch goes to the remote's waiting rsync; anything
+    // else, or a warm client that failed, runs cold below.
+    match &context.warm {
+        Some(pool) => pool.run(job, |job| run_cold(context, job)),
+        None => run_cold(context, job),
+    }
+}
+
+/// Runs one job with a freshly started rsync.
+fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
     let Some((root, remote)) = context
         .roots
         .get(job.target.root)
