@@ -21,6 +21,7 @@ pub struct RsyncDaemon {
     /// Client-side password file (0600).
     pub password_file: PathBuf,
     conf_dir: tempfile::TempDir,
+    max_connections: u32,
 }
 
 fn free_port() -> u16 {
@@ -56,6 +57,7 @@ impl RsyncDaemon {
             module_root: module_root.to_path_buf(),
             password_file,
             conf_dir,
+            max_connections: 0,
         };
         daemon.spawn_on(free_port());
         daemon
@@ -71,11 +73,12 @@ impl RsyncDaemon {
         std::fs::write(
             &conf,
             format!(
-                "use chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nmax connections = 0\nsocket options = TCP_NODELAY\n\
+                "use chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nlock file = {dir}/lock\nmax connections = {max}\nsocket options = TCP_NODELAY\n\
                  [{MODULE}]\npath = {root}\nread only = no\nmunge symlinks = no\nauth users = {USER}\n\
                  secrets file = {dir}/secrets\n{identity}",
                 dir = self.conf_dir.path().display(),
                 root = self.module_root.display(),
+                max = self.max_connections,
             ),
         )
         .expect("rsyncd.conf");
@@ -125,6 +128,13 @@ impl RsyncDaemon {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn_on(self.port);
+    }
+
+    /// Restarts it on the same port with `max connections = n` (0: no limit); its own
+    /// `lock file` keeps the count apart from other tests' daemons.
+    pub fn restart_with_max_connections(&mut self, n: u32) {
+        self.max_connections = n;
+        self.restart();
     }
 
     /// The daemon's log.
