@@ -210,6 +210,13 @@ fn shutdown_kills_and_reaps_waiting_clients() {
     env.write("x/y.txt", b"z");
     settle(&env, &pipeline);
     let second = wait_new_warm(&env.src, &[first]);
+    wait_until("warm state shown", SYNC_LIMIT, || {
+        pipeline
+            .metrics()
+            .snapshot_targets()
+            .values()
+            .all(|t| t.warm_ready)
+    });
     pipeline.shutdown().expect("clean shutdown");
     assert_nothing_left(&env.src, &[first, second]);
 }
