@@ -347,6 +347,8 @@ struct Shared {
     policy: WarmPolicy,
     binary: PathBuf,
     limit: Option<Duration>,
+    /// The remote of each slot, by slot index (looked up without taking a slot's lock).
+    targets: Vec<TargetId>,
     slots: Vec<Mutex<Slot>>,
     stopping: AtomicBool,
     metrics: Arc<Metrics>,
@@ -409,10 +411,12 @@ impl WarmPool {
                 }));
             }
         }
+        let targets = slots.iter().map(|slot| lock(slot).target).collect();
         let shared = Arc::new(Shared {
             policy,
             binary: rsync_config.binary.clone(),
             limit,
+            targets,
             slots,
             stopping: AtomicBool::new(false),
             metrics,
@@ -432,10 +436,8 @@ impl WarmPool {
     }
 
     fn slot(&self, target: TargetId) -> Option<&Mutex<Slot>> {
-        self.shared
-            .slots
-            .iter()
-            .find(|slot| lock(slot).target == target)
+        let idx = self.shared.targets.iter().position(|t| *t == target)?;
+        self.shared.slots.get(idx)
     }
 
     fn wake(&self) {
