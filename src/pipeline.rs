@@ -342,8 +342,8 @@ impl Pipeline {
             }
         }
         self.inject_tx = None;
-        if let Some(warm) = self.warm.take() {
-            warm.shutdown(); // idle clients only: running jobs own theirs
+        if let Some(warm) = &self.warm {
+            warm.shutdown(); // waiting clients; those handed a batch run on, below
         }
         let mut workers_idle = true;
         if let Some(handle) = self.scheduler.take() {
@@ -351,6 +351,10 @@ impl Pipeline {
                 Ok(all_reported) => workers_idle = all_reported,
                 Err(_) => result = Err(PipelineError::Panicked("coalesce")),
             }
+        }
+        if let Some(warm) = self.warm.take() {
+            // The scheduler journaled every running job: a warm run still going is stopped.
+            warm.cancel_running();
         }
         if !workers_idle {
             // Jobs outlived the grace period and are journaled; do not wait for them.

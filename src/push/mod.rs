@@ -72,10 +72,14 @@ pub fn spawn(
 pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
     // Warm clients (`warm.rs`): a small batch goes to the remote's waiting rsync; anything
     // else, or a warm client that failed, runs cold below.
-    match &context.warm {
-        Some(pool) => pool.run(job, |job| run_cold(context, job)),
-        None => run_cold(context, job),
-    }
+    let Some(pool) = &context.warm else {
+        return run_cold(context, job);
+    };
+    let list = match &job.kind {
+        JobKind::Batch { entries } => rsync::batch_stdin(entries),
+        JobKind::Full { .. } => Vec::new(),
+    };
+    pool.run(job, &list, |job| run_cold(context, job))
 }
 
 /// Runs one job with a freshly started rsync.

@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ pub const REFUSED_PAUSE: Duration = Duration::from_secs(60);
 
 /// The longest the maintainer sleeps between looks at the slots.
 const TICK: Duration = Duration::from_secs(1);
+/// How often a running warm client looks at the pool's cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(50);
 
 /// How warm clients are used, from `<rsync><warm>` and `<timeout>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,11 +221,16 @@ impl WarmClient {
     }
 
     /// Hands it `list` (NUL-separated root-relative paths), closes its stdin and waits, at
-    /// most `limit`.
+    /// most `limit`, killing its process group when `cancel` is set.
     ///
     /// # Errors
     /// A [`PushFailure`] as a cold run would give one.
-    pub fn run(mut self, list: &[u8], limit: Option<Duration>) -> Result<(), PushFailure> {
+    pub fn run(
+        mut self,
+        list: &[u8],
+        limit: Option<Duration>,
+        cancel: &AtomicBool,
+    ) -> Result<(), PushFailure> {
         let failure = |reason: String| PushFailure {
             code: None,
             reason,
@@ -245,20 +252,26 @@ impl WarmClient {
                 bytes
             })
             .map_err(|err| failure(format!("cannot read rsync's stderr: {err}")))?;
-        let status = match limit {
-            Some(limit) => self.child.wait_timeout(limit),
-            None => self.child.wait().map(Some),
-        };
-        let status = match status {
-            Ok(Some(status)) => {
-                self.reaped = true;
-                Ok(status)
+        let deadline = limit.map(|limit| Instant::now() + limit);
+        let status = loop {
+            // wait_timeout returns as soon as the child exits: polling adds no latency.
+            match self.child.wait_timeout(CANCEL_POLL) {
+                Ok(Some(status)) => {
+                    self.reaped = true;
+                    break Ok(status);
+                }
+                Ok(None) if cancel.load(Ordering::SeqCst) => {
+                    break Err("stopped at shutdown".to_owned());
+                }
+                Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    break Err(format!(
+                        "still running after {}s, killed",
+                        limit.map_or(0, |l| l.as_secs())
+                    ));
+                }
+                Ok(None) => {}
+                Err(err) => break Err(format!("cannot wait for rsync: {err}")),
             }
-            Ok(None) => Err(format!(
-                "still running after {}s, killed",
-                limit.map_or(0, |l| l.as_secs())
-            )),
-            Err(err) => Err(format!("cannot wait for rsync: {err}")),
         };
         if status.is_err() {
             self.kill();
@@ -351,6 +364,10 @@ struct Shared {
     targets: Vec<TargetId>,
     slots: Vec<Mutex<Slot>>,
     stopping: AtomicBool,
+    /// Set by [`WarmPool::cancel_running`]: clients already handed a batch stop too.
+    cancel: AtomicBool,
+    /// Warm clients running a batch now.
+    active: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -419,6 +436,8 @@ impl WarmPool {
             targets,
             slots,
             stopping: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
             metrics,
         });
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
@@ -449,15 +468,22 @@ impl WarmPool {
     }
 
     /// Runs `job`: a small batch on the remote's waiting client when one is ready, else
-    /// (or when the warm run failed) `cold`. The batch's outcome is the cold run's when
-    /// one ran, so a dead or refused warm client costs no failure and loses nothing.
-    pub fn run(&self, job: PushJob, cold: impl FnOnce(PushJob) -> PushOutcome) -> PushOutcome {
+    /// (or when the warm run failed) `cold`. `list` is the batch's NUL-separated path list
+    /// exactly as a cold files-from run would read it ([`rsync::batch_stdin`]; empty for a
+    /// full sync). The batch's outcome is the cold run's when one ran, so a dead or
+    /// refused warm client costs no failure and loses nothing.
+    pub fn run(
+        &self,
+        job: PushJob,
+        list: &[u8],
+        cold: impl FnOnce(PushJob) -> PushOutcome,
+    ) -> PushOutcome {
         let Some(slot) = self.slot(job.target) else {
             return cold(job);
         };
         let list = match &job.kind {
-            JobKind::Batch { entries } => rsync::batch_stdin(entries),
-            JobKind::Full { .. } => Vec::new(),
+            JobKind::Batch { .. } => list,
+            JobKind::Full { .. } => &[],
         };
         let client = {
             let mut slot = lock(slot);
@@ -479,7 +505,10 @@ impl WarmPool {
         let outcome = match client {
             Some((client, args)) => {
                 let started = Instant::now();
-                match client.run(&list, self.shared.limit) {
+                self.shared.active.fetch_add(1, Ordering::SeqCst);
+                let result = client.run(list, self.shared.limit, &self.shared.cancel);
+                self.shared.active.fetch_sub(1, Ordering::SeqCst);
+                match result {
                     Ok(()) => {
                         log::debug!(
                             "{}: warm rsync done in {:.3}s",
@@ -492,6 +521,14 @@ impl WarmPool {
                         PushOutcome {
                             job,
                             result: Ok(()),
+                            command: rsync::describe(&self.shared.binary, &args),
+                        }
+                    }
+                    Err(failure) if self.shared.cancel.load(Ordering::SeqCst) => {
+                        // Shutdown: the scheduler journaled the batch; no cold run now.
+                        PushOutcome {
+                            job,
+                            result: Err(failure),
                             command: rsync::describe(&self.shared.binary, &args),
                         }
                     }
@@ -520,7 +557,18 @@ impl WarmPool {
         outcome
     }
 
-    /// Kills and reaps every client and stops the maintainer; later jobs run cold.
+    /// Stops the clients already handed a batch (their process groups killed and reaped):
+    /// at shutdown, once the scheduler has journaled the running jobs.
+    /// Returns once they are reaped (within [`CANCEL_POLL`] and a kill; 5 s at most).
+    pub fn cancel_running(&self) {
+        self.shared.cancel.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills and reaps every waiting client and stops the maintainer; later jobs run cold.
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         if let Ok(mut guard) = self.wake_tx.lock() {

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sersync::pipeline::Pipeline;
+use sersync::pipeline::{Options, Pipeline};
 
 use crate::util::{Env, SYNC_LIMIT, options, wait_until};
 
@@ -233,4 +233,33 @@ fn warm_off_starts_no_client() {
     assert_eq!(warm_pids(&env.src), Vec::<u32>::new());
     assert_eq!(warm_pushes(&pipeline), 0);
     pipeline.shutdown().expect("clean shutdown");
+}
+
+#[test]
+fn shutdown_stops_a_warm_run_that_outlives_the_grace_period() {
+    let mut env = Env::new();
+    // 50 KiB/s and incompressible content: a 2 MiB file takes 40 s on the warm client.
+    env.config.rsync.common_params = vec!["-rlpt".into(), "--bwlimit=50".into()];
+    let pipeline = env.start(&Options {
+        shutdown_grace: Duration::from_secs(1),
+        ..options(false)
+    });
+    let first = wait_new_warm(&env.src, &[]);
+    let mut noise = vec![0u8; 2 << 20];
+    let mut urandom = std::fs::File::open("/dev/urandom").expect("urandom");
+    std::io::Read::read_exact(&mut urandom, &mut noise).expect("random bytes");
+    env.write("big.bin", &noise);
+    wait_until("the warm client pushes", SYNC_LIMIT, || {
+        warm_pids(&env.src).contains(&first)
+            && pipeline
+                .metrics()
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+    });
+    let mut seen = warm_pids(&env.src);
+    seen.push(first);
+    pipeline.shutdown().expect("clean shutdown");
+    assert_nothing_left(&env.src, &seen);
+    assert_eq!(env.journal.len(), 1, "the cut-off path is journaled");
 }
