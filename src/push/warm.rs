@@ -46,6 +46,8 @@ pub const REFUSED_PAUSE: Duration = Duration::from_secs(60);
 
 /// The longest the maintainer sleeps between looks at the slots.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a stopped client gets between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How often a running warm client looks at the pool's cancel flag.
 const CANCEL_POLL: Duration = Duration::from_millis(50);
 
@@ -291,10 +293,15 @@ impl WarmClient {
         if self.reaped {
             return;
         }
-        // The group is signalled before the leader is reaped, so its id is still ours.
-        kill_group(self.child.id());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM first: rsync's handler reaps its own children (ssh, a local receiver),
+        // which a SIGKILL would orphan (and an init that does not reap would keep as
+        // zombies). The group is signalled before the leader is reaped: its id is ours.
+        signal_group(self.child.id(), libc::SIGTERM);
+        if !matches!(self.child.wait_timeout(TERM_GRACE), Ok(Some(_))) {
+            signal_group(self.child.id(), libc::SIGKILL);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
         self.reaped = true;
     }
 }
@@ -305,9 +312,9 @@ impl Drop for WarmClient {
     }
 }
 
-/// SIGKILL to the process group `pgid` (a child started with `process_group(0)`).
+/// `signal` to the process group `pgid` (a child started with `process_group(0)`).
 #[allow(unsafe_code)]
-fn kill_group(pgid: u32) {
+fn signal_group(pgid: u32, signal: libc::c_int) {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else {
         return;
     };
@@ -317,7 +324,7 @@ fn kill_group(pgid: u32) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative id
     // names the process group of our own unreaped child.
     unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
+        libc::kill(-pgid, signal);
     }
 }
 

@@ -10,7 +10,15 @@ use std::time::Duration;
 
 use sersync::pipeline::{Options, Pipeline};
 
-use crate::util::{Env, SYNC_LIMIT, options, wait_until};
+use std::sync::Arc;
+
+use sersync::coalesce::{Journal, MemoryJournal};
+use sersync::config::Remote;
+
+use crate::util::sshd::Sshd;
+use crate::util::{
+    Env, RsyncDaemon, SYNC_LIMIT, base_config, daemon_config, options, tree, wait_until,
+};
 
 /// Every process in `/proc` as `(pid, its /proc directory)`.
 fn processes() -> Vec<(u32, std::path::PathBuf)> {
@@ -157,7 +165,11 @@ fn daemon_restarted_while_a_client_waits() {
 #[test]
 fn max_connections_one_still_converges() {
     let mut env = Env::new();
-    env.daemon.restart_with_max_connections(1);
+    // Module-level `max connections` with its own lock file (not shared with other tests).
+    let lock = env.dir.path().join("rsyncd.lock");
+    let extra = format!("max connections = 1\nlock file = {}\n", lock.display());
+    env.daemon = RsyncDaemon::start_with(&env.dir.path().join("mirror"), &extra);
+    env.config = daemon_config(&env.src, &env.daemon);
     let pipeline = env.start(&options(false));
     let first = wait_new_warm(&env.src, &[]);
     let mut seen = vec![first];
@@ -262,4 +274,41 @@ fn shutdown_stops_a_warm_run_that_outlives_the_grace_period() {
     pipeline.shutdown().expect("clean shutdown");
     assert_nothing_left(&env.src, &seen);
     assert_eq!(env.journal.len(), 1, "the cut-off path is journaled");
+}
+
+#[test]
+fn ssh_remote_gets_a_warm_client_without_the_handshake_on_the_hot_path() {
+    let Some(sshd) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, mirror) = (dir.path().join("src"), dir.path().join("mirror"));
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::create_dir_all(&mirror).expect("mirror");
+    let remote = Remote::Ssh {
+        host: "127.0.0.1".into(),
+        path: mirror.display().to_string(),
+    };
+    let mut config = base_config(&src, vec![remote]);
+    config.rsync.ssh = true;
+    config.rsync.common_params =
+        shell_words::split(&format!("-artuz -e '{}'", sshd.rsh())).expect("split params");
+    let journal = Arc::new(MemoryJournal::default());
+    let shared: Arc<dyn Journal> = journal.clone();
+    let pipeline = Pipeline::start(&config, &options(false), shared).expect("pipeline");
+    let first = wait_new_warm(&src, &[]);
+    // Its ssh runs in its process group.
+    wait_until("the warm client's ssh", SYNC_LIMIT, || {
+        group_members(first).len() >= 2
+    });
+    std::fs::write(src.join("a.txt"), b"over ssh").expect("write");
+    wait_until("mirrored, idle, empty journal", SYNC_LIMIT, || {
+        tree::diff(&src, &mirror).is_none() && pipeline.is_idle() && journal.is_empty()
+    });
+    assert_eq!(
+        warm_pushes(&pipeline),
+        1,
+        "the change went to the warm client"
+    );
+    let second = wait_new_warm(&src, &[first]);
+    pipeline.shutdown().expect("clean shutdown");
+    assert_nothing_left(&src, &[first, second]);
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod rsyncd;
+pub mod sshd;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

@@ -21,10 +21,11 @@ pub struct RsyncDaemon {
     /// Client-side password file (0600).
     pub password_file: PathBuf,
     conf_dir: tempfile::TempDir,
-    max_connections: u32,
+    /// Lines added to the module's section (`refuse options = …`).
+    module_extra: String,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -34,6 +35,11 @@ fn free_port() -> u16 {
 impl RsyncDaemon {
     /// Starts a daemon serving `module_root` (created if missing) and waits until it answers.
     pub fn start(module_root: &Path) -> RsyncDaemon {
+        RsyncDaemon::start_with(module_root, "")
+    }
+
+    /// As [`RsyncDaemon::start`], with `module_extra` (rsyncd.conf lines) in the module.
+    pub fn start_with(module_root: &Path, module_extra: &str) -> RsyncDaemon {
         assert!(
             Command::new("rsync")
                 .arg("--version")
@@ -57,7 +63,7 @@ impl RsyncDaemon {
             module_root: module_root.to_path_buf(),
             password_file,
             conf_dir,
-            max_connections: 0,
+            module_extra: module_extra.to_owned(),
         };
         daemon.spawn_on(free_port());
         daemon
@@ -73,12 +79,12 @@ impl RsyncDaemon {
         std::fs::write(
             &conf,
             format!(
-                "use chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nlock file = {dir}/lock\nmax connections = {max}\nsocket options = TCP_NODELAY\n\
+                "use chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nmax connections = 0\nsocket options = TCP_NODELAY\n\
                  [{MODULE}]\npath = {root}\nread only = no\nmunge symlinks = no\nauth users = {USER}\n\
-                 secrets file = {dir}/secrets\n{identity}",
+                 secrets file = {dir}/secrets\n{identity}{extra}",
                 dir = self.conf_dir.path().display(),
                 root = self.module_root.display(),
-                max = self.max_connections,
+                extra = self.module_extra,
             ),
         )
         .expect("rsyncd.conf");
@@ -130,13 +136,6 @@ impl RsyncDaemon {
         self.spawn_on(self.port);
     }
 
-    /// Restarts it on the same port with `max connections = n` (0: no limit); its own
-    /// `lock file` keeps the count apart from other tests' daemons.
-    pub fn restart_with_max_connections(&mut self, n: u32) {
-        self.max_connections = n;
-        self.restart();
-    }
-
     /// The daemon's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.conf_dir.path().join("log")).unwrap_or_default()
@@ -149,7 +148,7 @@ impl Drop for RsyncDaemon {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
