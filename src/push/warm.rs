@@ -173,14 +173,21 @@ pub struct WarmClient {
     stderr: Option<ChildStderr>,
     started: Instant,
     reaped: bool,
+    has_children: bool,
 }
 
 impl WarmClient {
     /// Starts `binary args` in its own process group, stdin a pipe it blocks on.
+    /// `has_children`: rsync forks (ssh, a local receiver), so it is stopped with SIGTERM
+    /// first to reap them itself; a daemon client is a single process, SIGKILLed at once.
     ///
     /// # Errors
     /// When it cannot be started.
-    pub fn spawn(binary: &std::path::Path, args: &[OsString]) -> std::io::Result<WarmClient> {
+    pub fn spawn(
+        binary: &std::path::Path,
+        args: &[OsString],
+        has_children: bool,
+    ) -> std::io::Result<WarmClient> {
         let mut child = Command::new(binary)
             .args(args)
             .stdin(Stdio::piped())
@@ -195,6 +202,7 @@ impl WarmClient {
             child,
             started: Instant::now(),
             reaped: false,
+            has_children,
         })
     }
 
@@ -293,11 +301,14 @@ impl WarmClient {
         if self.reaped {
             return;
         }
-        // SIGTERM first: rsync's handler reaps its own children (ssh, a local receiver),
-        // which a SIGKILL would orphan (and an init that does not reap would keep as
-        // zombies). The group is signalled before the leader is reaped: its id is ours.
-        signal_group(self.child.id(), libc::SIGTERM);
-        if !matches!(self.child.wait_timeout(TERM_GRACE), Ok(Some(_))) {
+        // With children, SIGTERM first: rsync's handler reaps them (ssh, a local
+        // receiver), which a SIGKILL would orphan (and an init that does not reap would
+        // keep as zombies); it can take rsync a while, hence off the hot path (`doomed`).
+        // The group is signalled before the leader is reaped: its id is still ours.
+        if self.has_children {
+            signal_group(self.child.id(), libc::SIGTERM);
+        }
+        if !self.has_children || !matches!(self.child.wait_timeout(TERM_GRACE), Ok(Some(_))) {
             signal_group(self.child.id(), libc::SIGKILL);
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -333,6 +344,8 @@ fn signal_group(pgid: u32, signal: libc::c_int) {
 struct Slot {
     target: TargetId,
     args: Vec<OsString>,
+    /// ssh or local remote: rsync forks a child.
+    has_children: bool,
     client: Option<WarmClient>,
     parked: bool,
     running: usize,
@@ -375,6 +388,8 @@ struct Shared {
     cancel: AtomicBool,
     /// Warm clients running a batch now.
     active: AtomicUsize,
+    /// Clients to stop, handed over by a cold job so that it does not wait for the kill.
+    doomed: Mutex<Vec<WarmClient>>,
     metrics: Arc<Metrics>,
 }
 
@@ -427,6 +442,7 @@ impl WarmPool {
                         remote: remote_idx,
                     },
                     args,
+                    has_children: !matches!(remote, Remote::Daemon { .. }),
                     client: None,
                     // A local mirror's directory is created by the first cold run.
                     parked: matches!(remote, Remote::Local { .. }),
@@ -445,6 +461,7 @@ impl WarmPool {
             stopping: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            doomed: Mutex::new(Vec::new()),
             metrics,
         });
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
@@ -505,10 +522,20 @@ impl WarmPool {
             self.shared
                 .metrics
                 .with_target(job.target, |t| t.warm_ready = false);
-            // A cold run kills the waiting client: the daemon then sees no more
-            // connections than without warm clients.
-            client.filter(|_| ready).map(|c| (c, slot.args.clone()))
+            match client {
+                Some(client) if ready => Some((client, slot.args.clone())),
+                Some(unused) => {
+                    // A cold run ends the waiting client: the daemon then sees no more
+                    // connections than without warm clients. Stopped by the maintainer.
+                    if let Ok(mut doomed) = self.shared.doomed.lock() {
+                        doomed.push(unused);
+                    }
+                    None
+                }
+                None => None,
+            }
         };
+        self.wake();
         let outcome = match client {
             Some((client, args)) => {
                 let started = Instant::now();
@@ -585,6 +612,7 @@ impl WarmPool {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        stop_doomed(&self.shared);
         for slot in &self.shared.slots {
             let mut slot = lock(slot);
             slot.client = None; // Drop kills and reaps
@@ -607,17 +635,28 @@ impl Drop for WarmPool {
 fn maintain_loop(shared: &Shared, wake_rx: &Receiver<()>) {
     let tick = TICK.min(shared.policy.idle / 4);
     loop {
+        stop_doomed(shared);
         for slot in &shared.slots {
             if shared.stopping.load(Ordering::SeqCst) {
                 return;
             }
             maintain_slot(shared, slot);
+            stop_doomed(shared);
         }
         match wake_rx.recv_timeout(tick) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         }
     }
+}
+
+/// Stops (kills and reaps) the clients cold jobs handed over.
+fn stop_doomed(shared: &Shared) {
+    let doomed = match shared.doomed.lock() {
+        Ok(mut doomed) => std::mem::take(&mut *doomed),
+        Err(_) => Vec::new(),
+    };
+    drop(doomed); // Drop kills and reaps, outside the lock
 }
 
 fn maintain_slot(shared: &Shared, slot: &Mutex<Slot>) {
@@ -628,7 +667,12 @@ fn maintain_slot(shared: &Shared, slot: &Mutex<Slot>) {
     let action = maintain(&shared.policy, &facts, Instant::now());
     match action {
         Action::Keep => return,
-        Action::Kill | Action::Recycle => slot.client = None,
+        Action::Kill | Action::Recycle => {
+            // Stopped after the slot's lock is freed (SIGTERM can take rsync a while).
+            if let (Some(client), Ok(mut doomed)) = (slot.client.take(), shared.doomed.lock()) {
+                doomed.push(client);
+            }
+        }
         Action::Discard => {
             let reason = slot
                 .client
@@ -644,7 +688,7 @@ fn maintain_slot(shared: &Shared, slot: &Mutex<Slot>) {
         Action::Start => {}
     }
     if matches!(action, Action::Start | Action::Recycle) {
-        match WarmClient::spawn(&shared.binary, &slot.args) {
+        match WarmClient::spawn(&shared.binary, &slot.args, slot.has_children) {
             Ok(client) => {
                 log::debug!("{target}: warm rsync {} waiting", client.pid());
                 slot.client = Some(client);
