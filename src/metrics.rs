@@ -87,6 +87,12 @@ pub struct TargetMetrics {
     pub latency_sum: f64,
     /// Number of latency samples.
     pub latency_count: u64,
+    /// A warm rsync client is waiting for this remote (`push::warm`).
+    pub warm_ready: bool,
+    /// Batches pushed by a warm client.
+    pub warm_pushes: u64,
+    /// Warm runs that failed and were run again cold (not counted as failures).
+    pub warm_fallbacks: u64,
 }
 
 impl Metrics {

@@ -26,6 +26,7 @@ use crate::config::{Config, Plugin, PluginKind, RootConfig};
 use crate::job::{Delivered, FsEvent};
 use crate::metrics::Metrics;
 use crate::plugin::{self, PluginError, PluginStage};
+use crate::push::warm::{WarmPolicy, WarmPool};
 use crate::push::{self, PushContext};
 use crate::watch::{self, WatchOptions, Watcher};
 
@@ -92,6 +93,7 @@ pub struct Pipeline {
     cancel: Cancel,
     plugins: Option<PluginStage>,
     metrics: Arc<Metrics>,
+    warm: Option<Arc<WarmPool>>,
 }
 
 impl Pipeline {
@@ -135,18 +137,34 @@ impl Pipeline {
             (Some(delivered_tx), Some(stage))
         };
         let cancel = Cancel::default();
+        let push_roots: Vec<(PathBuf, Vec<crate::config::Remote>)> = config
+            .roots
+            .iter()
+            .map(|r| (r.path.clone(), r.remotes.clone()))
+            .collect();
+        let warm = if config.rsync.warm.start {
+            let policy = WarmPolicy::new(config.rsync.warm, config.rsync.timeout);
+            let pool = WarmPool::start(
+                policy,
+                &config.rsync,
+                &push_roots,
+                config.inotify.delete,
+                Some(BATCH_LIMIT),
+                Arc::clone(&metrics),
+            )?;
+            Some(Arc::new(pool))
+        } else {
+            None
+        };
         let context = PushContext {
-            roots: config
-                .roots
-                .iter()
-                .map(|r| (r.path.clone(), r.remotes.clone()))
-                .collect(),
+            roots: push_roots,
             rsync: config.rsync.clone(),
             filter: Arc::clone(&filter),
             delete: config.inotify.delete,
             batch_limit: Some(BATCH_LIMIT),
             cancel: cancel.clone(),
             seconds_only: std::sync::Mutex::default(),
+            warm: warm.clone(),
         };
         let workers = push::spawn(n_workers, Arc::new(context), &job_rx, &outcome_tx)?;
         drop((job_rx, outcome_tx));
@@ -206,6 +224,7 @@ impl Pipeline {
             cancel,
             plugins,
             metrics,
+            warm,
         })
     }
 
@@ -285,6 +304,7 @@ impl Pipeline {
             cancel: Cancel::default(),
             plugins: Some(plugins),
             metrics,
+            warm: None,
         })
     }
 
@@ -323,6 +343,9 @@ impl Pipeline {
             }
         }
         self.inject_tx = None;
+        if let Some(warm) = &self.warm {
+            warm.shutdown(); // waiting clients; those handed a batch run on, below
+        }
         if let Some(handle) = self.scheduler.take() {
             match handle.join() {
                 Ok(all_reported) => {
@@ -334,6 +357,10 @@ impl Pipeline {
                 }
                 Err(_) => result = Err(PipelineError::Panicked("coalesce")),
             }
+        }
+        if let Some(warm) = self.warm.take() {
+            // The scheduler journaled every running job: a warm run still going is stopped.
+            warm.cancel_running();
         }
         // Journal, then kill, then exit: the scheduler has journaled every running job's
         // paths; now each worker stops its rsync with its process group, reaps it, and

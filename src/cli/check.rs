@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cdn::http::redact;
 use crate::config::{CdnProvider, Config, ConfigError, PluginKind, Remote, RootConfig};
+use crate::push::warm::WarmPolicy;
 
 use super::{Cli, EXIT_OK, EXIT_USAGE};
 
@@ -96,6 +97,16 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
             );
             let _ = writeln!(out, "     full sync: {full}   (excluded paths on stdin)");
         }
+    }
+    let warm = WarmPolicy::new(config.rsync.warm, config.rsync.timeout);
+    if warm.enabled && cli.plugin.is_none() {
+        let _ = writeln!(
+            out,
+            "warm: one rsync client waits per remote (one daemon connection and one process each), replaced after {} idle",
+            duration(warm.idle)
+        );
+    } else {
+        let _ = writeln!(out, "warm: off");
     }
     let _ = writeln!(out, "events: {}", events(config));
     if config.filter.is_empty() {

@@ -199,6 +199,27 @@ pub struct RsyncConfig {
     pub ssh: bool,
     /// The rsync binary (new `<rsync><binary path="…"/>`, default `rsync` from `PATH`).
     pub binary: PathBuf,
+    /// New `<rsync><warm start idleSeconds/>`: warm clients (`push::warm`).
+    pub warm: WarmConfig,
+}
+
+/// `<rsync><warm start="true" idleSeconds="20"/>`: one rsync client per remote started
+/// ahead of need (each holds one daemon connection and one process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmConfig {
+    /// `start` (default `true`).
+    pub start: bool,
+    /// `idleSeconds`: a warm client older than this is replaced (default 20).
+    pub idle: std::time::Duration,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig {
+            start: true,
+            idle: std::time::Duration::from_secs(20),
+        }
+    }
 }
 
 /// rsync daemon authentication. The password itself is never read by us.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use super::tree::Node;
 
 use super::ctx::Ctx;
-use super::{Auth, RsyncConfig, validate};
+use super::{Auth, RsyncConfig, WarmConfig, validate};
 
 /// Reads `<rsync>`; a missing element gives sersync's defaults (`-artuz`, no auth, ssh off).
 /// With `pushes` (not a `-m` run) the rsync program must be found; an error about it points
@@ -40,6 +40,7 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_>>) -> RsyncConfig {
         timeout: None,
         ssh: false,
         binary: PathBuf::from("rsync"),
+        warm: WarmConfig::default(),
     };
     let Some(node) = node else {
         strip_update(&mut rsync.common_params);
@@ -56,6 +57,7 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_>>) -> RsyncConfig {
             "ssh",
             "binary",
             "update",
+            "warm",
         ],
     );
     let keep_update = ctx.child(node, "update").is_some_and(|update| {
@@ -136,6 +138,9 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_>>) -> RsyncConfig {
             ctx.warn(pos, msg);
         }
     }
+    if let Some(warm) = ctx.child(node, "warm") {
+        rsync.warm = read_warm(ctx, warm);
+    }
     rsync
 }
 
@@ -182,6 +187,20 @@ pub(crate) fn strip_update(params: &mut Vec<String>) -> bool {
     }
     *params = out;
     removed
+}
+
+/// `<warm start idleSeconds>`; `idleSeconds` from 1 to 3600 (daemons commonly time out
+/// an idle connection after 60 s or more, so the default of 20 stays well under).
+fn read_warm(ctx: &mut Ctx<'_>, node: Node<'_>) -> WarmConfig {
+    ctx.check_attrs(node, &["start", "idleSeconds"]);
+    let mut warm = WarmConfig {
+        start: ctx.flag(node, "start", true),
+        ..WarmConfig::default()
+    };
+    if let Some(seconds) = ctx.integer(node, "idleSeconds", 1u64, 3600) {
+        warm.idle = std::time::Duration::from_secs(seconds);
+    }
+    warm
 }
 
 /// True for an rsync option that makes it descend into directories.

@@ -8,6 +8,7 @@
 pub mod guard;
 pub mod progress;
 pub mod rsync;
+pub mod warm;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -43,6 +44,8 @@ pub struct PushContext {
     /// Remotes (root index, remote index) whose receiver refused
     /// [`rsync::NANOSECOND_WINDOW`] (older than rsync 3.1.3): their full syncs go without.
     pub seconds_only: Mutex<HashSet<(usize, usize)>>,
+    /// Warm clients (`<rsync><warm>`), `None` when off.
+    pub warm: Option<Arc<warm::WarmPool>>,
 }
 
 impl PushContext {
@@ -90,6 +93,23 @@ pub fn spawn(
 
 /// Runs one job to the end.
 pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
+    // Warm clients (`warm.rs`): a small batch goes to the remote's waiting rsync; anything
+    // else, or a warm client that failed, runs cold below.
+    let Some(pool) = &context.warm else {
+        return run_cold(context, job);
+    };
+    let list = match (&job.kind, context.roots.get(job.target.root)) {
+        // The same rule as a cold batch: nothing is read through a symlinked parent.
+        (JobKind::Batch { entries }, Some((root, _))) => {
+            rsync::batch_stdin(&guard::confine_on_disk(root, entries))
+        }
+        _ => Vec::new(),
+    };
+    pool.run(job, &list, |job| run_cold(context, job))
+}
+
+/// Runs one job with a freshly started rsync.
+fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
     let Some((root, remote)) = context
         .roots
         .get(job.target.root)
@@ -321,6 +341,7 @@ mod tests {
             timeout: None,
             ssh: false,
             binary: PathBuf::from("rsync"),
+            warm: crate::config::WarmConfig::default(),
         };
         let remote = Remote::Local {
             path: PathBuf::from("/m"),

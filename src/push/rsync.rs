@@ -379,7 +379,7 @@ fn is_refusal(stderr: &str) -> bool {
 }
 
 /// The last lines of rsync's stderr as one line of text.
-fn tail_text(bytes: &[u8]) -> String {
+pub(crate) fn tail_text(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text
         .lines()

@@ -175,7 +175,7 @@ struct Simple {
     value: fn(&TargetMetrics) -> u64,
 }
 
-const SIMPLE: [Simple; 6] = [
+const SIMPLE: [Simple; 9] = [
     Simple {
         name: "sersync_batches_total",
         kind: "counter",
@@ -211,6 +211,24 @@ const SIMPLE: [Simple; 6] = [
         kind: "gauge",
         help: "Unix time of the last successful push (0: never).",
         value: |t| t.last_success_unix,
+    },
+    Simple {
+        name: "sersync_remote_warm_ready",
+        kind: "gauge",
+        help: "1 while a warm rsync client waits for this remote (one daemon connection).",
+        value: |t| u64::from(t.warm_ready),
+    },
+    Simple {
+        name: "sersync_warm_pushes_total",
+        kind: "counter",
+        help: "Batches pushed by a warm rsync client.",
+        value: |t| t.warm_pushes,
+    },
+    Simple {
+        name: "sersync_warm_fallbacks_total",
+        kind: "counter",
+        help: "Warm runs that failed and ran again cold (not counted as failures).",
+        value: |t| t.warm_fallbacks,
     },
 ];
 

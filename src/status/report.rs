@@ -147,6 +147,22 @@ pub struct RemoteStatus {
     pub paths: u64,
     /// rsync runs that failed.
     pub failures: u64,
+    /// The remote's warm rsync client.
+    #[serde(default)]
+    pub warm: WarmStatus,
+}
+
+/// A remote's warm rsync client (`push::warm`, `<rsync><warm>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmStatus {
+    /// `ready`: a client waits (it holds one daemon connection); `none`: none right now
+    /// (being started, a cold job of the remote runs, or parked after a failure until a
+    /// push succeeds); `off`: `<warm start="false">`.
+    pub state: String,
+    /// Batches pushed by a warm client.
+    pub pushes: u64,
+    /// Warm runs that failed and ran again cold (not counted as failures).
+    pub fallbacks: u64,
 }
 
 /// Builds the report from the current view.
@@ -191,6 +207,16 @@ pub fn build(view: &View, process: Process) -> StatusReport {
                         batches: t.batches,
                         paths: t.paths,
                         failures: t.failures_by_code.values().sum(),
+                        warm: WarmStatus {
+                            state: match (view.config.rsync.warm.start, t.warm_ready) {
+                                (false, _) => "off",
+                                (true, true) => "ready",
+                                (true, false) => "none",
+                            }
+                            .to_owned(),
+                            pushes: t.warm_pushes,
+                            fallbacks: t.warm_fallbacks,
+                        },
                     }
                 })
                 .collect(),
@@ -355,6 +381,7 @@ mod tests {
                     batches: 0,
                     paths: 0,
                     failures: 2,
+                    warm: WarmStatus::default(),
                 }],
             }],
         };

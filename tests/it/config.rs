@@ -45,6 +45,7 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     ("auth_with_ssh.xml", 2, "8:9", "<auth start=\"true\"> cannot be combined with <ssh start=\"true\">"),
     ("port_not_numeric.xml", 2, "8:39", "<userDefinedPort port=\"eight\">: not a whole number from 1 to 65535"),
     ("timeout_not_numeric.xml", 2, "8:31", "<timeout time=\"100s\">: not a whole number"),
+    ("warm_idle_zero.xml", 2, "8:28", "<warm idleSeconds=\"0\">: not a whole number from 1 to 3600"),
     ("common_params_unbalanced.xml", 2, "8:23", "unbalanced quotes"),
     // -u (--update) is dropped unless <update start="true"/> keeps it.
     ("stock.xml", 0, "30:20", "<commonParams params=\"-artuz\">: -u (--update) removed: it keeps a mirror file that is newer"),
@@ -77,6 +78,9 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     ("ok_disabled_plugin_sections.xml", 0, "9:16", "(ignored: plugin socket is not enabled)"),
     ("ok_schedule_zero.xml", 0, "", "crontab: full sync every 600 min, exclude globs: *.php"),
     ("ok_latin1.xml", 0, "", "events: delete createFolder closeWrite moveFrom moveTo"),
+    ("ok_warm_off.xml", 0, "", "warm: off"),
+    ("ok_warm_idle_under_timeout.xml", 0, "", "replaced after 25 s idle"),
+    ("stock.xml", 0, "", "warm: one rsync client waits per remote (one daemon connection and one process each), replaced after 20 s idle"),
     ("many_problems.xml", 2, "8:26", "<plugin name=\"nope\">: unknown plugin"),
     // Configs published by operators.
     ("ok_relative_faillog.xml", 0, "7:14", "<failLog path=\"log/rsync_fail_log.sh\">: relative path, resolved against the working directory to "),

@@ -19,4 +19,5 @@ mod sync;
 mod util;
 mod util_http;
 mod util_varnish;
+mod warm;
 mod watch;

@@ -313,3 +313,24 @@ fn update_opt_in_keeps_u_and_the_default_warns() {
     let config = env.ok(&file("", ""));
     assert_eq!(config.rsync.common_params, vec!["-artz"]);
 }
+
+#[test]
+fn warm_clients_default_on_and_can_be_turned_off() {
+    let env = Env::new();
+    assert_eq!(env.ok(&file("", "")).rsync.warm, WarmConfig::default());
+    assert!(env.ok(&file("", "")).rsync.warm.start);
+    let off = env.ok(&file("", "<rsync><warm start=\"false\"/></rsync>\n"));
+    assert!(!off.rsync.warm.start);
+    let idle = env.ok(&file("", "<rsync><warm idleSeconds=\"7\"/></rsync>\n"));
+    assert_eq!(
+        idle.rsync.warm,
+        WarmConfig {
+            start: true,
+            idle: Duration::from_secs(7)
+        }
+    );
+    assert_has(
+        &env.errors(&file("", "<rsync><warm idleSeconds=\"9999\"/></rsync>\n")),
+        "<warm idleSeconds=\"9999\">: not a whole number from 1 to 3600",
+    );
+}

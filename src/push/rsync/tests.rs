@@ -14,6 +14,7 @@ fn config(params: &[&str]) -> RsyncConfig {
         timeout: Some(100),
         ssh: false,
         binary: PathBuf::from("rsync"),
+        warm: crate::config::WarmConfig::default(),
     }
 }
 

@@ -240,6 +240,11 @@ fn metrics_parse_as_prometheus_text_and_count_the_workload() {
     let refused = [down[0], down[1], ("code", "10")];
     assert!(value(&samples, "sersync_rsync_failures_total", &refused).expect("code 10") >= 1.0);
     assert_eq!(value(&samples, "sersync_remote_failing", &down), Some(1.0));
+    // A failing remote gets no warm client.
+    assert_eq!(
+        value(&samples, "sersync_remote_warm_ready", &down),
+        Some(0.0)
+    );
     assert_eq!(value(&samples, "sersync_journal_entries", &[]), Some(n));
     assert_eq!(
         value(&samples, "sersync_remote_journal_entries", &down),

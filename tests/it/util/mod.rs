@@ -160,6 +160,7 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
             timeout: None,
             ssh: false,
             binary: PathBuf::from("rsync"),
+            warm: sersync::config::WarmConfig::default(),
         },
         fail_log: FailLogConfig {
             path: PathBuf::from("/nonexistent/faillog"),
