@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod push;
 pub mod status;
+pub mod target_key;
 pub mod watch;
 
 pub use config::Config;

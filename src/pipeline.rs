@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::cdn::JournalPurges;
 use crate::coalesce::queue::Caps;
-use crate::coalesce::{self, Channels, Journal, JournalPurges, Scheduler, SchedulerConfig};
+use crate::coalesce::{self, Channels, Journal, Scheduler, SchedulerConfig};
 use crate::config::{Config, PluginKind, Remote, RootConfig};
 use crate::filter::Filter;
 use crate::job::{Delivered, FsEvent};
@@ -88,9 +89,11 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
 }
 
-/// The journal key of a remote: stable across restarts and config edits.
+/// The journal key of a remote as text (the versioned form of
+/// [`TargetKey`](crate::target_key::TargetKey), `v2 daemon /srv/www 10.0.0.2::www`):
+/// stable across restarts, upgrades and config edits that keep the root and remote.
 pub fn target_key(root: &std::path::Path, remote: &Remote) -> String {
-    format!("{} -> {remote}", root.display())
+    crate::target_key::TargetKey::new(root, remote).to_string()
 }
 
 impl Pipeline {
@@ -149,6 +152,7 @@ impl Pipeline {
             filter: Arc::clone(&filter),
             delete: config.inotify.delete,
             batch_limit: Some(BATCH_LIMIT),
+            max_batch_bytes: MAX_BATCH_BYTES,
         };
         let workers = push::spawn(n_workers, Arc::new(context), &job_rx, &outcome_tx)?;
         drop((job_rx, outcome_tx));
@@ -170,7 +174,7 @@ impl Pipeline {
                 .map(|r| {
                     r.remotes
                         .iter()
-                        .map(|remote| target_key(&r.path, remote))
+                        .map(|remote| crate::target_key::TargetKey::new(&r.path, remote))
                         .collect()
                 })
                 .collect(),
@@ -179,7 +183,6 @@ impl Pipeline {
             delete: config.inotify.delete,
             caps: Caps {
                 max_paths: MAX_BATCH_PATHS,
-                max_bytes: MAX_BATCH_BYTES,
             },
             retry_max: config.fail_log.retry_max,
             crontab: config.crontab.clone(),
@@ -192,6 +195,7 @@ impl Pipeline {
             journal,
             Arc::clone(&metrics),
             std::time::Instant::now(),
+            Box::new(coalesce::unit_random),
         );
         let channels = Channels {
             event_rx,

@@ -1,10 +1,34 @@
-//! The scheduler's view of the failure journal, implemented on [`FailLog`].
+//! The scheduler's view of the failure journal ([`Journal`]), implemented on [`FailLog`].
 
 use std::path::{Path, PathBuf};
 
-use super::state::Journal;
 use crate::faillog::{FailLog, Failure};
 use crate::job::Entry;
+
+/// Where failed work is made durable (the failure journal). Keys are the text form of a
+/// [`crate::target_key::TargetKey`]; an entry with an empty path is the whole root, one of
+/// a directory delete is replayed as a subtree sync of it.
+pub trait Journal: Send + Sync {
+    /// Records failed entries of one target; durable when it returns `Ok`.
+    ///
+    /// # Errors
+    /// A message when the journal could not be written.
+    fn record(
+        &self,
+        key: &str,
+        entries: &[Entry],
+        code: Option<i32>,
+        reason: &str,
+        command: &str,
+    ) -> Result<(), String>;
+    /// Clears entries that were pushed since; durable when it returns `Ok`.
+    ///
+    /// # Errors
+    /// A message when the journal could not be written.
+    fn clear(&self, key: &str, rels: &[PathBuf]) -> Result<(), String>;
+    /// Every live entry as `(target key, entry)`.
+    fn pending(&self) -> Vec<(String, Entry)>;
+}
 
 impl Journal for FailLog {
     fn record(

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::state::Journal;
+use super::journal::Journal;
 use crate::job::Entry;
 
 /// Journal entries in a map; lost when the process ends.

@@ -5,6 +5,7 @@
 //! `Sender<PushOutcome>` back to the scheduler. Threads `sersync-push-{i}`; each ends when
 //! the job channel is disconnected.
 
+pub mod fates;
 pub mod progress;
 pub mod rsync;
 
@@ -18,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Remote, RsyncConfig};
 use crate::filter::Filter;
-use crate::job::{JobKind, PushJob, PushOutcome};
+use crate::job::{Disposition, Entry, JobKind, PushFailure, PushJob, PushOutcome};
 use rsync::RunKind;
 
 /// What every worker needs, shared read-only.
@@ -34,6 +35,9 @@ pub struct PushContext {
     pub delete: bool,
     /// Longest run of one batch before it is killed (full syncs have no limit).
     pub batch_limit: Option<Duration>,
+    /// Bytes of file data per batch at most (measured here, so the scheduler never
+    /// touches the filesystem); a batch's first path always goes, however big.
+    pub max_batch_bytes: u64,
 }
 
 /// Starts `n` workers.
@@ -72,14 +76,14 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
         .get(job.target.root)
         .and_then(|(root, remotes)| remotes.get(job.target.remote).map(|r| (root.as_path(), r)))
     else {
-        let failure = crate::job::PushFailure {
+        let failure = PushFailure {
             code: None,
             reason: format!("no remote {}", job.target),
-            retryable: false,
         };
         return PushOutcome {
             job,
-            result: Err(failure),
+            disposition: Disposition::ConfigError(failure),
+            unsent: 0,
             command: String::new(),
         };
     };
@@ -90,8 +94,12 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
         }
     }
     let mut dir = None;
+    let mut unsent = 0;
     let (args, stdin, limit) = match &job.kind {
         JobKind::Batch { entries } => {
+            let sent = within_bytes(root, entries, context.max_batch_bytes);
+            unsent = entries.len() - sent;
+            let entries = &entries[..sent];
             if let Some(args) = rsync::batch_argv(&context.rsync, remote, context.delete, entries) {
                 dir = Some(root);
                 (args, Vec::new(), context.batch_limit)
@@ -107,6 +115,17 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
                 );
                 (args, rsync::batch_stdin(entries), context.batch_limit)
             }
+        }
+        JobKind::Subtree { rel } => {
+            log::info!(
+                "{} -> {remote}: {} was deleted and is a directory again; syncing it with --delete",
+                root.display(),
+                rel.display()
+            );
+            dir = Some(root);
+            let args = rsync::args(&context.rsync, root, remote, RunKind::Subtree { rel }, &[]);
+            let excluded = excluded_paths_under(root, rel, &context.filter);
+            (args, rsync::exclude_stdin(&excluded), context.batch_limit)
         }
         JobKind::Full {
             reason,
@@ -146,8 +165,8 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
     }
     log::debug!("{} -> {remote}: {command}", root.display());
     let started = Instant::now();
-    let result = match &job.kind {
-        JobKind::Batch { .. } => {
+    let finished = match &job.kind {
+        JobKind::Batch { .. } | JobKind::Subtree { .. } => {
             rsync::run_observed(&context.rsync.binary, &args, &stdin, limit, None, dir)
         }
         JobKind::Full { .. } => {
@@ -169,26 +188,88 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
         }
     };
     log::debug!(
-        "{} -> {remote}: rsync done in {:.3}s: {}",
+        "{} -> {remote}: rsync done in {:.3}s: {:?}",
         root.display(),
         started.elapsed().as_secs_f64(),
-        if result.is_ok() { "ok" } else { "failed" }
+        finished.disposition
     );
+    let disposition = settle(root, &job.kind, unsent, finished);
     PushOutcome {
         job,
-        result,
+        disposition,
+        unsent,
         command,
     }
+}
+
+/// Resolves a partial transfer: per-path fates for a batch (looking at the local files
+/// now, see [`fates`]); a recursive run that only saw files vanish (24) is done, the
+/// events that removed them are queued.
+fn settle(root: &Path, kind: &JobKind, unsent: usize, finished: rsync::Finished) -> Disposition {
+    let Disposition::Partial { failure, .. } = finished.disposition else {
+        return finished.disposition;
+    };
+    match kind {
+        JobKind::Batch { entries } => {
+            let entries = &entries[..entries.len() - unsent];
+            let forms: Vec<fates::LocalForm> =
+                entries.iter().map(|e| fates::local_form(root, e)).collect();
+            let fates = fates::fates(root, entries, &forms, finished.reported.as_deref());
+            log_fates(root, entries, &fates);
+            Disposition::Partial { failure, fates }
+        }
+        JobKind::Subtree { .. } | JobKind::Full { .. } if failure.code == Some(24) => {
+            Disposition::Done
+        }
+        JobKind::Subtree { .. } | JobKind::Full { .. } => Disposition::Partial {
+            failure,
+            fates: Vec::new(),
+        },
+    }
+}
+
+fn log_fates(root: &Path, entries: &[Entry], fates: &[crate::job::PathFate]) {
+    for (entry, fate) in entries.iter().zip(fates) {
+        if *fate == crate::job::PathFate::Gone {
+            log::debug!(
+                "{}: {} {} no longer exists as queued; not retried",
+                root.display(),
+                entry.op,
+                entry.rel.display()
+            );
+        }
+    }
+}
+
+/// How many entries from the start of a batch fit in `max_bytes` of file data (at least
+/// one); sizes are `lstat`ed now.
+fn within_bytes(root: &Path, entries: &[Entry], max_bytes: u64) -> usize {
+    let mut bytes = 0u64;
+    for (i, entry) in entries.iter().enumerate() {
+        if entry.op == crate::job::Op::Update && !entry.is_dir {
+            bytes += std::fs::symlink_metadata(root.join(&entry.rel)).map_or(0, |m| m.len());
+        }
+        if i > 0 && bytes > max_bytes {
+            return i;
+        }
+    }
+    entries.len()
 }
 
 /// Anchored patterns for every top-most excluded path under `root`, so that a recursive
 /// rsync never carries what `<filter>` excludes (rsync cannot evaluate our regexes).
 pub fn excluded_paths(root: &Path, filter: &Filter) -> Vec<OsString> {
+    excluded_paths_under(root, Path::new(""), filter)
+}
+
+/// As [`excluded_paths`], for the directory `rel` under `root` only (subtree syncs); the
+/// patterns stay root-relative.
+pub fn excluded_paths_under(root: &Path, rel: &Path, filter: &Filter) -> Vec<OsString> {
     let mut out = Vec::new();
     if filter.is_empty() {
         return out;
     }
-    let mut stack = vec![PathBuf::new()];
+    let mut stack = vec![rel.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(read) = std::fs::read_dir(root.join(&dir)) else {
             continue;

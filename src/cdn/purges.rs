@@ -1,14 +1,13 @@
-//! CDN purges kept in the failure journal, under one key per root (`cdn <root>`).
+//! CDN purges kept in the failure journal, under one key per root
+//! ([`TargetKey::cdn`], `v2 cdn <root>`; 0.1.0 wrote `cdn <root>`, moved on start).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::state::Journal;
-use crate::cdn::PurgeJournal;
+use super::PurgeJournal;
+use crate::coalesce::Journal;
 use crate::job::{Entry, Op};
-
-/// Journal keys of CDN purges start with this; the scheduler leaves them to the CDN stage.
-pub const CDN_KEY_PREFIX: &str = "cdn ";
+use crate::target_key::TargetKey;
 
 /// [`PurgeJournal`] on top of the failure journal.
 pub struct JournalPurges {
@@ -18,16 +17,39 @@ pub struct JournalPurges {
 
 impl JournalPurges {
     /// Purges of `roots[i]` are journaled under `cdn <roots[i]>`.
+    /// Entries 0.1.0 wrote under `cdn <root>` are moved to the current key first.
     pub fn new(journal: Arc<dyn Journal>, roots: Vec<PathBuf>) -> JournalPurges {
-        JournalPurges { journal, roots }
+        let purges = JournalPurges { journal, roots };
+        for (root, path) in purges.roots.iter().enumerate() {
+            let legacy = TargetKey::cdn(path).legacy_text();
+            let old: Vec<Entry> = purges
+                .journal
+                .pending()
+                .into_iter()
+                .filter(|(k, _)| *k == legacy)
+                .map(|(_, e)| e)
+                .collect();
+            if old.is_empty() {
+                continue;
+            }
+            let rels: Vec<PathBuf> = old.iter().map(|e| e.rel.clone()).collect();
+            let key = purges.key(root);
+            let moved = purges
+                .journal
+                .record(&key, &old, None, "purge journaled by sersync 0.1.0", "")
+                .and_then(|()| purges.journal.clear(&legacy, &rels));
+            if let Err(err) = moved {
+                log::error!("{key}: cannot move 0.1.0 purges: {err}");
+            }
+        }
+        purges
     }
 
     fn key(&self, root: usize) -> String {
-        let path = self
-            .roots
-            .get(root)
-            .map_or_else(|| root.to_string(), |p| p.display().to_string());
-        format!("{CDN_KEY_PREFIX}{path}")
+        self.roots.get(root).map_or_else(
+            || format!("v2 cdn %{root}"),
+            |p| TargetKey::cdn(p).to_string(),
+        )
     }
 }
 
