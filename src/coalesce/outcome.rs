@@ -223,6 +223,14 @@ impl Scheduler {
 
     /// Journals failed entries (durable before anything else happens to them).
     fn record_failure(&mut self, job: &Job, key: &str, entries: &[Entry], failure: &PushFailure) {
+        let entries: Vec<Entry> = match self.queues.get(&job.target) {
+            Some(queue) => entries
+                .iter()
+                .map(|e| queue.journal_form(e.clone()))
+                .collect(),
+            None => entries.to_vec(),
+        };
+        let entries = entries.as_slice();
         match self
             .journal
             .record(key, entries, failure.code, &failure.reason, &job.command)

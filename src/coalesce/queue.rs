@@ -83,6 +83,8 @@ pub struct TargetQueue {
     /// Directories to sync recursively with `--delete` (see [`TargetQueue::observe`]);
     /// none is at or below another.
     subtrees: BTreeSet<PathBuf>,
+    /// Subtree syncs running.
+    subtrees_running: BTreeSet<PathBuf>,
     /// Directories whose delete was seen and that have not been a directory again since.
     deleted_dirs: BTreeSet<PathBuf>,
     /// Paths with a live journal entry.
@@ -223,6 +225,22 @@ impl TargetQueue {
         std::mem::take(&mut self.subtrees).into_iter().collect()
     }
 
+    /// The entry to journal for `entry`: the update of a directory that owes a subtree
+    /// sync (asked for or running) is journaled as that directory's delete, which replays
+    /// as the subtree sync (one journal entry per path: the update must not replace it).
+    pub fn journal_form(&self, entry: Entry) -> Entry {
+        let owes_subtree =
+            self.subtrees.contains(&entry.rel) || self.subtrees_running.contains(&entry.rel);
+        if entry.op == Op::Update && entry.is_dir && owes_subtree {
+            Entry {
+                op: Op::Delete,
+                ..entry
+            }
+        } else {
+            entry
+        }
+    }
+
     /// Whether `rel` has a live journal entry.
     pub fn is_journaled(&self, rel: &Path) -> bool {
         self.journaled.contains(rel)
@@ -331,6 +349,7 @@ impl TargetQueue {
         if let Some(rel) = subtree {
             self.subtrees.remove(&rel);
             self.mark_in_flight(&rel, Op::Delete);
+            self.subtrees_running.insert(rel.clone());
             self.jobs_in_flight += 1;
             return Some(Plan::Subtree(rel));
         }
@@ -563,7 +582,10 @@ impl TargetQueue {
         self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
         match ran {
             Ran::Full(_) => self.full_in_flight = false,
-            Ran::Subtree(rel) => self.unmark_in_flight(rel),
+            Ran::Subtree(rel) => {
+                self.unmark_in_flight(rel);
+                self.subtrees_running.remove(rel);
+            }
             Ran::Batch => {
                 for t in taken {
                     self.unmark_in_flight(&t.entry.rel);

@@ -321,13 +321,21 @@ impl Scheduler {
         }
         for (id, queue) in &mut self.queues {
             let list = by_target.entry(*id).or_default();
+            list.extend(queue.drain().into_iter().map(|t| t.entry));
+            // Mapped while the subtree requests are still in the queue.
+            let mut entries: Vec<Entry> = std::mem::take(list)
+                .into_iter()
+                .map(|e| queue.journal_form(e))
+                .collect();
             if let Some(request) = queue.take_full() {
-                list.extend(ran_entry(&Ran::Full(request)));
+                entries.extend(ran_entry(&Ran::Full(request)));
             }
             for rel in queue.take_subtrees() {
-                list.extend(ran_entry(&Ran::Subtree(rel)));
+                entries.extend(ran_entry(&Ran::Subtree(rel)));
             }
-            list.extend(queue.drain().into_iter().map(|t| t.entry));
+            let mut seen = std::collections::BTreeSet::new();
+            entries.retain(|e| seen.insert((e.rel.clone(), e.op)));
+            *list = entries;
         }
         for (id, entries) in by_target {
             if entries.is_empty() {
@@ -405,3 +413,6 @@ pub(super) fn ran_entry(ran: &Ran) -> Option<Entry> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;
