@@ -85,6 +85,11 @@ pub struct TargetQueue {
     subtrees: BTreeSet<PathBuf>,
     /// Subtree syncs running.
     subtrees_running: BTreeSet<PathBuf>,
+    /// The last subtree sync dispatched: the next one is looked for after it, and a batch
+    /// goes before it, so that a failing subtree sync starves neither others nor batches.
+    last_subtree: Option<PathBuf>,
+    /// A subtree sync went last: a batch has its turn first.
+    batch_turn: bool,
     /// Directories whose delete was seen and that have not been a directory again since.
     deleted_dirs: BTreeSet<PathBuf>,
     /// Paths with a live journal entry.
@@ -341,12 +346,30 @@ impl TargetQueue {
         }
         // A subtree sync must not run beside anything at or below it, nor beside a delete
         // above it: in flight it is marked as a directory delete, which keeps both away.
-        let subtree = self
-            .subtrees
-            .iter()
-            .find(|rel| !self.conflicts(rel, Op::Delete, true))
+        if self.batch_turn && !self.blocked && !self.pending.is_empty() {
+            let batch = self.take_batch(now, caps);
+            if !batch.is_empty() {
+                self.batch_turn = false;
+                return Some(self.dispatch_batch(batch));
+            }
+        }
+        let after = self.last_subtree.clone();
+        let free = |rel: &&PathBuf| !self.conflicts(rel, Op::Delete, true);
+        let subtree = after
+            .as_ref()
+            .and_then(|last| {
+                self.subtrees
+                    .range::<PathBuf, _>((
+                        std::ops::Bound::Excluded(last),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .find(free)
+            })
+            .or_else(|| self.subtrees.iter().find(free))
             .cloned();
         if let Some(rel) = subtree {
+            self.last_subtree = Some(rel.clone());
+            self.batch_turn = true;
             self.subtrees.remove(&rel);
             self.mark_in_flight(&rel, Op::Delete);
             self.subtrees_running.insert(rel.clone());
@@ -361,11 +384,15 @@ impl TargetQueue {
             self.blocked = true;
             return None;
         }
+        Some(self.dispatch_batch(batch))
+    }
+
+    fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
         for taken in &batch {
             self.mark_in_flight(&taken.entry.rel, taken.entry.op);
         }
         self.jobs_in_flight += 1;
-        Some(Plan::Batch(batch))
+        Plan::Batch(batch)
     }
 
     fn take_batch(&mut self, now: Instant, caps: Caps) -> Vec<Taken> {

@@ -452,3 +452,25 @@ fn a_failed_subtree_sync_is_asked_for_again_and_backs_off() {
     queue.tick(later);
     assert_eq!(subtree(&mut queue, later), Some(PathBuf::from("d")));
 }
+
+#[test]
+fn failing_subtree_syncs_starve_neither_each_other_nor_batches() {
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    queue.request_subtree(PathBuf::from("a"));
+    queue.request_subtree(PathBuf::from("b"));
+    observe(&mut queue, "f", Op::Update, false, now);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let plan = queue.next_plan(now, CAPS).expect("a probe");
+        let (label, taken, ran) = match plan {
+            Plan::Subtree(rel) => (rel.display().to_string(), Vec::new(), Ran::Subtree(rel)),
+            Plan::Batch(taken) => ("batch".to_owned(), taken, Ran::Batch),
+            Plan::Full(_) => panic!("no full sync"),
+        };
+        order.push(label);
+        queue.failed(taken, ran, true, Duration::ZERO, now);
+        queue.tick(now);
+    }
+    assert_eq!(order, ["a", "batch", "b", "batch"]);
+}
