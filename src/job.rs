@@ -83,9 +83,10 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Whether this is the delete of a directory (which covers everything below it).
-    pub fn is_dir_delete(&self) -> bool {
-        self.op == Op::Delete && self.is_dir
+    /// Whether pushing this leaves nothing below the path on the remote: a delete, or a
+    /// file or symlink (pushed with `--force`, it replaces a directory whole).
+    pub fn replaces_below(&self) -> bool {
+        self.op == Op::Delete || !self.is_dir
     }
 }
 

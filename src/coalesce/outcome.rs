@@ -77,7 +77,10 @@ impl Scheduler {
         let cleared = match &job.ran {
             Ran::Batch => {
                 let mut cleared = queue.unjournal(taken.iter().map(|t| t.entry.rel.clone()));
-                for t in taken.iter().filter(|t| t.entry.is_dir_delete()) {
+                // A delete, or a file or symlink pushed with `--force`, leaves nothing
+                // below it on the remote: entries below it are settled (a parent that
+                // became a file: its old children are not retried for ever).
+                for t in taken.iter().filter(|t| t.entry.replaces_below()) {
                     cleared.extend(queue.unjournal_covered(&t.entry.rel));
                 }
                 cleared

@@ -589,7 +589,7 @@ impl TargetQueue {
     /// Puts failed paths back, each held for its own backoff when `hold` is given.
     fn requeue(&mut self, taken: Vec<Taken>, hold: Option<Duration>, now: Instant) {
         for Taken { entry, mut pending } in taken {
-            if self.pending.contains_key(&entry.rel) {
+            if self.pending.contains_key(&entry.rel) || self.replaced_above(&entry.rel) {
                 continue; // a newer change is queued; it supersedes the failed one
             }
             pending.attempts += 1;
@@ -602,6 +602,15 @@ impl TargetQueue {
             self.pending.insert(entry.rel, pending);
         }
         self.blocked = false;
+    }
+
+    /// Whether a pending change of an ancestor (a delete, or a file or symlink that took
+    /// its name) leaves nothing of `rel` on the remote.
+    fn replaced_above(&self, rel: &Path) -> bool {
+        rel.ancestors()
+            .skip(1)
+            .filter_map(|a| self.pending.get(a))
+            .any(|p| p.op == Op::Delete || !p.is_dir)
     }
 
     /// Ends a job's bookkeeping; a batch passes the paths it ran.

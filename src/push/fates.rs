@@ -15,7 +15,7 @@ pub enum LocalForm {
     AsQueued,
     /// Not in the form queued: an update whose path is missing, whose parent is no longer
     /// a directory (ENOTDIR), is a symlink loop (ELOOP), or changed between file and
-    /// directory; a delete below something that is no longer a directory.
+    /// directory; a delete whose parent is gone or no longer a directory.
     Gone,
 }
 
@@ -24,10 +24,20 @@ pub fn local_form(root: &Path, entry: &Entry) -> LocalForm {
     let path = root.join(&entry.rel);
     let below_non_dir =
         |err: &std::io::Error| matches!(err.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP));
+    // A delete whose parent is gone too cannot be carried out by rsync (it cannot reach
+    // the path: "file has vanished" for the parent); the parent's own delete or
+    // replacement, queued on its own, removes it remotely.
+    let parent_gone = || {
+        entry.rel.parent().is_some_and(|p| {
+            !p.as_os_str().is_empty()
+                && !std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_dir())
+        })
+    };
     match (entry.op, std::fs::symlink_metadata(&path)) {
         (Op::Update, Ok(meta)) if meta.is_dir() == entry.is_dir => LocalForm::AsQueued,
         (Op::Update, _) => LocalForm::Gone,
         (Op::Delete, Err(err)) if below_non_dir(&err) => LocalForm::Gone,
+        (Op::Delete, Err(_)) if parent_gone() => LocalForm::Gone,
         (Op::Delete, _) => LocalForm::AsQueued,
     }
 }
@@ -113,6 +123,8 @@ mod tests {
             (entry("link", Op::Update, true), LocalForm::Gone),
             (entry("link", Op::Update, false), LocalForm::AsQueued),
             (entry("missing", Op::Delete, false), LocalForm::AsQueued),
+            (entry("d/missing", Op::Delete, false), LocalForm::AsQueued),
+            (entry("gone/missing", Op::Delete, false), LocalForm::Gone),
             (entry("p/child", Op::Delete, false), LocalForm::Gone),
             (entry("loop/x", Op::Delete, true), LocalForm::Gone),
         ];

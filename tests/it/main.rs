@@ -9,6 +9,7 @@ mod engine;
 mod journal;
 mod plugin;
 mod reliability;
+mod scenarios_sched;
 mod service;
 mod sync;
 mod util;
