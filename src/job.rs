@@ -72,7 +72,7 @@ impl fmt::Display for TargetId {
 }
 
 /// One path in a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Entry {
     /// Path relative to the root.
     pub rel: PathBuf,
@@ -87,6 +87,54 @@ impl Entry {
     /// file or symlink (pushed with `--force`, it replaces a directory whole).
     pub fn replaces_below(&self) -> bool {
         self.op == Op::Delete || !self.is_dir
+    }
+}
+
+/// What one journal entry asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Work {
+    /// Mirror the whole root (a failed or unfinished full sync).
+    WholeRoot,
+    /// One path (a directory delete is replayed as a subtree sync of it).
+    Path(Entry),
+}
+
+impl Work {
+    /// Which journal entry this is.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Work::WholeRoot => Scope::WholeRoot,
+            Work::Path(entry) => Scope::Path(entry.rel.clone()),
+        }
+    }
+}
+
+/// The name of one journal entry of a target: the whole root or one path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// The whole root.
+    WholeRoot,
+    /// One path, relative to the root (never empty).
+    Path(PathBuf),
+}
+
+impl Scope {
+    /// The path a journal file stores (empty for the whole root, which the file writes
+    /// `.`): only storage code uses this form.
+    pub fn storage_rel(&self) -> &std::path::Path {
+        match self {
+            Scope::WholeRoot => std::path::Path::new(""),
+            Scope::Path(rel) => rel,
+        }
+    }
+
+    /// The inverse of [`Scope::storage_rel`].
+    pub fn from_storage(rel: PathBuf) -> Scope {
+        if rel.as_os_str().is_empty() {
+            Scope::WholeRoot
+        } else {
+            Scope::Path(rel)
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::PurgeJournal;
 use crate::coalesce::Journal;
-use crate::job::{Entry, Op};
+use crate::job::{Entry, Op, Scope, Work};
 use crate::target_key::TargetKey;
 
 /// [`PurgeJournal`] on top of the failure journal.
@@ -16,28 +16,28 @@ pub struct JournalPurges {
 }
 
 impl JournalPurges {
-    /// Purges of `roots[i]` are journaled under `cdn <roots[i]>`.
-    /// Entries 0.1.0 wrote under `cdn <root>` are moved to the current key first.
+    /// Purges of `roots[i]` are journaled under [`TargetKey::cdn`]`(roots[i])`. Entries
+    /// 0.1.0 wrote under `cdn <root>` are moved to the current key first.
     pub fn new(journal: Arc<dyn Journal>, roots: Vec<PathBuf>) -> JournalPurges {
         let purges = JournalPurges { journal, roots };
         for (root, path) in purges.roots.iter().enumerate() {
             let legacy = TargetKey::cdn(path).legacy_text();
-            let old: Vec<Entry> = purges
+            let old: Vec<Work> = purges
                 .journal
                 .pending()
                 .into_iter()
                 .filter(|(k, _)| *k == legacy)
-                .map(|(_, e)| e)
+                .map(|(_, w)| w)
                 .collect();
             if old.is_empty() {
                 continue;
             }
-            let rels: Vec<PathBuf> = old.iter().map(|e| e.rel.clone()).collect();
+            let scopes: Vec<Scope> = old.iter().map(Work::scope).collect();
             let key = purges.key(root);
             let moved = purges
                 .journal
                 .record(&key, &old, None, "purge journaled by sersync 0.1.0", "")
-                .and_then(|()| purges.journal.clear(&legacy, &rels));
+                .and_then(|()| purges.journal.clear(&legacy, &scopes));
             if let Err(err) = moved {
                 log::error!("{key}: cannot move 0.1.0 purges: {err}");
             }
@@ -47,7 +47,7 @@ impl JournalPurges {
 
     fn key(&self, root: usize) -> String {
         self.roots.get(root).map_or_else(
-            || format!("v2 cdn %{root}"),
+            || format!("v2 cdn root{root}"),
             |p| TargetKey::cdn(p).to_string(),
         )
     }
@@ -55,12 +55,14 @@ impl JournalPurges {
 
 impl PurgeJournal for JournalPurges {
     fn record(&self, root: usize, items: &[(PathBuf, bool)], reason: &str) {
-        let entries: Vec<Entry> = items
+        let entries: Vec<Work> = items
             .iter()
-            .map(|(rel, is_dir)| Entry {
-                rel: rel.clone(),
-                op: Op::Update,
-                is_dir: *is_dir,
+            .map(|(rel, is_dir)| {
+                Work::Path(Entry {
+                    rel: rel.clone(),
+                    op: Op::Update,
+                    is_dir: *is_dir,
+                })
             })
             .collect();
         if let Err(err) = self
@@ -76,7 +78,8 @@ impl PurgeJournal for JournalPurges {
     }
 
     fn clear(&self, root: usize, rels: &[PathBuf]) {
-        if let Err(err) = self.journal.clear(&self.key(root), rels) {
+        let scopes: Vec<Scope> = rels.iter().cloned().map(Scope::from_storage).collect();
+        if let Err(err) = self.journal.clear(&self.key(root), &scopes) {
             log::error!(
                 "{}: cannot clear {} purge(s) from the journal: {err}",
                 self.key(root),
@@ -90,8 +93,10 @@ impl PurgeJournal for JournalPurges {
         self.journal
             .pending()
             .into_iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, e)| (e.rel, e.is_dir))
+            .filter_map(|(k, w)| match w {
+                Work::Path(e) if k == key => Some((e.rel, e.is_dir)),
+                _ => None,
+            })
             .collect()
     }
 }

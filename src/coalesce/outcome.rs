@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::queue::{Ran, Taken};
 use super::retry::backoff_with;
-use super::scheduler::{Running, Scheduler, ran_entry};
-use crate::job::{Delivered, Disposition, Entry, PathFate, PushFailure, PushOutcome, TargetId};
+use super::scheduler::{Running, Scheduler, ran_work};
+use crate::job::{
+    Delivered, Disposition, PathFate, PushFailure, PushOutcome, Scope, TargetId, Work,
+};
 use crate::metrics::Metrics;
 
 /// How a failed job backs its remote off.
@@ -137,7 +139,7 @@ impl Scheduler {
                 Some(PathFate::Retry) | None => retry.push(t),
             }
         }
-        let retry_entries: Vec<Entry> = retry.iter().map(|t| t.entry.clone()).collect();
+        let retry_entries: Vec<Work> = retry.iter().map(|t| Work::Path(t.entry.clone())).collect();
         if !retry_entries.is_empty() {
             self.record_failure(job, &key, &retry_entries, failure);
         }
@@ -185,8 +187,8 @@ impl Scheduler {
         now: Instant,
     ) {
         let key = self.key(job.target);
-        let mut entries: Vec<Entry> = taken.iter().map(|t| t.entry.clone()).collect();
-        entries.extend(ran_entry(&job.ran));
+        let mut entries: Vec<Work> = taken.iter().map(|t| Work::Path(t.entry.clone())).collect();
+        entries.extend(ran_work(&job.ran));
         self.record_failure(job, &key, &entries, failure);
         if job.ran != Ran::Batch {
             Metrics::incr(&self.metrics.full_sync_failures);
@@ -225,11 +227,11 @@ impl Scheduler {
     }
 
     /// Journals failed entries (durable before anything else happens to them).
-    fn record_failure(&mut self, job: &Job, key: &str, entries: &[Entry], failure: &PushFailure) {
-        let entries: Vec<Entry> = match self.queues.get(&job.target) {
+    fn record_failure(&mut self, job: &Job, key: &str, entries: &[Work], failure: &PushFailure) {
+        let entries: Vec<Work> = match self.queues.get(&job.target) {
             Some(queue) => entries
                 .iter()
-                .map(|e| queue.journal_form(e.clone()))
+                .map(|w| queue.journal_form(w.clone()))
                 .collect(),
             None => entries.to_vec(),
         };
@@ -240,7 +242,11 @@ impl Scheduler {
         {
             Ok(()) => {
                 if let Some(queue) = self.queues.get_mut(&job.target) {
-                    queue.mark_journaled(entries.iter().map(|e| e.rel.clone()));
+                    queue.mark_journaled(
+                        entries
+                            .iter()
+                            .map(|w| w.scope().storage_rel().to_path_buf()),
+                    );
                 }
             }
             Err(err) => log::error!(
@@ -255,7 +261,8 @@ impl Scheduler {
         if cleared.is_empty() {
             return;
         }
-        if let Err(err) = self.journal.clear(key, cleared) {
+        let scopes: Vec<Scope> = cleared.iter().cloned().map(Scope::from_storage).collect();
+        if let Err(err) = self.journal.clear(key, &scopes) {
             log::error!(
                 "{key}: cannot clear {} journal entr(y/ies): {err}",
                 cleared.len()

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::job::{Entry, Op};
+use crate::job::{Entry, Op, Work};
 
 /// One path waiting to be pushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,16 +233,20 @@ impl TargetQueue {
     /// The entry to journal for `entry`: the update of a directory that owes a subtree
     /// sync (asked for or running) is journaled as that directory's delete, which replays
     /// as the subtree sync (one journal entry per path: the update must not replace it).
-    pub fn journal_form(&self, entry: Entry) -> Entry {
-        let owes_subtree =
-            self.subtrees.contains(&entry.rel) || self.subtrees_running.contains(&entry.rel);
-        if entry.op == Op::Update && entry.is_dir && owes_subtree {
-            Entry {
-                op: Op::Delete,
-                ..entry
+    pub fn journal_form(&self, work: Work) -> Work {
+        match work {
+            Work::Path(entry)
+                if entry.op == Op::Update
+                    && entry.is_dir
+                    && (self.subtrees.contains(&entry.rel)
+                        || self.subtrees_running.contains(&entry.rel)) =>
+            {
+                Work::Path(Entry {
+                    op: Op::Delete,
+                    ..entry
+                })
             }
-        } else {
-            entry
+            other => other,
         }
     }
 

@@ -14,7 +14,7 @@ use super::delivery::Delivery;
 use super::journal::Journal;
 use super::queue::{Caps, FullRequest, Plan, Ran, Taken, TargetQueue};
 use crate::config::CrontabConfig;
-use crate::job::{Entry, FsEvent, JobKind, Op, PushJob, TargetId};
+use crate::job::{Entry, FsEvent, JobKind, Op, PushJob, Scope, TargetId, Work};
 use crate::metrics::Metrics;
 use crate::target_key::TargetKey;
 
@@ -114,8 +114,8 @@ impl Scheduler {
 
     fn replay(&mut self, by_key: &HashMap<String, (TargetId, bool)>, now: Instant) {
         let mut replayed = 0usize;
-        let mut legacy: BTreeMap<(String, TargetId), Vec<Entry>> = BTreeMap::new();
-        for (key, entry) in self.journal.pending() {
+        let mut legacy: BTreeMap<(String, TargetId), Vec<Work>> = BTreeMap::new();
+        for (key, work) in self.journal.pending() {
             let Some((id, is_legacy)) = by_key.get(&key).copied() else {
                 if TargetKey::is_cdn_text(&key) {
                     continue; // the CDN stage replays its own purges
@@ -128,34 +128,36 @@ impl Scheduler {
             let Some(queue) = self.queues.get_mut(&id) else {
                 continue;
             };
-            if entry.rel.as_os_str().is_empty() {
-                queue.request_full(FullRequest {
+            match &work {
+                Work::WholeRoot => queue.request_full(FullRequest {
                     reason: "journal",
                     extra_excludes: Vec::new(),
-                });
-            } else if entry.op == Op::Delete && entry.is_dir {
+                }),
                 // Gone or back since: a subtree sync deletes it or mirrors it exactly.
-                queue.request_subtree(entry.rel.clone());
-            } else {
-                queue.observe(entry.rel.clone(), entry.op, entry.is_dir, 0, now);
+                Work::Path(entry) if entry.op == Op::Delete && entry.is_dir => {
+                    queue.request_subtree(entry.rel.clone());
+                }
+                Work::Path(entry) => {
+                    queue.observe(entry.rel.clone(), entry.op, entry.is_dir, 0, now);
+                }
             }
-            queue.mark_journaled([entry.rel.clone()]);
+            queue.mark_journaled([work.scope().storage_rel().to_path_buf()]);
             if is_legacy {
-                legacy.entry((key, id)).or_default().push(entry);
+                legacy.entry((key, id)).or_default().push(work);
             }
             replayed += 1;
         }
-        for ((old_key, id), entries) in legacy {
+        for ((old_key, id), work) in legacy {
             let key = self.key(id);
-            let rels: Vec<PathBuf> = entries.iter().map(|e| e.rel.clone()).collect();
+            let scopes: Vec<Scope> = work.iter().map(Work::scope).collect();
             let moved = self
                 .journal
-                .record(&key, &entries, None, "journal entry of sersync 0.1.0", "")
-                .and_then(|()| self.journal.clear(&old_key, &rels));
+                .record(&key, &work, None, "journal entry of sersync 0.1.0", "")
+                .and_then(|()| self.journal.clear(&old_key, &scopes));
             match moved {
                 Ok(()) => log::info!(
                     "{key}: {} journal entr(y/ies) of 0.1.0 ({old_key}) moved to the current key",
-                    entries.len()
+                    work.len()
                 ),
                 Err(err) => log::error!("{key}: cannot move 0.1.0 journal entries: {err}"),
             }
@@ -313,29 +315,29 @@ impl Scheduler {
 
     /// Writes everything not yet pushed into the journal (shutdown).
     pub fn persist_all(&mut self, reason: &str) {
-        let mut by_target: BTreeMap<TargetId, Vec<Entry>> = BTreeMap::new();
+        let mut by_target: BTreeMap<TargetId, Vec<Work>> = BTreeMap::new();
         for running in std::mem::take(&mut self.running).into_values() {
             let list = by_target.entry(running.target).or_default();
-            list.extend(running.taken.into_iter().map(|t| t.entry));
-            list.extend(ran_entry(&running.ran));
+            list.extend(running.taken.into_iter().map(|t| Work::Path(t.entry)));
+            list.extend(ran_work(&running.ran));
         }
         for (id, queue) in &mut self.queues {
             let list = by_target.entry(*id).or_default();
-            list.extend(queue.drain().into_iter().map(|t| t.entry));
+            list.extend(queue.drain().into_iter().map(|t| Work::Path(t.entry)));
             // Mapped while the subtree requests are still in the queue.
-            let mut entries: Vec<Entry> = std::mem::take(list)
+            let mut work: Vec<Work> = std::mem::take(list)
                 .into_iter()
-                .map(|e| queue.journal_form(e))
+                .map(|w| queue.journal_form(w))
                 .collect();
             if let Some(request) = queue.take_full() {
-                entries.extend(ran_entry(&Ran::Full(request)));
+                work.extend(ran_work(&Ran::Full(request)));
             }
             for rel in queue.take_subtrees() {
-                entries.extend(ran_entry(&Ran::Subtree(rel)));
+                work.extend(ran_work(&Ran::Subtree(rel)));
             }
             let mut seen = std::collections::BTreeSet::new();
-            entries.retain(|e| seen.insert((e.rel.clone(), e.op)));
-            *list = entries;
+            work.retain(|w| seen.insert(w.clone()));
+            *list = work;
         }
         for (id, entries) in by_target {
             if entries.is_empty() {
@@ -396,21 +398,17 @@ impl Scheduler {
     }
 }
 
-/// The journal entry standing for a full or subtree sync: the whole root (empty path), or
-/// a delete of the directory (replayed as a subtree sync of it).
-pub(super) fn ran_entry(ran: &Ran) -> Option<Entry> {
+/// The journal entry standing for a full or subtree sync: the whole root, or the delete
+/// of the directory (replayed as a subtree sync of it).
+pub(super) fn ran_work(ran: &Ran) -> Option<Work> {
     match ran {
         Ran::Batch => None,
-        Ran::Full(_) => Some(Entry {
-            rel: PathBuf::new(),
-            op: Op::Update,
-            is_dir: true,
-        }),
-        Ran::Subtree(rel) => Some(Entry {
+        Ran::Full(_) => Some(Work::WholeRoot),
+        Ran::Subtree(rel) => Some(Work::Path(Entry {
             rel: rel.clone(),
             op: Op::Delete,
             is_dir: true,
-        }),
+        })),
     }
 }
 

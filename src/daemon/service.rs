@@ -17,7 +17,7 @@ use crate::cli::Cli;
 use crate::coalesce::Journal;
 use crate::config::{Config, ConfigError};
 use crate::faillog::FailLog;
-use crate::job::{Entry, Op};
+use crate::job::{Entry, Scope, Work};
 use crate::logger;
 use crate::metrics::Metrics;
 use crate::pipeline::{Options, Pipeline, PipelineError, target_key};
@@ -145,15 +145,10 @@ impl Service {
         let added: Vec<&(PathBuf, String)> = new_keys.difference(&old_keys).collect();
         let removed = old_keys.difference(&new_keys).count();
         for (_, key) in &added {
-            let whole_root = Entry {
-                rel: PathBuf::new(),
-                op: Op::Update,
-                is_dir: true,
-            };
             if let Err(err) = Journal::record(
                 &*journal,
                 key,
-                &[whole_root],
+                &[Work::WholeRoot],
                 None,
                 "remote added by reload",
                 "",
@@ -305,10 +300,13 @@ fn keys(config: &Config) -> BTreeSet<(PathBuf, String)> {
 /// Moves every live entry from one journal to another (the `<failLog path>` changed).
 fn move_entries(from: &FailLog, to: &FailLog) {
     for entry in from.pending() {
-        let moved = Entry {
-            rel: entry.rel.clone(),
-            op: entry.op,
-            is_dir: entry.is_dir,
+        let moved = match Scope::from_storage(entry.rel.clone()) {
+            Scope::WholeRoot => Work::WholeRoot,
+            Scope::Path(rel) => Work::Path(Entry {
+                rel,
+                op: entry.op,
+                is_dir: entry.is_dir,
+            }),
         };
         let recorded = Journal::record(
             to,

@@ -118,7 +118,8 @@ fn restart_without_full_sync_delivers_the_journal() {
             },
         ];
         let old = FailLog::open(&journal_path).expect("journal");
-        Journal::record(&old, &key, &entries, Some(10), "daemon down", "rsync …").expect("record");
+        let work = entries.map(sersync::job::Work::Path);
+        Journal::record(&old, &key, &work, Some(10), "daemon down", "rsync …").expect("record");
     }
     let (pipeline, journal) = start_with_file_journal(&env, &journal_path, false);
     env.wait_converged(SYNC_LIMIT);

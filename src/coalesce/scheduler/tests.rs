@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::Remote;
-use crate::job::{Change, Delivered, Disposition, PathFate, PushFailure, PushOutcome};
+use crate::job::{Change, Delivered, Disposition, PathFate, PushFailure, PushOutcome, Scope, Work};
 
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// The journal key, hard-coded: it is what `TargetKey` must produce for this remote.
@@ -23,7 +23,7 @@ enum Write {
 
 #[derive(Default)]
 struct Recorder {
-    pending: Vec<(String, Entry)>,
+    pending: Vec<(String, Work)>,
     writes: Mutex<Vec<Write>>,
 }
 
@@ -37,23 +37,23 @@ impl Journal for Recorder {
     fn record(
         &self,
         key: &str,
-        entries: &[Entry],
+        work: &[Work],
         code: Option<i32>,
         _reason: &str,
         _command: &str,
     ) -> Result<(), String> {
-        let rels = names(entries.iter().map(|e| e.rel.clone()));
+        let rels = names(work.iter().map(|w| w.scope().storage_rel().to_path_buf()));
         self.lock().push(Write::Record(key.to_owned(), rels, code));
         Ok(())
     }
 
-    fn clear(&self, key: &str, rels: &[PathBuf]) -> Result<(), String> {
-        self.lock()
-            .push(Write::Clear(key.to_owned(), names(rels.iter().cloned())));
+    fn clear(&self, key: &str, scopes: &[Scope]) -> Result<(), String> {
+        let rels = scopes.iter().map(|s| s.storage_rel().to_path_buf());
+        self.lock().push(Write::Clear(key.to_owned(), names(rels)));
         Ok(())
     }
 
-    fn pending(&self) -> Vec<(String, Entry)> {
+    fn pending(&self) -> Vec<(String, Work)> {
         self.pending.clone()
     }
 }
@@ -291,11 +291,11 @@ fn every_outcome_of_a_batch() {
         let journal = Arc::new(Recorder {
             pending: vec![(
                 KEY.into(),
-                Entry {
+                Work::Path(Entry {
                     rel: PathBuf::from("b"),
                     op: Op::Update,
                     is_dir: false,
-                },
+                }),
             )],
             ..Recorder::default()
         });
@@ -404,13 +404,13 @@ fn shutdown_with_a_job_running_journals_it_and_the_queue() {
 #[test]
 fn a_full_sync_clears_what_it_covered_and_leaves_pending_paths_to_a_batch() {
     let now = Instant::now();
-    let entry = |rel: &str| Entry {
-        rel: PathBuf::from(rel),
+    let old = Work::Path(Entry {
+        rel: PathBuf::from("old"),
         op: Op::Update,
-        is_dir: rel.is_empty(),
-    };
+        is_dir: false,
+    });
     let journal = Arc::new(Recorder {
-        pending: vec![(KEY.into(), entry("")), (KEY.into(), entry("old"))],
+        pending: vec![(KEY.into(), Work::WholeRoot), (KEY.into(), old)],
         ..Recorder::default()
     });
     let mut s = scheduler(&journal, now);
