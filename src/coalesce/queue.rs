@@ -91,7 +91,9 @@ pub struct TargetQueue {
     /// A subtree sync went last: a batch has its turn first.
     batch_turn: bool,
     /// Directories whose delete was seen and that have not been a directory again since.
-    deleted_dirs: BTreeSet<PathBuf>,
+    deleted_dirs: BTreeMap<PathBuf, Instant>,
+    /// `deleted_dirs` by the time each was noted, for forgetting them.
+    deleted_order: VecDeque<(Instant, PathBuf)>,
     /// Paths with a live journal entry.
     journaled: BTreeSet<PathBuf>,
     /// Consecutive failed jobs (0: healthy).
@@ -117,14 +119,15 @@ impl TargetQueue {
             for path in below {
                 self.pending.remove(&path);
             }
-            remove_below(&mut self.deleted_dirs, &rel);
-            self.deleted_dirs.insert(rel.clone());
-        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(&rel) {
-            remove_below(&mut self.deleted_dirs, &rel);
+            remove_keys_below(&mut self.deleted_dirs, &rel);
+            self.deleted_dirs.insert(rel.clone(), now);
+            self.deleted_order.push_back((now, rel.clone()));
+        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(&rel).is_some() {
+            remove_keys_below(&mut self.deleted_dirs, &rel);
             self.request_subtree(rel.clone());
         } else if op == Op::Update {
             // A file (or symlink) pushed with `--force` replaces whatever the remote holds.
-            remove_below(&mut self.deleted_dirs, &rel);
+            remove_keys_below(&mut self.deleted_dirs, &rel);
             self.deleted_dirs.remove(&rel);
         }
         if !self.conflicts(&rel, op, is_dir) {
@@ -323,6 +326,30 @@ impl TargetQueue {
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             self.blocked = false;
+        }
+        self.forget_old_deletes(now);
+    }
+
+    /// Forgets directories deleted more than [`DELETE_MEMORY`] ago whose delete is neither
+    /// queued nor running any more: the event of a re-creation that happened before the
+    /// delete ran was read long before that, so memory stays bounded by recent deletes.
+    fn forget_old_deletes(&mut self, now: Instant) {
+        while let Some((at, _)) = self.deleted_order.front() {
+            if *at + DELETE_MEMORY > now {
+                break;
+            }
+            let Some((at, rel)) = self.deleted_order.pop_front() else {
+                break;
+            };
+            if self.deleted_dirs.get(&rel) != Some(&at) {
+                continue; // forgotten, or noted again later
+            }
+            if self.pending.contains_key(&rel) || self.in_flight.contains_key(&rel) {
+                self.deleted_dirs.insert(rel.clone(), now);
+                self.deleted_order.push_back((now, rel));
+            } else {
+                self.deleted_dirs.remove(&rel);
+            }
         }
     }
 
@@ -649,6 +676,10 @@ impl TargetQueue {
     }
 }
 
+/// How long a directory delete that went out is remembered, waiting for the directory
+/// to come back under the same name (then it gets a subtree sync).
+pub const DELETE_MEMORY: Duration = Duration::from_secs(600);
+
 /// What a running job of this queue is, for its bookkeeping when it ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ran {
@@ -658,6 +689,20 @@ pub enum Ran {
     Full(FullRequest),
     /// A subtree sync of this directory.
     Subtree(PathBuf),
+}
+
+/// Removes every key strictly below `rel` from `map`.
+fn remove_keys_below<V>(map: &mut BTreeMap<PathBuf, V>, rel: &Path) {
+    let below: Vec<PathBuf> = map
+        .range(rel.to_path_buf()..)
+        .map(|(p, _)| p)
+        .take_while(|p| p.starts_with(rel))
+        .filter(|p| p.as_path() != rel)
+        .cloned()
+        .collect();
+    for p in below {
+        map.remove(&p);
+    }
 }
 
 /// Removes every path strictly below `rel` from `set`.

@@ -493,3 +493,25 @@ fn a_failed_path_is_not_requeued_below_a_newer_replacement_of_its_parent() {
         );
     }
 }
+
+#[test]
+fn a_directory_delete_done_long_ago_is_forgotten_unless_still_queued() {
+    let now = Instant::now();
+    let later = now + DELETE_MEMORY + Duration::from_secs(1);
+    // Done long ago: forgotten, a new directory of that name is a plain update.
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "d", Op::Delete, true, now);
+    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS) else {
+        panic!("delete")
+    };
+    queue.succeeded(&taken, &Ran::Batch);
+    queue.tick(later);
+    observe(&mut queue, "d", Op::Update, true, later);
+    assert_eq!(batch(&mut queue, later), vec![("d".to_owned(), Op::Update)]);
+    // Still queued (the remote was down all along): remembered.
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "d", Op::Delete, true, now);
+    queue.tick(later);
+    observe(&mut queue, "d", Op::Update, true, later);
+    assert_eq!(subtree(&mut queue, later), Some(PathBuf::from("d")));
+}
