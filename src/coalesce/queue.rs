@@ -691,29 +691,25 @@ pub enum Ran {
     Subtree(PathBuf),
 }
 
-/// Removes every key strictly below `rel` from `map`.
-fn remove_keys_below<V>(map: &mut BTreeMap<PathBuf, V>, rel: &Path) {
-    let below: Vec<PathBuf> = map
-        .range(rel.to_path_buf()..)
-        .map(|(p, _)| p)
+/// The paths strictly below `rel` among `sorted` (a sorted range starting at `rel`).
+fn strictly_below<'a>(sorted: impl Iterator<Item = &'a PathBuf>, rel: &Path) -> Vec<PathBuf> {
+    sorted
         .take_while(|p| p.starts_with(rel))
         .filter(|p| p.as_path() != rel)
         .cloned()
-        .collect();
-    for p in below {
+        .collect()
+}
+
+/// Removes every key strictly below `rel` from `map`.
+fn remove_keys_below<V>(map: &mut BTreeMap<PathBuf, V>, rel: &Path) {
+    for p in strictly_below(map.range(rel.to_path_buf()..).map(|(p, _)| p), rel) {
         map.remove(&p);
     }
 }
 
 /// Removes every path strictly below `rel` from `set`.
 fn remove_below(set: &mut BTreeSet<PathBuf>, rel: &Path) {
-    let below: Vec<PathBuf> = set
-        .range(rel.to_path_buf()..)
-        .take_while(|p| p.starts_with(rel))
-        .filter(|p| p.as_path() != rel)
-        .cloned()
-        .collect();
-    for p in below {
+    for p in strictly_below(set.range(rel.to_path_buf()..), rel) {
         set.remove(&p);
     }
 }
