@@ -315,5 +315,11 @@ mod tests {
             found,
             ["/cache", "/skip.gz", "/sub/deeper.gz"].map(OsString::from)
         );
+        // A subtree sync lists only what is below its directory, still root-relative
+        // (its transfer root is the root: `--relative ./sub`).
+        assert_eq!(
+            excluded_paths_under(dir.path(), Path::new("sub"), &filter),
+            [OsString::from("/sub/deeper.gz")]
+        );
     }
 }
