@@ -278,3 +278,68 @@ fn a_subtree_sync_never_carries_what_filter_excludes() {
     scene.converge_except("rotation with an excluded file", &["logs/secret.gz"]);
     scene.stop();
 }
+
+/// One batch through the real push worker and rsync: a path below what became a file,
+/// one below a symlink loop, and companions that are fine. The worker reports the bad
+/// ones gone and the companions done: one bad path fails nobody else.
+#[test]
+fn the_push_worker_reports_per_path_fates_after_a_partial_transfer() {
+    use sersync::job::{Disposition, Entry, JobKind, Op, PathFate, PushJob, TargetId};
+    use sersync::push::{PushContext, run_job};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let mirror = dir.path().join("mirror");
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::write(src.join("p"), b"p is a file now").expect("p");
+    symlink("loop", src.join("loop")).expect("loop");
+    std::fs::write(src.join("ok1"), b"1").expect("ok1");
+    std::fs::write(src.join("ok2"), b"2").expect("ok2");
+    let config = crate::util::base_config(
+        &src,
+        vec![Remote::Local {
+            path: mirror.clone(),
+        }],
+    );
+    let context = PushContext {
+        roots: vec![(src.clone(), config.roots[0].remotes.clone())],
+        rsync: config.rsync.clone(),
+        filter: Arc::new(sersync::filter::Filter::new(Vec::new())),
+        delete: true,
+        batch_limit: Some(SYNC_LIMIT),
+        max_batch_bytes: 1 << 30,
+    };
+    let entry = |rel: &str| Entry {
+        rel: PathBuf::from(rel),
+        op: Op::Update,
+        is_dir: false,
+    };
+    let entries = vec![
+        entry("p/child"),
+        entry("ok1"),
+        entry("loop/x"),
+        entry("ok2"),
+    ];
+    let job = PushJob {
+        id: 1,
+        target: TargetId { root: 0, remote: 0 },
+        kind: JobKind::Batch { entries },
+    };
+    let outcome = run_job(&context, job);
+    let Disposition::Partial { failure, fates } = &outcome.disposition else {
+        panic!("a partial transfer expected: {:?}", outcome.disposition)
+    };
+    assert_eq!(failure.code, Some(23), "{}", failure.reason);
+    assert_eq!(
+        fates,
+        &[
+            PathFate::Gone,
+            PathFate::Done,
+            PathFate::Gone,
+            PathFate::Done
+        ]
+    );
+    for ok in ["ok1", "ok2"] {
+        assert!(mirror.join(ok).is_file(), "{ok} arrived");
+    }
+}
