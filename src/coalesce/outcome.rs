@@ -190,7 +190,7 @@ impl Scheduler {
         let mut entries: Vec<Work> = taken.iter().map(|t| Work::Path(t.entry.clone())).collect();
         entries.extend(ran_work(&job.ran));
         self.record_failure(job, &key, &entries, failure);
-        if job.ran != Ran::Batch {
+        if matches!(job.ran, Ran::Full(_)) {
             Metrics::incr(&self.metrics.full_sync_failures);
         }
         let delay = self.backoff(job.target, severity);
@@ -276,7 +276,7 @@ impl Scheduler {
             .map(|t| now.saturating_duration_since(t.pending.seen))
             .collect();
         self.metrics.record_push(job.target, &latencies);
-        if job.ran != Ran::Batch {
+        if matches!(job.ran, Ran::Full(_)) {
             Metrics::incr(&self.metrics.full_syncs);
             let millis = u64::try_from(now.saturating_duration_since(job.started).as_millis())
                 .unwrap_or(u64::MAX);
