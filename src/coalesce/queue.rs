@@ -4,11 +4,12 @@
 //! testable without sleeping. Memory is bounded by the number of distinct dirty paths.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::job::{Entry, Op, Work};
+use in_flight::InFlight;
 
 /// One path waiting to be pushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +71,8 @@ pub struct TargetQueue {
     pending: BTreeMap<PathBuf, Pending>,
     /// Dispatch order (FIFO); may hold names no longer pending, skipped lazily.
     order: VecDeque<PathBuf>,
-    /// Path → op of every path in a running job.
-    in_flight: HashMap<PathBuf, Op>,
-    /// Directory → number of in-flight paths below it.
-    in_flight_below: HashMap<PathBuf, usize>,
+    /// Every path in a running job.
+    in_flight: InFlight,
     /// Running jobs (batches, subtree and full syncs).
     jobs_in_flight: usize,
     /// A full sync is wanted.
@@ -344,7 +343,7 @@ impl TargetQueue {
             if self.deleted_dirs.get(&rel) != Some(&at) {
                 continue; // forgotten, or noted again later
             }
-            if self.pending.contains_key(&rel) || self.in_flight.contains_key(&rel) {
+            if self.pending.contains_key(&rel) || self.in_flight.contains(&rel) {
                 self.deleted_dirs.insert(rel.clone(), now);
                 self.deleted_order.push_back((now, rel));
             } else {
@@ -402,7 +401,7 @@ impl TargetQueue {
             self.last_subtree = Some(rel.clone());
             self.batch_turn = true;
             self.subtrees.remove(&rel);
-            self.mark_in_flight(&rel, Op::Delete);
+            self.in_flight.mark(&rel, Op::Delete);
             self.subtrees_running.insert(rel.clone());
             self.jobs_in_flight += 1;
             return Some(Plan::Subtree(rel));
@@ -420,7 +419,7 @@ impl TargetQueue {
 
     fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
         for taken in &batch {
-            self.mark_in_flight(&taken.entry.rel, taken.entry.op);
+            self.in_flight.mark(&taken.entry.rel, taken.entry.op);
         }
         self.jobs_in_flight += 1;
         Plan::Batch(batch)
@@ -505,44 +504,9 @@ impl TargetQueue {
             .collect()
     }
 
-    /// Whether pushing `path` now could race a running job on this remote: the same path,
-    /// a directory above it being deleted, or (for a delete or a non-directory) anything
-    /// below it in flight.
+    /// Whether pushing `path` now could race a running job on this remote.
     fn conflicts(&self, path: &Path, op: Op, is_dir: bool) -> bool {
-        if self.in_flight.is_empty() {
-            return false;
-        }
-        self.in_flight.contains_key(path)
-            || path
-                .ancestors()
-                .skip(1)
-                .any(|a| self.in_flight.get(a) == Some(&Op::Delete))
-            || ((op == Op::Delete || !is_dir)
-                && self.in_flight_below.get(path).is_some_and(|n| *n > 0))
-    }
-
-    fn mark_in_flight(&mut self, path: &Path, op: Op) {
-        self.in_flight.insert(path.to_path_buf(), op);
-        for ancestor in path.ancestors().skip(1) {
-            *self
-                .in_flight_below
-                .entry(ancestor.to_path_buf())
-                .or_insert(0) += 1;
-        }
-    }
-
-    fn unmark_in_flight(&mut self, path: &Path) {
-        if self.in_flight.remove(path).is_none() {
-            return;
-        }
-        for ancestor in path.ancestors().skip(1) {
-            if let Some(count) = self.in_flight_below.get_mut(ancestor) {
-                *count -= 1;
-                if *count == 0 {
-                    self.in_flight_below.remove(ancestor);
-                }
-            }
-        }
+        self.in_flight.conflicts(path, op, is_dir)
     }
 
     /// A job ended well: the remote is healthy, held paths may go at once.
@@ -571,7 +535,7 @@ impl TargetQueue {
     ) {
         self.finish(arrived, &Ran::Batch);
         for t in &retry {
-            self.unmark_in_flight(&t.entry.rel);
+            self.in_flight.unmark(&t.entry.rel);
         }
         self.healthy();
         self.requeue(retry, Some(backoff), now);
@@ -581,7 +545,7 @@ impl TargetQueue {
     /// the queue, without penalty. The job itself ends with the rest of its paths.
     pub fn unsent(&mut self, taken: Vec<Taken>) {
         for Taken { entry, pending } in taken.into_iter().rev() {
-            self.unmark_in_flight(&entry.rel);
+            self.in_flight.unmark(&entry.rel);
             if self.pending.contains_key(&entry.rel) {
                 continue; // a newer change supersedes it
             }
@@ -650,12 +614,12 @@ impl TargetQueue {
         match ran {
             Ran::Full(_) => self.full_in_flight = false,
             Ran::Subtree(rel) => {
-                self.unmark_in_flight(rel);
+                self.in_flight.unmark(rel);
                 self.subtrees_running.remove(rel);
             }
             Ran::Batch => {
                 for t in taken {
-                    self.unmark_in_flight(&t.entry.rel);
+                    self.in_flight.unmark(&t.entry.rel);
                 }
             }
         }
@@ -720,5 +684,6 @@ fn per_path_backoff(attempts: u32, cap: Duration) -> Duration {
     Duration::from_secs(secs).min(cap.max(Duration::from_secs(1)))
 }
 
+mod in_flight;
 #[cfg(test)]
 mod tests;
