@@ -147,13 +147,23 @@ impl Scheduler {
         let Some(queue) = self.queues.get_mut(&job.target) else {
             return Vec::new();
         };
-        let cleared = queue.unjournal(
+        let mut cleared = queue.unjournal(
             arrived
                 .iter()
                 .chain(&gone)
                 .map(|t| t.entry.rel.clone())
                 .collect::<Vec<_>>(),
         );
+        // What arrived and replaces its path settles the entries below it; so does a
+        // path that is gone (the change that removed or replaced it covers what was
+        // below, and what is still pending below stays journaled).
+        for t in arrived
+            .iter()
+            .filter(|t| t.entry.replaces_below())
+            .chain(&gone)
+        {
+            cleared.extend(queue.unjournal_covered(&t.entry.rel));
+        }
         let mut settled = arrived;
         let n_arrived = settled.len();
         settled.extend(gone);

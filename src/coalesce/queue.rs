@@ -124,11 +124,10 @@ impl TargetQueue {
         } else if op == Op::Update && is_dir && self.deleted_dirs.remove(&rel).is_some() {
             remove_keys_below(&mut self.deleted_dirs, &rel);
             self.request_subtree(rel.clone());
-        } else if op == Op::Update {
-            // A file (or symlink) pushed with `--force` replaces whatever the remote holds.
-            remove_keys_below(&mut self.deleted_dirs, &rel);
-            self.deleted_dirs.remove(&rel);
         }
+        // A file or symlink that takes the name is remembered as well: its push (with
+        // `--force`) would replace the remote directory whole, but a directory again under
+        // the name before it went out supersedes it in the queue.
         if !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
         }
@@ -584,7 +583,7 @@ impl TargetQueue {
     /// Puts failed paths back, each held for its own backoff when `hold` is given.
     fn requeue(&mut self, taken: Vec<Taken>, hold: Option<Duration>, now: Instant) {
         for Taken { entry, mut pending } in taken {
-            if self.pending.contains_key(&entry.rel) || self.replaced_above(&entry.rel) {
+            if self.pending.contains_key(&entry.rel) {
                 continue; // a newer change is queued; it supersedes the failed one
             }
             pending.attempts += 1;
@@ -597,15 +596,6 @@ impl TargetQueue {
             self.pending.insert(entry.rel, pending);
         }
         self.blocked = false;
-    }
-
-    /// Whether a pending change of an ancestor (a delete, or a file or symlink that took
-    /// its name) leaves nothing of `rel` on the remote.
-    fn replaced_above(&self, rel: &Path) -> bool {
-        rel.ancestors()
-            .skip(1)
-            .filter_map(|a| self.pending.get(a))
-            .any(|p| p.op == Op::Delete || !p.is_dir)
     }
 
     /// Ends a job's bookkeeping; a batch passes the paths it ran.

@@ -476,25 +476,6 @@ fn failing_subtree_syncs_starve_neither_each_other_nor_batches() {
 }
 
 #[test]
-fn a_failed_path_is_not_requeued_below_a_newer_replacement_of_its_parent() {
-    let now = Instant::now();
-    for (parent_op, parent_dir) in [(Op::Delete, true), (Op::Update, false)] {
-        let mut queue = TargetQueue::default();
-        observe(&mut queue, "f/only", Op::Delete, false, now);
-        let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS) else {
-            panic!("batch")
-        };
-        observe(&mut queue, "f", parent_op, parent_dir, now);
-        queue.failed(taken, Ran::Batch, false, Duration::from_secs(1), now);
-        assert_eq!(
-            batch(&mut queue, now + Duration::from_secs(5)),
-            vec![("f".to_owned(), parent_op)],
-            "{parent_op:?}"
-        );
-    }
-}
-
-#[test]
 fn a_directory_delete_done_long_ago_is_forgotten_unless_still_queued() {
     let now = Instant::now();
     let later = now + DELETE_MEMORY + Duration::from_secs(1);

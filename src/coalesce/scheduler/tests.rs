@@ -500,3 +500,119 @@ fn a_recreated_directory_gets_a_subtree_sync_journaled_as_its_delete() {
     let writes = journal.take();
     assert_eq!(writes, vec![record(&["logs", "logs/new.log"], None)]);
 }
+
+/// Random events and outcomes on a small namespace; once the remote is healthy again and
+/// everything is pushed, nothing may be left in the journal (no entry that no later push
+/// clears) and nothing may still be owed to plugins.
+#[test]
+fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
+    const NAMES: [&str; 8] = ["a", "a/b", "a/b/c", "a/x", "d", "d/e", "d/e/f", "g"];
+    // A fixed seed set; SERSYNC_LONG=1 (the long variant) walks many more.
+    let seeds = if std::env::var_os("SERSYNC_LONG").is_some() {
+        20_000u64
+    } else {
+        1_000
+    };
+    for seed in 1..=seeds {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let journal = Arc::new(crate::coalesce::MemoryJournal::default());
+        let dyn_journal: Arc<dyn Journal> = journal.clone();
+        let mut now = Instant::now();
+        let mut s = Scheduler::new(
+            config(),
+            dyn_journal,
+            Arc::new(Metrics::default()),
+            now,
+            Box::new(|| 0.5),
+        );
+        let mut running: Vec<PushJob> = Vec::new();
+        let mut history = Vec::new();
+        for _ in 0..400 {
+            now += Duration::from_millis(next(3000));
+            s.tick(now);
+            match next(4) {
+                0 | 1 => {
+                    let rel = NAMES[usize::try_from(next(8)).unwrap_or(0)];
+                    let op = if next(2) == 0 { Op::Update } else { Op::Delete };
+                    let is_dir = next(2) == 0;
+                    history.push(format!("{op} {rel} dir={is_dir}"));
+                    s.observe(
+                        FsEvent::Change(Change {
+                            root: 0,
+                            rel: PathBuf::from(rel),
+                            op,
+                            is_dir,
+                            mask: 0,
+                            seen: now,
+                        }),
+                        now,
+                    );
+                }
+                2 => {
+                    if let Some(job) = s.next_job(now) {
+                        history.push(format!("dispatch {:?}", paths(&job)));
+                        running.push(job);
+                    }
+                }
+                _ if !running.is_empty() => {
+                    let i = usize::try_from(next(running.len() as u64)).unwrap_or(0);
+                    let job = running.swap_remove(i);
+                    let n = match &job.kind {
+                        JobKind::Batch { entries } => entries.len(),
+                        _ => 0,
+                    };
+                    let disposition = match next(4) {
+                        0 => Disposition::RemoteDown(failure(Some(10))),
+                        1 => Disposition::Partial {
+                            failure: failure(Some(23)),
+                            fates: (0..n)
+                                .map(|_| match next(3) {
+                                    0 => PathFate::Done,
+                                    1 => PathFate::Gone,
+                                    _ => PathFate::Retry,
+                                })
+                                .collect(),
+                        },
+                        _ => Disposition::Done,
+                    };
+                    history.push(format!("complete {:?}: {disposition:?}", paths(&job)));
+                    s.complete(outcome(job, disposition), now);
+                }
+                _ => {}
+            }
+        }
+        // The remote heals: everything runs to the end and succeeds.
+        for _ in 0..1000 {
+            for job in running.drain(..) {
+                s.complete(outcome(job, Disposition::Done), now);
+            }
+            now += RETRY_MAX;
+            s.tick(now);
+            while let Some(job) = s.next_job(now) {
+                running.push(job);
+            }
+            if running.is_empty() && s.is_idle() {
+                break;
+            }
+        }
+        assert!(s.is_idle(), "seed {seed}: not idle\n{}", history.join("\n"));
+        assert!(
+            journal.is_empty(),
+            "seed {seed}: journal {:?}\n{}",
+            Journal::pending(journal.as_ref()),
+            history.join("\n")
+        );
+        assert!(
+            s.delivery.is_empty(),
+            "seed {seed}: {} change(s) still owed to plugins\n{}",
+            s.delivery.len(),
+            history.join("\n")
+        );
+    }
+}
