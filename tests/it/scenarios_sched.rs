@@ -343,3 +343,25 @@ fn the_push_worker_reports_per_path_fates_after_a_partial_transfer() {
         assert!(mirror.join(ok).is_file(), "{ok} arrived");
     }
 }
+
+#[test]
+fn a_directory_that_became_a_file_and_a_directory_again_while_the_daemon_was_down() {
+    let mut scene = Scene::new();
+    scene.start();
+    scene.write("d/old/a", b"old");
+    scene.write("d/b", b"old");
+    scene.converge("start");
+    scene.env.daemon.stop();
+    rm_rf(&scene.src("d"));
+    scene.write("d", b"briefly a file");
+    // Wait until the watcher has seen the file (the local remote has it), so that the
+    // daemon's queue holds dir delete, file, directory in that order.
+    wait_until("d is a file on the local mirror", SYNC_LIMIT, || {
+        std::fs::symlink_metadata(scene.local.join("d")).is_ok_and(|m| m.is_file())
+    });
+    rm_rf(&scene.src("d"));
+    scene.write("d/new", b"new");
+    scene.env.daemon.restart();
+    scene.converge("d: dir, file, dir again before the daemon got any of it");
+    scene.stop();
+}
