@@ -366,8 +366,7 @@ pub fn run_observed(
                     }
                 }
             }
-            lines.feed(b"\n");
-            (tail, lines.paths)
+            (tail, lines.finish())
         });
         let status = match limit {
             Some(limit) => match child.wait_timeout(limit) {
@@ -407,11 +406,11 @@ pub fn run_observed(
     }
 }
 
-/// Collects the quoted path of every per-path message, line by line.
+/// Collects the quoted path of every per-path message, line by line, as stderr arrives.
 #[derive(Default)]
 struct ReportedPaths {
     partial: Vec<u8>,
-    paths: Option<Vec<PathBuf>>,
+    paths: Vec<PathBuf>,
     overflow: bool,
 }
 
@@ -420,23 +419,42 @@ impl ReportedPaths {
         self.partial.extend_from_slice(chunk);
         while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
-            if self.overflow {
-                continue;
-            }
-            let paths = self.paths.get_or_insert_with(Vec::new);
-            if let Some(path) = quoted_path(&line) {
-                if paths.len() >= MAX_REPORTED {
-                    self.overflow = true;
-                    self.paths = None;
-                } else {
-                    paths.push(path);
-                }
-            }
+            self.line(&line);
         }
         if self.partial.len() > 64 * 1024 {
-            self.partial.clear(); // a line this long names no path we could match anyway
+            self.overflow = true; // a line this long: its path cannot be trusted
+            self.partial.clear();
         }
     }
+
+    fn line(&mut self, line: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if let Some(path) = quoted_path(line) {
+            if self.paths.len() >= MAX_REPORTED {
+                self.overflow = true;
+                self.paths.clear();
+            } else {
+                self.paths.push(path);
+            }
+        }
+    }
+
+    /// The paths named, `None` when some could not be kept.
+    fn finish(mut self) -> Option<Vec<PathBuf>> {
+        let rest = std::mem::take(&mut self.partial);
+        self.line(&rest);
+        (!self.overflow).then_some(self.paths)
+    }
+}
+
+/// Every path rsync's per-path messages name in `stderr` (the whole of it), `None` when
+/// there are too many to keep. See [`Finished::reported`].
+pub fn reported_paths(stderr: &[u8]) -> Option<Vec<PathBuf>> {
+    let mut paths = ReportedPaths::default();
+    paths.feed(stderr);
+    paths.finish()
 }
 
 /// The path quoted in one line of rsync's stderr (`… "path" …`), with rsync's `\#ooo`

@@ -261,6 +261,28 @@ fn exit_code_table() {
 }
 
 #[test]
+fn reported_paths_of_a_whole_stderr() {
+    let stderr = b"rsync: [sender] link_stat \"/r/p/child\" failed: Not a directory (20)\n\
+        file has vanished: \"/r/q\"\n\
+        rsync error: some files/attrs were not transferred (code 23)\n\
+        file has vanished: \"/r/no-newline\"";
+    assert_eq!(
+        reported_paths(stderr),
+        Some(
+            ["/r/p/child", "/r/q", "/r/no-newline"]
+                .map(PathBuf::from)
+                .to_vec()
+        )
+    );
+    assert_eq!(reported_paths(b""), Some(Vec::new()), "nothing named");
+    let mut many = Vec::new();
+    for i in 0..=MAX_REPORTED {
+        many.extend_from_slice(format!("file has vanished: \"/r/{i}\"\n").as_bytes());
+    }
+    assert_eq!(reported_paths(&many), None, "too many to keep");
+}
+
+#[test]
 fn quoted_paths_of_rsync_messages() {
     let table: &[(&[u8], Option<&[u8]>)] = &[
         (
