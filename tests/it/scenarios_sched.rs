@@ -20,12 +20,18 @@ use sersync::pipeline::Pipeline;
 
 use crate::util::{Env, SYNC_LIMIT, options, tree, wait_until};
 
+/// How long a scenario may take to converge: generous, the machine is shared (a
+/// converged scene is left as soon as it is seen, so this only bounds a failure).
+const CONVERGE_LIMIT: Duration = Duration::from_secs(60);
+
 /// A root mirrored to a daemon (with auth) and to a local directory.
 struct Scene {
     env: Env,
     local: PathBuf,
     journal: Arc<FailLog>,
     pipeline: Option<Pipeline>,
+    /// Sentinels written so far (each has a fresh name).
+    sentinels: std::cell::Cell<u32>,
 }
 
 impl Scene {
@@ -43,6 +49,7 @@ impl Scene {
             local,
             journal,
             pipeline: None,
+            sentinels: std::cell::Cell::new(0),
         }
     }
 
@@ -74,16 +81,18 @@ impl Scene {
     #[track_caller]
     fn converge_except(&self, what: &str, excluded: &[&str]) {
         let excluded: Vec<PathBuf> = excluded.iter().map(PathBuf::from).collect();
-        let sentinel = format!("sentinel-{}", Instant::now().elapsed().as_nanos());
+        let round = self.sentinels.get() + 1;
+        self.sentinels.set(round);
+        let sentinel = format!("sentinel-{round}");
         self.write(&sentinel, what.as_bytes());
         let mirrors = [self.env.mirror().to_path_buf(), self.local.clone()];
         wait_until(
             &format!("{what}: sentinel on both mirrors"),
-            SYNC_LIMIT,
+            CONVERGE_LIMIT,
             || mirrors.iter().all(|m| m.join(&sentinel).exists()),
         );
         std::fs::remove_file(self.src(&sentinel)).expect("rm sentinel");
-        let deadline = Instant::now() + SYNC_LIMIT;
+        let deadline = Instant::now() + CONVERGE_LIMIT;
         loop {
             let idle = self.pipeline.as_ref().is_some_and(Pipeline::is_idle);
             let diffs: Vec<String> = mirrors
@@ -98,7 +107,7 @@ impl Scene {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: not converged within {SYNC_LIMIT:?}: idle {idle}, journal {:?}, {diffs:?}",
+                "{what}: not converged within {CONVERGE_LIMIT:?}: idle {idle}, journal {:?}, {diffs:?}",
                 self.journal.pending()
             );
             std::thread::sleep(Duration::from_millis(25));
@@ -108,7 +117,7 @@ impl Scene {
     /// Waits until `rel` failed to reach the (stopped) daemon and is in the journal.
     #[track_caller]
     fn wait_journaled(&self, rel: &str) {
-        wait_until(&format!("{rel} journaled"), SYNC_LIMIT, || {
+        wait_until(&format!("{rel} journaled"), CONVERGE_LIMIT, || {
             self.journal
                 .pending()
                 .iter()
