@@ -221,6 +221,26 @@ fn settle(root: &Path, kind: &JobKind, unsent: usize, finished: rsync::Finished)
         JobKind::Subtree { .. } | JobKind::Full { .. } if failure.code == Some(24) => {
             Disposition::Done
         }
+        // The directory's parent is no longer a directory (a file, a symlink loop): rsync
+        // cannot reach it (`link_stat … Not a directory`), and the change that replaced
+        // the parent, queued on its own, replaces everything below it remotely.
+        JobKind::Subtree { rel }
+            if fates::local_form(
+                root,
+                &Entry {
+                    rel: rel.clone(),
+                    op: crate::job::Op::Delete,
+                    is_dir: true,
+                },
+            ) == fates::LocalForm::Gone =>
+        {
+            log::debug!(
+                "{}: {} is below something that is no longer a directory; its subtree sync is moot",
+                root.display(),
+                rel.display()
+            );
+            Disposition::Done
+        }
         JobKind::Subtree { .. } | JobKind::Full { .. } => Disposition::Partial {
             failure,
             fates: Vec::new(),

@@ -351,6 +351,15 @@ fn the_push_worker_reports_per_path_fates_after_a_partial_transfer() {
     for ok in ["ok1", "ok2"] {
         assert!(mirror.join(ok).is_file(), "{ok} arrived");
     }
+    // A subtree sync of a directory whose parent became a file is moot, not retried.
+    let job = PushJob {
+        id: 2,
+        target: TargetId { root: 0, remote: 0 },
+        kind: JobKind::Subtree {
+            rel: PathBuf::from("p/dir"),
+        },
+    };
+    assert_eq!(run_job(&context, job).disposition, Disposition::Done);
 }
 
 #[test]
