@@ -14,13 +14,13 @@ pub mod daemon;
 pub mod faillog;
 pub mod filter;
 pub mod job;
+pub mod journal_key;
 pub mod logger;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod push;
 pub mod status;
-pub mod target_key;
 pub mod watch;
 
 pub use config::Config;

@@ -21,13 +21,16 @@ use crossbeam_channel::{Sender, bounded};
 use crate::cdn::JournalPurges;
 use crate::coalesce::queue::Caps;
 use crate::coalesce::{self, Channels, Journal, Scheduler, SchedulerConfig};
-use crate::config::{Config, PluginKind, Remote, RootConfig};
+use crate::config::{Config, PluginKind, RootConfig};
 use crate::filter::Filter;
 use crate::job::{Delivered, FsEvent};
 use crate::metrics::Metrics;
 use crate::plugin::{self, PluginError, PluginStage};
 use crate::push::{self, PushContext};
 use crate::watch::{self, WatchOptions, Watcher};
+
+/// Kept here too for callers of its first home; the key lives in a leaf module.
+pub use crate::journal_key::target_key;
 
 /// Capacity of the watch → coalesce channel.
 const EVENT_CHANNEL: usize = 4096;
@@ -87,13 +90,6 @@ pub struct Pipeline {
     workers: Vec<JoinHandle<()>>,
     plugins: Option<PluginStage>,
     metrics: Arc<Metrics>,
-}
-
-/// The journal key of a remote as text (the versioned form of
-/// [`TargetKey`](crate::target_key::TargetKey), `v2 daemon /srv/www 10.0.0.2::www`):
-/// stable across restarts, upgrades and config edits that keep the root and remote.
-pub fn target_key(root: &std::path::Path, remote: &Remote) -> String {
-    crate::target_key::TargetKey::new(root, remote).to_string()
 }
 
 impl Pipeline {
@@ -174,7 +170,7 @@ impl Pipeline {
                 .map(|r| {
                     r.remotes
                         .iter()
-                        .map(|remote| crate::target_key::TargetKey::new(&r.path, remote))
+                        .map(|remote| crate::journal_key::TargetKey::new(&r.path, remote))
                         .collect()
                 })
                 .collect(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::PurgeJournal;
 use crate::coalesce::Journal;
 use crate::job::{Entry, Op, Scope, Work};
-use crate::target_key::TargetKey;
+use crate::journal_key::TargetKey;
 
 /// [`PurgeJournal`] on top of the failure journal.
 pub struct JournalPurges {

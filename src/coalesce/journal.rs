@@ -6,7 +6,7 @@ use crate::faillog::{FailLog, Failure};
 use crate::job::{Entry, Op, Scope, Work};
 
 /// Where failed work is made durable (the failure journal). Keys are the text form of a
-/// [`crate::target_key::TargetKey`]; one live entry per key and [`Scope`].
+/// [`crate::journal_key::TargetKey`]; one live entry per key and [`Scope`].
 pub trait Journal: Send + Sync {
     /// Records failed work of one target; durable when it returns `Ok`.
     ///

@@ -15,8 +15,8 @@ use super::journal::Journal;
 use super::queue::{Caps, FullRequest, Plan, Ran, Taken, TargetQueue};
 use crate::config::CrontabConfig;
 use crate::job::{Entry, FsEvent, JobKind, Op, PushJob, Scope, TargetId, Work};
+use crate::journal_key::TargetKey;
 use crate::metrics::Metrics;
-use crate::target_key::TargetKey;
 
 /// How long a small backlog waits for a running batch of the same remote.
 pub const LINGER: Duration = Duration::from_millis(100);

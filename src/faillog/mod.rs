@@ -3,7 +3,7 @@
 //!
 //! One live entry per (target key, relative path). A *target key* names one remote of one
 //! root and survives restarts, upgrades and config edits (the versioned text of
-//! [`crate::target_key::TargetKey`], `v2 daemon /srv/www 10.0.0.2::www`, or
+//! [`crate::journal_key::TargetKey`], `v2 daemon /srv/www 10.0.0.2::www`, or
 //! `v2 cdn /srv/www` for CDN purges); to this module it is an opaque string. An empty
 //! relative path means the whole root (a failed full sync); above this module it is
 //! typed ([`crate::job::Work::WholeRoot`]).

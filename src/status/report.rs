@@ -2,7 +2,7 @@
 //!
 //! One entry per root and remote, in configuration order, with its state, last success,
 //! paths waiting and running, and the journal entries under its key
-//! ([`crate::pipeline::target_key`]), plus process facts and journal totals.
+//! ([`crate::journal_key::target_key`]), plus process facts and journal totals.
 
 use std::fmt::Write as _;
 

@@ -1,6 +1,7 @@
 //! The journal's name for one remote of one root, and for a root's CDN purges.
 //!
-//! Leaf module. The text form is versioned and pinned by a golden test: it must never
+//! A leaf (it imports only `config`), so that `status`, `pipeline`, `coalesce` and `cdn`
+//! can all name it without importing each other. The text form is versioned and pinned by a golden test: it must never
 //! follow a log message or `Remote`'s `Display`, or an upgrade would orphan every pending
 //! journal entry. 0.1.0 wrote `<root> -> <remote>` (and `cdn <root>`); that form is
 //! recognised ([`TargetKey::legacy_text`]) and its entries are moved to the current one.
@@ -10,6 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Remote;
+
+/// The journal key of a remote as text: the versioned form of [`TargetKey`]
+/// (`v2 daemon /srv/www 10.0.0.2::www`), stable across restarts, upgrades and config
+/// edits that keep the root and the remote.
+pub fn target_key(root: &Path, remote: &Remote) -> String {
+    TargetKey::new(root, remote).to_string()
+}
 
 /// Prefix of every current key.
 const VERSION: &str = "v2";
