@@ -18,17 +18,23 @@ pub fn doubling(first: Duration, steps: u32, cap: Duration) -> Duration {
 /// unknown module) waits the full `cap`: only an operator fixes it, but fixing it must
 /// still heal.
 pub fn backoff(failures: u32, cap: Duration, config_error: bool) -> Duration {
+    backoff_with(failures, cap, config_error, unit_random())
+}
+
+/// As [`backoff`], with the jitter given: `unit` in [0, 1) picks the point in ±20 %
+/// (the scheduler injects it, so its tables can assert exact delays).
+pub fn backoff_with(failures: u32, cap: Duration, config_error: bool, unit: f64) -> Duration {
     let cap = cap.max(Duration::from_secs(1));
     if config_error {
         return cap;
     }
     let base = doubling(FIRST_RETRY, failures.saturating_sub(1), cap);
-    let jitter = 0.8 + 0.4 * unit_random();
+    let jitter = 0.8 + 0.4 * unit.clamp(0.0, 1.0);
     base.mul_f64(jitter).min(cap)
 }
 
 /// A number in [0, 1) that differs between calls; not for cryptography.
-fn unit_random() -> f64 {
+pub fn unit_random() -> f64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

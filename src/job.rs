@@ -72,7 +72,7 @@ impl fmt::Display for TargetId {
 }
 
 /// One path in a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Entry {
     /// Path relative to the root.
     pub rel: PathBuf,
@@ -80,6 +80,62 @@ pub struct Entry {
     pub op: Op,
     /// Whether it is a directory.
     pub is_dir: bool,
+}
+
+impl Entry {
+    /// Whether pushing this leaves nothing below the path on the remote: a delete, or a
+    /// file or symlink (pushed with `--force`, it replaces a directory whole).
+    pub fn replaces_below(&self) -> bool {
+        self.op == Op::Delete || !self.is_dir
+    }
+}
+
+/// What one journal entry asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Work {
+    /// Mirror the whole root (a failed or unfinished full sync).
+    WholeRoot,
+    /// One path (a directory delete is replayed as a subtree sync of it).
+    Path(Entry),
+}
+
+impl Work {
+    /// Which journal entry this is.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Work::WholeRoot => Scope::WholeRoot,
+            Work::Path(entry) => Scope::Path(entry.rel.clone()),
+        }
+    }
+}
+
+/// The name of one journal entry of a target: the whole root or one path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// The whole root.
+    WholeRoot,
+    /// One path, relative to the root (never empty).
+    Path(PathBuf),
+}
+
+impl Scope {
+    /// The path a journal file stores (empty for the whole root, which the file writes
+    /// `.`): only storage code uses this form.
+    pub fn storage_rel(&self) -> &std::path::Path {
+        match self {
+            Scope::WholeRoot => std::path::Path::new(""),
+            Scope::Path(rel) => rel,
+        }
+    }
+
+    /// The inverse of [`Scope::storage_rel`].
+    pub fn from_storage(rel: PathBuf) -> Scope {
+        if rel.as_os_str().is_empty() {
+            Scope::WholeRoot
+        } else {
+            Scope::Path(rel)
+        }
+    }
 }
 
 /// Work for one push worker: one rsync run against one remote.
@@ -101,6 +157,13 @@ pub enum JobKind {
         /// The paths, each at most once.
         entries: Vec<Entry>,
     },
+    /// Mirror one directory recursively, `--delete` included: it was deleted (or moved
+    /// away) and is a directory again under the same name, so the remote may still hold
+    /// what the old one held. Nothing at or below `rel` runs beside it on its remote.
+    Subtree {
+        /// The directory, relative to the root (never empty).
+        rel: PathBuf,
+    },
     /// Mirror the whole root.
     Full {
         /// Why: `startup`, `crontab`, `rescan`, `journal`.
@@ -115,10 +178,64 @@ pub enum JobKind {
 pub struct PushOutcome {
     /// The job as it was dispatched.
     pub job: PushJob,
-    /// `Ok` or the reason it failed.
-    pub result: Result<(), PushFailure>,
+    /// What the run means, decided by `push::rsync`; the scheduler only consumes it.
+    pub disposition: Disposition,
+    /// How many entries at the end of a batch were not sent (the batch's byte limit,
+    /// measured by the worker); they go back to the queue without penalty and
+    /// `Disposition::Partial::fates` covers only the others.
+    pub unsent: usize,
     /// The equivalent command line, without secrets, for the journal and logs.
     pub command: String,
+}
+
+/// What one rsync run means for its paths and its remote. `push::rsync::classify` turns an
+/// exit status into one of these and the push worker resolves [`Disposition::Partial`]
+/// into per-path fates; no other stage interprets exit codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Every path arrived (exit 0).
+    Done,
+    /// rsync ran against a reachable remote but not every path arrived (exit 23, 24).
+    /// `fates` is index-aligned with the batch's entries; empty when they are unknown (a
+    /// full or subtree sync, or a batch whose errors could not be attributed): then
+    /// every path is retried.
+    Partial {
+        /// Exit code and reason.
+        failure: PushFailure,
+        /// What became of each entry.
+        fates: Vec<PathFate>,
+    },
+    /// The remote (or the way to it) failed as a whole: connection refused, timeout,
+    /// killed, spawn failure, daemon busy. The remote backs off; its paths wait.
+    RemoteDown(PushFailure),
+    /// Only a configuration change helps (usage error, auth refused, unknown module). The
+    /// work stays in the journal and is retried at the longest interval.
+    ConfigError(PushFailure),
+}
+
+impl Disposition {
+    /// The failure, unless the run succeeded.
+    pub fn failure(&self) -> Option<&PushFailure> {
+        match self {
+            Disposition::Done => None,
+            Disposition::Partial { failure, .. }
+            | Disposition::RemoteDown(failure)
+            | Disposition::ConfigError(failure) => Some(failure),
+        }
+    }
+}
+
+/// What became of one path of a partially failed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathFate {
+    /// It arrived.
+    Done,
+    /// It no longer exists locally in the form queued (deleted, its parent became a file
+    /// or a symlink loop, a file became a directory): nothing to retry; the event that
+    /// changed it is (or was) queued on its own.
+    Gone,
+    /// It did not arrive and still exists: retry it alone, with its own backoff.
+    Retry,
 }
 
 /// Why a job did not succeed.
@@ -128,9 +245,6 @@ pub struct PushFailure {
     pub code: Option<i32>,
     /// A short reason (last lines of stderr, or the spawn error), without secrets.
     pub reason: String,
-    /// Whether retrying later may help; `false` means only a configuration change will
-    /// (the work is still kept in the journal).
-    pub retryable: bool,
 }
 
 /// A change that reached every remote of its root: what plugins and the CDN act on.

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::cdn::JournalPurges;
 use crate::child::Cancel;
 use crate::coalesce::queue::Caps;
-use crate::coalesce::{self, Channels, Journal, JournalPurges, Scheduler, SchedulerConfig};
+use crate::coalesce::{self, Channels, Journal, Scheduler, SchedulerConfig};
 use crate::config::{Config, Plugin, PluginKind, RootConfig};
 use crate::job::{Delivered, FsEvent};
 use crate::metrics::Metrics;
@@ -165,6 +166,7 @@ impl Pipeline {
             cancel: cancel.clone(),
             seconds_only: std::sync::Mutex::default(),
             warm: warm.clone(),
+            max_batch_bytes: MAX_BATCH_BYTES,
         };
         let workers = push::spawn(n_workers, Arc::new(context), &job_rx, &outcome_tx)?;
         drop((job_rx, outcome_tx));
@@ -186,7 +188,7 @@ impl Pipeline {
                 .map(|r| {
                     r.remotes
                         .iter()
-                        .map(|remote| target_key(&r.path, remote))
+                        .map(|remote| crate::journal_key::TargetKey::new(&r.path, remote))
                         .collect()
                 })
                 .collect(),
@@ -195,7 +197,6 @@ impl Pipeline {
             delete: config.inotify.delete,
             caps: Caps {
                 max_paths: MAX_BATCH_PATHS,
-                max_bytes: MAX_BATCH_BYTES,
             },
             retry_max: config.fail_log.retry_max,
             crontab: config.crontab.clone(),
@@ -208,6 +209,7 @@ impl Pipeline {
             journal,
             Arc::clone(&metrics),
             std::time::Instant::now(),
+            Box::new(coalesce::unit_random),
         );
         let channels = Channels {
             event_rx,

@@ -25,6 +25,7 @@ pub mod chinacache;
 pub mod http;
 mod journal;
 pub mod provider;
+mod purges;
 pub(crate) mod queue;
 pub mod url;
 
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 
 pub use journal::{MemoryJournal, PurgeJournal};
+pub use purges::JournalPurges;
 
 use crate::backoff::Backoff;
 use crate::cdn::provider::{Provider, PurgeError, PurgeItem};

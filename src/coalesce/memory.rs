@@ -1,16 +1,15 @@
 //! A journal kept in memory: for tests, and for modes without a journal file.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::state::Journal;
-use crate::job::Entry;
+use super::journal::Journal;
+use crate::job::{Scope, Work};
 
 /// Journal entries in a map; lost when the process ends.
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
-    entries: Mutex<BTreeMap<(String, PathBuf), Entry>>,
+    entries: Mutex<BTreeMap<(String, Scope), Work>>,
 }
 
 impl MemoryJournal {
@@ -24,7 +23,7 @@ impl MemoryJournal {
         self.lock().is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, PathBuf), Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, Scope), Work>> {
         match self.entries.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -36,30 +35,30 @@ impl Journal for MemoryJournal {
     fn record(
         &self,
         key: &str,
-        entries: &[Entry],
+        work: &[Work],
         _code: Option<i32>,
         _reason: &str,
         _command: &str,
     ) -> Result<(), String> {
         let mut map = self.lock();
-        for entry in entries {
-            map.insert((key.to_owned(), entry.rel.clone()), entry.clone());
+        for w in work {
+            map.insert((key.to_owned(), w.scope()), w.clone());
         }
         Ok(())
     }
 
-    fn clear(&self, key: &str, rels: &[PathBuf]) -> Result<(), String> {
+    fn clear(&self, key: &str, scopes: &[Scope]) -> Result<(), String> {
         let mut map = self.lock();
-        for rel in rels {
-            map.remove(&(key.to_owned(), rel.clone()));
+        for scope in scopes {
+            map.remove(&(key.to_owned(), scope.clone()));
         }
         Ok(())
     }
 
-    fn pending(&self) -> Vec<(String, Entry)> {
+    fn pending(&self) -> Vec<(String, Work)> {
         self.lock()
             .iter()
-            .map(|((key, _), entry)| (key.clone(), entry.clone()))
+            .map(|((key, _), work)| (key.clone(), work.clone()))
             .collect()
     }
 }

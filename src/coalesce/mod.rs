@@ -12,12 +12,13 @@
 //! Ends when the event input is disconnected: running jobs are awaited up to a deadline,
 //! then everything not pushed is written to the journal.
 
+mod delivery;
 mod journal;
 mod memory;
-mod purges;
+mod outcome;
 pub mod queue;
 mod retry;
-mod state;
+mod scheduler;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,10 +28,11 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::job::{Delivered, FsEvent, PushJob, PushOutcome};
 use crate::metrics::Metrics;
 
+pub use delivery::Delivery;
+pub use journal::Journal;
 pub use memory::MemoryJournal;
-pub use purges::{CDN_KEY_PREFIX, JournalPurges};
-pub use retry::backoff;
-pub use state::{Journal, LINGER, Scheduler, SchedulerConfig};
+pub use retry::{backoff, unit_random};
+pub use scheduler::{Jitter, LINGER, Scheduler, SchedulerConfig};
 
 /// How long shutdown waits for running rsync jobs before journaling their paths.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -92,7 +94,7 @@ fn run(mut scheduler: Scheduler, channels: Channels, metrics: &Metrics) -> bool 
         }
         scheduler.publish(metrics);
         let timeout = scheduler
-            .next_wakeup()
+            .next_wakeup(Instant::now())
             .map_or(crossbeam_channel::never(), crossbeam_channel::at);
         select! {
             recv(event_rx) -> event => match event {
@@ -113,7 +115,7 @@ fn run(mut scheduler: Scheduler, channels: Channels, metrics: &Metrics) -> bool 
         }
     }
     // Input closed: no new jobs; wait for running ones, then journal what is left.
-    let deadline = Instant::now() + scheduler.config.shutdown_grace;
+    let deadline = Instant::now() + scheduler.shutdown_grace();
     while scheduler.jobs_in_flight() > 0 {
         match outcome_rx.recv_deadline(deadline) {
             Ok(outcome) => deliver(scheduler.complete(outcome, Instant::now())),
@@ -121,7 +123,7 @@ fn run(mut scheduler: Scheduler, channels: Channels, metrics: &Metrics) -> bool 
                 log::warn!(
                     "{} rsync job(s) still running after {:?}; their paths go to the journal",
                     scheduler.jobs_in_flight(),
-                    scheduler.config.shutdown_grace
+                    scheduler.shutdown_grace()
                 );
                 break;
             }

@@ -4,11 +4,12 @@
 //! testable without sleeping. Memory is bounded by the number of distinct dirty paths.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::job::{Entry, Op};
+use crate::job::{Entry, Op, Work};
+use in_flight::InFlight;
 
 /// One path waiting to be pushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,17 +51,18 @@ pub struct FullRequest {
 pub enum Plan {
     /// Push these paths.
     Batch(Vec<Taken>),
-    /// Mirror the whole root; `covered` are the pending paths it makes current.
-    Full(FullRequest, Vec<Taken>),
+    /// Mirror the whole root.
+    Full(FullRequest),
+    /// Mirror this directory recursively with `--delete`.
+    Subtree(PathBuf),
 }
 
-/// Limits of one batch.
+/// Limits of one batch (the byte limit is applied by the push worker, which measures the
+/// files: the scheduler never touches the filesystem).
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
     /// Paths per rsync run.
     pub max_paths: usize,
-    /// Bytes of file data per rsync run (sizes as the caller measures them).
-    pub max_bytes: u64,
 }
 
 /// The state of one target.
@@ -69,22 +71,34 @@ pub struct TargetQueue {
     pending: BTreeMap<PathBuf, Pending>,
     /// Dispatch order (FIFO); may hold names no longer pending, skipped lazily.
     order: VecDeque<PathBuf>,
-    /// Path → op of every path in a running job.
-    in_flight: HashMap<PathBuf, Op>,
-    /// Directory → number of in-flight paths below it.
-    in_flight_below: HashMap<PathBuf, usize>,
-    /// Running jobs (batches and full syncs).
-    pub jobs_in_flight: usize,
+    /// Every path in a running job.
+    in_flight: InFlight,
+    /// Running jobs (batches, subtree and full syncs).
+    jobs_in_flight: usize,
     /// A full sync is wanted.
-    pub full: Option<FullRequest>,
+    full: Option<FullRequest>,
     /// A full sync is running.
-    pub full_in_flight: bool,
+    full_in_flight: bool,
+    /// Directories to sync recursively with `--delete` (see [`TargetQueue::observe`]);
+    /// none is at or below another.
+    subtrees: BTreeSet<PathBuf>,
+    /// Subtree syncs running.
+    subtrees_running: BTreeSet<PathBuf>,
+    /// The last subtree sync dispatched: the next one is looked for after it, and a batch
+    /// goes before it, so that a failing subtree sync starves neither others nor batches.
+    last_subtree: Option<PathBuf>,
+    /// A subtree sync went last: a batch has its turn first.
+    batch_turn: bool,
+    /// Directories whose delete was seen and that have not been a directory again since.
+    deleted_dirs: BTreeMap<PathBuf, Instant>,
+    /// `deleted_dirs` by the time each was noted, for forgetting them.
+    deleted_order: VecDeque<(Instant, PathBuf)>,
     /// Paths with a live journal entry.
-    pub journaled: BTreeSet<PathBuf>,
+    journaled: BTreeSet<PathBuf>,
     /// Consecutive failed jobs (0: healthy).
-    pub failures: u32,
+    failures: u32,
     /// While failing: no job before this instant.
-    pub retry_at: Option<Instant>,
+    retry_at: Option<Instant>,
     /// Nothing pending can go until the in-flight set or the clock changes.
     blocked: bool,
     /// Paths held back by a partial failure, by release time.
@@ -93,23 +107,29 @@ pub struct TargetQueue {
 
 impl TargetQueue {
     /// Merges one change. A directory delete subsumes the pending changes below it.
+    ///
+    /// A directory that was deleted (or moved away) and is a directory again under the
+    /// same name gets a subtree sync, whether its delete is still queued, running or done:
+    /// a delete of a path that exists again when rsync runs is a no-op, and pushing the
+    /// new directory alone (`--no-recursive`) would leave the old content on the remote.
     pub fn observe(&mut self, rel: PathBuf, op: Op, is_dir: bool, mask: u32, now: Instant) {
         if op == Op::Delete && is_dir {
             let below: Vec<PathBuf> = self.descendants(&rel).cloned().collect();
             for path in below {
                 self.pending.remove(&path);
             }
+            remove_keys_below(&mut self.deleted_dirs, &rel);
+            self.deleted_dirs.insert(rel.clone(), now);
+            self.deleted_order.push_back((now, rel.clone()));
+        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(&rel).is_some() {
+            remove_keys_below(&mut self.deleted_dirs, &rel);
+            self.request_subtree(rel.clone());
         }
+        // A file or symlink that takes the name is remembered as well: its push (with
+        // `--force`) would replace the remote directory whole, but a directory again under
+        // the name before it went out supersedes it in the queue.
         if !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
-        }
-        if op == Op::Update
-            && self
-                .pending
-                .get(&rel)
-                .is_some_and(|p| p.op == Op::Delete && p.is_dir)
-        {
-            self.replaced_directory();
         }
         match self.pending.get_mut(&rel) {
             Some(existing) => {
@@ -133,15 +153,21 @@ impl TargetQueue {
         }
     }
 
-    /// A directory was deleted (or moved away) and something new took its name before
-    /// the delete reached the remote. Pushing the new one alone would leave what the old
-    /// directory held there (`--delete-missing-args` deletes only what is missing here),
-    /// so the remote is brought in line by a full sync.
-    fn replaced_directory(&mut self) {
-        self.request_full(FullRequest {
-            reason: "replaced directory",
-            extra_excludes: Vec::new(),
-        });
+    /// Asks for a subtree sync of `rel` (merged into one of an ancestor already asked for).
+    pub fn request_subtree(&mut self, rel: PathBuf) {
+        if rel.as_os_str().is_empty() {
+            self.request_full(FullRequest {
+                reason: "journal",
+                extra_excludes: Vec::new(),
+            });
+            return;
+        }
+        if rel.ancestors().any(|a| self.subtrees.contains(a)) {
+            return;
+        }
+        remove_below(&mut self.subtrees, &rel);
+        self.subtrees.insert(rel);
+        self.blocked = false;
     }
 
     /// Asks for a full sync (merging with one already asked for).
@@ -169,7 +195,94 @@ impl TargetQueue {
 
     /// Nothing waiting, nothing running.
     pub fn is_idle(&self) -> bool {
-        self.pending.is_empty() && self.jobs_in_flight == 0 && self.full.is_none()
+        self.pending.is_empty()
+            && self.jobs_in_flight == 0
+            && self.full.is_none()
+            && self.subtrees.is_empty()
+    }
+
+    /// Work waiting: distinct paths, plus one per full or subtree sync asked for.
+    pub fn depth(&self) -> usize {
+        self.pending.len() + usize::from(self.full.is_some()) + self.subtrees.len()
+    }
+
+    /// Paths in running jobs, plus one for a running full sync.
+    pub fn running(&self) -> usize {
+        self.in_flight.len() + usize::from(self.full_in_flight)
+    }
+
+    /// Whether the last job failed as a whole.
+    pub fn is_failing(&self) -> bool {
+        self.failures > 0
+    }
+
+    /// Consecutive failed jobs.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// A full sync asked for and not started, taken out (shutdown journals it).
+    pub fn take_full(&mut self) -> Option<FullRequest> {
+        self.full.take()
+    }
+
+    /// Subtree syncs asked for and not started, taken out (shutdown journals them).
+    pub fn take_subtrees(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.subtrees).into_iter().collect()
+    }
+
+    /// The entry to journal for `entry`: the update of a directory that owes a subtree
+    /// sync (asked for or running) is journaled as that directory's delete, which replays
+    /// as the subtree sync (one journal entry per path: the update must not replace it).
+    pub fn journal_form(&self, work: Work) -> Work {
+        match work {
+            Work::Path(entry)
+                if entry.op == Op::Update
+                    && entry.is_dir
+                    && (self.subtrees.contains(&entry.rel)
+                        || self.subtrees_running.contains(&entry.rel)) =>
+            {
+                Work::Path(Entry {
+                    op: Op::Delete,
+                    ..entry
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Whether `rel` has a live journal entry.
+    pub fn is_journaled(&self, rel: &Path) -> bool {
+        self.journaled.contains(rel)
+    }
+
+    /// `rels` now have live journal entries.
+    pub fn mark_journaled(&mut self, rels: impl IntoIterator<Item = PathBuf>) {
+        self.journaled.extend(rels);
+    }
+
+    /// Forgets the journal entries of `rels` (each of them, not what is below); returns
+    /// the ones that had one.
+    pub fn unjournal(&mut self, rels: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+        rels.into_iter()
+            .filter(|rel| self.journaled.remove(rel))
+            .collect()
+    }
+
+    /// Forgets every journal entry at or below `rel` (empty: the whole root) and returns
+    /// them, except those still pending (they stay journaled until they are pushed).
+    pub fn unjournal_covered(&mut self, rel: &Path) -> Vec<PathBuf> {
+        let covered: Vec<PathBuf> = self
+            .journaled
+            .range(rel.to_path_buf()..)
+            .take_while(|p| p.starts_with(rel))
+            .filter(|p| !self.pending.contains_key(*p) || p.as_path() == rel)
+            .cloned()
+            .collect();
+        for p in &covered {
+            self.journaled.remove(p);
+        }
+        covered
     }
 
     /// While a batch of this remote runs, a small backlog waits for it (to leave as one
@@ -212,15 +325,34 @@ impl TargetQueue {
             self.retry_at = None;
             self.blocked = false;
         }
+        self.forget_old_deletes(now);
     }
 
-    /// The next job to run, if any may run now. `size_of` measures a file for the byte cap.
-    pub fn next_plan(
-        &mut self,
-        now: Instant,
-        caps: Caps,
-        size_of: impl Fn(&Path) -> u64,
-    ) -> Option<Plan> {
+    /// Forgets directories deleted more than [`DELETE_MEMORY`] ago whose delete is neither
+    /// queued nor running any more: the event of a re-creation that happened before the
+    /// delete ran was read long before that, so memory stays bounded by recent deletes.
+    fn forget_old_deletes(&mut self, now: Instant) {
+        while let Some((at, _)) = self.deleted_order.front() {
+            if *at + DELETE_MEMORY > now {
+                break;
+            }
+            let Some((at, rel)) = self.deleted_order.pop_front() else {
+                break;
+            };
+            if self.deleted_dirs.get(&rel) != Some(&at) {
+                continue; // forgotten, or noted again later
+            }
+            if self.pending.contains_key(&rel) || self.in_flight.contains(&rel) {
+                self.deleted_dirs.insert(rel.clone(), now);
+                self.deleted_order.push_back((now, rel));
+            } else {
+                self.deleted_dirs.remove(&rel);
+            }
+        }
+    }
+
+    /// The next job to run, if any may run now.
+    pub fn next_plan(&mut self, now: Instant, caps: Caps) -> Option<Plan> {
         if self.full_in_flight || self.retry_at.is_some_and(|at| at > now) {
             return None;
         }
@@ -230,42 +362,71 @@ impl TargetQueue {
         }
         if let Some(request) = &self.full {
             if self.jobs_in_flight > 0 {
-                return None; // let running batches finish; a full sync must not race them
+                return None; // let running jobs finish; a full sync must not race them
             }
             let request = request.clone();
             self.full = None;
             // Pending paths stay queued and go as a batch right after the full sync: a
             // full sync relies on rsync's quick check (size and whole-second mtime), which
             // misses a same-size rewrite within the same second; batches do not.
-            let covered = Vec::new();
             self.full_in_flight = true;
             self.jobs_in_flight += 1;
-            return Some(Plan::Full(request, covered));
+            return Some(Plan::Full(request));
+        }
+        // A subtree sync must not run beside anything at or below it, nor beside a delete
+        // above it: in flight it is marked as a directory delete, which keeps both away.
+        if self.batch_turn && !self.blocked && !self.pending.is_empty() {
+            let batch = self.take_batch(now, caps);
+            if !batch.is_empty() {
+                self.batch_turn = false;
+                return Some(self.dispatch_batch(batch));
+            }
+        }
+        let after = self.last_subtree.clone();
+        let free = |rel: &&PathBuf| !self.conflicts(rel, Op::Delete, true);
+        let subtree = after
+            .as_ref()
+            .and_then(|last| {
+                self.subtrees
+                    .range::<PathBuf, _>((
+                        std::ops::Bound::Excluded(last),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .find(free)
+            })
+            .or_else(|| self.subtrees.iter().find(free))
+            .cloned();
+        if let Some(rel) = subtree {
+            self.last_subtree = Some(rel.clone());
+            self.batch_turn = true;
+            self.subtrees.remove(&rel);
+            self.in_flight.mark(&rel, Op::Delete);
+            self.subtrees_running.insert(rel.clone());
+            self.jobs_in_flight += 1;
+            return Some(Plan::Subtree(rel));
         }
         if self.blocked || self.pending.is_empty() {
             return None;
         }
-        let batch = self.take_batch(now, caps, size_of);
+        let batch = self.take_batch(now, caps);
         if batch.is_empty() {
             self.blocked = true;
             return None;
         }
-        for taken in &batch {
-            self.mark_in_flight(&taken.entry.rel, taken.entry.op);
-        }
-        self.jobs_in_flight += 1;
-        Some(Plan::Batch(batch))
+        Some(self.dispatch_batch(batch))
     }
 
-    fn take_batch(
-        &mut self,
-        now: Instant,
-        caps: Caps,
-        size_of: impl Fn(&Path) -> u64,
-    ) -> Vec<Taken> {
+    fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
+        for taken in &batch {
+            self.in_flight.mark(&taken.entry.rel, taken.entry.op);
+        }
+        self.jobs_in_flight += 1;
+        Plan::Batch(batch)
+    }
+
+    fn take_batch(&mut self, now: Instant, caps: Caps) -> Vec<Taken> {
         let mut batch = Vec::new();
         let mut aside = Vec::new();
-        let mut bytes = 0u64;
         let mut chosen: BTreeMap<PathBuf, (Op, bool)> = BTreeMap::new();
         while let Some(path) = self.order.pop_front() {
             let Some(pending) = self.pending.get(&path) else {
@@ -281,17 +442,10 @@ impl TargetQueue {
                 aside.push(path);
                 continue;
             }
-            let size = if pending.op == Op::Update && !pending.is_dir {
-                size_of(&path)
-            } else {
-                0
-            };
-            if !batch.is_empty() && (batch.len() >= caps.max_paths || bytes + size > caps.max_bytes)
-            {
+            if batch.len() >= caps.max_paths {
                 aside.push(path);
                 break;
             }
-            bytes += size;
             let Some(pending) = self.pending.remove(&path) else {
                 continue;
             };
@@ -349,83 +503,91 @@ impl TargetQueue {
             .collect()
     }
 
-    /// Whether pushing `path` now could race a running job on this remote: the same path,
-    /// a directory above it being deleted, or (for a delete or a non-directory) anything
-    /// below it in flight.
+    /// Whether pushing `path` now could race a running job on this remote.
     fn conflicts(&self, path: &Path, op: Op, is_dir: bool) -> bool {
-        if self.in_flight.is_empty() {
-            return false;
-        }
-        self.in_flight.contains_key(path)
-            || path
-                .ancestors()
-                .skip(1)
-                .any(|a| self.in_flight.get(a) == Some(&Op::Delete))
-            || ((op == Op::Delete || !is_dir)
-                && self.in_flight_below.get(path).is_some_and(|n| *n > 0))
-    }
-
-    fn mark_in_flight(&mut self, path: &Path, op: Op) {
-        self.in_flight.insert(path.to_path_buf(), op);
-        for ancestor in path.ancestors().skip(1) {
-            *self
-                .in_flight_below
-                .entry(ancestor.to_path_buf())
-                .or_insert(0) += 1;
-        }
-    }
-
-    fn unmark_in_flight(&mut self, path: &Path) {
-        if self.in_flight.remove(path).is_none() {
-            return;
-        }
-        for ancestor in path.ancestors().skip(1) {
-            if let Some(count) = self.in_flight_below.get_mut(ancestor) {
-                *count -= 1;
-                if *count == 0 {
-                    self.in_flight_below.remove(ancestor);
-                }
-            }
-        }
+        self.in_flight.conflicts(path, op, is_dir)
     }
 
     /// A job ended well: the remote is healthy, held paths may go at once.
-    pub fn succeeded(&mut self, taken: &[Taken], full: bool) {
-        self.finish(taken, full);
-        self.failures = 0;
-        self.retry_at = None;
+    pub fn succeeded(&mut self, taken: &[Taken], ran: &Ran) {
+        self.finish(taken, ran);
+        self.healthy();
         for p in self.pending.values_mut() {
             p.not_before = None;
         }
         self.held.clear();
     }
 
-    /// A job failed. Its paths go back (unless a newer change replaced them). `remote_down`
-    /// backs the whole target off; otherwise only these paths wait.
+    fn healthy(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+    }
+
+    /// A batch reached the remote but some paths did not arrive: only `retry` waits (each
+    /// with its own backoff, at most `backoff`); the remote is healthy.
+    pub fn partially_failed(
+        &mut self,
+        arrived: &[Taken],
+        retry: Vec<Taken>,
+        backoff: Duration,
+        now: Instant,
+    ) {
+        self.finish(arrived, &Ran::Batch);
+        for t in &retry {
+            self.in_flight.unmark(&t.entry.rel);
+        }
+        self.healthy();
+        self.requeue(retry, Some(backoff), now);
+    }
+
+    /// Paths the push worker did not send (the batch's byte limit): back at the front of
+    /// the queue, without penalty. The job itself ends with the rest of its paths.
+    pub fn unsent(&mut self, taken: Vec<Taken>) {
+        for Taken { entry, pending } in taken.into_iter().rev() {
+            self.in_flight.unmark(&entry.rel);
+            if self.pending.contains_key(&entry.rel) {
+                continue; // a newer change supersedes it
+            }
+            self.order.push_front(entry.rel.clone());
+            self.pending.insert(entry.rel, pending);
+        }
+        self.blocked = false;
+    }
+
+    /// A job failed as a whole. Its paths go back (unless a newer change replaced them),
+    /// a full or subtree sync is asked for again. `remote_down` backs the whole target off;
+    /// otherwise only these paths wait.
     pub fn failed(
         &mut self,
         taken: Vec<Taken>,
-        full: Option<FullRequest>,
+        ran: Ran,
         remote_down: bool,
         backoff: Duration,
         now: Instant,
     ) {
-        let full_job = full.is_some();
-        self.finish(&taken, full_job);
-        if let Some(request) = full {
-            self.request_full(request);
+        self.finish(&taken, &ran);
+        let whole = !matches!(ran, Ran::Batch);
+        match ran {
+            Ran::Batch => {}
+            Ran::Full(request) => self.request_full(request),
+            Ran::Subtree(rel) => self.request_subtree(rel),
         }
+        self.requeue(taken, (!remote_down).then_some(backoff), now);
+        if remote_down || whole {
+            self.failures += 1;
+            self.retry_at = Some(now + backoff);
+        }
+        self.blocked = false;
+    }
+
+    /// Puts failed paths back, each held for its own backoff when `hold` is given.
+    fn requeue(&mut self, taken: Vec<Taken>, hold: Option<Duration>, now: Instant) {
         for Taken { entry, mut pending } in taken {
-            if let Some(newer) = self.pending.get(&entry.rel) {
-                // A newer change is queued; it supersedes the failed one, except that a
-                // failed directory delete still owes the removal of the old content.
-                if entry.op == Op::Delete && entry.is_dir && newer.op == Op::Update {
-                    self.replaced_directory();
-                }
-                continue;
+            if self.pending.contains_key(&entry.rel) {
+                continue; // a newer change is queued; it supersedes the failed one
             }
             pending.attempts += 1;
-            if !remote_down {
+            if let Some(backoff) = hold {
                 let at = now + per_path_backoff(pending.attempts, backoff);
                 pending.not_before = Some(at);
                 self.held.push(Reverse((at, entry.rel.clone())));
@@ -433,20 +595,22 @@ impl TargetQueue {
             self.order.push_back(entry.rel.clone());
             self.pending.insert(entry.rel, pending);
         }
-        if remote_down || full_job {
-            self.failures += 1;
-            self.retry_at = Some(now + backoff);
-        }
         self.blocked = false;
     }
 
-    fn finish(&mut self, taken: &[Taken], full: bool) {
+    /// Ends a job's bookkeeping; a batch passes the paths it ran.
+    fn finish(&mut self, taken: &[Taken], ran: &Ran) {
         self.jobs_in_flight = self.jobs_in_flight.saturating_sub(1);
-        if full {
-            self.full_in_flight = false;
-        } else {
-            for t in taken {
-                self.unmark_in_flight(&t.entry.rel);
+        match ran {
+            Ran::Full(_) => self.full_in_flight = false,
+            Ran::Subtree(rel) => {
+                self.in_flight.unmark(rel);
+                self.subtrees_running.remove(rel);
+            }
+            Ran::Batch => {
+                for t in taken {
+                    self.in_flight.unmark(&t.entry.rel);
+                }
             }
         }
         self.blocked = false;
@@ -455,15 +619,6 @@ impl TargetQueue {
     /// Everything still waiting (for the journal at shutdown), leaving the queue empty.
     pub fn drain(&mut self) -> Vec<Taken> {
         self.take_all()
-    }
-
-    /// Journaled paths at or below `rel`.
-    pub fn journaled_below(&self, rel: &Path) -> Vec<PathBuf> {
-        self.journaled
-            .range(rel.to_path_buf()..)
-            .take_while(|p| p.starts_with(rel))
-            .cloned()
-            .collect()
     }
 
     fn descendants<'a>(&'a self, rel: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
@@ -475,11 +630,50 @@ impl TargetQueue {
     }
 }
 
+/// How long a directory delete that went out is remembered, waiting for the directory
+/// to come back under the same name (then it gets a subtree sync).
+pub const DELETE_MEMORY: Duration = Duration::from_secs(600);
+
+/// What a running job of this queue is, for its bookkeeping when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// A batch of paths.
+    Batch,
+    /// A full sync.
+    Full(FullRequest),
+    /// A subtree sync of this directory.
+    Subtree(PathBuf),
+}
+
+/// The paths strictly below `rel` among `sorted` (a sorted range starting at `rel`).
+fn strictly_below<'a>(sorted: impl Iterator<Item = &'a PathBuf>, rel: &Path) -> Vec<PathBuf> {
+    sorted
+        .take_while(|p| p.starts_with(rel))
+        .filter(|p| p.as_path() != rel)
+        .cloned()
+        .collect()
+}
+
+/// Removes every key strictly below `rel` from `map`.
+fn remove_keys_below<V>(map: &mut BTreeMap<PathBuf, V>, rel: &Path) {
+    for p in strictly_below(map.range(rel.to_path_buf()..).map(|(p, _)| p), rel) {
+        map.remove(&p);
+    }
+}
+
+/// Removes every path strictly below `rel` from `set`.
+fn remove_below(set: &mut BTreeSet<PathBuf>, rel: &Path) {
+    for p in strictly_below(set.range(rel.to_path_buf()..), rel) {
+        set.remove(&p);
+    }
+}
+
 /// Backoff of one path after `attempts` partial failures: doubling, capped.
 fn per_path_backoff(attempts: u32, cap: Duration) -> Duration {
     let secs = 2u64.saturating_pow(attempts.min(20));
     Duration::from_secs(secs).min(cap.max(Duration::from_secs(1)))
 }
 
+mod in_flight;
 #[cfg(test)]
 mod tests;

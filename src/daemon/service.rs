@@ -18,7 +18,7 @@ use crate::cli::Cli;
 use crate::coalesce::Journal;
 use crate::config::{Config, ConfigError};
 use crate::faillog::FailLog;
-use crate::job::{Entry, Op};
+use crate::job::{Entry, Scope, Work};
 use crate::logger;
 use crate::metrics::Metrics;
 use crate::pipeline::{Options, Pipeline, PipelineError, target_key};
@@ -275,12 +275,7 @@ impl Service {
 
 /// Journals a whole-root entry: the remote gets a full sync from the next pipeline.
 fn record_full_sync(journal: &FailLog, key: &str, reason: &str) {
-    let whole_root = Entry {
-        rel: PathBuf::new(),
-        op: Op::Update,
-        is_dir: true,
-    };
-    if let Err(err) = Journal::record(journal, key, &[whole_root], None, reason, "") {
+    if let Err(err) = Journal::record(journal, key, &[Work::WholeRoot], None, reason, "") {
         log::error!("{key}: cannot schedule a full sync ({reason}): {err}");
     }
 }
@@ -311,10 +306,13 @@ fn keys(config: &Config) -> BTreeSet<(PathBuf, String)> {
 /// Moves every live entry from one journal to another (the `<failLog path>` changed).
 fn move_entries(from: &FailLog, to: &FailLog) {
     for entry in from.pending() {
-        let moved = Entry {
-            rel: entry.rel.clone(),
-            op: entry.op,
-            is_dir: entry.is_dir,
+        let moved = match Scope::from_storage(entry.rel.clone()) {
+            Scope::WholeRoot => Work::WholeRoot,
+            Scope::Path(rel) => Work::Path(Entry {
+                rel,
+                op: entry.op,
+                is_dir: entry.is_dir,
+            }),
         };
         let recorded = Journal::record(
             to,

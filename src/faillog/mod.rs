@@ -2,13 +2,15 @@
 //! and must be retried.
 //!
 //! One live entry per (target key, relative path). A *target key* names one remote of one
-//! root and survives restarts and config edits (`/srv/www -> 10.0.0.2::www`, or
-//! `cdn /srv/www` for CDN purges); the engine builds it. An empty relative path means the
-//! whole root (a failed full sync).
+//! root and survives restarts, upgrades and config edits (the versioned text of
+//! [`crate::journal_key::TargetKey`], `v2 daemon /srv/www 10.0.0.2::www`, or
+//! `v2 cdn /srv/www` for CDN purges); to this module it is an opaque string. An empty
+//! relative path means the whole root (a failed full sync); above this module it is
+//! typed ([`crate::job::Work::WholeRoot`]).
 //!
-//! Shared as `Arc<FailLog>`: push workers call [`FailLog::record`] when a job fails, the
-//! retry timer reads [`FailLog::pending_for`] and calls [`FailLog::clear_retried`] (or
-//! [`FailLog::clear`]) when a retry succeeded. Every call that changes the journal has
+//! Shared as `Arc<FailLog>`: the scheduler (through [`crate::coalesce::Journal`]) records
+//! failed jobs and clears entries when a later push covered them; the CDN stage keeps its
+//! failed purges the same way. Every call that changes the journal has
 //! written and fsync'd it before it returns `Ok`; no thread of its own.
 //!
 //! # Safety of the file

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use super::format::{self, Line, Mode};
 use super::*;
 
-const WWW: &str = "/srv/www -> 10.0.0.2::www";
-const CDN: &str = "cdn /srv/www";
+const WWW: &str = "v2 daemon /srv/www 10.0.0.2::www";
+const CDN: &str = "v2 cdn /srv/www";
 
 fn temp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -100,7 +100,11 @@ fn record_survives_reopen() {
     let cdn = reopened.pending_for(CDN);
     assert_eq!(cdn[0].code, None);
     assert_eq!(&*cdn[0].command, "");
-    assert_eq!(reopened.targets(), [WWW.to_owned(), CDN.to_owned()]);
+    assert_eq!(
+        reopened.targets(),
+        [CDN.to_owned(), WWW.to_owned()],
+        "sorted"
+    );
     assert!(reopened.pending_for("nope").is_empty());
 }
 
@@ -124,7 +128,7 @@ fn journal_is_readable_text() {
     assert!(lines.contains(&"# command: rsync -R ./图片/a\\ b.jpg 10.0.0.2::www"));
     assert!(lines.contains(
         &"F 2025-11-24T16:00:00Z 2025-11-24T16:00:00Z 1 23 update file \
-          /srv/www%20->%2010.0.0.2::www 图片/a%20b.jpg some files could not be transferred"
+          v2%20daemon%20/srv/www%2010.0.0.2::www 图片/a%20b.jpg some files could not be transferred"
     ));
 }
 
@@ -594,8 +598,8 @@ fn whole_root_entry_is_distinct_from_dot() {
         )
         .expect("record");
     let text = fs::read_to_string(journal.path()).expect("read");
-    assert!(text.contains(" dir /srv/www%20->%2010.0.0.2::www . full sync failed\n"));
-    assert!(text.contains(" file /srv/www%20->%2010.0.0.2::www %2E full sync failed\n"));
+    assert!(text.contains(" dir v2%20daemon%20/srv/www%2010.0.0.2::www . full sync failed\n"));
+    assert!(text.contains(" file v2%20daemon%20/srv/www%2010.0.0.2::www %2E full sync failed\n"));
     let reopened = reopen_same(&journal);
     assert_eq!(rels(&reopened.pending()), [Path::new(""), Path::new(".")]);
     reopened.clear(WWW, &[Path::new("")]).expect("clear");

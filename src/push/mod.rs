@@ -5,6 +5,7 @@
 //! `Sender<PushOutcome>` back to the scheduler. Threads `sersync-push-{i}`; each ends when
 //! the job channel is disconnected.
 
+pub mod fates;
 pub mod guard;
 pub mod progress;
 pub mod rsync;
@@ -22,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::child::Cancel;
 use crate::config::{Remote, RsyncConfig};
 use crate::filter::Filter;
-use crate::job::{JobKind, PushJob, PushOutcome};
+use crate::job::{Disposition, Entry, JobKind, PushFailure, PushJob, PushOutcome};
 use rsync::RunKind;
 
 /// What every worker needs, shared read-only.
@@ -46,6 +47,9 @@ pub struct PushContext {
     pub seconds_only: Mutex<HashSet<(usize, usize)>>,
     /// Warm clients (`<rsync><warm>`), `None` when off.
     pub warm: Option<Arc<warm::WarmPool>>,
+    /// Bytes of file data per batch at most (measured here, so the scheduler never
+    /// touches the filesystem); a batch's first path always goes, however big.
+    pub max_batch_bytes: u64,
 }
 
 impl PushContext {
@@ -115,14 +119,14 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         .get(job.target.root)
         .and_then(|(root, remotes)| remotes.get(job.target.remote).map(|r| (root.as_path(), r)))
     else {
-        let failure = crate::job::PushFailure {
+        let failure = PushFailure {
             code: None,
             reason: format!("no remote {}", job.target),
-            retryable: false,
         };
         return PushOutcome {
             job,
-            result: Err(failure),
+            disposition: Disposition::ConfigError(failure),
+            unsent: 0,
             command: String::new(),
         };
     };
@@ -132,16 +136,53 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             log::warn!("{}: cannot create mirror directory: {err}", path.display());
         }
     }
+    let mut unsent = 0;
     let (invocation, limit) = match &job.kind {
         JobKind::Batch { entries } => {
+            let sent = within_bytes(root, entries, context.max_batch_bytes);
+            unsent = entries.len() - sent;
             // Just before rsync starts: nothing is read through a symlinked parent.
             let sent = JobKind::Batch {
-                entries: guard::confine_on_disk(root, entries),
+                entries: guard::confine_on_disk(root, &entries[..sent]),
             };
             (
                 invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
                 context.batch_limit,
             )
+        }
+        JobKind::Subtree { rel } => {
+            let top = Entry {
+                rel: rel.clone(),
+                op: crate::job::Op::Update,
+                is_dir: true,
+            };
+            let confined = guard::confine_on_disk(root, std::slice::from_ref(&top));
+            if confined != [top] {
+                // An ancestor became a symlink: rsync would follow it. Push the symlink.
+                let sent = JobKind::Batch { entries: confined };
+                (
+                    invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
+                    context.batch_limit,
+                )
+            } else {
+                log::info!(
+                    "{} -> {remote}: {} was deleted and is a directory again; syncing it with --delete",
+                    root.display(),
+                    rel.display()
+                );
+                let excluded = excluded_paths_under(root, rel, &context.filter);
+                (
+                    invocation(
+                        &context.rsync,
+                        root,
+                        remote,
+                        context.delete,
+                        &job.kind,
+                        &excluded,
+                    ),
+                    context.batch_limit,
+                )
+            }
         }
         JobKind::Full { reason, .. } => {
             log::info!(
@@ -172,7 +213,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
     log::debug!("{} -> {remote}: {command}", root.display());
     let started = Instant::now();
     let run = |invocation: &Invocation<'_>| match &job.kind {
-        JobKind::Batch { .. } => rsync::run_observed(
+        JobKind::Batch { .. } | JobKind::Subtree { .. } => rsync::run_observed(
             &context.rsync.binary,
             &invocation.args,
             &invocation.stdin,
@@ -200,8 +241,8 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             )
         }
     };
-    let mut result = run(&invocation);
-    if let Err(failure) = &result {
+    let mut finished = run(&invocation);
+    if let Some(failure) = finished.disposition.failure() {
         if invocation
             .args
             .iter()
@@ -217,18 +258,20 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             let mut fallback = invocation;
             fallback.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
             command = describe(&context.rsync.binary, &fallback);
-            result = run(&fallback);
+            finished = run(&fallback);
         }
     }
     log::debug!(
-        "{} -> {remote}: rsync done in {:.3}s: {}",
+        "{} -> {remote}: rsync done in {:.3}s: {:?}",
         root.display(),
         started.elapsed().as_secs_f64(),
-        if result.is_ok() { "ok" } else { "failed" }
+        finished.disposition
     );
+    let disposition = settle(root, &job.kind, unsent, finished);
     PushOutcome {
         job,
-        result,
+        disposition,
+        unsent,
         command,
     }
 }
@@ -270,6 +313,11 @@ pub fn invocation<'r>(
                 stdin: rsync::batch_stdin(entries),
             },
         },
+        JobKind::Subtree { rel } => Invocation {
+            args: rsync::args(rsync, root, remote, RunKind::Subtree { rel }, &[]),
+            dir: Some(root),
+            stdin: rsync::exclude_stdin(excluded),
+        },
         JobKind::Full { extra_excludes, .. } => {
             let mut args = rsync::args(
                 rsync,
@@ -289,6 +337,65 @@ pub fn invocation<'r>(
     }
 }
 
+/// Resolves a partial transfer: per-path fates for a batch (looking at the local files
+/// now, see [`fates`]); a recursive run that only saw files vanish (24) is done, the
+/// events that removed them are queued.
+fn settle(root: &Path, kind: &JobKind, unsent: usize, finished: rsync::Finished) -> Disposition {
+    let Disposition::Partial { failure, .. } = finished.disposition else {
+        return finished.disposition;
+    };
+    match kind {
+        JobKind::Batch { entries } => {
+            let entries = &entries[..entries.len() - unsent];
+            let forms: Vec<fates::LocalForm> =
+                entries.iter().map(|e| fates::local_form(root, e)).collect();
+            let fates = fates::fates(root, entries, &forms, finished.reported.as_deref());
+            log_fates(root, entries, &fates);
+            Disposition::Partial { failure, fates }
+        }
+        JobKind::Subtree { .. } | JobKind::Full { .. } if failure.code == Some(24) => {
+            Disposition::Done
+        }
+        // The directory's parent is no longer a directory (a file, a symlink loop): rsync
+        // cannot reach it (`link_stat … Not a directory`), and the change that replaced
+        // the parent, queued on its own, replaces everything below it remotely.
+        JobKind::Subtree { rel }
+            if fates::local_form(
+                root,
+                &Entry {
+                    rel: rel.clone(),
+                    op: crate::job::Op::Delete,
+                    is_dir: true,
+                },
+            ) == fates::LocalForm::Gone =>
+        {
+            log::debug!(
+                "{}: {} is below something that is no longer a directory; its subtree sync is moot",
+                root.display(),
+                rel.display()
+            );
+            Disposition::Done
+        }
+        JobKind::Subtree { .. } | JobKind::Full { .. } => Disposition::Partial {
+            failure,
+            fates: Vec::new(),
+        },
+    }
+}
+
+fn log_fates(root: &Path, entries: &[Entry], fates: &[crate::job::PathFate]) {
+    for (entry, fate) in entries.iter().zip(fates) {
+        if *fate == crate::job::PathFate::Gone {
+            log::debug!(
+                "{}: {} {} no longer exists as queued; not retried",
+                root.display(),
+                entry.op,
+                entry.rel.display()
+            );
+        }
+    }
+}
+
 /// The command line of `invocation` for logs, the journal and `--check`, quoted for a
 /// POSIX shell, `cd DIR && ` first when it runs in the root.
 pub fn describe(program: &Path, invocation: &Invocation<'_>) -> String {
@@ -302,14 +409,35 @@ pub fn describe(program: &Path, invocation: &Invocation<'_>) -> String {
     }
 }
 
+/// How many entries from the start of a batch fit in `max_bytes` of file data (at least
+/// one); sizes are `lstat`ed now.
+fn within_bytes(root: &Path, entries: &[Entry], max_bytes: u64) -> usize {
+    let mut bytes = 0u64;
+    for (i, entry) in entries.iter().enumerate() {
+        if entry.op == crate::job::Op::Update && !entry.is_dir {
+            bytes += std::fs::symlink_metadata(root.join(&entry.rel)).map_or(0, |m| m.len());
+        }
+        if i > 0 && bytes > max_bytes {
+            return i;
+        }
+    }
+    entries.len()
+}
+
 /// Anchored patterns for every top-most excluded path under `root`, so that a recursive
 /// rsync never carries what `<filter>` excludes (rsync cannot evaluate our regexes).
 pub fn excluded_paths(root: &Path, filter: &Filter) -> Vec<OsString> {
+    excluded_paths_under(root, Path::new(""), filter)
+}
+
+/// As [`excluded_paths`], for the directory `rel` under `root` only (subtree syncs); the
+/// patterns stay root-relative.
+pub fn excluded_paths_under(root: &Path, rel: &Path, filter: &Filter) -> Vec<OsString> {
     let mut out = Vec::new();
     if filter.is_empty() {
         return out;
     }
-    let mut stack = vec![PathBuf::new()];
+    let mut stack = vec![rel.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(read) = std::fs::read_dir(root.join(&dir)) else {
             continue;
@@ -400,6 +528,12 @@ mod tests {
         assert_eq!(
             found,
             ["/cache", "/skip.gz", "/sub/deeper.gz"].map(OsString::from)
+        );
+        // A subtree sync lists only what is below its directory, still root-relative
+        // (its transfer root is the root: `--relative ./sub`).
+        assert_eq!(
+            excluded_paths_under(dir.path(), Path::new("sub"), &filter),
+            [OsString::from("/sub/deeper.gz")]
         );
     }
 }

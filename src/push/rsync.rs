@@ -8,12 +8,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::child::{self, Cancel, ChildError, Ending};
 use crate::config::{Remote, RsyncConfig};
-use crate::job::{Entry, Op, PushFailure};
+use crate::job::{Disposition, Entry, Op, PushFailure};
 
 /// How much of rsync's stderr is kept for the failure reason.
 const STDERR_TAIL: usize = 2048;
@@ -52,11 +52,18 @@ pub const ARGV_BUDGET: usize = 512 * 1024;
 
 /// What kind of run this is, which decides the options after `commonParams`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKind {
+pub enum RunKind<'a> {
     /// A batch of paths on stdin; `delete` turns missing paths into remote deletions.
     Batch {
         /// `<inotify><delete start="true">`.
         delete: bool,
+    },
+    /// One directory, recursively with `--delete`, to be run with the root as working
+    /// directory: `./rel` is the only source (see [`SUBTREE_OPTIONS`]); excluded paths
+    /// come on stdin as anchored root-relative patterns, as for full syncs.
+    Subtree {
+        /// The directory, relative to the root.
+        rel: &'a Path,
     },
     /// The whole root, recursively; excluded paths come on stdin as anchored patterns.
     Full {
@@ -70,9 +77,12 @@ pub fn args(
     rsync: &RsyncConfig,
     root: &Path,
     remote: &Remote,
-    kind: RunKind,
+    kind: RunKind<'_>,
     extra_excludes: &[String],
 ) -> Vec<OsString> {
+    if let RunKind::Subtree { rel } = kind {
+        return subtree_argv(rsync, remote, rel);
+    }
     let mut args: Vec<OsString> = rsync.common_params.iter().map(OsString::from).collect();
     match kind {
         RunKind::Batch { delete } => {
@@ -86,6 +96,7 @@ pub fn args(
                 args.push("--ignore-missing-args".into());
             }
         }
+        RunKind::Subtree { .. } => {}
         RunKind::Full { delete } => {
             args.push("--recursive".into());
             if delete {
@@ -148,6 +159,37 @@ pub fn batch_argv(
     }
     args.push(destination(rsync, remote));
     Some(args)
+}
+
+/// Options of a subtree sync ([`RunKind::Subtree`]). `--relative` with the source
+/// `./rel` makes the transfer root the root itself, so the anchored root-relative exclude
+/// patterns of full syncs apply unchanged and no remote path is spelled out (an ssh
+/// remote's shell never sees the name). `--delete` removes what the old directory held;
+/// `--force` and `--delete-missing-args` let a directory that became a file, a symlink or
+/// nothing since replace or remove the remote one. `--from0` before `--exclude-from`, see
+/// [`BATCH_OPTIONS`].
+const SUBTREE_OPTIONS: [&str; 7] = [
+    "--recursive",
+    "--relative",
+    "--delete",
+    "--force",
+    "--delete-missing-args",
+    "--from0",
+    "--exclude-from=-",
+];
+
+/// The argument vector of a subtree sync of the directory `rel` (never empty), to be run
+/// with the root as working directory.
+fn subtree_argv(rsync: &RsyncConfig, remote: &Remote, rel: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = rsync.common_params.iter().map(OsString::from).collect();
+    args.extend(SUBTREE_OPTIONS.iter().map(OsString::from));
+    args.extend(remote_options(rsync, remote));
+    args.push("--".into());
+    let mut source = OsString::from("./");
+    source.push(rel.as_os_str());
+    args.push(source);
+    args.push(destination(rsync, remote));
+    args
 }
 
 /// Options that depend on the kind of remote.
@@ -241,16 +283,26 @@ pub fn describe(program: &Path, args: &[OsString]) -> String {
         .join(" ")
 }
 
+/// How one rsync run ended: its disposition, and the paths rsync's stderr named in its
+/// per-path messages (`link_stat "…" failed`, `file has vanished: "…"`), as printed
+/// (absolute for the sender, module-relative for a daemon receiver), `\#ooo` escapes
+/// decoded. `reported` is `None` when there were too many to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// What the exit status means.
+    pub disposition: Disposition,
+    /// Paths named by rsync's per-path messages.
+    pub reported: Option<Vec<PathBuf>>,
+}
+
+/// How much of rsync's stderr is kept to find the paths its per-path messages name.
+const REPORT_KEEP: usize = 1 << 20;
+
+/// Most per-path messages kept from one run; beyond that no path is trusted as done.
+const MAX_REPORTED: usize = 65_536;
+
 /// Runs rsync with `stdin` as its standard input and waits, at most `limit` when given.
-///
-/// # Errors
-/// A [`PushFailure`] describing a spawn error, a timeout or a non-success exit code.
-pub fn run(
-    program: &Path,
-    args: &[OsString],
-    stdin: &[u8],
-    limit: Option<Duration>,
-) -> Result<(), PushFailure> {
+pub fn run(program: &Path, args: &[OsString], stdin: &[u8], limit: Option<Duration>) -> Finished {
     run_observed(program, args, stdin, limit, None, None, None)
 }
 
@@ -261,11 +313,10 @@ pub type OnStdout<'a> = child::OnStdout<'a>;
 /// `on_stdout` is given, rsync's stdout is read on its own thread and handed to it chunk
 /// by chunk (full-sync progress); otherwise stdout is discarded. rsync runs in its own
 /// process group ([`crate::child`]): a timeout or `cancel` (shutdown) stops rsync and
-/// what it started (ssh, a local receiver) and reaps it before this returns.
-///
-/// # Errors
-/// As [`run`]; a missing `dir` is a retryable failure naming it; a cancelled run is a
-/// retryable failure (its paths are journaled by the scheduler).
+/// what it started (ssh, a local receiver) and reaps it before this returns. A spawn
+/// failure (a missing `dir` named), a timeout or a cancelled run is
+/// [`Disposition::RemoteDown`]: retried like an unreachable remote (a cancelled run's
+/// paths are journaled by the scheduler).
 pub fn run_observed(
     program: &Path,
     args: &[OsString],
@@ -274,67 +325,157 @@ pub fn run_observed(
     on_stdout: Option<&mut OnStdout<'_>>,
     dir: Option<&Path>,
     cancel: Option<&Cancel>,
-) -> Result<(), PushFailure> {
-    let retry = |reason: String| PushFailure {
-        code: None,
-        reason,
-        retryable: true,
+) -> Finished {
+    let down = |reason: String| Finished {
+        disposition: Disposition::RemoteDown(PushFailure { code: None, reason }),
+        reported: Some(Vec::new()),
     };
-    let finished = child::run(child::Spec {
+    let finished = match child::run(child::Spec {
         program: program.as_os_str(),
         args,
         env: &[],
         dir,
         stdin: Some(stdin),
         stdout: on_stdout.map_or(child::Stdout::Null, child::Stdout::Observe),
-        stderr_tail: Some(4 * STDERR_TAIL),
+        stderr_tail: Some(REPORT_KEEP),
         limit,
         cancel,
-    })
-    .map_err(|err| match (err, dir) {
-        (ChildError::Spawn(err), Some(dir)) if !dir.is_dir() => {
-            retry(format!("cannot enter {}: {err}", dir.display()))
+    }) {
+        Ok(finished) => finished,
+        Err(ChildError::Spawn(err)) => {
+            return down(match dir {
+                Some(dir) if !dir.is_dir() => format!("cannot enter {}: {err}", dir.display()),
+                _ => format!("cannot start {}: {err}", program.display()),
+            });
         }
-        (ChildError::Spawn(err), _) => retry(format!("cannot start {}: {err}", program.display())),
-        (err @ ChildError::Wait(_), _) => retry(format!("rsync: {err}")),
-    })?;
+        Err(err @ ChildError::Wait(_)) => return down(format!("rsync: {err}")),
+    };
+    // A full tail may have lost its first lines: then no path is trusted as done.
+    let reported = if finished.stderr.len() >= REPORT_KEEP {
+        None
+    } else {
+        reported_paths(&finished.stderr)
+    };
     let stderr = tail_text(&finished.stderr);
     if !stderr.is_empty() {
         // `<debug start="true">` shows rsync's own messages even when it succeeded;
         // failures carry them in their reason (logged at warn or error).
         log::debug!("rsync stderr: {stderr}");
     }
-    match finished.ending {
-        Ending::TimedOut(limit) => Err(retry(format!(
-            "still running after {}s, killed",
-            limit.as_secs()
-        ))),
-        Ending::Cancelled => Err(retry("stopped: sersync is shutting down".to_owned())),
+    let disposition = match finished.ending {
+        Ending::TimedOut(limit) => {
+            return down(format!("still running after {}s, killed", limit.as_secs()));
+        }
+        Ending::Cancelled => return down("stopped: sersync is shutting down".to_owned()),
         Ending::Exited(status) => match status.code() {
             Some(code) => classify(code, &stderr),
-            None => Err(retry(format!("killed by a signal: {stderr}"))),
+            None => Disposition::RemoteDown(PushFailure {
+                code: None,
+                reason: format!("killed by a signal: {stderr}"),
+            }),
         },
+    };
+    Finished {
+        disposition,
+        reported,
     }
+}
+
+/// Collects the quoted path of every per-path message, line by line, as stderr arrives.
+#[derive(Default)]
+struct ReportedPaths {
+    partial: Vec<u8>,
+    paths: Vec<PathBuf>,
+    overflow: bool,
+}
+
+impl ReportedPaths {
+    fn feed(&mut self, chunk: &[u8]) {
+        self.partial.extend_from_slice(chunk);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.line(&line);
+        }
+        if self.partial.len() > 64 * 1024 {
+            self.overflow = true; // a line this long: its path cannot be trusted
+            self.partial.clear();
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if let Some(path) = quoted_path(line) {
+            if self.paths.len() >= MAX_REPORTED {
+                self.overflow = true;
+                self.paths.clear();
+            } else {
+                self.paths.push(path);
+            }
+        }
+    }
+
+    /// The paths named, `None` when some could not be kept.
+    fn finish(mut self) -> Option<Vec<PathBuf>> {
+        let rest = std::mem::take(&mut self.partial);
+        self.line(&rest);
+        (!self.overflow).then_some(self.paths)
+    }
+}
+
+/// Every path rsync's per-path messages name in `stderr` (the whole of it), `None` when
+/// there are too many to keep. See [`Finished::reported`].
+pub fn reported_paths(stderr: &[u8]) -> Option<Vec<PathBuf>> {
+    let mut paths = ReportedPaths::default();
+    paths.feed(stderr);
+    paths.finish()
+}
+
+/// The path quoted in one line of rsync's stderr (`… "path" …`), with rsync's `\#ooo`
+/// escapes of unprintable bytes decoded; `None` for a line without one.
+pub fn quoted_path(line: &[u8]) -> Option<PathBuf> {
+    let first = line.iter().position(|b| *b == b'"')?;
+    let last = line.iter().rposition(|b| *b == b'"')?;
+    if last <= first + 1 {
+        return None;
+    }
+    let raw = &line[first + 1..last];
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let octal = raw
+            .get(i + 2..i + 5)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (raw[i], raw.get(i + 1), octal) {
+            (b'\\', Some(b'#'), Some(digits)) => {
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 5;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Some(PathBuf::from(OsString::from_vec(out)))
 }
 
 /// How an exit code is treated; the single place that decides it (see the table test).
 ///
-/// - 0: success. 24 ("some source files vanished"): success, the event that removed them
-///   is queued and pushes the deletion.
-/// - 23 ("partial transfer due to error"): a failure, unlike sersync 2.5 which counted it
-///   as success: some listed path did not arrive (unreadable file, receiver error), and
-///   only a retry that succeeds proves it did. Retried like any failure.
+/// - 0: done.
+/// - 23 ("partial transfer due to error") and 24 ("some source files vanished"): partial;
+///   the push worker decides per path which arrived, which are gone locally and which
+///   to retry. Unlike sersync 2.5, 23 is never counted as success: only a retry that
+///   succeeds proves a path arrived.
 /// - 1 (usage), 2 (protocol), 3 (bad destination dir), 4 (unsupported), and 5 when the
 ///   daemon refused auth or does not know the module: configuration errors. Still kept
 ///   in the journal and retried at the longest interval, so fixing the server heals it.
-/// - Everything else (5 busy, 10, 11, 12, 14, 20–22, 25, 30, 35, 255 …): retryable.
-pub fn classify(code: i32, stderr: &str) -> Result<(), PushFailure> {
-    let retryable = match code {
-        0 | 24 => return Ok(()),
-        1..=4 => false,
-        5 => !is_refusal(stderr),
-        _ => true,
-    };
+/// - Everything else (5 busy, 10, 11, 12, 14, 20–22, 25, 30, 35, 255 …): the remote is down.
+pub fn classify(code: i32, stderr: &str) -> Disposition {
     let mut reason = if stderr.is_empty() {
         format!("rsync exited with code {code}")
     } else {
@@ -345,11 +486,20 @@ pub fn classify(code: i32, stderr: &str) -> Result<(), PushFailure> {
         reason.push_str(fix);
         reason.push(')');
     }
-    Err(PushFailure {
+    let failure = PushFailure {
         code: Some(code),
         reason,
-        retryable,
-    })
+    };
+    match code {
+        0 => Disposition::Done,
+        23 | 24 => Disposition::Partial {
+            failure,
+            fates: Vec::new(),
+        },
+        1..=4 => Disposition::ConfigError(failure),
+        5 if is_refusal(stderr) => Disposition::ConfigError(failure),
+        _ => Disposition::RemoteDown(failure),
+    }
 }
 
 /// What to do about a daemon's refusal, named in the failure reason (and so in the log).

@@ -31,7 +31,7 @@ use wait_timeout::ChildExt;
 
 use super::rsync::{self, RunKind};
 use crate::config::{Remote, RsyncConfig, WarmConfig};
-use crate::job::{JobKind, PushFailure, PushJob, PushOutcome, TargetId};
+use crate::job::{Disposition, JobKind, PushFailure, PushJob, PushOutcome, TargetId};
 use crate::metrics::Metrics;
 
 /// Bytes of NUL-separated path list at most for a warm run. Measured on this machine with a
@@ -149,14 +149,14 @@ pub fn use_warm(policy: &WarmPolicy, list_bytes: usize) -> bool {
 
 /// How a finished job changes its slot: `(parked, paused_until)`.
 pub fn after_job(
-    result: &Result<(), PushFailure>,
+    disposition: &Disposition,
     paused_until: Option<Instant>,
     now: Instant,
 ) -> (bool, Option<Instant>) {
-    match result {
-        Ok(()) => (false, paused_until),
-        Err(failure) if is_max_connections(&failure.reason) => (true, Some(now + REFUSED_PAUSE)),
-        Err(_) => (true, paused_until),
+    match disposition.failure() {
+        None => (false, paused_until),
+        Some(failure) if is_max_connections(&failure.reason) => (true, Some(now + REFUSED_PAUSE)),
+        Some(_) => (true, paused_until),
     }
 }
 
@@ -241,11 +241,7 @@ impl WarmClient {
         limit: Option<Duration>,
         cancel: &AtomicBool,
     ) -> Result<(), PushFailure> {
-        let failure = |reason: String| PushFailure {
-            code: None,
-            reason,
-            retryable: true,
-        };
+        let failure = |reason: String| PushFailure { code: None, reason };
         if let Some(mut stdin) = self.stdin.take() {
             // At most MAX_LIST_BYTES: fits in the pipe, never blocks. An error means rsync
             // exited, which its status reports.
@@ -290,8 +286,16 @@ impl WarmClient {
         if !stderr.is_empty() {
             log::debug!("rsync stderr: {stderr}");
         }
+        // Anything but a clean exit (a partial transfer too) goes to a cold run, whose
+        // per-path fates are the outcome.
         match status.map_err(failure)?.code() {
-            Some(code) => rsync::classify(code, &stderr),
+            Some(code) => match rsync::classify(code, &stderr) {
+                Disposition::Done => Ok(()),
+                other => Err(other
+                    .failure()
+                    .cloned()
+                    .unwrap_or_else(|| failure(format!("rsync exited with code {code}")))),
+            },
             None => Err(failure(format!("killed by a signal: {stderr}"))),
         }
     }
@@ -507,7 +511,7 @@ impl WarmPool {
         };
         let list = match &job.kind {
             JobKind::Batch { .. } => list,
-            JobKind::Full { .. } => &[],
+            JobKind::Full { .. } | JobKind::Subtree { .. } => &[],
         };
         let client = {
             let mut slot = lock(slot);
@@ -554,7 +558,8 @@ impl WarmPool {
                             .with_target(job.target, |t| t.warm_pushes += 1);
                         PushOutcome {
                             job,
-                            result: Ok(()),
+                            disposition: Disposition::Done,
+                            unsent: 0,
                             command: rsync::describe(&self.shared.binary, &args),
                         }
                     }
@@ -562,7 +567,8 @@ impl WarmPool {
                         // Shutdown: the scheduler journaled the batch; no cold run now.
                         PushOutcome {
                             job,
-                            result: Err(failure),
+                            disposition: Disposition::RemoteDown(failure),
+                            unsent: 0,
                             command: rsync::describe(&self.shared.binary, &args),
                         }
                     }
@@ -585,7 +591,7 @@ impl WarmPool {
             let mut slot = lock(slot);
             slot.running = slot.running.saturating_sub(1);
             (slot.parked, slot.paused_until) =
-                after_job(&outcome.result, slot.paused_until, Instant::now());
+                after_job(&outcome.disposition, slot.paused_until, Instant::now());
         }
         self.wake();
         outcome
@@ -849,15 +855,14 @@ mod tests {
     fn job_results_park_and_pause() {
         let now = Instant::now();
         let fail = |reason: &str| {
-            Err(PushFailure {
+            Disposition::RemoteDown(PushFailure {
                 code: Some(5),
                 reason: reason.into(),
-                retryable: true,
             })
         };
         let later = Some(now + Duration::from_secs(3));
-        assert_eq!(after_job(&Ok(()), None, now), (false, None));
-        assert_eq!(after_job(&Ok(()), later, now), (false, later));
+        assert_eq!(after_job(&Disposition::Done, None, now), (false, None));
+        assert_eq!(after_job(&Disposition::Done, later, now), (false, later));
         assert_eq!(
             after_job(&fail("rsync exited with code 12"), None, now),
             (true, None)

@@ -106,10 +106,10 @@ fn purges_for_a_down_endpoint_wait_in_the_journal_file_and_drain_when_it_returns
         "failed purge journaled under the cdn key",
         SYNC_LIMIT,
         || {
-            journal
-                .pending()
-                .iter()
-                .any(|e| e.target.starts_with("cdn ") && e.rel == Path::new("promo.html"))
+            journal.pending().iter().any(|e| {
+                e.target == format!("v2 cdn {}", env.src.display())
+                    && e.rel == Path::new("promo.html")
+            })
         },
     );
     let hook = RecordingServer::start_on(port, |_, _| answer("200 OK", "", "{}"));

@@ -236,7 +236,7 @@ fn shutdown_journals_unpushed_changes() {
     pipeline.shutdown().expect("clean shutdown");
     let rels: Vec<PathBuf> = sersync::coalesce::Journal::pending(env.journal.as_ref())
         .into_iter()
-        .map(|(_, e)| e.rel)
+        .map(|(_, w)| w.scope().storage_rel().to_path_buf())
         .collect();
     assert!(
         rels.contains(&PathBuf::from("a.txt")) && rels.contains(&PathBuf::from("b.txt")),

@@ -11,6 +11,7 @@ mod journal;
 mod plugin;
 mod reliability;
 mod scenarios_push;
+mod scenarios_sched;
 mod scenarios_watch;
 mod secrets;
 mod service;

@@ -286,13 +286,11 @@ fn log_rotation(kind: Kind) {
     scene.stop();
 }
 #[test]
-#[ignore = "needs the scheduler's subtree --delete sync of a re-created directory (issue 10 item 1, scheduler part)"]
 fn log_rotation_local() {
     log_rotation(Kind::Local);
 }
 
 #[test]
-#[ignore = "needs the scheduler's subtree --delete sync of a re-created directory (issue 10 item 1, scheduler part)"]
 fn log_rotation_daemon() {
     log_rotation(Kind::Daemon);
 }

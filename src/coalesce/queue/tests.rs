@@ -1,24 +1,17 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
 
-const CAPS: Caps = Caps {
-    max_paths: 100,
-    max_bytes: 1 << 30,
-};
-
-fn no_size(_: &Path) -> u64 {
-    0
-}
+const CAPS: Caps = Caps { max_paths: 100 };
 
 fn batch(queue: &mut TargetQueue, now: Instant) -> Vec<(String, Op)> {
-    match queue.next_plan(now, CAPS, no_size) {
+    match queue.next_plan(now, CAPS) {
         Some(Plan::Batch(taken)) => taken
             .into_iter()
             .map(|t| (t.entry.rel.display().to_string(), t.entry.op))
             .collect(),
-        Some(Plan::Full(..)) => panic!("unexpected full sync"),
+        Some(Plan::Full(..) | Plan::Subtree(..)) => panic!("unexpected full sync"),
         None => Vec::new(),
     }
 }
@@ -75,7 +68,7 @@ fn a_path_in_flight_waits_for_the_next_batch() {
     let now = Instant::now();
     let mut queue = TargetQueue::default();
     observe(&mut queue, "f", Op::Update, false, now);
-    let first = queue.next_plan(now, CAPS, no_size);
+    let first = queue.next_plan(now, CAPS);
     observe(&mut queue, "f", Op::Update, false, now);
     observe(&mut queue, "g", Op::Update, false, now);
     assert_eq!(
@@ -86,7 +79,7 @@ fn a_path_in_flight_waits_for_the_next_batch() {
     let Some(Plan::Batch(taken)) = first else {
         panic!("first batch")
     };
-    queue.succeeded(&taken, false);
+    queue.succeeded(&taken, &Ran::Batch);
     assert_eq!(batch(&mut queue, now), vec![("f".to_owned(), Op::Update)]);
 }
 
@@ -95,8 +88,7 @@ fn nothing_below_a_running_directory_delete_goes() {
     let now = Instant::now();
     let mut queue = TargetQueue::default();
     observe(&mut queue, "d", Op::Delete, true, now);
-    let running = queue.next_plan(now, CAPS, no_size);
-    observe(&mut queue, "d", Op::Update, true, now);
+    let running = queue.next_plan(now, CAPS);
     observe(&mut queue, "d/x", Op::Update, false, now);
     observe(&mut queue, "other", Op::Update, false, now);
     assert_eq!(
@@ -106,13 +98,8 @@ fn nothing_below_a_running_directory_delete_goes() {
     let Some(Plan::Batch(taken)) = running else {
         panic!("running batch")
     };
-    queue.succeeded(&taken, false);
-    let mut got = batch(&mut queue, now);
-    got.sort();
-    assert_eq!(
-        got,
-        vec![("d".into(), Op::Update), ("d/x".into(), Op::Update)]
-    );
+    queue.succeeded(&taken, &Ran::Batch);
+    assert_eq!(batch(&mut queue, now), vec![("d/x".to_owned(), Op::Update)]);
 }
 
 #[test]
@@ -120,7 +107,7 @@ fn delete_waits_for_running_pushes_below_it() {
     let now = Instant::now();
     let mut queue = TargetQueue::default();
     observe(&mut queue, "d/x", Op::Update, false, now);
-    let running = queue.next_plan(now, CAPS, no_size);
+    let running = queue.next_plan(now, CAPS);
     observe(&mut queue, "d", Op::Delete, true, now);
     assert!(
         batch(&mut queue, now).is_empty(),
@@ -129,7 +116,7 @@ fn delete_waits_for_running_pushes_below_it() {
     let Some(Plan::Batch(taken)) = running else {
         panic!("running batch")
     };
-    queue.succeeded(&taken, false);
+    queue.succeeded(&taken, &Ran::Batch);
     assert_eq!(batch(&mut queue, now), vec![("d".to_owned(), Op::Delete)]);
 }
 
@@ -164,40 +151,14 @@ fn batches_respect_the_path_cap_in_fifo_order() {
 }
 
 #[test]
-fn byte_cap_splits_batches_but_never_starves_a_big_file() {
-    let now = Instant::now();
-    let mut queue = TargetQueue::default();
-    for rel in ["big1", "big2", "small"] {
-        observe(&mut queue, rel, Op::Update, false, now);
-    }
-    let caps = Caps {
-        max_paths: 100,
-        max_bytes: 1000,
-    };
-    let size = |p: &Path| {
-        if p.to_string_lossy().starts_with("big") {
-            5000
-        } else {
-            10
-        }
-    };
-    let mut sizes = Vec::new();
-    while let Some(Plan::Batch(taken)) = queue.next_plan(now, caps, size) {
-        sizes.push(taken.len());
-    }
-    assert_eq!(sizes.iter().sum::<usize>(), 3);
-    assert!(sizes.len() >= 2, "{sizes:?}");
-}
-
-#[test]
 fn remote_down_backs_off_then_retries_everything_pending() {
     let now = Instant::now();
     let mut queue = TargetQueue::default();
     observe(&mut queue, "a", Op::Update, false, now);
-    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS, no_size) else {
+    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS) else {
         panic!("batch")
     };
-    queue.failed(taken, None, true, Duration::from_secs(2), now);
+    queue.failed(taken, Ran::Batch, true, Duration::from_secs(2), now);
     observe(&mut queue, "b", Op::Update, false, now);
     assert!(batch(&mut queue, now).is_empty(), "backing off");
     assert_eq!(queue.next_wakeup(), Some(now + Duration::from_secs(2)));
@@ -216,10 +177,10 @@ fn partial_failure_holds_only_the_failed_paths() {
     let now = Instant::now();
     let mut queue = TargetQueue::default();
     observe(&mut queue, "bad", Op::Update, false, now);
-    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS, no_size) else {
+    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS) else {
         panic!("batch")
     };
-    queue.failed(taken, None, false, Duration::from_secs(60), now);
+    queue.failed(taken, Ran::Batch, false, Duration::from_secs(60), now);
     observe(&mut queue, "good", Op::Update, false, now);
     assert_eq!(
         batch(&mut queue, now),
@@ -238,11 +199,11 @@ fn failed_path_does_not_override_a_newer_change() {
     let now = Instant::now();
     let mut queue = TargetQueue::default();
     observe(&mut queue, "f", Op::Update, false, now);
-    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS, no_size) else {
+    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS) else {
         panic!("batch")
     };
     observe(&mut queue, "f", Op::Delete, false, now);
-    queue.failed(taken, None, true, Duration::from_secs(1), now);
+    queue.failed(taken, Ran::Batch, true, Duration::from_secs(1), now);
     queue.tick(now + Duration::from_secs(1));
     assert_eq!(
         batch(&mut queue, now + Duration::from_secs(1)),
@@ -255,7 +216,7 @@ fn full_sync_waits_for_running_batches_and_covers_pending() {
     let now = Instant::now();
     let mut queue = TargetQueue::default();
     observe(&mut queue, "a", Op::Update, false, now);
-    let Some(Plan::Batch(running)) = queue.next_plan(now, CAPS, no_size) else {
+    let Some(Plan::Batch(running)) = queue.next_plan(now, CAPS) else {
         panic!("batch")
     };
     queue.request_full(FullRequest {
@@ -264,27 +225,28 @@ fn full_sync_waits_for_running_batches_and_covers_pending() {
     });
     observe(&mut queue, "b", Op::Update, false, now);
     assert!(
-        queue.next_plan(now, CAPS, no_size).is_none(),
+        queue.next_plan(now, CAPS).is_none(),
         "full waits for the running batch"
     );
-    queue.succeeded(&running, false);
-    let full = match queue.next_plan(now, CAPS, no_size) {
-        Some(Plan::Full(request, covered)) => {
+    queue.succeeded(&running, &Ran::Batch);
+    let ran = match queue.next_plan(now, CAPS) {
+        Some(Plan::Full(request)) => {
             assert_eq!(request.reason, "rescan");
-            assert!(
-                covered.is_empty(),
-                "pending paths are not trusted to a quick check"
+            assert_eq!(
+                queue.pending_len(),
+                1,
+                "pending paths are not trusted to a quick check: b stays queued"
             );
-            covered
+            Ran::Full(request)
         }
         other => panic!("expected a full sync, got {other:?}"),
     };
     observe(&mut queue, "c", Op::Update, false, now);
     assert!(
-        queue.next_plan(now, CAPS, no_size).is_none(),
+        queue.next_plan(now, CAPS).is_none(),
         "nothing runs beside a full sync"
     );
-    queue.succeeded(&full, true);
+    queue.succeeded(&[], &ran);
     let mut after = batch(&mut queue, now);
     after.sort();
     assert_eq!(
@@ -299,15 +261,15 @@ fn one_probe_at_a_time_while_failing() {
     let now = Instant::now();
     let mut queue = TargetQueue::default();
     observe(&mut queue, "a", Op::Update, false, now);
-    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS, no_size) else {
+    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS) else {
         panic!("batch")
     };
-    queue.failed(taken, None, true, Duration::ZERO, now);
+    queue.failed(taken, Ran::Batch, true, Duration::ZERO, now);
     queue.tick(now);
-    assert!(queue.next_plan(now, CAPS, no_size).is_some());
+    assert!(queue.next_plan(now, CAPS).is_some());
     observe(&mut queue, "b", Op::Update, false, now);
     assert!(
-        queue.next_plan(now, CAPS, no_size).is_none(),
+        queue.next_plan(now, CAPS).is_none(),
         "second job while failing"
     );
 }
@@ -336,7 +298,7 @@ fn a_small_backlog_lingers_behind_a_running_batch() {
         None,
         "nothing running: a change goes at once"
     );
-    let running = queue.next_plan(now, CAPS, no_size);
+    let running = queue.next_plan(now, CAPS);
     observe(&mut queue, "a", Op::Update, false, now);
     observe(
         &mut queue,
@@ -360,56 +322,177 @@ fn a_small_backlog_lingers_behind_a_running_batch() {
     let Some(Plan::Batch(taken)) = running else {
         panic!("running batch")
     };
-    queue.succeeded(&taken, false);
+    queue.succeeded(&taken, &Ran::Batch);
     assert_eq!(queue.lingering(now, linger, 100), None, "the batch ended");
 }
 
-#[test]
-fn a_directory_replaced_before_its_delete_went_out_gets_a_full_sync() {
-    let now = Instant::now();
-    let mut queue = TargetQueue::default();
-    observe(&mut queue, "d", Op::Delete, true, now);
-    observe(&mut queue, "d", Op::Update, true, now);
-    observe(&mut queue, "d/new", Op::Update, false, now);
-    match queue.next_plan(now, CAPS, no_size) {
-        Some(Plan::Full(request, covered)) => {
-            assert_eq!(request.reason, "replaced directory");
-            assert!(covered.is_empty());
-            assert_eq!(queue.pending_len(), 2, "still pushed after the full sync");
-        }
-        other => panic!("expected a full sync, got {other:?}"),
+fn subtree(queue: &mut TargetQueue, now: Instant) -> Option<PathBuf> {
+    match queue.next_plan(now, CAPS) {
+        Some(Plan::Subtree(rel)) => Some(rel),
+        _ => None,
     }
-    // A file replaced by a file, or a deleted file replaced by a directory, needs none.
-    let mut queue = TargetQueue::default();
-    observe(&mut queue, "f", Op::Delete, false, now);
-    observe(&mut queue, "f", Op::Update, true, now);
-    assert_eq!(batch(&mut queue, now), vec![("f".to_owned(), Op::Update)]);
+}
+
+/// A directory deleted and a directory again under the same name gets a subtree sync of
+/// it (never a whole-root one), whether its delete was queued, running or done.
+#[test]
+fn a_directory_deleted_then_recreated_gets_a_subtree_sync() {
+    let now = Instant::now();
+    // (delete state when the new directory is seen)
+    for state in ["queued", "in flight", "done", "failed"] {
+        let mut queue = TargetQueue::default();
+        observe(&mut queue, "logs", Op::Delete, true, now);
+        let delete = match state {
+            "queued" => None,
+            _ => match queue.next_plan(now, CAPS) {
+                Some(Plan::Batch(taken)) => Some(taken),
+                other => panic!("{state}: delete batch expected, got {other:?}"),
+            },
+        };
+        if state == "done" {
+            queue.succeeded(delete.as_deref().unwrap_or_default(), &Ran::Batch);
+        }
+        observe(&mut queue, "logs", Op::Update, true, now);
+        observe(&mut queue, "logs/new.log", Op::Update, false, now);
+        if state == "in flight" || state == "failed" {
+            assert_eq!(
+                subtree(&mut queue, now),
+                None,
+                "{state}: not beside the delete"
+            );
+            let taken = delete.clone().unwrap_or_default();
+            if state == "failed" {
+                queue.failed(taken, Ran::Batch, false, Duration::from_secs(1), now);
+            } else {
+                queue.succeeded(&taken, &Ran::Batch);
+            }
+        }
+        assert_eq!(
+            subtree(&mut queue, now),
+            Some(PathBuf::from("logs")),
+            "{state}"
+        );
+        assert!(
+            queue.take_full().is_none(),
+            "{state}: never a whole-root sync"
+        );
+        assert!(
+            batch(&mut queue, now).is_empty(),
+            "{state}: nothing below logs beside its subtree sync"
+        );
+        queue.succeeded(&[], &Ran::Subtree(PathBuf::from("logs")));
+        let mut after = batch(&mut queue, now);
+        after.sort();
+        assert_eq!(
+            after,
+            vec![
+                ("logs".into(), Op::Update),
+                ("logs/new.log".into(), Op::Update)
+            ],
+            "{state}: pushed after the subtree sync"
+        );
+    }
 }
 
 #[test]
-fn a_failed_directory_delete_superseded_by_a_new_directory_gets_a_full_sync() {
+fn replacements_that_need_no_subtree_sync() {
     let now = Instant::now();
+    // A file replaced by a file, a deleted file replaced by a directory, a directory
+    // replaced by a file (pushed with --force, it replaces the remote directory whole).
+    let table: &[&[(&str, Op, bool)]] = &[
+        &[("f", Op::Delete, false), ("f", Op::Update, false)],
+        &[("f", Op::Delete, false), ("f", Op::Update, true)],
+        &[("d", Op::Delete, true), ("d", Op::Update, false)],
+        &[
+            ("d", Op::Delete, true),
+            ("d", Op::Update, false),
+            ("d", Op::Update, false),
+        ],
+    ];
+    for events in table {
+        let mut queue = TargetQueue::default();
+        for (rel, op, dir) in *events {
+            observe(&mut queue, rel, *op, *dir, now);
+        }
+        assert!(
+            matches!(queue.next_plan(now, CAPS), Some(Plan::Batch(_))),
+            "{events:?}"
+        );
+    }
+    // dir → file → dir: the directory comes back, the remote may hold the old one.
     let mut queue = TargetQueue::default();
     observe(&mut queue, "d", Op::Delete, true, now);
-    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS, no_size) else {
-        panic!("delete batch")
-    };
-    // d is created again while its delete runs; the delete then fails.
     observe(&mut queue, "d", Op::Update, true, now);
-    observe(&mut queue, "d/new", Op::Update, false, now);
-    queue.failed(taken, None, true, Duration::from_secs(1), now);
+    observe(&mut queue, "d/x", Op::Delete, true, now);
+    observe(&mut queue, "d/x", Op::Update, true, now);
+    assert_eq!(
+        subtree(&mut queue, now),
+        Some(PathBuf::from("d")),
+        "merged into d"
+    );
+    assert_eq!(subtree(&mut queue, now), None, "d/x is inside d's subtree");
+}
+
+#[test]
+fn a_failed_subtree_sync_is_asked_for_again_and_backs_off() {
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    queue.request_subtree(PathBuf::from("d"));
+    let rel = subtree(&mut queue, now).expect("subtree");
+    queue.failed(
+        Vec::new(),
+        Ran::Subtree(rel),
+        false,
+        Duration::from_secs(2),
+        now,
+    );
+    assert!(queue.is_failing());
+    assert_eq!(subtree(&mut queue, now), None, "backing off");
     let later = now + Duration::from_secs(2);
     queue.tick(later);
-    match queue.next_plan(later, CAPS, no_size) {
-        Some(Plan::Full(request, covered)) => {
-            assert_eq!(request.reason, "replaced directory");
-            assert!(covered.is_empty(), "{covered:?}");
-            assert_eq!(
-                queue.pending_len(),
-                2,
-                "pushed as a batch after the full sync"
-            );
-        }
-        other => panic!("expected a full sync, got {other:?}"),
+    assert_eq!(subtree(&mut queue, later), Some(PathBuf::from("d")));
+}
+
+#[test]
+fn failing_subtree_syncs_starve_neither_each_other_nor_batches() {
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    queue.request_subtree(PathBuf::from("a"));
+    queue.request_subtree(PathBuf::from("b"));
+    observe(&mut queue, "f", Op::Update, false, now);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let plan = queue.next_plan(now, CAPS).expect("a probe");
+        let (label, taken, ran) = match plan {
+            Plan::Subtree(rel) => (rel.display().to_string(), Vec::new(), Ran::Subtree(rel)),
+            Plan::Batch(taken) => ("batch".to_owned(), taken, Ran::Batch),
+            Plan::Full(_) => panic!("no full sync"),
+        };
+        order.push(label);
+        queue.failed(taken, ran, true, Duration::ZERO, now);
+        queue.tick(now);
     }
+    assert_eq!(order, ["a", "batch", "b", "batch"]);
+}
+
+#[test]
+fn a_directory_delete_done_long_ago_is_forgotten_unless_still_queued() {
+    let now = Instant::now();
+    let later = now + DELETE_MEMORY + Duration::from_secs(1);
+    // Done long ago: forgotten, a new directory of that name is a plain update.
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "d", Op::Delete, true, now);
+    let Some(Plan::Batch(taken)) = queue.next_plan(now, CAPS) else {
+        panic!("delete")
+    };
+    queue.succeeded(&taken, &Ran::Batch);
+    queue.tick(later);
+    observe(&mut queue, "d", Op::Update, true, later);
+    assert_eq!(batch(&mut queue, later), vec![("d".to_owned(), Op::Update)]);
+    // Still queued (the remote was down all along): remembered.
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "d", Op::Delete, true, now);
+    queue.tick(later);
+    observe(&mut queue, "d", Op::Update, true, later);
+    assert_eq!(subtree(&mut queue, later), Some(PathBuf::from("d")));
 }

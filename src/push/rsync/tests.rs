@@ -58,6 +58,56 @@ fn daemon_batch_argv() {
 }
 
 #[test]
+fn subtree_argv_runs_in_the_root_with_one_relative_source() {
+    let daemon = Remote::Daemon {
+        host: "127.0.0.1".into(),
+        module: "tongbu1".into(),
+    };
+    let local = Remote::Local {
+        path: PathBuf::from("/mnt/mirror"),
+    };
+    let rel = Path::new("-logs dir");
+    let kind = RunKind::Subtree { rel };
+    let tail = |args: &[OsString]| strings(args)[1..].to_vec();
+    assert_eq!(
+        tail(&args(
+            &config(&["-artz"]),
+            Path::new("/opt/tongbu"),
+            &daemon,
+            kind,
+            &[]
+        )),
+        [
+            "--recursive",
+            "--relative",
+            "--delete",
+            "--force",
+            "--delete-missing-args",
+            "--from0",
+            "--exclude-from=-",
+            "--timeout=100",
+            "--port=874",
+            "--password-file=/etc/rsync.pas",
+            "--sockopts=TCP_NODELAY",
+            "--",
+            "./-logs dir",
+            "tester@127.0.0.1::tongbu1/",
+        ]
+    );
+    let local_args = args(
+        &config(&["-artz"]),
+        Path::new("/opt/tongbu"),
+        &local,
+        kind,
+        &[],
+    );
+    assert_eq!(
+        strings(&local_args)[local_args.len() - 3..],
+        ["--", "./-logs dir", "/mnt/mirror/"]
+    );
+}
+
+#[test]
 fn batch_without_delete_ignores_missing_paths() {
     let remote = Remote::Local {
         path: PathBuf::from("/srv/mirror"),
@@ -184,7 +234,6 @@ fn a_receiver_refusing_the_nanosecond_window_is_recognised() {
         let failure = PushFailure {
             code: Some(1),
             reason: reason.to_owned(),
-            retryable: false,
         };
         assert_eq!(refuses_nanosecond_window(&failure), old, "{reason}");
     }
@@ -216,41 +265,93 @@ fn batches_never_get_the_nanosecond_window() {
 
 #[test]
 fn exit_code_table() {
-    // (code, stderr, outcome): None = success, Some(retryable).
-    let table: &[(i32, &str, Option<bool>)] = &[
-        (0, "", None),
-        (24, "some files vanished", None),
-        (23, "some files/attrs were not transferred", Some(true)),
-        (1, "syntax or usage error", Some(false)),
-        (2, "protocol incompatibility", Some(false)),
-        (3, "errors selecting input/output files, dirs", Some(false)),
-        (4, "requested action not supported", Some(false)),
-        (5, "@ERROR: auth failed on module m", Some(false)),
-        (5, "@ERROR: Unknown module 'x'", Some(false)),
+    // (code, stderr, disposition kind)
+    let table: &[(i32, &str, &str)] = &[
+        (0, "", "done"),
+        (24, "some files vanished", "partial"),
+        (23, "some files/attrs were not transferred", "partial"),
+        (1, "syntax or usage error", "config"),
+        (2, "protocol incompatibility", "config"),
+        (3, "errors selecting input/output files, dirs", "config"),
+        (4, "requested action not supported", "config"),
+        (5, "@ERROR: auth failed on module m", "config"),
+        (5, "@ERROR: Unknown module 'x'", "config"),
         (
             5,
             "@ERROR: max connections (4) reached -- try again later",
-            Some(true),
+            "down",
         ),
-        (10, "error in socket IO", Some(true)),
-        (11, "error in file IO", Some(true)),
-        (12, "error in rsync protocol data stream", Some(true)),
-        (14, "error in IPC code", Some(true)),
-        (20, "received SIGINT", Some(true)),
-        (30, "timeout in data send/receive", Some(true)),
-        (35, "timeout waiting for daemon connection", Some(true)),
-        (255, "ssh: connect to host", Some(true)),
+        (10, "error in socket IO", "down"),
+        (11, "error in file IO", "down"),
+        (12, "error in rsync protocol data stream", "down"),
+        (14, "error in IPC code", "down"),
+        (20, "received SIGINT", "down"),
+        (30, "timeout in data send/receive", "down"),
+        (35, "timeout waiting for daemon connection", "down"),
+        (255, "ssh: connect to host", "down"),
     ];
     for (code, stderr, expected) in table {
-        let outcome = classify(*code, stderr);
-        match expected {
-            None => assert!(outcome.is_ok(), "code {code} should be success"),
-            Some(retryable) => {
-                let failure = outcome.expect_err("failure expected");
-                assert_eq!(failure.retryable, *retryable, "code {code} ({stderr})");
-                assert_eq!(failure.code, Some(*code));
+        let disposition = classify(*code, stderr);
+        let kind = match &disposition {
+            Disposition::Done => "done",
+            Disposition::Partial { fates, .. } => {
+                assert!(fates.is_empty(), "the worker resolves fates");
+                "partial"
             }
+            Disposition::RemoteDown(_) => "down",
+            Disposition::ConfigError(_) => "config",
+        };
+        assert_eq!(kind, *expected, "code {code} ({stderr})");
+        if let Some(failure) = disposition.failure() {
+            assert_eq!(failure.code, Some(*code));
         }
+    }
+}
+
+#[test]
+fn reported_paths_of_a_whole_stderr() {
+    let stderr = b"rsync: [sender] link_stat \"/r/p/child\" failed: Not a directory (20)\n\
+        file has vanished: \"/r/q\"\n\
+        rsync error: some files/attrs were not transferred (code 23)\n\
+        file has vanished: \"/r/no-newline\"";
+    assert_eq!(
+        reported_paths(stderr),
+        Some(
+            ["/r/p/child", "/r/q", "/r/no-newline"]
+                .map(PathBuf::from)
+                .to_vec()
+        )
+    );
+    assert_eq!(reported_paths(b""), Some(Vec::new()), "nothing named");
+    let mut many = Vec::new();
+    for i in 0..=MAX_REPORTED {
+        many.extend_from_slice(format!("file has vanished: \"/r/{i}\"\n").as_bytes());
+    }
+    assert_eq!(reported_paths(&many), None, "too many to keep");
+}
+
+#[test]
+fn quoted_paths_of_rsync_messages() {
+    let table: &[(&[u8], Option<&[u8]>)] = &[
+        (
+            b"rsync: [sender] link_stat \"/srv/www/p/child\" failed: Not a directory (20)",
+            Some(b"/srv/www/p/child"),
+        ),
+        (
+            b"file has vanished: \"/srv/www/q\"",
+            Some(b"/srv/www/q"),
+        ),
+        (
+            b"rsync: [sender] send_files failed to open \"/r/caf\\#303\\#251 \\#377\": Permission denied (13)",
+            Some(b"/r/caf\xc3\xa9 \xff"),
+        ),
+        (b"rsync error: some files/attrs were not transferred (code 23)", None),
+        (b"\"\"", None),
+    ];
+    for (line, expected) in table {
+        let got = quoted_path(line);
+        let expected = expected.map(|b| PathBuf::from(OsStr::from_bytes(b)));
+        assert_eq!(got, expected, "{}", String::from_utf8_lossy(line));
     }
 }
 
@@ -301,8 +402,10 @@ fn describe_quotes_and_hides_nothing_secret() {
 
 #[test]
 fn run_reports_spawn_failure_as_retryable() {
-    let failure = run(Path::new("/nonexistent/rsync"), &[], b"", None).expect_err("cannot spawn");
-    assert!(failure.retryable);
+    let finished = run(Path::new("/nonexistent/rsync"), &[], b"", None);
+    let Disposition::RemoteDown(failure) = finished.disposition else {
+        panic!("spawn failure is a remote-down retry: {finished:?}")
+    };
     assert_eq!(failure.code, None);
 }
 
@@ -314,7 +417,10 @@ fn run_kills_after_limit() {
         b"",
         Some(Duration::from_millis(200)),
     )
-    .expect_err("killed");
+    .disposition;
+    let Disposition::RemoteDown(failure) = failure else {
+        panic!("a killed run is a remote-down retry: {failure:?}")
+    };
     assert!(failure.reason.contains("killed"), "{}", failure.reason);
 }
 
