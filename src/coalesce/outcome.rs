@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::queue::{Ran, Taken};
+use super::queue::{Ran, Taken, TargetQueue};
 use super::retry::backoff_with;
 use super::scheduler::{Running, Scheduler, ran_work};
 use crate::job::{
@@ -219,8 +219,20 @@ impl Scheduler {
                 delay.as_secs_f64()
             );
         }
+        let remote_down = severity != Severity::Paths;
+        if remote_down {
+            // The remote is down: what waits for it is journaled now, not when its turn
+            // comes (a probe carries one job; a crash meanwhile must lose nothing).
+            let waiting = self
+                .queues
+                .get(&job.target)
+                .map(TargetQueue::unjournaled)
+                .unwrap_or_default();
+            if !waiting.is_empty() {
+                self.record_failure(job, &key, &waiting, failure);
+            }
+        }
         if let Some(queue) = self.queues.get_mut(&job.target) {
-            let remote_down = severity != Severity::Paths;
             queue.failed(taken, job.ran.clone(), remote_down, delay, now);
         }
     }

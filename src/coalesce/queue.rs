@@ -251,6 +251,40 @@ impl TargetQueue {
         }
     }
 
+    /// Everything waiting here that has no journal entry yet, in its journal form: the
+    /// pending paths, the subtree syncs asked for (as their directory's delete) and a
+    /// full sync asked for (the whole root). A remote that is down gets these journaled
+    /// at once, so that a crash while it is down loses none of them.
+    pub fn unjournaled(&self) -> Vec<Work> {
+        let mut out = Vec::new();
+        if self.full.is_some()
+            && !self
+                .journaled
+                .contains(Work::WholeRoot.scope().storage_rel())
+        {
+            out.push(Work::WholeRoot);
+        }
+        for (rel, pending) in &self.pending {
+            if !self.journaled.contains(rel) {
+                out.push(self.journal_form(Work::Path(Entry {
+                    rel: rel.clone(),
+                    op: pending.op,
+                    is_dir: pending.is_dir,
+                })));
+            }
+        }
+        for rel in &self.subtrees {
+            if !self.journaled.contains(rel) {
+                out.push(Work::Path(Entry {
+                    rel: rel.clone(),
+                    op: Op::Delete,
+                    is_dir: true,
+                }));
+            }
+        }
+        out
+    }
+
     /// Whether `rel` has a live journal entry.
     pub fn is_journaled(&self, rel: &Path) -> bool {
         self.journaled.contains(rel)

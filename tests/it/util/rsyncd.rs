@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,6 +97,9 @@ impl RsyncDaemon {
             .arg(format!("--log-file={}/log", self.conf_dir.path().display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own group: stopping it ends the connections it forked too (as a
+            // service manager's stop does), not only the listener.
+            .process_group(0)
             .spawn()
             .expect("spawn rsync --daemon");
         self.child = Some(child);
@@ -125,6 +129,9 @@ impl RsyncDaemon {
     /// Stops the daemon (port closed) but keeps its files.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
