@@ -38,10 +38,10 @@ impl Features {
     ///   retried for ever (rsync: "Not a directory") until the scheduler treats it as gone.
     pub const DEFAULT: Features = Features {
         reuse_file_names: true,
-        reuse_dir_names: false,
+        reuse_dir_names: true,
         old_mtimes: true,
         same_second_rewrites: true,
-        type_flips: false,
+        type_flips: true,
     };
 
     /// [`Features::DEFAULT`] with `SERSYNC_CHURN` applied; an unknown name panics

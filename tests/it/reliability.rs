@@ -665,7 +665,7 @@ fn sigkill_without_full_sync_recovers_from_the_journal_alone() {
 /// leave can hold a path below a directory that the churn then turns into a file, which
 /// is retried for ever after the restart until the scheduler treats such a path as gone
 /// (seed 4547497043641015179, local remote).
-const SIGNALS_DEFAULT: [&str; 1] = ["HUP"];
+const SIGNALS_DEFAULT: [&str; 3] = ["HUP", "TERM", "KILL"];
 
 fn signals_enabled() -> Vec<String> {
     match std::env::var("SERSYNC_FAULTS") {

@@ -129,7 +129,10 @@ impl RsyncDaemon {
     /// Stops the daemon (port closed) but keeps its files.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = rustix::process::Pid::from_raw(child.id().cast_signed()) {
+            if let Some(pid) = i32::try_from(child.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
                 let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
             }
             let _ = child.kill();
