@@ -29,13 +29,9 @@ pub struct Features {
 }
 
 impl Features {
-    /// What passes on the watcher's branch. Off, and why:
-    /// - `reuse_dir_names`: when the delete of the old directory is already running (or
-    ///   done) as the new one arrives, its old content stays on the remote until the
-    ///   scheduler syncs a re-created directory with `--delete` (the scenario
-    ///   `scenarios_watch::log_rotation_*` fails every time; the churn only now and then);
-    /// - `type_flips`: a path queued or journaled below a directory that became a file is
-    ///   retried for ever (rsync: "Not a directory") until the scheduler treats it as gone.
+    /// Every operator pattern is on: each one's fix is merged (subtree `--delete` syncs of
+    /// re-created directories, `-u` kept out of pushes, nanosecond full syncs, paths whose
+    /// parent stopped being a directory settled as gone).
     pub const DEFAULT: Features = Features {
         reuse_file_names: true,
         reuse_dir_names: true,
