@@ -704,8 +704,11 @@ fn remove_below(set: &mut BTreeSet<PathBuf>, rel: &Path) {
 
 /// Backoff of one path after `attempts` partial failures: doubling, capped.
 fn per_path_backoff(attempts: u32, cap: Duration) -> Duration {
-    let secs = 2u64.saturating_pow(attempts.min(20));
-    Duration::from_secs(secs).min(cap.max(Duration::from_secs(1)))
+    crate::backoff::doubling(
+        Duration::from_secs(1),
+        attempts,
+        cap.max(Duration::from_secs(1)),
+    )
 }
 
 mod in_flight;

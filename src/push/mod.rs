@@ -137,6 +137,17 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         }
     }
     let mut unsent = 0;
+    // What a subtree or full sync runs, given the excluded paths passed to it.
+    let job_invocation = |excluded: &[OsString]| {
+        invocation(
+            &context.rsync,
+            root,
+            remote,
+            context.delete,
+            &job.kind,
+            excluded,
+        )
+    };
     let (invocation, limit) = match &job.kind {
         JobKind::Batch { entries } => {
             let sent = within_bytes(root, entries, context.max_batch_bytes);
@@ -171,17 +182,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
                     rel.display()
                 );
                 let excluded = excluded_paths_under(root, rel, &context.filter);
-                (
-                    invocation(
-                        &context.rsync,
-                        root,
-                        remote,
-                        context.delete,
-                        &job.kind,
-                        &excluded,
-                    ),
-                    context.batch_limit,
-                )
+                (job_invocation(&excluded), context.batch_limit)
             }
         }
         JobKind::Full { reason, .. } => {
@@ -195,14 +196,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
                 root.display(),
                 excluded.len()
             );
-            let mut invocation = invocation(
-                &context.rsync,
-                root,
-                remote,
-                context.delete,
-                &job.kind,
-                &excluded,
-            );
+            let mut invocation = job_invocation(&excluded);
             if context.seconds_only(job.target.root, job.target.remote) {
                 invocation.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
             }
