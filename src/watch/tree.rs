@@ -410,39 +410,27 @@ impl<W> Tree<W> {
         id
     }
 
+    /// One probe of the name table whether the child exists or not (the walk creates
+    /// every node through here).
     fn child_or_create(&mut self, parent: NodeId, name: &[u8]) -> NodeId {
-        if let Some(id) = self.child(parent, name) {
-            return id;
-        }
-        let id = self.alloc(name);
-        self.link_child(id, parent);
+        let (nodes, names, hasher) = (&self.nodes, &self.names, &self.hasher);
+        let entry = self.by_name.entry(
+            hash_name(hasher, parent, name),
+            |&id| nodes[id as usize].parent == parent && name_of(nodes, names, id) == name,
+            |&id| hash_name(hasher, nodes[id as usize].parent, name_of(nodes, names, id)),
+        );
+        let vacant = match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => return *found.get(),
+            hashbrown::hash_table::Entry::Vacant(vacant) => vacant,
+        };
+        let id = alloc_node(&mut self.nodes, &mut self.free, &mut self.names, name);
+        vacant.insert(id);
+        link_siblings(&mut self.nodes, id, parent);
         id
     }
 
-    /// A detached node without a watch. Indices are `u32`: the kernel's watch limit
-    /// keeps a map far below 4 billion directories.
     fn alloc(&mut self, name: &[u8]) -> NodeId {
-        let (name_start, name_len) = self.store_name(name);
-        let node = Node {
-            parent: NONE,
-            first_child: NONE,
-            next: NONE,
-            prev: NONE,
-            name_start,
-            name_len,
-            wd: NO_WD,
-            handle: None,
-        };
-        match self.free.pop() {
-            Some(id) => {
-                self.nodes[id as usize] = node;
-                id
-            }
-            None => {
-                self.nodes.push(node);
-                (self.nodes.len() - 1) as NodeId
-            }
-        }
+        alloc_node(&mut self.nodes, &mut self.free, &mut self.names, name)
     }
 
     fn store_name(&mut self, name: &[u8]) -> (u32, u32) {
@@ -483,15 +471,7 @@ impl<W> Tree<W> {
 
     /// Links a detached node as the first child of `parent`.
     fn link_child(&mut self, id: NodeId, parent: NodeId) {
-        let first = self.nodes[parent as usize].first_child;
-        let node = &mut self.nodes[id as usize];
-        node.parent = parent;
-        node.prev = NONE;
-        node.next = first;
-        if first != NONE {
-            self.nodes[first as usize].prev = id;
-        }
-        self.nodes[parent as usize].first_child = id;
+        link_siblings(&mut self.nodes, id, parent);
         let (nodes, names, hasher) = (&self.nodes, &self.names, &self.hasher);
         let hash = hash_name(hasher, parent, name_of(nodes, names, id));
         self.by_name.insert_unique(hash, id, |&other| {
@@ -627,6 +607,52 @@ impl<W> Tree<W> {
         self.free.push(id);
         self.compact_names();
     }
+}
+
+/// A detached node without a watch, in a free slot or a new one. Indices are `u32`:
+/// the kernel's watch limit keeps a map far below 4 billion directories. (Free
+/// functions over the fields, so that a caller can hold a table entry meanwhile.)
+fn alloc_node<W>(
+    nodes: &mut Vec<Node<W>>,
+    free: &mut Vec<NodeId>,
+    names: &mut Vec<u8>,
+    name: &[u8],
+) -> NodeId {
+    let node = Node {
+        parent: NONE,
+        first_child: NONE,
+        next: NONE,
+        prev: NONE,
+        name_start: names.len() as u32,
+        name_len: name.len() as u32,
+        wd: NO_WD,
+        handle: None,
+    };
+    names.extend_from_slice(name);
+    match free.pop() {
+        Some(id) => {
+            nodes[id as usize] = node;
+            id
+        }
+        None => {
+            nodes.push(node);
+            (nodes.len() - 1) as NodeId
+        }
+    }
+}
+
+/// Puts a detached node first in `parent`'s list of children (the name table is the
+/// caller's).
+fn link_siblings<W>(nodes: &mut [Node<W>], id: NodeId, parent: NodeId) {
+    let first = nodes[parent as usize].first_child;
+    let node = &mut nodes[id as usize];
+    node.parent = parent;
+    node.prev = NONE;
+    node.next = first;
+    if first != NONE {
+        nodes[first as usize].prev = id;
+    }
+    nodes[parent as usize].first_child = id;
 }
 
 #[cfg(test)]
