@@ -496,6 +496,10 @@ pub fn classify(code: i32, stderr: &str) -> Disposition {
             failure,
             fates: Vec::new(),
         },
+        // A receiver (3.2.5+) aborts the whole run when a path's parent vanished from the
+        // sender's file list while rsync built it: a race with the source, not a
+        // configuration error. Nothing arrived; the whole batch is retried soon.
+        2 if stderr.contains("invalid path from sender") => Disposition::RemoteDown(failure),
         1..=4 => Disposition::ConfigError(failure),
         5 if is_refusal(stderr) => Disposition::ConfigError(failure),
         _ => Disposition::RemoteDown(failure),

@@ -202,8 +202,9 @@ impl State {
         now: Instant,
     ) -> Flow {
         let dir = self.tree.get(wd);
+        let known = dir.is_some();
         let (Some(dir), Some(name)) = (dir, name) else {
-            if dir.is_none() {
+            if !known {
                 log::debug!(
                     "wd {wd}: no longer watched (removed or reused); {kind:?} {name:?} dropped"
                 );

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use super::event::{Flow, State};
 use super::rewatch::{RETRY_INTERVAL, UNWATCHED_RESCAN};
 use super::scan::{self, Walk};
-use super::tree::Tree;
 use crate::filter::Filter;
 use crate::job::FsEvent;
 use crate::metrics::Metrics;
@@ -29,16 +28,11 @@ impl State {
     /// of directories the walk did not find any more are removed from the kernel.
     /// Returns the roots that could not be watched at all.
     pub(crate) fn apply_walk(&mut self, walk: Walk, rebuild: bool) -> Vec<(usize, std::io::Error)> {
-        let mut fresh = Tree::default();
-        for added in walk.added {
-            let id = added.wd.get_watch_descriptor_id();
-            fresh.insert(id, added.wd, added.root, added.rel);
-        }
-        let mut stale = std::mem::replace(&mut self.tree, fresh);
+        let stale = std::mem::replace(&mut self.tree, walk.tree);
         if rebuild {
-            for (wd, dir) in stale.drain() {
-                if self.tree.get(wd).is_none() {
-                    self.rm_watch(dir.handle);
+            for (wd, handle) in stale.into_watches() {
+                if !self.tree.contains_wd(wd) {
+                    self.rm_watch(handle);
                 }
             }
         }

@@ -143,7 +143,9 @@ impl State {
                 .filter(|last| is_dir && self.is_exchanged_dir(last, root, &rel))
                 .map(|last| last.replaced);
             if let Some(replaced) = exchanged {
-                self.tree.graft(replaced, &from.rel, root, &rel);
+                for displaced in self.tree.graft(replaced, &from.rel, root, &rel) {
+                    self.rm_watch(displaced.handle);
+                }
                 let (from_root, from_rel) = (from.root, from.rel.clone());
                 self.emit(
                     Kind::MovedFrom,

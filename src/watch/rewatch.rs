@@ -215,11 +215,13 @@ impl State {
 
     /// Adds what a walk of some roots found to the map (the others are untouched).
     pub(crate) fn merge_walk(&mut self, walk: scan::Walk) {
-        for added in walk.added {
-            let id = added.wd.get_watch_descriptor_id();
-            if let Some(displaced) = self.tree.insert(id, added.wd, added.root, added.rel) {
-                self.rm_watch(displaced.handle);
-            }
+        let mut displaced = Vec::new();
+        let tree = &mut self.tree;
+        walk.tree.for_each_dir(|wd, dir| {
+            displaced.extend(tree.insert(wd, dir.handle, dir.root, dir.rel));
+        });
+        for dir in displaced {
+            self.rm_watch(dir.handle);
         }
         for (root, rel, errno) in walk.unwatched {
             self.unwatched.insert((root, rel), errno);

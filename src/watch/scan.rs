@@ -12,29 +12,26 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
-
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use inotify::{WatchDescriptor, WatchMask, Watches};
 
 use super::event::{Flow, State, change};
+use super::tree::{NodeId, Tree};
 use crate::filter::Filter;
 use crate::job::Op;
 
-/// A watch added by a walk.
-#[derive(Debug)]
-pub(crate) struct Added {
-    pub(crate) wd: WatchDescriptor,
-    pub(crate) root: usize,
-    pub(crate) rel: PathBuf,
-}
+/// How often a long walk says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What a walk over every root found.
 #[derive(Debug, Default)]
 pub(crate) struct Walk {
-    /// Watches added (or found again: the kernel returns the existing descriptor).
-    pub(crate) added: Vec<Added>,
+    /// The watches added (or found again: the kernel returns the existing descriptor),
+    /// built while walking, so that a walk holds no path per directory.
+    pub(crate) tree: Tree<WatchDescriptor>,
     /// Roots whose top directory could not be watched at all, with the reason.
     pub(crate) failed_roots: Vec<(usize, io::Error)>,
     /// Roots where the watch limit was hit, with the first directory left unwatched
@@ -45,14 +42,18 @@ pub(crate) struct Walk {
     pub(crate) unwatched: Vec<(usize, PathBuf, i32)>,
 }
 
-/// Shared, read-only state of one parallel walk.
+/// Shared state of one parallel walk. The tree is behind a lock, but inserting a node
+/// is a few hash probes next to the two syscalls (`inotify_add_watch`, `getdents`)
+/// each directory costs, which run unlocked on every core.
 struct Ctx<'a> {
     roots: &'a [PathBuf],
     watches: &'a Watches,
     mask: WatchMask,
     filter: &'a Filter,
     log_level: log::Level,
-    added: Mutex<Vec<Added>>,
+    tree: Mutex<Tree<WatchDescriptor>>,
+    /// Watches added so far, for the progress log.
+    watched: AtomicUsize,
     /// One flag per root: once ENOSPC is seen, every further add would fail too.
     full: Vec<AtomicBool>,
     first_unwatched: Mutex<Vec<(usize, PathBuf)>>,
@@ -60,40 +61,55 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Adds one watch; `Ok(false)` when the directory is gone or is no directory any
-    /// more (the events for that arrive on the parent's watch).
-    fn add(&self, root: usize, rel: &Path) -> io::Result<bool> {
+    /// Adds one watch, on the root itself (`parent` is `None`) or on the child `rel`
+    /// of the node `parent`; returns the directory's node, or `None` when it is gone
+    /// or is no directory any more (the events for that arrive on the parent's watch).
+    fn add(&self, root: usize, parent: Option<NodeId>, rel: &Path) -> io::Result<Option<NodeId>> {
         if self.full[root].load(Ordering::Relaxed) {
-            return Ok(false);
+            return Ok(None);
         }
         let abs = self.roots[root].join(rel);
         match self.watches.clone().add(&abs, self.mask) {
             Ok(wd) => {
-                log::log!(
-                    self.log_level,
-                    "{}: watching (wd {})",
-                    abs.display(),
-                    wd.get_watch_descriptor_id()
-                );
-                lock(&self.added).push(Added {
-                    wd,
-                    root,
-                    rel: rel.to_path_buf(),
-                });
-                Ok(true)
+                let id = wd.get_watch_descriptor_id();
+                log::log!(self.log_level, "{}: watching (wd {id})", abs.display());
+                let (node, displaced) = match (parent, rel.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        lock(&self.tree).insert_child(parent, name, id, wd)
+                    }
+                    _ => lock(&self.tree).insert_root(id, wd, root),
+                };
+                if let Some(displaced) = displaced {
+                    // Not in one walk (each path is visited once); kept in step anyway.
+                    let _ = self.watches.clone().remove(displaced);
+                }
+                self.watched.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(node))
             }
             Err(err) if is_out_of_watches(&err) => {
                 if !self.full[root].swap(true, Ordering::Relaxed) {
                     lock(&self.first_unwatched).push((root, rel.to_path_buf()));
                 }
-                Ok(false)
+                Ok(None)
             }
             // For a root, "gone" is the failure to report.
             Err(err) if is_gone(&err) && !rel.as_os_str().is_empty() => {
                 log::debug!("{}: vanished before it could be watched", abs.display());
-                Ok(false)
+                Ok(None)
             }
             Err(err) => Err(err),
+        }
+    }
+
+    /// Logs how far the walk got, every `PROGRESS_EVERY` until `done` closes.
+    fn report_progress(&self, started: Instant, done: &Receiver<()>) {
+        while let Err(RecvTimeoutError::Timeout) = done.recv_timeout(PROGRESS_EVERY) {
+            let watched = self.watched.load(Ordering::Relaxed);
+            let elapsed = started.elapsed().as_secs_f64();
+            log::info!(
+                "watching: {watched} directories so far, {:.0}/s, {elapsed:.0} s elapsed",
+                watched as f64 / elapsed.max(f64::EPSILON)
+            );
         }
     }
 }
@@ -128,25 +144,46 @@ pub(crate) fn walk_roots(
         mask,
         filter,
         log_level,
-        added: Mutex::new(Vec::new()),
+        tree: Mutex::new(Tree::default()),
+        watched: AtomicUsize::new(0),
         full: roots.iter().map(|_| AtomicBool::new(false)).collect(),
         first_unwatched: Mutex::new(Vec::new()),
         unwatched: Mutex::new(Vec::new()),
     };
     let failed_roots = Mutex::new(Vec::new());
-    rayon::scope(|scope| {
-        for &root in which {
-            let ctx = &ctx;
-            let failed_roots = &failed_roots;
-            scope.spawn(move |scope| match ctx.add(root, Path::new("")) {
-                Ok(true) => walk_dir(scope, ctx, root, PathBuf::new()),
-                Ok(false) => {} // out of watches: reported through `out_of_watches`
-                Err(err) => lock(failed_roots).push((root, err)),
-            });
-        }
+    let started = Instant::now();
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+    std::thread::scope(|threads| {
+        let ctx = &ctx;
+        threads.spawn(move || ctx.report_progress(started, &done_rx));
+        rayon::scope(|scope| {
+            for &root in which {
+                let failed_roots = &failed_roots;
+                scope.spawn(move |scope| match ctx.add(root, None, Path::new("")) {
+                    Ok(Some(node)) => walk_dir(scope, ctx, root, node, PathBuf::new()),
+                    Ok(None) => {} // out of watches: reported through `out_of_watches`
+                    Err(err) => lock(failed_roots).push((root, err)),
+                });
+            }
+        });
+        drop(done_tx);
     });
+    let tree = into_inner(ctx.tree);
+    let elapsed = started.elapsed();
+    let level = if elapsed >= PROGRESS_EVERY {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    };
+    log::log!(
+        level,
+        "watching {} directories, walked in {:.1} s; the map holds {} KiB",
+        tree.len(),
+        elapsed.as_secs_f64(),
+        tree.heap_bytes() / 1024
+    );
     Walk {
-        added: into_inner(ctx.added),
+        tree,
         failed_roots: into_inner(failed_roots),
         out_of_watches: into_inner(ctx.first_unwatched),
         unwatched: into_inner(ctx.unwatched),
@@ -155,7 +192,13 @@ pub(crate) fn walk_roots(
 
 /// Reads one already watched directory and watches its subdirectories, each of which
 /// is then read by its own rayon task.
-fn walk_dir<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, root: usize, rel: PathBuf) {
+fn walk_dir<'s>(
+    scope: &rayon::Scope<'s>,
+    ctx: &'s Ctx<'s>,
+    root: usize,
+    node: NodeId,
+    rel: PathBuf,
+) {
     let abs = ctx.roots[root].join(&rel);
     let entries = match fs::read_dir(&abs) {
         Ok(entries) => entries,
@@ -184,9 +227,9 @@ fn walk_dir<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, root: usize, rel: Pa
             );
             continue;
         }
-        match ctx.add(root, &child) {
-            Ok(true) => scope.spawn(move |scope| walk_dir(scope, ctx, root, child)),
-            Ok(false) => {}
+        match ctx.add(root, Some(node), &child) {
+            Ok(Some(id)) => scope.spawn(move |scope| walk_dir(scope, ctx, root, id, child)),
+            Ok(None) => {}
             Err(err) => {
                 log_unwatchable(&ctx.roots[root].join(&child), &err);
                 lock(&ctx.unwatched).push((root, child, err.raw_os_error().unwrap_or(0)));

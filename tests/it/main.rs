@@ -9,6 +9,7 @@ mod engine;
 mod imports;
 mod journal;
 mod plugin;
+mod relay;
 mod reliability;
 mod scenarios_push;
 mod scenarios_sched;

@@ -272,6 +272,11 @@ fn exit_code_table() {
         (23, "some files/attrs were not transferred", "partial"),
         (1, "syntax or usage error", "config"),
         (2, "protocol incompatibility", "config"),
+        (
+            2,
+            "file has vanished: \"/w/a\" | ABORTING due to invalid path from sender: a/b | rsync error: protocol incompatibility (code 2)",
+            "down",
+        ),
         (3, "errors selecting input/output files, dirs", "config"),
         (4, "requested action not supported", "config"),
         (5, "@ERROR: auth failed on module m", "config"),

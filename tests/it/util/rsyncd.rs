@@ -133,7 +133,9 @@ impl RsyncDaemon {
                 .ok()
                 .and_then(rustix::process::Pid::from_raw)
             {
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                // SIGTERM: a receiving child removes its temporary file as it exits, as
+                // it does when a service manager stops the daemon.
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::TERM);
             }
             let _ = child.kill();
             let _ = child.wait();
