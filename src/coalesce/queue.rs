@@ -434,7 +434,7 @@ impl TargetQueue {
             self.last_subtree = Some(rel.clone());
             self.batch_turn = true;
             self.subtrees.remove(&rel);
-            self.in_flight.mark(&rel, Op::Delete);
+            self.in_flight.mark(&rel, Op::Delete, true);
             self.subtrees_running.insert(rel.clone());
             self.jobs_in_flight += 1;
             return Some(Plan::Subtree(rel));
@@ -452,7 +452,8 @@ impl TargetQueue {
 
     fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
         for taken in &batch {
-            self.in_flight.mark(&taken.entry.rel, taken.entry.op);
+            self.in_flight
+                .mark(&taken.entry.rel, taken.entry.op, taken.entry.is_dir);
         }
         self.jobs_in_flight += 1;
         Plan::Batch(batch)

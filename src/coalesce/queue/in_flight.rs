@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use crate::job::Op;
 
-/// Every path in a running job of one remote (a running subtree sync is marked as the
-/// delete of its directory), with a count of in-flight paths below each directory.
+/// Every path in a running job of one remote with its operation and whether it is a
+/// directory (a running subtree sync is marked as the delete of its directory), with a
+/// count of in-flight paths below each directory.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    paths: HashMap<PathBuf, Op>,
+    paths: HashMap<PathBuf, (Op, bool)>,
     below: HashMap<PathBuf, usize>,
 }
 
@@ -24,22 +25,26 @@ impl InFlight {
         self.paths.contains_key(path)
     }
 
-    /// Whether pushing `path` now could race a running job: the same path, a directory
-    /// above it being deleted, or (for a delete or a non-directory) anything below it.
+    /// Whether pushing `path` now could race a running job: the same path, a path above
+    /// it being deleted or sent as a non-directory (a directory that became a file: its
+    /// receiver renames a file onto the name while `./path` would make it a directory),
+    /// or (for a delete or a non-directory) anything below it.
     pub(super) fn conflicts(&self, path: &Path, op: Op, is_dir: bool) -> bool {
         if self.paths.is_empty() {
             return false;
         }
+        let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
         self.paths.contains_key(path)
             || path
                 .ancestors()
                 .skip(1)
-                .any(|a| self.paths.get(a) == Some(&Op::Delete))
-            || ((op == Op::Delete || !is_dir) && self.below.get(path).is_some_and(|n| *n > 0))
+                .filter_map(|a| self.paths.get(a))
+                .any(|(op, is_dir)| destructive(*op, *is_dir))
+            || (destructive(op, is_dir) && self.below.get(path).is_some_and(|n| *n > 0))
     }
 
-    pub(super) fn mark(&mut self, path: &Path, op: Op) {
-        self.paths.insert(path.to_path_buf(), op);
+    pub(super) fn mark(&mut self, path: &Path, op: Op, is_dir: bool) {
+        self.paths.insert(path.to_path_buf(), (op, is_dir));
         for ancestor in path.ancestors().skip(1) {
             *self.below.entry(ancestor.to_path_buf()).or_insert(0) += 1;
         }

@@ -102,6 +102,33 @@ fn nothing_below_a_running_directory_delete_goes() {
     assert_eq!(batch(&mut queue, now), vec![("d/x".to_owned(), Op::Update)]);
 }
 
+/// A file in flight whose name became a directory: its receiver renames a file onto the
+/// name, so nothing below it may run beside it (`./f/x` would make `f` a directory there).
+#[test]
+fn nothing_below_a_running_file_push_goes() {
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    observe(&mut queue, "f", Op::Update, false, now);
+    let running = queue.next_plan(now, CAPS);
+    observe(&mut queue, "f", Op::Update, true, now);
+    observe(&mut queue, "f/x", Op::Update, false, now);
+    observe(&mut queue, "other", Op::Update, false, now);
+    assert_eq!(
+        batch(&mut queue, now),
+        vec![("other".to_owned(), Op::Update)]
+    );
+    let Some(Plan::Batch(taken)) = running else {
+        panic!("running batch")
+    };
+    queue.succeeded(&taken, &Ran::Batch);
+    let mut got = batch(&mut queue, now);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("f".to_owned(), Op::Update), ("f/x".to_owned(), Op::Update)]
+    );
+}
+
 #[test]
 fn delete_waits_for_running_pushes_below_it() {
     let now = Instant::now();
