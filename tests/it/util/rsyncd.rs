@@ -2,7 +2,6 @@
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,9 +96,6 @@ impl RsyncDaemon {
             .arg(format!("--log-file={}/log", self.conf_dir.path().display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            // Its own group: stopping it ends the connections it forked too (as a
-            // service manager's stop does), not only the listener.
-            .process_group(0)
             .spawn()
             .expect("spawn rsync --daemon");
         self.child = Some(child);
@@ -129,14 +125,6 @@ impl RsyncDaemon {
     /// Stops the daemon (port closed) but keeps its files.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = i32::try_from(child.id())
-                .ok()
-                .and_then(rustix::process::Pid::from_raw)
-            {
-                // SIGTERM: a receiving child removes its temporary file as it exits, as
-                // it does when a service manager stops the daemon.
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::TERM);
-            }
             let _ = child.kill();
             let _ = child.wait();
         }
