@@ -143,6 +143,9 @@ impl Scheduler {
         if !retry_entries.is_empty() {
             self.record_failure(job, &key, &retry_entries, failure);
         }
+        if self.events_ended && !gone.is_empty() {
+            self.journal_unobserved(job, &key, gone.len());
+        }
         let delay = self.backoff(job.target, Severity::Paths);
         let Some(queue) = self.queues.get_mut(&job.target) else {
             return Vec::new();
@@ -249,6 +252,24 @@ impl Scheduler {
     }
 
     /// Journals failed entries (durable before anything else happens to them).
+    /// `gone` batch paths vanished or changed type after the watcher stopped: the change
+    /// that did it was never observed, so the root is journaled for a full sync (run by
+    /// the next start after its watches are in place).
+    fn journal_unobserved(&mut self, job: &Job, key: &str, gone: usize) {
+        let reason = format!(
+            "{gone} path(s) changed after the watcher stopped; the next start syncs the whole root"
+        );
+        match self
+            .journal
+            .record(key, &[Work::WholeRoot], None, &reason, &job.command)
+        {
+            Ok(()) => log::warn!("{key}: {reason}"),
+            Err(err) => log::error!(
+                "{key}: {reason}, but the journal cannot be written ({err}): start with -r"
+            ),
+        }
+    }
+
     fn record_failure(&mut self, job: &Job, key: &str, entries: &[Work], failure: &PushFailure) {
         let entries: Vec<Work> = match self.queues.get(&job.target) {
             Some(queue) => entries

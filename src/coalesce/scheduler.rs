@@ -69,6 +69,10 @@ pub struct Scheduler {
     pub(super) delivery: Delivery,
     pub(super) metrics: Arc<Metrics>,
     pub(super) jitter: Jitter,
+    /// The event input has ended (the watcher stopped): from here on nothing that
+    /// changes on disk is observed, so a batch path found gone cannot count on the
+    /// event that removed or replaced it (see [`Scheduler::events_ended`]).
+    pub(super) events_ended: bool,
 }
 
 impl Scheduler {
@@ -104,6 +108,7 @@ impl Scheduler {
             metrics,
             config,
             jitter,
+            events_ended: false,
         };
         scheduler.replay(&by_key, now);
         if scheduler.config.full_sync_first {
@@ -311,6 +316,15 @@ impl Scheduler {
             });
         }
         None
+    }
+
+    /// The event input has ended (shutdown, reload): the watcher's stop handover is
+    /// complete. A path that a running batch then finds gone was removed or replaced
+    /// after the last observed event, so no queued change covers it; the root is
+    /// journaled for a full sync instead (the next start runs it once its watches are in
+    /// place, which also covers the rest of what changed unobserved meanwhile).
+    pub fn events_ended(&mut self) {
+        self.events_ended = true;
     }
 
     /// Writes everything not yet pushed into the journal (shutdown).

@@ -178,6 +178,56 @@ struct Row {
     next_delivered: &'static [&'static str],
 }
 
+/// After the watcher's stop handover nothing on disk is observed any more: a batch path
+/// found gone then (removed or replaced after the last event, e.g. between SIGTERM and
+/// the restart) has no queued change to cover it, so the root is journaled for a full
+/// sync. While events still flow, a gone path is only forgotten.
+#[test]
+fn a_path_gone_after_the_watcher_stopped_journals_the_root() {
+    use PathFate::{Done, Gone, Retry};
+    let whole_root = Write::Record(KEY.into(), vec![String::new()], None);
+    // (events ended, fates of a b c, journal writes)
+    #[rustfmt::skip]
+    let table: Vec<(bool, [PathFate; 3], Vec<Write>)> = vec![
+        (false, [Gone, Done, Done], vec![]),
+        (true, [Gone, Done, Done], vec![whole_root.clone()]),
+        (true, [Done, Done, Gone], vec![whole_root.clone()]),
+        (true, [Gone, Retry, Done], vec![record(&["b"], Some(24)), whole_root]),
+        // Nothing gone: what arrived arrived, nothing more to do.
+        (true, [Done, Done, Done], vec![]),
+        (true, [Done, Retry, Done], vec![record(&["b"], Some(24))]),
+    ];
+    for (ended, fates, writes) in table {
+        let now = Instant::now();
+        let journal = Arc::new(Recorder::default());
+        let mut s = scheduler(&journal, now);
+        for rel in ["a", "b", "c"] {
+            s.observe(change(rel, Op::Update, now), now);
+        }
+        let job = s.next_job(now).expect("a batch");
+        if ended {
+            s.events_ended();
+        }
+        let JobKind::Batch { entries } = &job.kind else {
+            panic!("batch")
+        };
+        let aligned = entries
+            .iter()
+            .map(|e| match e.rel.to_str() {
+                Some("a") => fates[0],
+                Some("b") => fates[1],
+                _ => fates[2],
+            })
+            .collect();
+        let disposition = Disposition::Partial {
+            failure: failure(Some(24)),
+            fates: aligned,
+        };
+        s.complete(outcome(job, disposition), now);
+        assert_eq!(journal.take(), writes, "events ended {ended}, {fates:?}");
+    }
+}
+
 #[test]
 fn every_outcome_of_a_batch() {
     use PathFate::{Done, Gone, Retry};
