@@ -144,7 +144,11 @@ impl Scheduler {
             self.record_failure(job, &key, &retry_entries, failure);
         }
         if self.events_ended && !gone.is_empty() {
-            self.journal_unobserved(job, &key, gone.len());
+            log::info!(
+                "{key}: {} path(s) changed after the watcher stopped; journaled for a full sync at the next start",
+                gone.len()
+            );
+            self.unobserved_roots.insert(job.target.root);
         }
         let delay = self.backoff(job.target, Severity::Paths);
         let Some(queue) = self.queues.get_mut(&job.target) else {
@@ -252,24 +256,6 @@ impl Scheduler {
     }
 
     /// Journals failed entries (durable before anything else happens to them).
-    /// `gone` batch paths vanished or changed type after the watcher stopped: the change
-    /// that did it was never observed, so the root is journaled for a full sync (run by
-    /// the next start after its watches are in place).
-    fn journal_unobserved(&mut self, job: &Job, key: &str, gone: usize) {
-        let reason = format!(
-            "{gone} path(s) changed after the watcher stopped; the next start syncs the whole root"
-        );
-        match self
-            .journal
-            .record(key, &[Work::WholeRoot], None, &reason, &job.command)
-        {
-            Ok(()) => log::warn!("{key}: {reason}"),
-            Err(err) => log::error!(
-                "{key}: {reason}, but the journal cannot be written ({err}): start with -r"
-            ),
-        }
-    }
-
     fn record_failure(&mut self, job: &Job, key: &str, entries: &[Work], failure: &PushFailure) {
         let entries: Vec<Work> = match self.queues.get(&job.target) {
             Some(queue) => entries

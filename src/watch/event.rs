@@ -86,6 +86,8 @@ pub(crate) struct State {
     pub(super) abandoned: Cell<bool>,
     /// Per root: a `Rescan` was sent while stopping (further scans need none).
     pub(super) stop_rescanned: Vec<bool>,
+    /// Per root: when its last change was seen (see [`changing_at_stop`]).
+    pub(super) last_change: Vec<Cell<Option<Instant>>>,
     /// Modified files waiting for their close (see `held.rs`).
     pub(super) held: Held,
     /// Per root: not watched now (missing, not a directory, deleted or moved away);
@@ -116,6 +118,7 @@ impl State {
             stopping: Cell::new(false),
             abandoned: Cell::new(false),
             stop_rescanned: vec![false; n_roots],
+            last_change: vec![Cell::new(None); n_roots],
             held: Held::default(),
             missing: vec![false; n_roots],
             unwatched: BTreeMap::new(),
@@ -453,6 +456,11 @@ impl State {
     /// the event: the scheduler keeps receiving until this thread's sender is gone, and
     /// whatever reaches it is pushed or journaled.
     pub(super) fn send(&self, event: FsEvent) -> Flow {
+        if let FsEvent::Change(change) = &event {
+            if let Some(last) = self.last_change.get(change.root) {
+                last.set(Some(last.get().map_or(change.seen, |t| t.max(change.seen))));
+            }
+        }
         let event = match self.shared.event_tx.try_send(event) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(_)) => return Err(Halt::Disconnected),
@@ -504,6 +512,17 @@ impl State {
         self.send(FsEvent::Rescan { root })
     }
 
+    /// At the end of the stop handover: every root still changing ([`changing_at_stop`])
+    /// gets a [`FsEvent::ChangingAtStop`], so that what changes while no watcher runs
+    /// is covered by a full sync at the next start.
+    pub(super) fn report_changing_at_stop(&self, now: Instant) -> Flow {
+        let last: Vec<Option<Instant>> = self.last_change.iter().map(Cell::get).collect();
+        for root in changing_at_stop(&last, now) {
+            self.send(FsEvent::ChangingAtStop { root })?;
+        }
+        Ok(())
+    }
+
     pub(super) fn update_count(&self) {
         let n = self.tree.len();
         self.shared.watch_count.store(n, Ordering::Relaxed);
@@ -512,6 +531,25 @@ impl State {
             .watches
             .store(n as u64, Ordering::Relaxed);
     }
+}
+
+/// A root whose last change was seen within this long of the watcher's stop is taken as
+/// still changing: its writers go on while no watcher runs (between a SIGTERM and the
+/// restart's watches), so the next start syncs it whole. A quiet root (nothing for
+/// longer) stops with nothing more journaled.
+pub(crate) const STILL_CHANGING: Duration = Duration::from_millis(500);
+
+/// The roots (indexes into `last_change`, each root's last change seen) still changing
+/// at `now`, by [`STILL_CHANGING`].
+pub(crate) fn changing_at_stop(last_change: &[Option<Instant>], now: Instant) -> Vec<usize> {
+    last_change
+        .iter()
+        .enumerate()
+        .filter(|(_, last)| {
+            last.is_some_and(|t| now.saturating_duration_since(t) <= STILL_CHANGING)
+        })
+        .map(|(root, _)| root)
+        .collect()
 }
 
 pub(super) fn change(
@@ -530,4 +568,30 @@ pub(super) fn change(
         mask,
         seen,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_is_still_changing_at_stop_when_its_last_change_is_recent() {
+        let now = Instant::now() + Duration::from_secs(10);
+        let ago = |ms: u64| Some(now - Duration::from_millis(ms));
+        // (last change per root, roots still changing)
+        #[rustfmt::skip]
+        let table: &[(Vec<Option<Instant>>, Vec<usize>)] = &[
+            (vec![], vec![]),
+            (vec![None], vec![]),
+            (vec![ago(0)], vec![0]),
+            (vec![ago(500)], vec![0]),
+            (vec![ago(501)], vec![]),
+            (vec![ago(5_000), ago(20), None], vec![1]),
+            // A change stamped after `now` (seen while the stop was being decided).
+            (vec![Some(now + Duration::from_millis(5))], vec![0]),
+        ];
+        for (last, expected) in table {
+            assert_eq!(&changing_at_stop(last, now), expected, "{last:?}");
+        }
+    }
 }

@@ -269,7 +269,9 @@ fn run(mut inotify: Inotify, mut poll: Poll, mut state: State) -> Result<(), Wat
     ) {
         Ok(Halt::Stopped) => {
             state.stopping.set(true);
-            let handed = drain(&mut inotify, &mut state, &mut buffer).and_then(|()| state.finish());
+            let handed = drain(&mut inotify, &mut state, &mut buffer)
+                .and_then(|()| state.finish())
+                .and_then(|()| state.report_changing_at_stop(Instant::now()));
             match handed {
                 Ok(()) => log::debug!("watch thread stopped, everything handed over"),
                 Err(halt) => {

@@ -180,24 +180,27 @@ struct Row {
 
 /// After the watcher's stop handover nothing on disk is observed any more: a batch path
 /// found gone then (removed or replaced after the last event, e.g. between SIGTERM and
-/// the restart) has no queued change to cover it, so the root is journaled for a full
-/// sync. While events still flow, a gone path is only forgotten.
+/// the restart) has no queued change to cover it, so the shutdown journals the root for
+/// a full sync; so does a root the watcher reports as still changing at its stop. While
+/// events still flow, a gone path is only forgotten.
 #[test]
-fn a_path_gone_after_the_watcher_stopped_journals_the_root() {
+fn what_changed_unobserved_at_stop_journals_the_root() {
     use PathFate::{Done, Gone, Retry};
-    let whole_root = Write::Record(KEY.into(), vec![String::new()], None);
-    // (events ended, fates of a b c, journal writes)
+    // (events ended, changing at stop, fates of a b c, whole root journaled)
     #[rustfmt::skip]
-    let table: Vec<(bool, [PathFate; 3], Vec<Write>)> = vec![
-        (false, [Gone, Done, Done], vec![]),
-        (true, [Gone, Done, Done], vec![whole_root.clone()]),
-        (true, [Done, Done, Gone], vec![whole_root.clone()]),
-        (true, [Gone, Retry, Done], vec![record(&["b"], Some(24)), whole_root]),
-        // Nothing gone: what arrived arrived, nothing more to do.
-        (true, [Done, Done, Done], vec![]),
-        (true, [Done, Retry, Done], vec![record(&["b"], Some(24))]),
+    let table: &[(bool, bool, [PathFate; 3], bool)] = &[
+        (false, false, [Gone, Done, Done], false),
+        (true, false, [Gone, Done, Done], true),
+        (true, false, [Done, Done, Gone], true),
+        (true, false, [Gone, Retry, Done], true),
+        // Nothing gone: what arrived arrived, a retried path is journaled on its own.
+        (true, false, [Done, Done, Done], false),
+        (true, false, [Done, Retry, Done], false),
+        // The watcher saw the root still changing when it stopped.
+        (true, true, [Done, Done, Done], true),
+        (false, true, [Done, Retry, Done], true),
     ];
-    for (ended, fates, writes) in table {
+    for &(ended, changing, fates, expected) in table {
         let now = Instant::now();
         let journal = Arc::new(Recorder::default());
         let mut s = scheduler(&journal, now);
@@ -205,6 +208,9 @@ fn a_path_gone_after_the_watcher_stopped_journals_the_root() {
             s.observe(change(rel, Op::Update, now), now);
         }
         let job = s.next_job(now).expect("a batch");
+        if changing {
+            s.observe(FsEvent::ChangingAtStop { root: 0 }, now);
+        }
         if ended {
             s.events_ended();
         }
@@ -224,7 +230,20 @@ fn a_path_gone_after_the_watcher_stopped_journals_the_root() {
             fates: aligned,
         };
         s.complete(outcome(job, disposition), now);
-        assert_eq!(journal.take(), writes, "events ended {ended}, {fates:?}");
+        let before_stop = journal.take();
+        s.persist_all("test");
+        let at_stop = journal.take();
+        let whole = |writes: &[Write]| {
+            writes.iter().any(
+                |w| matches!(w, Write::Record(_, rels, _) if rels.iter().any(String::is_empty)),
+            )
+        };
+        let row = format!("ended {ended}, changing {changing}, {fates:?}");
+        assert!(
+            !whole(&before_stop),
+            "{row}: journaled whole before the stop's end"
+        );
+        assert_eq!(whole(&at_stop), expected, "{row}: {at_stop:?}");
     }
 }
 
