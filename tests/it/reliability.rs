@@ -661,10 +661,9 @@ fn sigkill_without_full_sync_recovers_from_the_journal_alone() {
 
 /// Which signals [`signals_at_random_points_converge`] sends, each behind its own switch
 /// so that one whose fix is not merged yet stays off. `SERSYNC_FAULTS=HUP,TERM,KILL`
-/// (any subset) overrides [`SIGNALS_DEFAULT`]. TERM and KILL are off: the journal they
-/// leave can hold a path below a directory that the churn then turns into a file, which
-/// is retried for ever after the restart until the scheduler treats such a path as gone
-/// (seed 4547497043641015179, local remote).
+/// (any subset) overrides [`SIGNALS_DEFAULT`]. All three are on: a TERM during the
+/// churn journals the root for a full sync (what changes between the old watcher's stop
+/// and the new one's watches is seen by nobody; seed 1592590337 lost such changes).
 const SIGNALS_DEFAULT: [&str; 3] = ["HUP", "TERM", "KILL"];
 
 fn signals_enabled() -> Vec<String> {
