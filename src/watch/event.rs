@@ -515,9 +515,9 @@ impl State {
     /// At the end of the stop handover: every root still changing ([`changing_at_stop`])
     /// gets a [`FsEvent::ChangingAtStop`], so that what changes while no watcher runs
     /// is covered by a full sync at the next start.
-    pub(super) fn report_changing_at_stop(&self, now: Instant) -> Flow {
+    pub(super) fn report_changing_at_stop(&self, stop_seen: Instant) -> Flow {
         let last: Vec<Option<Instant>> = self.last_change.iter().map(Cell::get).collect();
-        for root in changing_at_stop(&last, now) {
+        for root in changing_at_stop(&last, stop_seen) {
             self.send(FsEvent::ChangingAtStop { root })?;
         }
         Ok(())
@@ -533,21 +533,19 @@ impl State {
     }
 }
 
-/// A root whose last change was seen within this long of the watcher's stop is taken as
-/// still changing: its writers go on while no watcher runs (between a SIGTERM and the
-/// restart's watches), so the next start syncs it whole. A quiet root (nothing for
-/// longer) stops with nothing more journaled.
-pub(crate) const STILL_CHANGING: Duration = Duration::from_millis(500);
+/// At stop, how long the watcher keeps listening after the fd ran dry, for whether a
+/// root is still changing: its writers then go on while no watcher runs (between a
+/// SIGTERM and the restart's watches), so the next start syncs it whole. A root quiet
+/// for this long after the stop request stops with nothing more journaled.
+pub(crate) const STOP_SETTLE: Duration = Duration::from_millis(100);
 
-/// The roots (indexes into `last_change`, each root's last change seen) still changing
-/// at `now`, by [`STILL_CHANGING`].
-pub(crate) fn changing_at_stop(last_change: &[Option<Instant>], now: Instant) -> Vec<usize> {
+/// The roots (indexes into `last_change`, each root's last change seen) that changed at
+/// or after `stop_seen`, the moment the stop was requested.
+pub(crate) fn changing_at_stop(last_change: &[Option<Instant>], stop_seen: Instant) -> Vec<usize> {
     last_change
         .iter()
         .enumerate()
-        .filter(|(_, last)| {
-            last.is_some_and(|t| now.saturating_duration_since(t) <= STILL_CHANGING)
-        })
+        .filter(|(_, last)| last.is_some_and(|t| t >= stop_seen))
         .map(|(root, _)| root)
         .collect()
 }
@@ -575,23 +573,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_root_is_still_changing_at_stop_when_its_last_change_is_recent() {
-        let now = Instant::now() + Duration::from_secs(10);
-        let ago = |ms: u64| Some(now - Duration::from_millis(ms));
+    fn a_root_is_still_changing_at_stop_when_it_changed_after_the_stop_request() {
+        let stop = Instant::now() + Duration::from_secs(10);
+        let at = |ms: i64| {
+            Some(if ms >= 0 {
+                stop + Duration::from_millis(ms.unsigned_abs())
+            } else {
+                stop - Duration::from_millis(ms.unsigned_abs())
+            })
+        };
         // (last change per root, roots still changing)
         #[rustfmt::skip]
         let table: &[(Vec<Option<Instant>>, Vec<usize>)] = &[
             (vec![], vec![]),
             (vec![None], vec![]),
-            (vec![ago(0)], vec![0]),
-            (vec![ago(500)], vec![0]),
-            (vec![ago(501)], vec![]),
-            (vec![ago(5_000), ago(20), None], vec![1]),
-            // A change stamped after `now` (seen while the stop was being decided).
-            (vec![Some(now + Duration::from_millis(5))], vec![0]),
+            (vec![at(0)], vec![0]),
+            (vec![at(40)], vec![0]),
+            // Converged just before the stop: quiet, nothing journaled.
+            (vec![at(-1)], vec![]),
+            (vec![at(-5_000), at(20), None], vec![1]),
         ];
         for (last, expected) in table {
-            assert_eq!(&changing_at_stop(last, now), expected, "{last:?}");
+            assert_eq!(&changing_at_stop(last, stop), expected, "{last:?}");
         }
     }
 }
