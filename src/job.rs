@@ -36,6 +36,13 @@ pub enum FsEvent {
         /// Index of the root in `Config::roots`.
         root: usize,
     },
+    /// The watcher stopped while this root was still changing: what changes from here
+    /// on is seen by nobody until the next start's watches are in place, so the root is
+    /// journaled for a full sync (run by the next start, even without `-r`).
+    ChangingAtStop {
+        /// Index of the root in `Config::roots`.
+        root: usize,
+    },
 }
 
 /// A change of one path.

@@ -295,6 +295,7 @@ impl Pipeline {
                                 "root {root}: events may have been lost (no rsync in -m mode)"
                             );
                         }
+                        FsEvent::ChangingAtStop { .. } => {} // nothing is journaled in -m mode
                     }
                 }
             })?;

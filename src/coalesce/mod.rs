@@ -115,6 +115,7 @@ fn run(mut scheduler: Scheduler, channels: Channels, metrics: &Metrics) -> bool 
         }
     }
     // Input closed: no new jobs; wait for running ones, then journal what is left.
+    scheduler.events_ended();
     let deadline = Instant::now() + scheduler.shutdown_grace();
     while scheduler.jobs_in_flight() > 0 {
         match outcome_rx.recv_deadline(deadline) {

@@ -143,6 +143,13 @@ impl Scheduler {
         if !retry_entries.is_empty() {
             self.record_failure(job, &key, &retry_entries, failure);
         }
+        if self.events_ended && !gone.is_empty() {
+            log::info!(
+                "{key}: {} path(s) changed after the watcher stopped; journaled for a full sync at the next start",
+                gone.len()
+            );
+            self.unobserved_roots.insert(job.target.root);
+        }
         let delay = self.backoff(job.target, Severity::Paths);
         let Some(queue) = self.queues.get_mut(&job.target) else {
             return Vec::new();

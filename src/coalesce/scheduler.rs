@@ -69,6 +69,14 @@ pub struct Scheduler {
     pub(super) delivery: Delivery,
     pub(super) metrics: Arc<Metrics>,
     pub(super) jitter: Jitter,
+    /// The event input has ended (the watcher stopped): from here on nothing that
+    /// changes on disk is observed, so a batch path found gone cannot count on the
+    /// event that removed or replaced it (see [`Scheduler::events_ended`]).
+    pub(super) events_ended: bool,
+    /// Roots that changed unobserved around the stop ([`FsEvent::ChangingAtStop`], a
+    /// batch path gone after [`Scheduler::events_ended`]): [`Scheduler::persist_all`]
+    /// journals each whole, last, so that no full sync finishing before it clears that.
+    pub(super) unobserved_roots: std::collections::BTreeSet<usize>,
 }
 
 impl Scheduler {
@@ -104,6 +112,8 @@ impl Scheduler {
             metrics,
             config,
             jitter,
+            events_ended: false,
+            unobserved_roots: std::collections::BTreeSet::new(),
         };
         scheduler.replay(&by_key, now);
         if scheduler.config.full_sync_first {
@@ -181,6 +191,13 @@ impl Scheduler {
     /// Merges one event into the queue of every remote of its root.
     pub fn observe(&mut self, event: FsEvent, now: Instant) {
         match event {
+            FsEvent::ChangingAtStop { root } => {
+                log::info!(
+                    "root {}: still changing when the watcher stopped; journaled for a full sync at the next start",
+                    self.root_display(root)
+                );
+                self.unobserved_roots.insert(root);
+            }
             FsEvent::Rescan { root } => {
                 log::warn!(
                     "root {}: events may have been lost; full sync scheduled",
@@ -313,6 +330,15 @@ impl Scheduler {
         None
     }
 
+    /// The event input has ended (shutdown, reload): the watcher's stop handover is
+    /// complete. A path that a running batch then finds gone was removed or replaced
+    /// after the last observed event, so no queued change covers it; its root is
+    /// journaled for a full sync instead (the next start runs it once its watches are in
+    /// place, which also covers the rest of what changed unobserved meanwhile).
+    pub fn events_ended(&mut self) {
+        self.events_ended = true;
+    }
+
     /// Writes everything not yet pushed into the journal (shutdown).
     pub fn persist_all(&mut self, reason: &str) {
         let mut by_target: BTreeMap<TargetId, Vec<Work>> = BTreeMap::new();
@@ -331,6 +357,9 @@ impl Scheduler {
                 .collect();
             if let Some(request) = queue.take_full() {
                 work.extend(ran_work(&Ran::Full(request)));
+            }
+            if self.unobserved_roots.contains(&id.root) {
+                work.push(Work::WholeRoot);
             }
             for rel in queue.take_subtrees() {
                 work.extend(ran_work(&Ran::Subtree(rel)));

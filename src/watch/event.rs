@@ -86,6 +86,8 @@ pub(crate) struct State {
     pub(super) abandoned: Cell<bool>,
     /// Per root: a `Rescan` was sent while stopping (further scans need none).
     pub(super) stop_rescanned: Vec<bool>,
+    /// Per root: when its last change was seen (see [`changing_at_stop`]).
+    pub(super) last_change: Vec<Cell<Option<Instant>>>,
     /// Modified files waiting for their close (see `held.rs`).
     pub(super) held: Held,
     /// Per root: not watched now (missing, not a directory, deleted or moved away);
@@ -116,6 +118,7 @@ impl State {
             stopping: Cell::new(false),
             abandoned: Cell::new(false),
             stop_rescanned: vec![false; n_roots],
+            last_change: vec![Cell::new(None); n_roots],
             held: Held::default(),
             missing: vec![false; n_roots],
             unwatched: BTreeMap::new(),
@@ -454,6 +457,11 @@ impl State {
     /// the event: the scheduler keeps receiving until this thread's sender is gone, and
     /// whatever reaches it is pushed or journaled.
     pub(super) fn send(&self, event: FsEvent) -> Flow {
+        if let FsEvent::Change(change) = &event {
+            if let Some(last) = self.last_change.get(change.root) {
+                last.set(Some(last.get().map_or(change.seen, |t| t.max(change.seen))));
+            }
+        }
         let event = match self.shared.event_tx.try_send(event) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(_)) => return Err(Halt::Disconnected),
@@ -505,6 +513,17 @@ impl State {
         self.send(FsEvent::Rescan { root })
     }
 
+    /// At the end of the stop handover: every root still changing ([`changing_at_stop`])
+    /// gets a [`FsEvent::ChangingAtStop`], so that what changes while no watcher runs
+    /// is covered by a full sync at the next start.
+    pub(super) fn report_changing_at_stop(&self, stop_seen: Instant) -> Flow {
+        let last: Vec<Option<Instant>> = self.last_change.iter().map(Cell::get).collect();
+        for root in changing_at_stop(&last, stop_seen) {
+            self.send(FsEvent::ChangingAtStop { root })?;
+        }
+        Ok(())
+    }
+
     pub(super) fn update_count(&self) {
         let n = self.tree.len();
         self.shared.watch_count.store(n, Ordering::Relaxed);
@@ -513,6 +532,23 @@ impl State {
             .watches
             .store(n as u64, Ordering::Relaxed);
     }
+}
+
+/// At stop, how long the watcher keeps listening after the fd ran dry, for whether a
+/// root is still changing: its writers then go on while no watcher runs (between a
+/// SIGTERM and the restart's watches), so the next start syncs it whole. A root quiet
+/// for this long after the stop request stops with nothing more journaled.
+pub(crate) const STOP_SETTLE: Duration = Duration::from_millis(100);
+
+/// The roots (indexes into `last_change`, each root's last change seen) that changed at
+/// or after `stop_seen`, the moment the stop was requested.
+pub(crate) fn changing_at_stop(last_change: &[Option<Instant>], stop_seen: Instant) -> Vec<usize> {
+    last_change
+        .iter()
+        .enumerate()
+        .filter(|(_, last)| last.is_some_and(|t| t >= stop_seen))
+        .map(|(root, _)| root)
+        .collect()
 }
 
 pub(super) fn change(
@@ -531,4 +567,35 @@ pub(super) fn change(
         mask,
         seen,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_is_still_changing_at_stop_when_it_changed_after_the_stop_request() {
+        let stop = Instant::now() + Duration::from_secs(10);
+        let at = |ms: i64| {
+            Some(if ms >= 0 {
+                stop + Duration::from_millis(ms.unsigned_abs())
+            } else {
+                stop - Duration::from_millis(ms.unsigned_abs())
+            })
+        };
+        // (last change per root, roots still changing)
+        #[rustfmt::skip]
+        let table: &[(Vec<Option<Instant>>, Vec<usize>)] = &[
+            (vec![], vec![]),
+            (vec![None], vec![]),
+            (vec![at(0)], vec![0]),
+            (vec![at(40)], vec![0]),
+            // Converged just before the stop: quiet, nothing journaled.
+            (vec![at(-1)], vec![]),
+            (vec![at(-5_000), at(20), None], vec![1]),
+        ];
+        for (last, expected) in table {
+            assert_eq!(&changing_at_stop(last, stop), expected, "{last:?}");
+        }
+    }
 }

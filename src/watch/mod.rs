@@ -269,7 +269,16 @@ fn run(mut inotify: Inotify, mut poll: Poll, mut state: State) -> Result<(), Wat
     ) {
         Ok(Halt::Stopped) => {
             state.stopping.set(true);
-            let handed = drain(&mut inotify, &mut state, &mut buffer).and_then(|()| state.finish());
+            let stop_seen = Instant::now();
+            let handed = drain(
+                &mut inotify,
+                &mut poll,
+                &mut events,
+                &mut state,
+                &mut buffer,
+            )
+            .and_then(|()| state.finish())
+            .and_then(|()| state.report_changing_at_stop(stop_seen));
             match handed {
                 Ok(()) => log::debug!("watch thread stopped, everything handed over"),
                 Err(halt) => {
@@ -337,8 +346,16 @@ fn read_loop(
 }
 
 /// At stop: handles what is still in the fd, for at most [`DRAIN_LIMIT`].
-fn drain(inotify: &mut Inotify, state: &mut State, buffer: &mut [u8]) -> Result<(), Halt> {
-    let deadline = Instant::now() + DRAIN_LIMIT;
+fn drain(
+    inotify: &mut Inotify,
+    poll: &mut Poll,
+    events: &mut Events,
+    state: &mut State,
+    buffer: &mut [u8],
+) -> Result<(), Halt> {
+    let started = Instant::now();
+    let deadline = started + DRAIN_LIMIT;
+    let settle_until = started + event::STOP_SETTLE;
     loop {
         if Instant::now() >= deadline {
             log::warn!("stopping: inotify events still arriving; every root gets a full sync");
@@ -349,7 +366,19 @@ fn drain(inotify: &mut Inotify, state: &mut State, buffer: &mut [u8]) -> Result<
         }
         let read = match inotify.read_events(buffer) {
             Ok(read) => read,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                // Dry: wait out the settle time for whether the root is still changing.
+                let now = Instant::now();
+                if now >= settle_until {
+                    return Ok(());
+                }
+                if let Err(err) = poll.poll(events, Some(settle_until - now)) {
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
                 log::error!(

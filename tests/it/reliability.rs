@@ -661,11 +661,10 @@ fn sigkill_without_full_sync_recovers_from_the_journal_alone() {
 
 /// Which signals [`signals_at_random_points_converge`] sends, each behind its own switch
 /// so that one whose fix is not merged yet stays off. `SERSYNC_FAULTS=HUP,TERM,KILL`
-/// (any subset) overrides [`SIGNALS_DEFAULT`]. TERM and KILL are off by default: with
-/// type flips in the churn, seed 1592590337 (rsync daemon) ends idle with an empty
-/// journal but a mirror that misses a file and holds a file where the source has a
-/// symlink (open: a change neither pushed nor journaled across a stop and restart).
-const SIGNALS_DEFAULT: [&str; 1] = ["HUP"];
+/// (any subset) overrides [`SIGNALS_DEFAULT`]. All three are on: a TERM during the
+/// churn journals the root for a full sync (what changes between the old watcher's stop
+/// and the new one's watches is seen by nobody; seed 1592590337 lost such changes).
+const SIGNALS_DEFAULT: [&str; 3] = ["HUP", "TERM", "KILL"];
 
 fn signals_enabled() -> Vec<String> {
     match std::env::var("SERSYNC_FAULTS") {

@@ -178,6 +178,75 @@ struct Row {
     next_delivered: &'static [&'static str],
 }
 
+/// After the watcher's stop handover nothing on disk is observed any more: a batch path
+/// found gone then (removed or replaced after the last event, e.g. between SIGTERM and
+/// the restart) has no queued change to cover it, so the shutdown journals the root for
+/// a full sync; so does a root the watcher reports as still changing at its stop. While
+/// events still flow, a gone path is only forgotten.
+#[test]
+fn what_changed_unobserved_at_stop_journals_the_root() {
+    use PathFate::{Done, Gone, Retry};
+    // (events ended, changing at stop, fates of a b c, whole root journaled)
+    #[rustfmt::skip]
+    let table: &[(bool, bool, [PathFate; 3], bool)] = &[
+        (false, false, [Gone, Done, Done], false),
+        (true, false, [Gone, Done, Done], true),
+        (true, false, [Done, Done, Gone], true),
+        (true, false, [Gone, Retry, Done], true),
+        // Nothing gone: what arrived arrived, a retried path is journaled on its own.
+        (true, false, [Done, Done, Done], false),
+        (true, false, [Done, Retry, Done], false),
+        // The watcher saw the root still changing when it stopped.
+        (true, true, [Done, Done, Done], true),
+        (false, true, [Done, Retry, Done], true),
+    ];
+    for &(ended, changing, fates, expected) in table {
+        let now = Instant::now();
+        let journal = Arc::new(Recorder::default());
+        let mut s = scheduler(&journal, now);
+        for rel in ["a", "b", "c"] {
+            s.observe(change(rel, Op::Update, now), now);
+        }
+        let job = s.next_job(now).expect("a batch");
+        if changing {
+            s.observe(FsEvent::ChangingAtStop { root: 0 }, now);
+        }
+        if ended {
+            s.events_ended();
+        }
+        let JobKind::Batch { entries } = &job.kind else {
+            panic!("batch")
+        };
+        let aligned = entries
+            .iter()
+            .map(|e| match e.rel.to_str() {
+                Some("a") => fates[0],
+                Some("b") => fates[1],
+                _ => fates[2],
+            })
+            .collect();
+        let disposition = Disposition::Partial {
+            failure: failure(Some(24)),
+            fates: aligned,
+        };
+        s.complete(outcome(job, disposition), now);
+        let before_stop = journal.take();
+        s.persist_all("test");
+        let at_stop = journal.take();
+        let whole = |writes: &[Write]| {
+            writes.iter().any(
+                |w| matches!(w, Write::Record(_, rels, _) if rels.iter().any(String::is_empty)),
+            )
+        };
+        let row = format!("ended {ended}, changing {changing}, {fates:?}");
+        assert!(
+            !whole(&before_stop),
+            "{row}: journaled whole before the stop's end"
+        );
+        assert_eq!(whole(&at_stop), expected, "{row}: {at_stop:?}");
+    }
+}
+
 #[test]
 fn every_outcome_of_a_batch() {
     use PathFate::{Done, Gone, Retry};
