@@ -916,36 +916,13 @@ fn out_of_watches_is_reported_once_and_rescanned() {
         out_of_watches_child();
         return;
     }
-    let exe = std::env::current_exe().expect("current exe");
-    let output = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "watch::out_of_watches_is_reported_once_and_rescanned",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .env("RUST_LOG", "sersync=error")
-        .output();
-    let output = match output {
-        Ok(output) => output,
-        Err(err) => {
-            crate::util::missing_prerequisite(&format!("cannot run unshare: {err}"));
-            return;
-        }
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if text.contains("unshare: ") && !output.status.success() {
-        crate::util::missing_prerequisite(&format!("no user namespaces here: {text}"));
+    let Some(text) = crate::util::run_in_user_namespace(
+        "watch::out_of_watches_is_reported_once_and_rescanned",
+        CHILD,
+        "sersync=error",
+    ) else {
         return;
-    }
-    assert!(output.status.success(), "child failed:\n{text}");
+    };
     let reports: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("out of inotify watches"))

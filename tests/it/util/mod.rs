@@ -49,6 +49,43 @@ pub fn missing_prerequisite(reason: &str) {
     panic!("{reason} (set {ALLOW_SKIP}=1 to skip tests whose prerequisites are missing)");
 }
 
+/// Runs the test `exact_name` of this binary again, alone, as root of a new user
+/// namespace (where `/proc/sys/user/max_inotify_watches` can be lowered without touching
+/// the host's limit), with `child_var` set so that it runs its child half, and
+/// `RUST_LOG=rust_log`. Returns what it printed (stdout, then stderr) once it passed;
+/// `None` when `unshare` or user namespaces are missing (after [`missing_prerequisite`]).
+pub fn run_in_user_namespace(exact_name: &str, child_var: &str, rust_log: &str) -> Option<String> {
+    let exe = std::env::current_exe().expect("current exe");
+    let output = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--"])
+        .arg(exe)
+        .args(["--exact", exact_name, "--nocapture", "--test-threads=1"])
+        .env(child_var, "1")
+        .env("RUST_LOG", rust_log)
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(err) => {
+            missing_prerequisite(&format!(
+                "cannot run unshare (util-linux), needed for a user namespace: {err}"
+            ));
+            return None;
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if text.contains("unshare: ") && !output.status.success() {
+        missing_prerequisite(&format!("no user namespaces here: {text}"));
+        return None;
+    }
+    assert!(output.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+    Some(text)
+}
+
 /// Held by every test that changes or compares a global inotify sysctl
 /// (`/proc/sys/fs/inotify/*`), so that one never sees another's temporary value.
 pub static INOTIFY_SYSCTLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
