@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sersync::coalesce::{Journal, MemoryJournal};
-use sersync::config::{Config, Remote};
+use sersync::config::Config;
 use sersync::pipeline::Pipeline;
 
 use crate::engine::hostile_names;
 use crate::util::sshd::{self, Sshd};
-use crate::util::{SYNC_LIMIT, base_config, options, tree, wait_until};
+use crate::util::{SYNC_LIMIT, options, tree, wait_until};
 
 /// A source tree mirrored over ssh into a directory of this machine.
 struct SshEnv {
@@ -35,14 +35,7 @@ impl SshEnv {
         let (src, mirror) = (dir.path().join("src"), dir.path().join("mirror"));
         std::fs::create_dir_all(&src).expect("src");
         std::fs::create_dir_all(&mirror).expect("mirror");
-        let remote = Remote::Ssh {
-            host: "127.0.0.1".into(),
-            path: mirror.display().to_string(),
-        };
-        let mut config = base_config(&src, vec![remote]);
-        config.rsync.ssh = true;
-        config.rsync.common_params =
-            shell_words::split(&format!("-artuz -e '{}'", sshd.rsh())).expect("split params");
+        let config = sshd.config(&src, &mirror);
         Some(SshEnv {
             _dir: dir,
             src,

@@ -13,12 +13,9 @@ use sersync::pipeline::{Options, Pipeline};
 use std::sync::Arc;
 
 use sersync::coalesce::{Journal, MemoryJournal};
-use sersync::config::Remote;
 
 use crate::util::sshd::Sshd;
-use crate::util::{
-    Env, RsyncDaemon, SYNC_LIMIT, base_config, daemon_config, options, tree, wait_until,
-};
+use crate::util::{Env, RsyncDaemon, SYNC_LIMIT, daemon_config, options, tree, wait_until};
 
 /// Every process in `/proc` as `(pid, its /proc directory)`.
 fn processes() -> Vec<(u32, std::path::PathBuf)> {
@@ -283,14 +280,7 @@ fn ssh_remote_gets_a_warm_client_without_the_handshake_on_the_hot_path() {
     let (src, mirror) = (dir.path().join("src"), dir.path().join("mirror"));
     std::fs::create_dir_all(&src).expect("src");
     std::fs::create_dir_all(&mirror).expect("mirror");
-    let remote = Remote::Ssh {
-        host: "127.0.0.1".into(),
-        path: mirror.display().to_string(),
-    };
-    let mut config = base_config(&src, vec![remote]);
-    config.rsync.ssh = true;
-    config.rsync.common_params =
-        shell_words::split(&format!("-artuz -e '{}'", sshd.rsh())).expect("split params");
+    let config = sshd.config(&src, &mirror);
     let journal = Arc::new(MemoryJournal::default());
     let shared: Arc<dyn Journal> = journal.clone();
     let pipeline = Pipeline::start(&config, &options(false), shared).expect("pipeline");

@@ -139,6 +139,20 @@ impl Sshd {
         )
     }
 
+    /// [`super::base_config`] for `src` pushed over ssh to `mirror` on this sshd, with the
+    /// stock `-artuz` and [`Sshd::rsh`] as `-e`.
+    pub fn config(&self, src: &Path, mirror: &Path) -> sersync::config::Config {
+        let remote = sersync::config::Remote::Ssh {
+            host: "127.0.0.1".into(),
+            path: mirror.display().to_string(),
+        };
+        let mut config = super::base_config(src, vec![remote]);
+        config.rsync.ssh = true;
+        config.rsync.common_params =
+            shell_words::split(&format!("-artuz -e '{}'", self.rsh())).expect("split params");
+        config
+    }
+
     /// Stops sshd (port closed); its files stay.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
