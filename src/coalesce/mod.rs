@@ -103,6 +103,7 @@ fn run(mut scheduler: Scheduler, channels: Channels, metrics: &Metrics) -> bool 
                     for event in event_rx.try_iter().take(EVENT_BITE) {
                         scheduler.observe(event, Instant::now());
                     }
+                    scheduler.journal_waiting();
                 }
                 Err(_) => break,
             },

@@ -258,9 +258,18 @@ impl Scheduler {
     /// Journals failed entries (durable before anything else happens to them).
     fn record_failure(&mut self, job: &Job, key: &str, entries: &[Work], failure: &PushFailure) {
         let entries: Vec<Work> = match self.queues.get(&job.target) {
+            // A path changed again while its job ran is journaled in its newer form
+            // (a delete journaled over a directory that exists again would replay as a
+            // no-op).
             Some(queue) => entries
                 .iter()
-                .map(|w| queue.journal_form(w.clone()))
+                .map(|w| {
+                    let latest = match w {
+                        Work::Path(entry) => queue.pending_entry(&entry.rel).map(Work::Path),
+                        Work::WholeRoot => None,
+                    };
+                    queue.journal_form(latest.unwrap_or_else(|| w.clone()))
+                })
                 .collect(),
             None => entries.to_vec(),
         };

@@ -95,6 +95,12 @@ pub struct TargetQueue {
     deleted_order: VecDeque<(Instant, PathBuf)>,
     /// Paths with a live journal entry.
     journaled: BTreeSet<PathBuf>,
+    /// Journaled paths that changed since their entry was written: the entry may name an
+    /// older operation (a delete of what exists again), so it is written anew.
+    journal_stale: BTreeSet<PathBuf>,
+    /// The last job failed with the remote down (or misconfigured): whatever arrives for
+    /// it is journaled at once, not when the next probe fails.
+    down: bool,
     /// Consecutive failed jobs (0: healthy).
     failures: u32,
     /// While failing: no job before this instant.
@@ -130,6 +136,9 @@ impl TargetQueue {
         // the name before it went out supersedes it in the queue.
         if !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
+        }
+        if self.journaled.contains(&rel) {
+            self.journal_stale.insert(rel.clone());
         }
         match self.pending.get_mut(&rel) {
             Some(existing) => {
@@ -183,6 +192,15 @@ impl TargetQueue {
         self.pending.contains_key(rel)
     }
 
+    /// The change waiting for `rel`, as it would be pushed.
+    pub fn pending_entry(&self, rel: &Path) -> Option<Entry> {
+        self.pending.get(rel).map(|p| Entry {
+            rel: rel.to_path_buf(),
+            op: p.op,
+            is_dir: p.is_dir,
+        })
+    }
+
     /// Distinct paths waiting.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
@@ -209,6 +227,18 @@ impl TargetQueue {
     /// Paths in running jobs, plus one for a running full sync.
     pub fn running(&self) -> usize {
         self.in_flight.len() + usize::from(self.full_in_flight)
+    }
+
+    /// Whether the last job found the remote down (or misconfigured): what waits for it
+    /// is journaled as it arrives ([`TargetQueue::unjournaled`]).
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// Whether [`TargetQueue::unjournaled`] may have something to say: the remote is down,
+    /// or a journaled path changed since its entry was written.
+    pub fn journal_behind(&self) -> bool {
+        self.down || !self.journal_stale.is_empty()
     }
 
     /// Whether the last job failed as a whole.
@@ -251,11 +281,14 @@ impl TargetQueue {
         }
     }
 
-    /// Everything waiting here that has no journal entry yet, in its journal form: the
-    /// pending paths, the subtree syncs asked for (as their directory's delete) and a
-    /// full sync asked for (the whole root). A remote that is down gets these journaled
-    /// at once, so that a crash while it is down loses none of them.
+    /// Everything waiting here that has no journal entry yet, or whose entry is older
+    /// than its latest change, in its journal form: the pending paths, the subtree syncs
+    /// asked for (as their directory's delete) and a full sync asked for (the whole
+    /// root). A remote that is down gets these journaled at once, so that a crash while
+    /// it is down loses none of them.
     pub fn unjournaled(&self) -> Vec<Work> {
+        let behind =
+            |rel: &PathBuf| !self.journaled.contains(rel) || self.journal_stale.contains(rel);
         let mut out = Vec::new();
         if self.full.is_some()
             && !self
@@ -265,7 +298,7 @@ impl TargetQueue {
             out.push(Work::WholeRoot);
         }
         for (rel, pending) in &self.pending {
-            if !self.journaled.contains(rel) {
+            if behind(rel) {
                 out.push(self.journal_form(Work::Path(Entry {
                     rel: rel.clone(),
                     op: pending.op,
@@ -274,7 +307,7 @@ impl TargetQueue {
             }
         }
         for rel in &self.subtrees {
-            if !self.journaled.contains(rel) {
+            if behind(rel) {
                 out.push(Work::Path(Entry {
                     rel: rel.clone(),
                     op: Op::Delete,
@@ -285,6 +318,13 @@ impl TargetQueue {
         out
     }
 
+    /// What [`TargetQueue::unjournaled`] returned was written: no journaled path is
+    /// behind its latest change any more (a stale one not waiting is covered by the
+    /// entry of whatever subsumed it).
+    pub fn journal_caught_up(&mut self) {
+        self.journal_stale.clear();
+    }
+
     /// Whether `rel` has a live journal entry.
     pub fn is_journaled(&self, rel: &Path) -> bool {
         self.journaled.contains(rel)
@@ -292,14 +332,20 @@ impl TargetQueue {
 
     /// `rels` now have live journal entries.
     pub fn mark_journaled(&mut self, rels: impl IntoIterator<Item = PathBuf>) {
-        self.journaled.extend(rels);
+        for rel in rels {
+            self.journal_stale.remove(&rel);
+            self.journaled.insert(rel);
+        }
     }
 
     /// Forgets the journal entries of `rels` (each of them, not what is below); returns
     /// the ones that had one.
     pub fn unjournal(&mut self, rels: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
         rels.into_iter()
-            .filter(|rel| self.journaled.remove(rel))
+            .filter(|rel| {
+                self.journal_stale.remove(rel);
+                self.journaled.remove(rel)
+            })
             .collect()
     }
 
@@ -315,6 +361,7 @@ impl TargetQueue {
             .collect();
         for p in &covered {
             self.journaled.remove(p);
+            self.journal_stale.remove(p);
         }
         covered
     }
@@ -554,6 +601,7 @@ impl TargetQueue {
     }
 
     fn healthy(&mut self) {
+        self.down = false;
         self.failures = 0;
         self.retry_at = None;
     }
@@ -608,6 +656,7 @@ impl TargetQueue {
             Ran::Subtree(rel) => self.request_subtree(rel),
         }
         self.requeue(taken, (!remote_down).then_some(backoff), now);
+        self.down = remote_down;
         if remote_down || whole {
             self.failures += 1;
             self.retry_at = Some(now + backoff);

@@ -231,6 +231,53 @@ impl Scheduler {
         }
     }
 
+    /// Journals what waits for a remote that is down, and journaled paths that changed
+    /// since their entry was written, as it arrives: a crash while a remote is down must
+    /// lose nothing, even a change that came after the last failed probe. Called after
+    /// each bite of events (one journal write, one fsync, per bite and remote).
+    pub fn journal_waiting(&mut self) {
+        let behind: Vec<TargetId> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.journal_behind())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in behind {
+            let key = self.key(id);
+            let Some(queue) = self.queues.get_mut(&id) else {
+                continue;
+            };
+            let waiting = queue.unjournaled();
+            if waiting.is_empty() {
+                queue.journal_caught_up();
+                continue;
+            }
+            let reason = if queue.is_down() {
+                "queued while the remote is down"
+            } else {
+                "changed again while journaled"
+            };
+            match self.journal.record(&key, &waiting, None, reason, "") {
+                Ok(()) => {
+                    queue.mark_journaled(
+                        waiting
+                            .iter()
+                            .map(|w| w.scope().storage_rel().to_path_buf()),
+                    );
+                    queue.journal_caught_up();
+                    log::debug!(
+                        "{key}: {} waiting path(s) journaled ({reason})",
+                        waiting.len()
+                    );
+                }
+                Err(err) => log::error!(
+                    "{key}: cannot journal {} waiting path(s) ({err}); kept in memory only",
+                    waiting.len()
+                ),
+            }
+        }
+    }
+
     /// Advances timers: held paths, retry times, crontab.
     pub fn tick(&mut self, now: Instant) {
         for queue in self.queues.values_mut() {

@@ -171,6 +171,9 @@ struct Row {
     at_once: &'static [&'static str],
     /// Events after the outcome.
     then: &'static [(&'static str, Op)],
+    /// Journal writes right after those events (what waits for a remote that is down,
+    /// and journaled paths that changed, are journaled as they arrive).
+    then_writes: Vec<Write>,
     /// The next job, a minute later.
     next: &'static [&'static str],
     /// Journal writes when it succeeds.
@@ -262,6 +265,7 @@ fn every_outcome_of_a_batch() {
             delivered: &["update a", "update b", "update c"],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &[],
             next_writes: vec![],
             next_delivered: &[],
@@ -273,6 +277,7 @@ fn every_outcome_of_a_batch() {
             delivered: &["update a", "update c"],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["b"],
             next_writes: vec![clear(&["b"])],
             next_delivered: &["update b"],
@@ -284,6 +289,7 @@ fn every_outcome_of_a_batch() {
             delivered: &["update a"],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["c"],
             next_writes: vec![clear(&["c"])],
             next_delivered: &["update c"],
@@ -295,6 +301,7 @@ fn every_outcome_of_a_batch() {
             delivered: &["update b", "update c"],
             at_once: &[],
             then: &[("a", Op::Delete)],
+            then_writes: vec![],
             next: &["a"],
             next_writes: vec![],
             next_delivered: &["delete a"],
@@ -306,6 +313,7 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["a", "b", "c"],
             next_writes: vec![clear(&["a", "b", "c"])],
             next_delivered: &["update a", "update b", "update c"],
@@ -317,8 +325,9 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[("d", Op::Update)],
+            then_writes: vec![record(&["d"], None)],
             next: &["a", "b", "c", "d"],
-            next_writes: vec![clear(&["a", "b", "c"])],
+            next_writes: vec![clear(&["a", "b", "c", "d"])],
             next_delivered: &["update a", "update b", "update c", "update d"],
         },
         Row {
@@ -328,6 +337,7 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["a", "b", "c"],
             next_writes: vec![clear(&["a", "b", "c"])],
             next_delivered: &["update a", "update b", "update c"],
@@ -339,6 +349,7 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["a", "b", "c"],
             next_writes: vec![clear(&["a", "b", "c"])],
             next_delivered: &["update a", "update b", "update c"],
@@ -350,6 +361,7 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[("b", Op::Delete)],
+            then_writes: vec![record(&["b"], None)],
             next: &["a", "b", "c"],
             next_writes: vec![clear(&["a", "b", "c"])],
             next_delivered: &["delete b", "update a", "update c"],
@@ -419,6 +431,13 @@ fn every_outcome_of_a_batch() {
         for (rel, op) in row.then {
             s.observe(change(rel, *op, now), now);
         }
+        s.journal_waiting();
+        assert_eq!(
+            journal.take(),
+            row.then_writes,
+            "{}: journal after events",
+            row.name
+        );
         let later = now + RETRY_MAX;
         s.tick(later);
         match s.next_job(later) {
@@ -577,6 +596,42 @@ fn a_recreated_directory_gets_a_subtree_sync_journaled_as_its_delete() {
     assert_eq!(writes, vec![record(&["logs", "logs/new.log"], None)]);
 }
 
+/// While the remote is down, every waiting path has a journal entry in its latest form
+/// (a crash then loses nothing): checked after every event of the random histories.
+fn assert_down_queue_journaled(
+    s: &Scheduler,
+    journal: &dyn Journal,
+    seed: u64,
+    history: &[String],
+) {
+    let Some(queue) = s.queues.get(&TargetId { root: 0, remote: 0 }) else {
+        panic!("no queue");
+    };
+    if !queue.is_down() {
+        return;
+    }
+    let entries: std::collections::BTreeMap<PathBuf, Work> = journal
+        .pending()
+        .into_iter()
+        .map(|(_, w)| (w.scope().storage_rel().to_path_buf(), w))
+        .collect();
+    for name in ["a", "a/b", "a/b/c", "a/x", "d", "d/e", "d/e/f", "g"] {
+        let Some(entry) = queue.pending_entry(Path::new(name)) else {
+            continue;
+        };
+        let want = queue.journal_form(Work::Path(entry));
+        let got = entries.get(Path::new(name));
+        // A directory's delete replays as its subtree sync, which covers either form.
+        let replays_as_subtree =
+            matches!(got, Some(Work::Path(e)) if e.op == Op::Delete && e.is_dir);
+        assert!(
+            got == Some(&want) || replays_as_subtree,
+            "seed {seed}: remote down, {name} waits as {want:?} but the journal holds {got:?}\n{}",
+            history.join("\n")
+        );
+    }
+}
+
 /// Random events and outcomes on a small namespace; once the remote is healthy again and
 /// everything is pushed, nothing may be left in the journal (no entry that no later push
 /// clears) and nothing may still be owed to plugins.
@@ -629,6 +684,8 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                         }),
                         now,
                     );
+                    s.journal_waiting();
+                    assert_down_queue_journaled(&s, journal.as_ref(), seed, &history);
                 }
                 2 => {
                     if let Some(job) = s.next_job(now) {
@@ -659,6 +716,7 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                     };
                     history.push(format!("complete {:?}: {disposition:?}", paths(&job)));
                     s.complete(outcome(job, disposition), now);
+                    assert_down_queue_journaled(&s, journal.as_ref(), seed, &history);
                 }
                 _ => {}
             }
