@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::cdn::http::redact;
-use crate::config::{CdnProvider, Config, ConfigError, PluginKind, Remote, RootConfig};
+use crate::config::{CdnApi, Config, ConfigError, PluginKind, Remote, RootConfig};
 use crate::push::warm::WarmPolicy;
 
 use super::{Cli, EXIT_OK, EXIT_USAGE};
@@ -239,7 +239,7 @@ fn plugins(out: &mut String, cli: &Cli, config: &Config) {
         }
     };
     if let Some(command) = &config.command {
-        let mut words = command.prefix.clone();
+        let mut words = command.prefix.words().to_vec();
         words.push("PATH".to_owned());
         words.extend(command.suffix.iter().cloned());
         let include = match &command.include {
@@ -285,18 +285,13 @@ fn plugins(out: &mut String, cli: &Cli, config: &Config) {
         );
     }
     if let Some(cdn) = &config.cdn {
-        let api = match cdn.provider {
-            CdnProvider::ChinaCache => {
-                format!("chinacache {}:{} as {}", cdn.domain, cdn.port, cdn.username)
+        let api = match &cdn.api {
+            CdnApi::ChinaCache(account) => {
+                format!("chinacache {} as {}", account.endpoint, account.username)
             }
-            CdnProvider::Purge => "PURGE per url".to_owned(),
-            CdnProvider::Cloudflare => {
-                format!("cloudflare zone {}", cdn.zone.as_deref().unwrap_or("?"))
-            }
-            CdnProvider::Webhook => {
-                let url = cdn.webhook_url.as_ref().map(|url| redact(url.expose()));
-                format!("webhook {}", url.as_deref().unwrap_or("?"))
-            }
+            CdnApi::Purge { .. } => "PURGE per url".to_owned(),
+            CdnApi::Cloudflare { zone, .. } => format!("cloudflare zone {zone}"),
+            CdnApi::Webhook { url } => format!("webhook {}", redact(url.expose())),
         };
         let regex = cdn
             .url_regex

@@ -124,7 +124,7 @@ fn stock_file_keeps_its_meaning() {
     assert_eq!(config.fail_log.retry_max, Duration::from_secs(3600));
     assert!(config.crontab.is_none() && config.plugins.is_empty());
     let command = config.command.expect("command section");
-    assert_eq!(command.prefix, vec!["/bin/sh"]);
+    assert_eq!(command.prefix.words(), vec!["/bin/sh"]);
     assert!(command.suffix.is_empty() && command.ignore_error && command.include.is_none());
     assert_eq!(
         (command.timeout, command.concurrency),
