@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::rel::Rel;
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 
@@ -31,10 +32,30 @@ pub struct Pending {
 /// A path handed to a worker, with what is needed when its outcome comes back.
 #[derive(Debug, Clone)]
 pub struct Taken {
-    /// The path and operation as sent.
-    pub entry: Entry,
+    /// The path (shared with the other remotes' queues).
+    pub rel: Rel,
+    /// What is done to it.
+    pub op: Op,
+    /// Whether it is a directory.
+    pub is_dir: bool,
     /// Its pending state when taken.
     pub pending: Pending,
+}
+
+impl Taken {
+    /// The path and operation as sent.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            rel: self.rel.to_path_buf(),
+            op: self.op,
+            is_dir: self.is_dir,
+        }
+    }
+
+    /// See [`Entry::replaces_below`].
+    pub fn replaces_below(&self) -> bool {
+        self.op == Op::Delete || !self.is_dir
+    }
 }
 
 /// A full sync asked for.
@@ -68,9 +89,9 @@ pub struct Caps {
 /// The state of one target.
 #[derive(Debug, Default)]
 pub struct TargetQueue {
-    pending: BTreeMap<PathBuf, Pending>,
+    pending: BTreeMap<Rel, Pending>,
     /// Dispatch order (FIFO); may hold names no longer pending, skipped lazily.
-    order: VecDeque<PathBuf>,
+    order: VecDeque<Rel>,
     /// Every path in a running job.
     in_flight: InFlight,
     /// Running jobs (batches, subtree and full syncs).
@@ -102,7 +123,7 @@ pub struct TargetQueue {
     /// Nothing pending can go until the in-flight set or the clock changes.
     blocked: bool,
     /// Paths held back by a partial failure, by release time.
-    held: BinaryHeap<Reverse<(Instant, PathBuf)>>,
+    held: BinaryHeap<Reverse<(Instant, Rel)>>,
 }
 
 impl TargetQueue {
@@ -112,18 +133,19 @@ impl TargetQueue {
     /// same name gets a subtree sync, whether its delete is still queued, running or done:
     /// a delete of a path that exists again when rsync runs is a no-op, and pushing the
     /// new directory alone (`--no-recursive`) would leave the old content on the remote.
-    pub fn observe(&mut self, rel: PathBuf, op: Op, is_dir: bool, mask: u32, now: Instant) {
+    pub fn observe(&mut self, rel: impl Into<Rel>, op: Op, is_dir: bool, mask: u32, now: Instant) {
+        let rel: Rel = rel.into();
         if op == Op::Delete && is_dir {
-            let below: Vec<PathBuf> = self.descendants(&rel).cloned().collect();
+            let below: Vec<Rel> = self.descendants(&rel).cloned().collect();
             for path in below {
                 self.pending.remove(&path);
             }
             remove_keys_below(&mut self.deleted_dirs, &rel);
-            self.deleted_dirs.insert(rel.clone(), now);
-            self.deleted_order.push_back((now, rel.clone()));
-        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(&rel).is_some() {
+            self.deleted_dirs.insert(rel.to_path_buf(), now);
+            self.deleted_order.push_back((now, rel.to_path_buf()));
+        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(rel.as_path()).is_some() {
             remove_keys_below(&mut self.deleted_dirs, &rel);
-            self.request_subtree(rel.clone());
+            self.request_subtree(rel.to_path_buf());
         }
         // A file or symlink that takes the name is remembered as well: its push (with
         // `--force`) would replace the remote directory whole, but a directory again under
@@ -131,15 +153,16 @@ impl TargetQueue {
         if !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
         }
-        match self.pending.get_mut(&rel) {
-            Some(existing) => {
+        match self.pending.entry(rel) {
+            std::collections::btree_map::Entry::Occupied(mut found) => {
+                let existing = found.get_mut();
                 existing.op = op;
                 existing.is_dir = is_dir;
                 existing.mask = mask;
                 existing.not_before = None;
             }
-            None => {
-                self.order.push_back(rel.clone());
+            std::collections::btree_map::Entry::Vacant(vacant) => {
+                self.order.push_back(vacant.key().clone());
                 let pending = Pending {
                     op,
                     is_dir,
@@ -148,7 +171,7 @@ impl TargetQueue {
                     not_before: None,
                     attempts: 0,
                 };
-                self.pending.insert(rel, pending);
+                vacant.insert(pending);
             }
         }
     }
@@ -265,9 +288,9 @@ impl TargetQueue {
             out.push(Work::WholeRoot);
         }
         for (rel, pending) in &self.pending {
-            if !self.journaled.contains(rel) {
+            if !self.journaled.contains(rel.as_path()) {
                 out.push(self.journal_form(Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel: rel.to_path_buf(),
                     op: pending.op,
                     is_dir: pending.is_dir,
                 })));
@@ -310,7 +333,7 @@ impl TargetQueue {
             .journaled
             .range(rel.to_path_buf()..)
             .take_while(|p| p.starts_with(rel))
-            .filter(|p| !self.pending.contains_key(*p) || p.as_path() == rel)
+            .filter(|p| !self.pending.contains_key(p.as_path()) || p.as_path() == rel)
             .cloned()
             .collect();
         for p in &covered {
@@ -376,7 +399,7 @@ impl TargetQueue {
             if self.deleted_dirs.get(&rel) != Some(&at) {
                 continue; // forgotten, or noted again later
             }
-            if self.pending.contains_key(&rel) || self.in_flight.contains(&rel) {
+            if self.pending.contains_key(rel.as_path()) || self.in_flight.contains(&rel) {
                 self.deleted_dirs.insert(rel.clone(), now);
                 self.deleted_order.push_back((now, rel));
             } else {
@@ -434,7 +457,8 @@ impl TargetQueue {
             self.last_subtree = Some(rel.clone());
             self.batch_turn = true;
             self.subtrees.remove(&rel);
-            self.in_flight.mark(&rel, Op::Delete, true);
+            self.in_flight
+                .mark(Rel::from(rel.as_path()), Op::Delete, true);
             self.subtrees_running.insert(rel.clone());
             self.jobs_in_flight += 1;
             return Some(Plan::Subtree(rel));
@@ -453,7 +477,7 @@ impl TargetQueue {
     fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
         for taken in &batch {
             self.in_flight
-                .mark(&taken.entry.rel, taken.entry.op, taken.entry.is_dir);
+                .mark(taken.rel.clone(), taken.op, taken.is_dir);
         }
         self.jobs_in_flight += 1;
         Plan::Batch(batch)
@@ -462,12 +486,12 @@ impl TargetQueue {
     fn take_batch(&mut self, now: Instant, caps: Caps) -> Vec<Taken> {
         let mut batch = Vec::new();
         let mut aside = Vec::new();
-        let mut chosen: BTreeMap<PathBuf, (Op, bool)> = BTreeMap::new();
+        let mut chosen = Chosen::default();
         while let Some(path) = self.order.pop_front() {
             let Some(pending) = self.pending.get(&path) else {
                 continue;
             };
-            if chosen.contains_key(&path) {
+            if chosen.paths.contains_key(&path) {
                 continue; // a stale duplicate in `order`
             }
             if pending.not_before.is_some_and(|nb| nb > now)
@@ -484,13 +508,13 @@ impl TargetQueue {
             let Some(pending) = self.pending.remove(&path) else {
                 continue;
             };
-            chosen.insert(path.clone(), (pending.op, pending.is_dir));
-            let entry = Entry {
+            chosen.insert(&path, pending.op, pending.is_dir);
+            batch.push(Taken {
                 rel: path,
                 op: pending.op,
                 is_dir: pending.is_dir,
-            };
-            batch.push(Taken { entry, pending });
+                pending,
+            });
         }
         for path in aside.into_iter().rev() {
             self.order.push_front(path);
@@ -501,24 +525,17 @@ impl TargetQueue {
     /// Within one batch rsync applies entries in its own order, not ours: a delete (or a
     /// directory replaced by a file) and a change below it go in separate runs. A new
     /// directory and the files in it may share one (`mkdir -p` bursts).
-    fn conflicts_with_chosen(
-        chosen: &BTreeMap<PathBuf, (Op, bool)>,
-        path: &Path,
-        pending: &Pending,
-    ) -> bool {
-        if chosen.is_empty() {
+    fn conflicts_with_chosen(chosen: &Chosen, path: &Path, pending: &Pending) -> bool {
+        if chosen.paths.is_empty() {
             return false;
         }
         let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
         let above = path
             .ancestors()
             .skip(1)
-            .filter_map(|a| chosen.get(a))
+            .filter_map(|a| chosen.paths.get(a))
             .any(|(op, is_dir)| destructive(*op, *is_dir));
-        let below = chosen
-            .range(path.to_path_buf()..)
-            .find(|(p, _)| p.as_path() != path)
-            .is_some_and(|(p, _)| p.starts_with(path));
+        let below = chosen.above.contains(path);
         above || (below && destructive(pending.op, pending.is_dir))
     }
 
@@ -528,11 +545,9 @@ impl TargetQueue {
         std::mem::take(&mut self.pending)
             .into_iter()
             .map(|(rel, pending)| Taken {
-                entry: Entry {
-                    rel,
-                    op: pending.op,
-                    is_dir: pending.is_dir,
-                },
+                rel,
+                op: pending.op,
+                is_dir: pending.is_dir,
                 pending,
             })
             .collect()
@@ -569,7 +584,7 @@ impl TargetQueue {
     ) {
         self.finish(arrived, &Ran::Batch);
         for t in &retry {
-            self.in_flight.unmark(&t.entry.rel);
+            self.in_flight.unmark(&t.rel);
         }
         self.healthy();
         self.requeue(retry, Some(backoff), now);
@@ -578,13 +593,13 @@ impl TargetQueue {
     /// Paths the push worker did not send (the batch's byte limit): back at the front of
     /// the queue, without penalty. The job itself ends with the rest of its paths.
     pub fn unsent(&mut self, taken: Vec<Taken>) {
-        for Taken { entry, pending } in taken.into_iter().rev() {
-            self.in_flight.unmark(&entry.rel);
-            if self.pending.contains_key(&entry.rel) {
+        for Taken { rel, pending, .. } in taken.into_iter().rev() {
+            self.in_flight.unmark(&rel);
+            if self.pending.contains_key(&rel) {
                 continue; // a newer change supersedes it
             }
-            self.order.push_front(entry.rel.clone());
-            self.pending.insert(entry.rel, pending);
+            self.order.push_front(rel.clone());
+            self.pending.insert(rel, pending);
         }
         self.blocked = false;
     }
@@ -617,18 +632,21 @@ impl TargetQueue {
 
     /// Puts failed paths back, each held for its own backoff when `hold` is given.
     fn requeue(&mut self, taken: Vec<Taken>, hold: Option<Duration>, now: Instant) {
-        for Taken { entry, mut pending } in taken {
-            if self.pending.contains_key(&entry.rel) {
+        for Taken {
+            rel, mut pending, ..
+        } in taken
+        {
+            if self.pending.contains_key(&rel) {
                 continue; // a newer change is queued; it supersedes the failed one
             }
             pending.attempts += 1;
             if let Some(backoff) = hold {
                 let at = now + per_path_backoff(pending.attempts, backoff);
                 pending.not_before = Some(at);
-                self.held.push(Reverse((at, entry.rel.clone())));
+                self.held.push(Reverse((at, rel.clone())));
             }
-            self.order.push_back(entry.rel.clone());
-            self.pending.insert(entry.rel, pending);
+            self.order.push_back(rel.clone());
+            self.pending.insert(rel, pending);
         }
         self.blocked = false;
     }
@@ -644,7 +662,7 @@ impl TargetQueue {
             }
             Ran::Batch => {
                 for t in taken {
-                    self.in_flight.unmark(&t.entry.rel);
+                    self.in_flight.unmark(&t.rel);
                 }
             }
         }
@@ -656,12 +674,32 @@ impl TargetQueue {
         self.take_all()
     }
 
-    fn descendants<'a>(&'a self, rel: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
+    fn descendants<'a>(&'a self, rel: &'a Rel) -> impl Iterator<Item = &'a Rel> + 'a {
         self.pending
-            .range(rel.to_path_buf()..)
-            .skip_while(move |(p, _)| p.as_path() == rel)
+            .range(rel.clone()..)
+            .skip_while(move |(p, _)| *p == rel)
             .map(|(p, _)| p)
             .take_while(move |p| p.starts_with(rel))
+    }
+}
+
+/// The paths chosen for one batch, and every directory above one of them (for the
+/// "nothing below a delete" rule without ordered scans).
+#[derive(Default)]
+struct Chosen {
+    paths: std::collections::HashMap<Rel, (Op, bool)>,
+    above: std::collections::HashSet<PathBuf>,
+}
+
+impl Chosen {
+    fn insert(&mut self, path: &Rel, op: Op, is_dir: bool) {
+        self.paths.insert(path.clone(), (op, is_dir));
+        for ancestor in path.ancestors().skip(1) {
+            if self.above.contains(ancestor) {
+                break; // its own ancestors are in already
+            }
+            self.above.insert(ancestor.to_path_buf());
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::Rel;
 use crate::job::Op;
 
 /// Every path in a running job of one remote with its operation and whether it is a
@@ -10,7 +11,7 @@ use crate::job::Op;
 /// count of in-flight paths below each directory.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    paths: HashMap<PathBuf, (Op, bool)>,
+    paths: HashMap<Rel, (Op, bool)>,
     below: HashMap<PathBuf, usize>,
 }
 
@@ -43,11 +44,16 @@ impl InFlight {
             || (destructive(op, is_dir) && self.below.get(path).is_some_and(|n| *n > 0))
     }
 
-    pub(super) fn mark(&mut self, path: &Path, op: Op, is_dir: bool) {
-        self.paths.insert(path.to_path_buf(), (op, is_dir));
+    pub(super) fn mark(&mut self, path: Rel, op: Op, is_dir: bool) {
         for ancestor in path.ancestors().skip(1) {
-            *self.below.entry(ancestor.to_path_buf()).or_insert(0) += 1;
+            match self.below.get_mut(ancestor) {
+                Some(count) => *count += 1,
+                None => {
+                    self.below.insert(ancestor.to_path_buf(), 1);
+                }
+            }
         }
+        self.paths.insert(path, (op, is_dir));
     }
 
     pub(super) fn unmark(&mut self, path: &Path) {
