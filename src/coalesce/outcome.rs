@@ -78,7 +78,7 @@ impl Scheduler {
         };
         let cleared = match &job.ran {
             Ran::Batch => {
-                let mut cleared = queue.unjournal(taken.iter().map(|t| t.rel.to_path_buf()));
+                let mut cleared = queue.unjournal(taken.iter().map(|t| &t.rel));
                 // A delete, or a file or symlink pushed with `--force`, leaves nothing
                 // below it on the remote: entries below it are settled (a parent that
                 // became a file: its old children are not retried for ever).
@@ -154,13 +154,7 @@ impl Scheduler {
         let Some(queue) = self.queues.get_mut(&job.target) else {
             return Vec::new();
         };
-        let mut cleared = queue.unjournal(
-            arrived
-                .iter()
-                .chain(&gone)
-                .map(|t| t.rel.to_path_buf())
-                .collect::<Vec<_>>(),
-        );
+        let mut cleared = queue.unjournal(arrived.iter().chain(&gone).map(|t| &t.rel));
         // What arrived and replaces its path settles the entries below it; so does a
         // path that is gone (the change that removed or replaced it covers what was
         // below, and what is still pending below stays journaled).

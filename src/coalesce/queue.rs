@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::rel::Rel;
+use super::rel::{Rel, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 
@@ -150,7 +150,7 @@ impl TargetQueue {
         // A file or symlink that takes the name is remembered as well: its push (with
         // `--force`) would replace the remote directory whole, but a directory again under
         // the name before it went out supersedes it in the queue.
-        if !self.conflicts(&rel, op, is_dir) {
+        if self.blocked && !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
         }
         match self.pending.entry(rel) {
@@ -202,7 +202,10 @@ impl TargetQueue {
     }
 
     /// Whether `rel` waits to be pushed.
-    pub fn is_pending(&self, rel: &Path) -> bool {
+    pub fn is_pending<Q: Ord + ?Sized>(&self, rel: &Q) -> bool
+    where
+        Rel: std::borrow::Borrow<Q>,
+    {
         self.pending.contains_key(rel)
     }
 
@@ -320,15 +323,22 @@ impl TargetQueue {
 
     /// Forgets the journal entries of `rels` (each of them, not what is below); returns
     /// the ones that had one.
-    pub fn unjournal(&mut self, rels: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    pub fn unjournal<P: AsRef<Path>>(&mut self, rels: impl IntoIterator<Item = P>) -> Vec<PathBuf> {
+        if self.journaled.is_empty() {
+            return Vec::new(); // the common case: nothing failed
+        }
         rels.into_iter()
-            .filter(|rel| self.journaled.remove(rel))
+            .filter(|rel| self.journaled.remove(rel.as_ref()))
+            .map(|rel| rel.as_ref().to_path_buf())
             .collect()
     }
 
     /// Forgets every journal entry at or below `rel` (empty: the whole root) and returns
     /// them, except those still pending (they stay journaled until they are pushed).
     pub fn unjournal_covered(&mut self, rel: &Path) -> Vec<PathBuf> {
+        if self.journaled.is_empty() {
+            return Vec::new();
+        }
         let covered: Vec<PathBuf> = self
             .journaled
             .range(rel.to_path_buf()..)
@@ -488,26 +498,24 @@ impl TargetQueue {
         let mut aside = Vec::new();
         let mut chosen = Chosen::default();
         while let Some(path) = self.order.pop_front() {
-            let Some(pending) = self.pending.get(&path) else {
+            // One search per path (taken or set aside), not two.
+            let std::collections::btree_map::Entry::Occupied(found) = self.pending.entry(path)
+            else {
                 continue;
             };
-            if chosen.paths.contains_key(&path) {
-                continue; // a stale duplicate in `order`
-            }
+            let (path, pending) = (found.key(), found.get());
             if pending.not_before.is_some_and(|nb| nb > now)
-                || self.conflicts(&path, pending.op, pending.is_dir)
-                || Self::conflicts_with_chosen(&chosen, &path, pending)
+                || self.in_flight.conflicts(path, pending.op, pending.is_dir)
+                || Self::conflicts_with_chosen(&chosen, path, pending)
             {
-                aside.push(path);
+                aside.push(path.clone());
                 continue;
             }
             if batch.len() >= caps.max_paths {
-                aside.push(path);
+                aside.push(path.clone());
                 break;
             }
-            let Some(pending) = self.pending.remove(&path) else {
-                continue;
-            };
+            let (path, pending) = found.remove_entry();
             chosen.insert(&path, pending.op, pending.is_dir);
             batch.push(Taken {
                 rel: path,
@@ -530,9 +538,7 @@ impl TargetQueue {
             return false;
         }
         let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
-        let above = path
-            .ancestors()
-            .skip(1)
+        let above = parents(path)
             .filter_map(|a| chosen.paths.get(a))
             .any(|(op, is_dir)| destructive(*op, *is_dir));
         let below = chosen.above.contains(path);
@@ -562,10 +568,13 @@ impl TargetQueue {
     pub fn succeeded(&mut self, taken: &[Taken], ran: &Ran) {
         self.finish(taken, ran);
         self.healthy();
-        for p in self.pending.values_mut() {
-            p.not_before = None;
+        // A path waits (`not_before` in the future) only with an entry in `held`.
+        if !self.held.is_empty() {
+            for p in self.pending.values_mut() {
+                p.not_before = None;
+            }
+            self.held.clear();
         }
-        self.held.clear();
     }
 
     fn healthy(&mut self) {
@@ -694,7 +703,7 @@ struct Chosen {
 impl Chosen {
     fn insert(&mut self, path: &Rel, op: Op, is_dir: bool) {
         self.paths.insert(path.clone(), (op, is_dir));
-        for ancestor in path.ancestors().skip(1) {
+        for ancestor in parents(path) {
             if self.above.contains(ancestor) {
                 break; // its own ancestors are in already
             }

@@ -17,7 +17,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 /// A shared, normalized root-relative path (no leading `/`, no `.` or empty
-/// components, no trailing `/`).
+/// components, no trailing `/`: spellings `Path` holds equal are one `Rel`). A `..`
+/// component, which no event carries (only a hand-edited journal could), sorts by its
+/// bytes rather than first as in `Path`.
 #[derive(Clone)]
 pub struct Rel(Arc<Path>);
 
@@ -50,6 +52,19 @@ fn is_normal(bytes: &[u8]) -> bool {
         .split(|b| *b == b'/')
         .enumerate()
         .all(|(i, part)| part != b"." && (!part.is_empty() || (i == 0 && bytes.is_empty())))
+}
+
+/// The proper ancestors of a normalized relative path, nearest first, ending with the
+/// empty path (the root): `Path::ancestors().skip(1)` without parsing components.
+pub fn parents(path: &Path) -> impl Iterator<Item = &Path> {
+    let bytes = path.as_os_str().as_bytes();
+    let mut end = (!bytes.is_empty()).then_some(bytes.len());
+    std::iter::from_fn(move || {
+        let at = end?;
+        let parent = bytes[..at].iter().rposition(|b| *b == b'/').unwrap_or(0);
+        end = (parent > 0).then_some(parent);
+        Some(Path::new(OsStr::from_bytes(&bytes[..parent])))
+    })
 }
 
 impl Deref for Rel {
@@ -96,11 +111,33 @@ impl Eq for Rel {}
 impl Ord for Rel {
     fn cmp(&self, other: &Rel) -> Ordering {
         let (a, b) = (self.bytes(), other.bytes());
-        let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let same = common_prefix(a, b);
         // `/` ends a component: a name sorts before its longer siblings (`a/x` < `a-b`).
         let rank = |byte: Option<&u8>| byte.map(|&b| if b == b'/' { 0 } else { u16::from(b) + 1 });
         rank(a.get(same)).cmp(&rank(b.get(same)))
     }
+}
+
+/// How many bytes `a` and `b` share at their start, eight at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut at = 0;
+    while at + 8 <= n {
+        let word = |s: &[u8]| <[u8; 8]>::try_from(&s[at..at + 8]).map(u64::from_le_bytes);
+        let (Ok(x), Ok(y)) = (word(a), word(b)) else {
+            break;
+        };
+        if x != y {
+            // Little-endian: the lowest differing byte is the first one.
+            return at + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + a[at..n]
+        .iter()
+        .zip(&b[at..n])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 impl PartialOrd for Rel {
@@ -137,8 +174,29 @@ mod tests {
     #[test]
     fn orders_like_path_components() {
         let names = [
-            "", "a", "a b", "a-b", "a.txt", "a/b", "a/b/c", "a/b-c", "a/bc", "a0", "b", "ab/c",
-            "a/\u{e9}", "\u{e9}", "~", "a/~",
+            "",
+            "a",
+            "a b",
+            "a-b",
+            "a.txt",
+            "a/b",
+            "a/b/c",
+            "a/b-c",
+            "a/bc",
+            "a0",
+            "b",
+            "ab/c",
+            "a/\u{e9}",
+            "\u{e9}",
+            "~",
+            "a/~",
+            // Past the first eight bytes.
+            "upload/2024/a.jpg",
+            "upload/2024-b.jpg",
+            "upload/2024/a.jpgx",
+            "upload/20240",
+            "upload/2024/a/b.jpg",
+            "upload/2024",
         ];
         for x in names {
             for y in names {
@@ -150,6 +208,29 @@ mod tests {
                 );
                 assert_eq!(Rel::from(px) == Rel::from(py), px == py, "{x:?} == {y:?}");
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn orders_like_path_for_any_normal_paths(
+            x in "[a-c ./~-]{1,6}(/[a-c ./~-]{1,6}){0,3}",
+            y in "[a-c ./~-]{1,6}(/[a-c ./~-]{1,6}){0,3}",
+        ) {
+            let (px, py) = (Path::new(&x), Path::new(&y));
+            let plain = |s: &str| is_normal(s.as_bytes()) && !s.split('/').any(|c| c == "..");
+            proptest::prop_assume!(plain(&x) && plain(&y));
+            proptest::prop_assert_eq!(Rel::from(px).cmp(&Rel::from(py)), px.cmp(py));
+            proptest::prop_assert_eq!(Rel::from(px) == Rel::from(py), px == py);
+        }
+    }
+
+    #[test]
+    fn parents_are_the_proper_ancestors() {
+        for path in ["", "a", "a/b", "a/b/c", "ab/cd/ef.txt"] {
+            let path = Path::new(path);
+            let want: Vec<&Path> = path.ancestors().skip(1).collect();
+            assert_eq!(parents(path).collect::<Vec<_>>(), want, "{path:?}");
         }
     }
 

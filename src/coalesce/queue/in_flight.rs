@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::super::rel::parents;
 use super::Rel;
 use crate::job::Op;
 
@@ -36,16 +37,14 @@ impl InFlight {
         }
         let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
         self.paths.contains_key(path)
-            || path
-                .ancestors()
-                .skip(1)
+            || parents(path)
                 .filter_map(|a| self.paths.get(a))
                 .any(|(op, is_dir)| destructive(*op, *is_dir))
             || (destructive(op, is_dir) && self.below.get(path).is_some_and(|n| *n > 0))
     }
 
     pub(super) fn mark(&mut self, path: Rel, op: Op, is_dir: bool) {
-        for ancestor in path.ancestors().skip(1) {
+        for ancestor in parents(&path) {
             match self.below.get_mut(ancestor) {
                 Some(count) => *count += 1,
                 None => {
@@ -60,7 +59,7 @@ impl InFlight {
         if self.paths.remove(path).is_none() {
             return;
         }
-        for ancestor in path.ancestors().skip(1) {
+        for ancestor in parents(path) {
             if let Some(count) = self.below.get_mut(ancestor) {
                 *count -= 1;
                 if *count == 0 {
