@@ -485,6 +485,7 @@ impl TargetQueue {
     }
 
     fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
+        self.in_flight.reserve(batch.len());
         for taken in &batch {
             self.in_flight
                 .mark(taken.rel.clone(), taken.op, taken.is_dir);
@@ -494,9 +495,10 @@ impl TargetQueue {
     }
 
     fn take_batch(&mut self, now: Instant, caps: Caps) -> Vec<Taken> {
-        let mut batch = Vec::new();
+        let room = self.pending.len().min(caps.max_paths);
+        let mut batch = Vec::with_capacity(room);
         let mut aside = Vec::new();
-        let mut chosen = Chosen::default();
+        let mut chosen = Chosen::with_capacity(room);
         while let Some(path) = self.order.pop_front() {
             // One search per path (taken or set aside), not two.
             let std::collections::btree_map::Entry::Occupied(found) = self.pending.entry(path)
@@ -694,13 +696,19 @@ impl TargetQueue {
 
 /// The paths chosen for one batch, and every directory above one of them (for the
 /// "nothing below a delete" rule without ordered scans).
-#[derive(Default)]
 struct Chosen {
     paths: std::collections::HashMap<Rel, (Op, bool)>,
     above: std::collections::HashSet<PathBuf>,
 }
 
 impl Chosen {
+    fn with_capacity(paths: usize) -> Chosen {
+        Chosen {
+            paths: std::collections::HashMap::with_capacity(paths),
+            above: std::collections::HashSet::new(),
+        }
+    }
+
     fn insert(&mut self, path: &Rel, op: Op, is_dir: bool) {
         self.paths.insert(path.clone(), (op, is_dir));
         for ancestor in parents(path) {

@@ -43,6 +43,11 @@ impl InFlight {
             || (destructive(op, is_dir) && self.below.get(path).is_some_and(|n| *n > 0))
     }
 
+    /// Room for `more` paths (a batch about to be marked).
+    pub(super) fn reserve(&mut self, more: usize) {
+        self.paths.reserve(more);
+    }
+
     pub(super) fn mark(&mut self, path: Rel, op: Op, is_dir: bool) {
         for ancestor in parents(&path) {
             match self.below.get_mut(ancestor) {
