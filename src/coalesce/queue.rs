@@ -486,10 +486,8 @@ impl TargetQueue {
 
     fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
         self.in_flight.reserve(batch.len());
-        for taken in &batch {
-            self.in_flight
-                .mark(taken.rel.clone(), taken.op, taken.is_dir);
-        }
+        self.in_flight
+            .mark_all(batch.iter().map(|t| (t.rel.clone(), t.op, t.is_dir)));
         self.jobs_in_flight += 1;
         Plan::Batch(batch)
     }
@@ -672,9 +670,8 @@ impl TargetQueue {
                 self.subtrees_running.remove(rel);
             }
             Ran::Batch => {
-                for t in taken {
-                    self.in_flight.unmark(&t.rel);
-                }
+                self.in_flight
+                    .unmark_all(taken.iter().map(|t| t.rel.as_path()));
             }
         }
         self.blocked = false;
