@@ -157,13 +157,19 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             let sent = within_bytes(root, entries, context.max_batch_bytes);
             unsent = entries.len() - sent;
             // Just before rsync starts: nothing is read through a symlinked parent.
-            let sent = JobKind::Batch {
-                entries: guard::confine_on_disk(root, &entries[..sent]),
+            let confined = guard::confine_on_disk(root, &entries[..sent]);
+            let run = match (&confined, unsent) {
+                (std::borrow::Cow::Borrowed(_), 0) => {
+                    invocation(&context.rsync, root, remote, context.delete, &job.kind, &[])
+                }
+                _ => {
+                    let sent = JobKind::Batch {
+                        entries: confined.into_owned(),
+                    };
+                    invocation(&context.rsync, root, remote, context.delete, &sent, &[])
+                }
             };
-            (
-                invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
-                context.batch_limit,
-            )
+            (run, context.batch_limit)
         }
         JobKind::Subtree { rel } => {
             let top = Entry {
@@ -172,9 +178,11 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
                 is_dir: true,
             };
             let confined = guard::confine_on_disk(root, std::slice::from_ref(&top));
-            if confined != [top] {
+            if *confined != *std::slice::from_ref(&top) {
                 // An ancestor became a symlink: rsync would follow it. Push the symlink.
-                let sent = JobKind::Batch { entries: confined };
+                let sent = JobKind::Batch {
+                    entries: confined.into_owned(),
+                };
                 (
                     invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
                     context.batch_limit,
