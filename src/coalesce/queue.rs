@@ -23,8 +23,6 @@ pub struct Pending {
     pub mask: u32,
     /// When the oldest unpushed event for it was seen (latency is measured from here).
     pub seen: Instant,
-    /// After a partial failure: not before this instant.
-    pub not_before: Option<Instant>,
     /// Failed attempts so far (for the per-path backoff).
     pub attempts: u32,
 }
@@ -34,11 +32,7 @@ pub struct Pending {
 pub struct Taken {
     /// The path (shared with the other remotes' queues).
     pub rel: Rel,
-    /// What is done to it.
-    pub op: Op,
-    /// Whether it is a directory.
-    pub is_dir: bool,
-    /// Its pending state when taken.
+    /// Its pending state when taken (what is done to it, whether it is a directory).
     pub pending: Pending,
 }
 
@@ -47,14 +41,14 @@ impl Taken {
     pub fn entry(&self) -> Entry {
         Entry {
             rel: self.rel.to_path_buf(),
-            op: self.op,
-            is_dir: self.is_dir,
+            op: self.pending.op,
+            is_dir: self.pending.is_dir,
         }
     }
 
     /// See [`Entry::replaces_below`].
     pub fn replaces_below(&self) -> bool {
-        self.op == Op::Delete || !self.is_dir
+        self.pending.op == Op::Delete || !self.pending.is_dir
     }
 }
 
@@ -124,6 +118,9 @@ pub struct TargetQueue {
     blocked: bool,
     /// Paths held back by a partial failure, by release time.
     held: BinaryHeap<Reverse<(Instant, Rel)>>,
+    /// Pending paths held back by a partial failure: not before this instant (apart from
+    /// `Pending`, which would otherwise carry the instant for every path).
+    holds: std::collections::HashMap<Rel, Instant>,
 }
 
 impl TargetQueue {
@@ -139,6 +136,7 @@ impl TargetQueue {
             let below: Vec<Rel> = self.descendants(&rel).cloned().collect();
             for path in below {
                 self.pending.remove(&path);
+                self.holds.remove(&path);
             }
             remove_keys_below(&mut self.deleted_dirs, &rel);
             self.deleted_dirs.insert(rel.to_path_buf(), now);
@@ -155,11 +153,13 @@ impl TargetQueue {
         }
         match self.pending.entry(rel) {
             std::collections::btree_map::Entry::Occupied(mut found) => {
+                if !self.holds.is_empty() {
+                    self.holds.remove(found.key());
+                }
                 let existing = found.get_mut();
                 existing.op = op;
                 existing.is_dir = is_dir;
                 existing.mask = mask;
-                existing.not_before = None;
             }
             std::collections::btree_map::Entry::Vacant(vacant) => {
                 self.order.push_back(vacant.key().clone());
@@ -168,7 +168,6 @@ impl TargetQueue {
                     is_dir,
                     mask,
                     seen: now,
-                    not_before: None,
                     attempts: 0,
                 };
                 vacant.insert(pending);
@@ -380,11 +379,9 @@ impl TargetQueue {
                 break;
             }
             if let Some(Reverse((_, path))) = self.held.pop() {
-                if let Some(p) = self.pending.get_mut(&path) {
-                    if p.not_before.is_some_and(|nb| nb <= now) {
-                        p.not_before = None;
-                        self.blocked = false;
-                    }
+                if self.holds.get(&path).is_some_and(|nb| *nb <= now) {
+                    self.holds.remove(&path);
+                    self.blocked = false;
                 }
             }
         }
@@ -486,8 +483,11 @@ impl TargetQueue {
 
     fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
         self.in_flight.reserve(batch.len());
-        self.in_flight
-            .mark_all(batch.iter().map(|t| (t.rel.clone(), t.op, t.is_dir)));
+        self.in_flight.mark_all(
+            batch
+                .iter()
+                .map(|t| (t.rel.clone(), t.pending.op, t.pending.is_dir)),
+        );
         self.jobs_in_flight += 1;
         Plan::Batch(batch)
     }
@@ -504,7 +504,7 @@ impl TargetQueue {
                 continue;
             };
             let (path, pending) = (found.key(), found.get());
-            if pending.not_before.is_some_and(|nb| nb > now)
+            if self.holds.get(path).is_some_and(|nb| *nb > now)
                 || self.in_flight.conflicts(path, pending.op, pending.is_dir)
                 || Self::conflicts_with_chosen(&chosen, path, pending)
             {
@@ -516,13 +516,11 @@ impl TargetQueue {
                 break;
             }
             let (path, pending) = found.remove_entry();
+            if !self.holds.is_empty() {
+                self.holds.remove(&path); // expired: nothing to keep
+            }
             chosen.insert(&path, pending.op, pending.is_dir);
-            batch.push(Taken {
-                rel: path,
-                op: pending.op,
-                is_dir: pending.is_dir,
-                pending,
-            });
+            batch.push(Taken { rel: path, pending });
         }
         for path in aside.into_iter().rev() {
             self.order.push_front(path);
@@ -548,14 +546,10 @@ impl TargetQueue {
     fn take_all(&mut self) -> Vec<Taken> {
         self.order.clear();
         self.held.clear();
+        self.holds.clear();
         std::mem::take(&mut self.pending)
             .into_iter()
-            .map(|(rel, pending)| Taken {
-                rel,
-                op: pending.op,
-                is_dir: pending.is_dir,
-                pending,
-            })
+            .map(|(rel, pending)| Taken { rel, pending })
             .collect()
     }
 
@@ -568,13 +562,8 @@ impl TargetQueue {
     pub fn succeeded(&mut self, taken: &[Taken], ran: &Ran) {
         self.finish(taken, ran);
         self.healthy();
-        // A path waits (`not_before` in the future) only with an entry in `held`.
-        if !self.held.is_empty() {
-            for p in self.pending.values_mut() {
-                p.not_before = None;
-            }
-            self.held.clear();
-        }
+        self.holds.clear();
+        self.held.clear();
     }
 
     fn healthy(&mut self) {
@@ -651,7 +640,7 @@ impl TargetQueue {
             pending.attempts += 1;
             if let Some(backoff) = hold {
                 let at = now + per_path_backoff(pending.attempts, backoff);
-                pending.not_before = Some(at);
+                self.holds.insert(rel.clone(), at);
                 self.held.push(Reverse((at, rel.clone())));
             }
             self.order.push_back(rel.clone());
