@@ -208,6 +208,12 @@ impl TargetQueue {
         self.pending.contains_key(rel)
     }
 
+    /// The stored path of `rel`, if it waits (tests look at what is shared).
+    #[cfg(test)]
+    pub(crate) fn pending_key(&self, rel: &Path) -> Option<&Rel> {
+        self.pending.get_key_value(rel).map(|(key, _)| key)
+    }
+
     /// Distinct paths waiting.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

@@ -41,6 +41,12 @@ impl Rel {
         &self.0
     }
 
+    /// Whether both are the same stored path (not merely equal ones).
+    #[cfg(test)]
+    pub(crate) fn shares(&self, other: &Rel) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     fn bytes(&self) -> &[u8] {
         self.0.as_os_str().as_bytes()
     }
