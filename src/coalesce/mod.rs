@@ -17,6 +17,7 @@ mod journal;
 mod memory;
 mod outcome;
 pub mod queue;
+pub mod rel;
 mod retry;
 mod scheduler;
 

@@ -78,12 +78,12 @@ impl Scheduler {
         };
         let cleared = match &job.ran {
             Ran::Batch => {
-                let mut cleared = queue.unjournal(taken.iter().map(|t| t.entry.rel.clone()));
+                let mut cleared = queue.unjournal(taken.iter().map(|t| &t.rel));
                 // A delete, or a file or symlink pushed with `--force`, leaves nothing
                 // below it on the remote: entries below it are settled (a parent that
                 // became a file: its old children are not retried for ever).
-                for t in taken.iter().filter(|t| t.entry.replaces_below()) {
-                    cleared.extend(queue.unjournal_covered(&t.entry.rel));
+                for t in taken.iter().filter(|t| t.replaces_below()) {
+                    cleared.extend(queue.unjournal_covered(&t.rel));
                 }
                 cleared
             }
@@ -139,7 +139,7 @@ impl Scheduler {
                 Some(PathFate::Retry) | None => retry.push(t),
             }
         }
-        let retry_entries: Vec<Work> = retry.iter().map(|t| Work::Path(t.entry.clone())).collect();
+        let retry_entries: Vec<Work> = retry.iter().map(|t| Work::Path(t.entry())).collect();
         if !retry_entries.is_empty() {
             self.record_failure(job, &key, &retry_entries, failure);
         }
@@ -154,22 +154,12 @@ impl Scheduler {
         let Some(queue) = self.queues.get_mut(&job.target) else {
             return Vec::new();
         };
-        let mut cleared = queue.unjournal(
-            arrived
-                .iter()
-                .chain(&gone)
-                .map(|t| t.entry.rel.clone())
-                .collect::<Vec<_>>(),
-        );
+        let mut cleared = queue.unjournal(arrived.iter().chain(&gone).map(|t| &t.rel));
         // What arrived and replaces its path settles the entries below it; so does a
         // path that is gone (the change that removed or replaced it covers what was
         // below, and what is still pending below stays journaled).
-        for t in arrived
-            .iter()
-            .filter(|t| t.entry.replaces_below())
-            .chain(&gone)
-        {
-            cleared.extend(queue.unjournal_covered(&t.entry.rel));
+        for t in arrived.iter().filter(|t| t.replaces_below()).chain(&gone) {
+            cleared.extend(queue.unjournal_covered(&t.rel));
         }
         let mut settled = arrived;
         let n_arrived = settled.len();
@@ -189,7 +179,7 @@ impl Scheduler {
         }
         self.record_push(job, &settled, now);
         for t in &gone {
-            self.delivery.forget(job.target.root, &t.entry.rel);
+            self.delivery.forget(job.target.root, &t.rel);
         }
         self.deliver(job.target, &settled)
     }
@@ -204,7 +194,7 @@ impl Scheduler {
         now: Instant,
     ) {
         let key = self.key(job.target);
-        let mut entries: Vec<Work> = taken.iter().map(|t| Work::Path(t.entry.clone())).collect();
+        let mut entries: Vec<Work> = taken.iter().map(|t| Work::Path(t.entry())).collect();
         entries.extend(ran_work(&job.ran));
         self.record_failure(job, &key, &entries, failure);
         if matches!(job.ran, Ran::Full(_)) {
@@ -334,14 +324,11 @@ impl Scheduler {
             if self
                 .queues
                 .get(&target)
-                .is_some_and(|q| q.is_pending(&t.entry.rel))
+                .is_some_and(|q| q.is_pending(&t.rel))
             {
                 continue;
             }
-            out.extend(
-                self.delivery
-                    .reached(target.root, target.remote, &t.entry.rel),
-            );
+            out.extend(self.delivery.reached(target.root, target.remote, &t.rel));
         }
         out
     }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::rel::{Rel, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 
@@ -22,8 +23,6 @@ pub struct Pending {
     pub mask: u32,
     /// When the oldest unpushed event for it was seen (latency is measured from here).
     pub seen: Instant,
-    /// After a partial failure: not before this instant.
-    pub not_before: Option<Instant>,
     /// Failed attempts so far (for the per-path backoff).
     pub attempts: u32,
 }
@@ -31,10 +30,26 @@ pub struct Pending {
 /// A path handed to a worker, with what is needed when its outcome comes back.
 #[derive(Debug, Clone)]
 pub struct Taken {
-    /// The path and operation as sent.
-    pub entry: Entry,
-    /// Its pending state when taken.
+    /// The path (shared with the other remotes' queues).
+    pub rel: Rel,
+    /// Its pending state when taken (what is done to it, whether it is a directory).
     pub pending: Pending,
+}
+
+impl Taken {
+    /// The path and operation as sent.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            rel: self.rel.to_path_buf(),
+            op: self.pending.op,
+            is_dir: self.pending.is_dir,
+        }
+    }
+
+    /// See [`Entry::replaces_below`].
+    pub fn replaces_below(&self) -> bool {
+        self.pending.op == Op::Delete || !self.pending.is_dir
+    }
 }
 
 /// A full sync asked for.
@@ -68,9 +83,9 @@ pub struct Caps {
 /// The state of one target.
 #[derive(Debug, Default)]
 pub struct TargetQueue {
-    pending: BTreeMap<PathBuf, Pending>,
+    pending: BTreeMap<Rel, Pending>,
     /// Dispatch order (FIFO); may hold names no longer pending, skipped lazily.
-    order: VecDeque<PathBuf>,
+    order: VecDeque<Rel>,
     /// Every path in a running job.
     in_flight: InFlight,
     /// Running jobs (batches, subtree and full syncs).
@@ -108,7 +123,10 @@ pub struct TargetQueue {
     /// Nothing pending can go until the in-flight set or the clock changes.
     blocked: bool,
     /// Paths held back by a partial failure, by release time.
-    held: BinaryHeap<Reverse<(Instant, PathBuf)>>,
+    held: BinaryHeap<Reverse<(Instant, Rel)>>,
+    /// Pending paths held back by a partial failure: not before this instant (apart from
+    /// `Pending`, which would otherwise carry the instant for every path).
+    holds: std::collections::HashMap<Rel, Instant>,
 }
 
 impl TargetQueue {
@@ -118,46 +136,50 @@ impl TargetQueue {
     /// same name gets a subtree sync, whether its delete is still queued, running or done:
     /// a delete of a path that exists again when rsync runs is a no-op, and pushing the
     /// new directory alone (`--no-recursive`) would leave the old content on the remote.
-    pub fn observe(&mut self, rel: PathBuf, op: Op, is_dir: bool, mask: u32, now: Instant) {
+    pub fn observe(&mut self, rel: impl Into<Rel>, op: Op, is_dir: bool, mask: u32, now: Instant) {
+        let rel: Rel = rel.into();
         if op == Op::Delete && is_dir {
-            let below: Vec<PathBuf> = self.descendants(&rel).cloned().collect();
+            let below: Vec<Rel> = self.descendants(&rel).cloned().collect();
             for path in below {
                 self.pending.remove(&path);
+                self.holds.remove(&path);
             }
             remove_keys_below(&mut self.deleted_dirs, &rel);
-            self.deleted_dirs.insert(rel.clone(), now);
-            self.deleted_order.push_back((now, rel.clone()));
-        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(&rel).is_some() {
+            self.deleted_dirs.insert(rel.to_path_buf(), now);
+            self.deleted_order.push_back((now, rel.to_path_buf()));
+        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(rel.as_path()).is_some() {
             remove_keys_below(&mut self.deleted_dirs, &rel);
-            self.request_subtree(rel.clone());
+            self.request_subtree(rel.to_path_buf());
         }
         // A file or symlink that takes the name is remembered as well: its push (with
         // `--force`) would replace the remote directory whole, but a directory again under
         // the name before it went out supersedes it in the queue.
-        if !self.conflicts(&rel, op, is_dir) {
+        if self.blocked && !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
         }
-        if self.journaled.contains(&rel) {
-            self.journal_stale.insert(rel.clone());
+        if self.journaled.contains(rel.as_path()) {
+            self.journal_stale.insert(rel.to_path_buf());
         }
-        match self.pending.get_mut(&rel) {
-            Some(existing) => {
+        match self.pending.entry(rel) {
+            std::collections::btree_map::Entry::Occupied(mut found) => {
+                if !self.holds.is_empty() {
+                    self.holds.remove(found.key());
+                }
+                let existing = found.get_mut();
                 existing.op = op;
                 existing.is_dir = is_dir;
                 existing.mask = mask;
-                existing.not_before = None;
             }
-            None => {
-                self.order.push_back(rel.clone());
+            std::collections::btree_map::Entry::Vacant(vacant) => {
+                self.order.push_back(vacant.key().clone());
                 let pending = Pending {
                     op,
                     is_dir,
                     mask,
                     seen: now,
-                    not_before: None,
                     attempts: 0,
                 };
-                self.pending.insert(rel, pending);
+                vacant.insert(pending);
             }
         }
     }
@@ -188,7 +210,10 @@ impl TargetQueue {
     }
 
     /// Whether `rel` waits to be pushed.
-    pub fn is_pending(&self, rel: &Path) -> bool {
+    pub fn is_pending<Q: Ord + ?Sized>(&self, rel: &Q) -> bool
+    where
+        Rel: std::borrow::Borrow<Q>,
+    {
         self.pending.contains_key(rel)
     }
 
@@ -199,6 +224,12 @@ impl TargetQueue {
             op: p.op,
             is_dir: p.is_dir,
         })
+    }
+
+    /// The stored path of `rel`, if it waits (tests look at what is shared).
+    #[cfg(test)]
+    pub(crate) fn pending_key(&self, rel: &Path) -> Option<&Rel> {
+        self.pending.get_key_value(rel).map(|(key, _)| key)
     }
 
     /// Distinct paths waiting.
@@ -288,7 +319,7 @@ impl TargetQueue {
     /// it is down loses none of them.
     pub fn unjournaled(&self) -> Vec<Work> {
         let behind =
-            |rel: &PathBuf| !self.journaled.contains(rel) || self.journal_stale.contains(rel);
+            |rel: &Path| !self.journaled.contains(rel) || self.journal_stale.contains(rel);
         let mut out = Vec::new();
         if self.full.is_some()
             && !self
@@ -298,9 +329,9 @@ impl TargetQueue {
             out.push(Work::WholeRoot);
         }
         for (rel, pending) in &self.pending {
-            if behind(rel) {
+            if behind(rel.as_path()) {
                 out.push(self.journal_form(Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel: rel.to_path_buf(),
                     op: pending.op,
                     is_dir: pending.is_dir,
                 })));
@@ -340,23 +371,30 @@ impl TargetQueue {
 
     /// Forgets the journal entries of `rels` (each of them, not what is below); returns
     /// the ones that had one.
-    pub fn unjournal(&mut self, rels: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    pub fn unjournal<P: AsRef<Path>>(&mut self, rels: impl IntoIterator<Item = P>) -> Vec<PathBuf> {
+        if self.journaled.is_empty() {
+            return Vec::new(); // the common case: nothing failed
+        }
         rels.into_iter()
             .filter(|rel| {
-                self.journal_stale.remove(rel);
-                self.journaled.remove(rel)
+                self.journal_stale.remove(rel.as_ref());
+                self.journaled.remove(rel.as_ref())
             })
+            .map(|rel| rel.as_ref().to_path_buf())
             .collect()
     }
 
     /// Forgets every journal entry at or below `rel` (empty: the whole root) and returns
     /// them, except those still pending (they stay journaled until they are pushed).
     pub fn unjournal_covered(&mut self, rel: &Path) -> Vec<PathBuf> {
+        if self.journaled.is_empty() {
+            return Vec::new();
+        }
         let covered: Vec<PathBuf> = self
             .journaled
             .range(rel.to_path_buf()..)
             .take_while(|p| p.starts_with(rel))
-            .filter(|p| !self.pending.contains_key(*p) || p.as_path() == rel)
+            .filter(|p| !self.pending.contains_key(p.as_path()) || p.as_path() == rel)
             .cloned()
             .collect();
         for p in &covered {
@@ -394,11 +432,9 @@ impl TargetQueue {
                 break;
             }
             if let Some(Reverse((_, path))) = self.held.pop() {
-                if let Some(p) = self.pending.get_mut(&path) {
-                    if p.not_before.is_some_and(|nb| nb <= now) {
-                        p.not_before = None;
-                        self.blocked = false;
-                    }
+                if self.holds.get(&path).is_some_and(|nb| *nb <= now) {
+                    self.holds.remove(&path);
+                    self.blocked = false;
                 }
             }
         }
@@ -423,7 +459,7 @@ impl TargetQueue {
             if self.deleted_dirs.get(&rel) != Some(&at) {
                 continue; // forgotten, or noted again later
             }
-            if self.pending.contains_key(&rel) || self.in_flight.contains(&rel) {
+            if self.pending.contains_key(rel.as_path()) || self.in_flight.contains(&rel) {
                 self.deleted_dirs.insert(rel.clone(), now);
                 self.deleted_order.push_back((now, rel));
             } else {
@@ -481,7 +517,8 @@ impl TargetQueue {
             self.last_subtree = Some(rel.clone());
             self.batch_turn = true;
             self.subtrees.remove(&rel);
-            self.in_flight.mark(&rel, Op::Delete, true);
+            self.in_flight
+                .mark(Rel::from(rel.as_path()), Op::Delete, true);
             self.subtrees_running.insert(rel.clone());
             self.jobs_in_flight += 1;
             return Some(Plan::Subtree(rel));
@@ -498,46 +535,45 @@ impl TargetQueue {
     }
 
     fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
-        for taken in &batch {
-            self.in_flight
-                .mark(&taken.entry.rel, taken.entry.op, taken.entry.is_dir);
-        }
+        self.in_flight.reserve(batch.len());
+        self.in_flight.mark_all(
+            batch
+                .iter()
+                .map(|t| (t.rel.clone(), t.pending.op, t.pending.is_dir)),
+        );
         self.jobs_in_flight += 1;
         Plan::Batch(batch)
     }
 
     fn take_batch(&mut self, now: Instant, caps: Caps) -> Vec<Taken> {
-        let mut batch = Vec::new();
+        let room = self.pending.len().min(caps.max_paths);
+        let mut batch = Vec::with_capacity(room);
         let mut aside = Vec::new();
-        let mut chosen: BTreeMap<PathBuf, (Op, bool)> = BTreeMap::new();
+        let mut chosen = Chosen::with_capacity(room);
         while let Some(path) = self.order.pop_front() {
-            let Some(pending) = self.pending.get(&path) else {
+            // One search per path (taken or set aside), not two.
+            let std::collections::btree_map::Entry::Occupied(found) = self.pending.entry(path)
+            else {
                 continue;
             };
-            if chosen.contains_key(&path) {
-                continue; // a stale duplicate in `order`
-            }
-            if pending.not_before.is_some_and(|nb| nb > now)
-                || self.conflicts(&path, pending.op, pending.is_dir)
-                || Self::conflicts_with_chosen(&chosen, &path, pending)
+            let (path, pending) = (found.key(), found.get());
+            if self.holds.get(path).is_some_and(|nb| *nb > now)
+                || self.in_flight.conflicts(path, pending.op, pending.is_dir)
+                || Self::conflicts_with_chosen(&chosen, path, pending)
             {
-                aside.push(path);
+                aside.push(path.clone());
                 continue;
             }
             if batch.len() >= caps.max_paths {
-                aside.push(path);
+                aside.push(path.clone());
                 break;
             }
-            let Some(pending) = self.pending.remove(&path) else {
-                continue;
-            };
-            chosen.insert(path.clone(), (pending.op, pending.is_dir));
-            let entry = Entry {
-                rel: path,
-                op: pending.op,
-                is_dir: pending.is_dir,
-            };
-            batch.push(Taken { entry, pending });
+            let (path, pending) = found.remove_entry();
+            if !self.holds.is_empty() {
+                self.holds.remove(&path); // expired: nothing to keep
+            }
+            chosen.insert(&path, pending.op, pending.is_dir);
+            batch.push(Taken { rel: path, pending });
         }
         for path in aside.into_iter().rev() {
             self.order.push_front(path);
@@ -548,40 +584,25 @@ impl TargetQueue {
     /// Within one batch rsync applies entries in its own order, not ours: a delete (or a
     /// directory replaced by a file) and a change below it go in separate runs. A new
     /// directory and the files in it may share one (`mkdir -p` bursts).
-    fn conflicts_with_chosen(
-        chosen: &BTreeMap<PathBuf, (Op, bool)>,
-        path: &Path,
-        pending: &Pending,
-    ) -> bool {
-        if chosen.is_empty() {
+    fn conflicts_with_chosen(chosen: &Chosen, path: &Path, pending: &Pending) -> bool {
+        if chosen.paths.is_empty() {
             return false;
         }
         let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
-        let above = path
-            .ancestors()
-            .skip(1)
-            .filter_map(|a| chosen.get(a))
+        let above = parents(path)
+            .filter_map(|a| chosen.paths.get(a))
             .any(|(op, is_dir)| destructive(*op, *is_dir));
-        let below = chosen
-            .range(path.to_path_buf()..)
-            .find(|(p, _)| p.as_path() != path)
-            .is_some_and(|(p, _)| p.starts_with(path));
+        let below = chosen.above.contains(path);
         above || (below && destructive(pending.op, pending.is_dir))
     }
 
     fn take_all(&mut self) -> Vec<Taken> {
         self.order.clear();
         self.held.clear();
+        self.holds.clear();
         std::mem::take(&mut self.pending)
             .into_iter()
-            .map(|(rel, pending)| Taken {
-                entry: Entry {
-                    rel,
-                    op: pending.op,
-                    is_dir: pending.is_dir,
-                },
-                pending,
-            })
+            .map(|(rel, pending)| Taken { rel, pending })
             .collect()
     }
 
@@ -594,9 +615,7 @@ impl TargetQueue {
     pub fn succeeded(&mut self, taken: &[Taken], ran: &Ran) {
         self.finish(taken, ran);
         self.healthy();
-        for p in self.pending.values_mut() {
-            p.not_before = None;
-        }
+        self.holds.clear();
         self.held.clear();
     }
 
@@ -617,7 +636,7 @@ impl TargetQueue {
     ) {
         self.finish(arrived, &Ran::Batch);
         for t in &retry {
-            self.in_flight.unmark(&t.entry.rel);
+            self.in_flight.unmark(&t.rel);
         }
         self.healthy();
         self.requeue(retry, Some(backoff), now);
@@ -626,13 +645,13 @@ impl TargetQueue {
     /// Paths the push worker did not send (the batch's byte limit): back at the front of
     /// the queue, without penalty. The job itself ends with the rest of its paths.
     pub fn unsent(&mut self, taken: Vec<Taken>) {
-        for Taken { entry, pending } in taken.into_iter().rev() {
-            self.in_flight.unmark(&entry.rel);
-            if self.pending.contains_key(&entry.rel) {
+        for Taken { rel, pending, .. } in taken.into_iter().rev() {
+            self.in_flight.unmark(&rel);
+            if self.pending.contains_key(&rel) {
                 continue; // a newer change supersedes it
             }
-            self.order.push_front(entry.rel.clone());
-            self.pending.insert(entry.rel, pending);
+            self.order.push_front(rel.clone());
+            self.pending.insert(rel, pending);
         }
         self.blocked = false;
     }
@@ -666,18 +685,21 @@ impl TargetQueue {
 
     /// Puts failed paths back, each held for its own backoff when `hold` is given.
     fn requeue(&mut self, taken: Vec<Taken>, hold: Option<Duration>, now: Instant) {
-        for Taken { entry, mut pending } in taken {
-            if self.pending.contains_key(&entry.rel) {
+        for Taken {
+            rel, mut pending, ..
+        } in taken
+        {
+            if self.pending.contains_key(&rel) {
                 continue; // a newer change is queued; it supersedes the failed one
             }
             pending.attempts += 1;
             if let Some(backoff) = hold {
                 let at = now + per_path_backoff(pending.attempts, backoff);
-                pending.not_before = Some(at);
-                self.held.push(Reverse((at, entry.rel.clone())));
+                self.holds.insert(rel.clone(), at);
+                self.held.push(Reverse((at, rel.clone())));
             }
-            self.order.push_back(entry.rel.clone());
-            self.pending.insert(entry.rel, pending);
+            self.order.push_back(rel.clone());
+            self.pending.insert(rel, pending);
         }
         self.blocked = false;
     }
@@ -692,9 +714,8 @@ impl TargetQueue {
                 self.subtrees_running.remove(rel);
             }
             Ran::Batch => {
-                for t in taken {
-                    self.in_flight.unmark(&t.entry.rel);
-                }
+                self.in_flight
+                    .unmark_all(taken.iter().map(|t| t.rel.as_path()));
             }
         }
         self.blocked = false;
@@ -705,12 +726,38 @@ impl TargetQueue {
         self.take_all()
     }
 
-    fn descendants<'a>(&'a self, rel: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
+    fn descendants<'a>(&'a self, rel: &'a Rel) -> impl Iterator<Item = &'a Rel> + 'a {
         self.pending
-            .range(rel.to_path_buf()..)
-            .skip_while(move |(p, _)| p.as_path() == rel)
+            .range(rel.clone()..)
+            .skip_while(move |(p, _)| *p == rel)
             .map(|(p, _)| p)
             .take_while(move |p| p.starts_with(rel))
+    }
+}
+
+/// The paths chosen for one batch, and every directory above one of them (for the
+/// "nothing below a delete" rule without ordered scans).
+struct Chosen {
+    paths: std::collections::HashMap<Rel, (Op, bool)>,
+    above: std::collections::HashSet<PathBuf>,
+}
+
+impl Chosen {
+    fn with_capacity(paths: usize) -> Chosen {
+        Chosen {
+            paths: std::collections::HashMap::with_capacity(paths),
+            above: std::collections::HashSet::new(),
+        }
+    }
+
+    fn insert(&mut self, path: &Rel, op: Op, is_dir: bool) {
+        self.paths.insert(path.clone(), (op, is_dir));
+        for ancestor in parents(path) {
+            if self.above.contains(ancestor) {
+                break; // its own ancestors are in already
+            }
+            self.above.insert(ancestor.to_path_buf());
+        }
     }
 }
 

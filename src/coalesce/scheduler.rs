@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::delivery::Delivery;
 use super::journal::Journal;
 use super::queue::{Caps, FullRequest, Plan, Ran, Taken, TargetQueue};
+use super::rel::Rel;
 use crate::config::CrontabConfig;
 use crate::job::{Entry, FsEvent, JobKind, Op, PushJob, Scope, TargetId, Work};
 use crate::journal_key::TargetKey;
@@ -210,13 +211,15 @@ impl Scheduler {
                     return; // <delete start="false">: remote copies are kept
                 }
                 let n_remotes = self.config.target_keys.get(change.root).map_or(0, Vec::len);
+                // One copy of the path, shared by every remote's queue.
+                let rel = Rel::from(change.rel.as_path());
                 for remote in 0..n_remotes {
                     if let Some(queue) = self.queues.get_mut(&TargetId {
                         root: change.root,
                         remote,
                     }) {
                         queue.observe(
-                            change.rel.clone(),
+                            rel.clone(),
                             change.op,
                             change.is_dir,
                             change.mask,
@@ -343,7 +346,7 @@ impl Scheduler {
             self.next_id += 1;
             let (kind, taken, ran) = match plan {
                 Plan::Batch(taken) => {
-                    let entries = taken.iter().map(|t| t.entry.clone()).collect();
+                    let entries = taken.iter().map(|t| t.entry()).collect();
                     (JobKind::Batch { entries }, taken, Ran::Batch)
                 }
                 Plan::Full(request) => {
@@ -391,12 +394,12 @@ impl Scheduler {
         let mut by_target: BTreeMap<TargetId, Vec<Work>> = BTreeMap::new();
         for running in std::mem::take(&mut self.running).into_values() {
             let list = by_target.entry(running.target).or_default();
-            list.extend(running.taken.into_iter().map(|t| Work::Path(t.entry)));
+            list.extend(running.taken.into_iter().map(|t| Work::Path(t.entry())));
             list.extend(ran_work(&running.ran));
         }
         for (id, queue) in &mut self.queues {
             let list = by_target.entry(*id).or_default();
-            list.extend(queue.drain().into_iter().map(|t| Work::Path(t.entry)));
+            list.extend(queue.drain().into_iter().map(|t| Work::Path(t.entry())));
             // Mapped while the subtree requests are still in the queue.
             let mut work: Vec<Work> = std::mem::take(list)
                 .into_iter()

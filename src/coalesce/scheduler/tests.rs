@@ -635,6 +635,46 @@ fn assert_down_queue_journaled(
 /// Random events and outcomes on a small namespace; once the remote is healthy again and
 /// everything is pushed, nothing may be left in the journal (no entry that no later push
 /// clears) and nothing may still be owed to plugins.
+/// Ten remotes of a root hold one copy of a queued path, not ten: every queue's key is
+/// the same stored path, also after the path was taken into a batch and handed back.
+#[test]
+fn the_remotes_of_a_root_share_each_queued_path() {
+    let now = Instant::now();
+    let journal: Arc<dyn Journal> = Arc::new(Recorder::default());
+    let mut config = config();
+    config.target_keys = vec![
+        (0..10)
+            .map(|i| {
+                let remote = Remote::Daemon {
+                    host: "10.0.0.2".into(),
+                    module: format!("www{i}"),
+                };
+                TargetKey::new(Path::new("/srv/www"), &remote)
+            })
+            .collect(),
+    ];
+    let metrics = Arc::new(Metrics::default());
+    let mut s = Scheduler::new(config, journal, metrics, now, Box::new(|| 0.5));
+    s.observe(change("d/a.txt", Op::Update, now), now);
+    s.observe(change("d/b.txt", Op::Update, now), now);
+    let shared = |s: &Scheduler, rel: &str| {
+        let keys: Vec<&Rel> = s
+            .queues
+            .values()
+            .filter_map(|q| q.pending_key(Path::new(rel)))
+            .collect();
+        keys.len() == 10 && keys.iter().all(|k| k.shares(keys[0]))
+    };
+    assert!(shared(&s, "d/a.txt") && shared(&s, "d/b.txt"));
+    // Taken by the first remote, whose rsync sent only one of them: the other comes back
+    // as the same stored path.
+    let job = s.next_job(now).expect("a batch");
+    let mut unsent = outcome(job, Disposition::Done);
+    unsent.unsent = 1;
+    s.complete(unsent, now);
+    assert!(shared(&s, "d/b.txt"));
+}
+
 #[test]
 fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
     const NAMES: [&str; 8] = ["a", "a/b", "a/b/c", "a/x", "d", "d/e", "d/e/f", "g"];
