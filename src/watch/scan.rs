@@ -105,30 +105,41 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Adds one watch, on the root itself (`parent` is `None`) or on the child `rel`
-    /// of the node `parent`; returns the directory's node, or `None` when it is gone
-    /// or is no directory any more (the events for that arrive on the parent's watch).
-    fn add(&self, root: usize, parent: Option<NodeId>, rel: &Path) -> io::Result<Option<NodeId>> {
+    /// Adds the watch of the root itself; returns its node, or `None` when the watch
+    /// limit is reached.
+    fn add_root(&self, root: usize) -> io::Result<Option<NodeId>> {
+        let mut watches = self.watches.clone();
+        let Some(wd) = self.watch(&mut watches, root, Path::new(""), &self.roots[root])? else {
+            return Ok(None);
+        };
+        let (node, displaced) =
+            lock(&self.tree).insert_root(wd.get_watch_descriptor_id(), wd, root);
+        if let Some(displaced) = displaced {
+            let _ = watches.remove(displaced);
+        }
+        self.watched.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(node))
+    }
+
+    /// Adds one watch on `abs`, the directory `rel` of `root`; `None` when it is gone
+    /// or is no directory any more (the events for that arrive on the parent's watch),
+    /// or the watch limit is reached (recorded for the report). The map is not touched:
+    /// [`settle`] puts a directory's watched children in it under one lock.
+    fn watch(
+        &self,
+        watches: &mut Watches,
+        root: usize,
+        rel: &Path,
+        abs: &Path,
+    ) -> io::Result<Option<WatchDescriptor>> {
         if self.full[root].load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let abs = self.roots[root].join(rel);
-        match self.watches.clone().add(&abs, self.mask) {
+        match watches.add(abs, self.mask) {
             Ok(wd) => {
                 let id = wd.get_watch_descriptor_id();
                 log::log!(self.log_level, "{}: watching (wd {id})", abs.display());
-                let (node, displaced) = match (parent, rel.file_name()) {
-                    (Some(parent), Some(name)) => {
-                        lock(&self.tree).insert_child(parent, name, id, wd)
-                    }
-                    _ => lock(&self.tree).insert_root(id, wd, root),
-                };
-                if let Some(displaced) = displaced {
-                    // Not in one walk (each path is visited once); kept in step anyway.
-                    let _ = self.watches.clone().remove(displaced);
-                }
-                self.watched.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(node))
+                Ok(Some(wd))
             }
             Err(err) if is_out_of_watches(&err) => {
                 if !self.full[root].swap(true, Ordering::Relaxed) {
@@ -204,7 +215,7 @@ pub(crate) fn walk_roots(
         rayon::scope(|scope| {
             for &root in which {
                 let failed_roots = &failed_roots;
-                scope.spawn(move |scope| match ctx.add(root, None, Path::new("")) {
+                scope.spawn(move |scope| match ctx.add_root(root) {
                     Ok(Some(node)) => walk_dir(scope, ctx, root, node, PathBuf::new()),
                     Ok(None) => {} // out of watches: reported through `out_of_watches`
                     Err(err) => lock(failed_roots).push((root, err)),
@@ -235,6 +246,14 @@ pub(crate) fn walk_roots(
     }
 }
 
+/// Children of one directory watched but not yet in the map: [`settle`] takes the
+/// map's lock once per this many (the lock is the walk's one shared write).
+const SETTLE_EVERY: usize = 256;
+
+/// A subdirectory whose watch was just added: its path relative to the root, its
+/// descriptor, and whether it must be read (it may have subdirectories).
+type Watched = (PathBuf, WatchDescriptor, bool);
+
 /// Reads one already watched directory and watches its subdirectories, each of which
 /// is then read by its own rayon task unless its link count says it has none.
 fn walk_dir<'s>(
@@ -260,6 +279,9 @@ fn walk_dir<'s>(
             return;
         }
     };
+    let mut watches = ctx.watches.clone();
+    let mut child_abs = abs.clone();
+    let mut watched: Vec<Watched> = Vec::new();
     let mut buf = [MaybeUninit::<u8>::uninit(); DIR_BUFFER];
     let mut entries = RawDir::new(dir.as_fd(), &mut buf);
     while let Some(entry) = entries.next() {
@@ -267,7 +289,7 @@ fn walk_dir<'s>(
             Ok(entry) => entry,
             Err(err) => {
                 log_read_error(&abs, &err.into());
-                return;
+                break;
             }
         };
         let name = entry.file_name();
@@ -283,23 +305,67 @@ fn walk_dir<'s>(
             continue;
         }
         let child = rel.join(OsStr::from_bytes(bytes));
+        child_abs.push(OsStr::from_bytes(bytes));
         // The parents were checked on the way down; only the name itself is new.
         if ctx.filter.matches(&child, true) {
-            log::debug!(
-                "{}: excluded, not watched",
-                ctx.roots[root].join(&child).display()
-            );
-            continue;
-        }
-        match ctx.add(root, Some(node), &child) {
-            Ok(Some(_)) if ctx.has_no_subdirs(root, &dir, name) => {}
-            Ok(Some(id)) => scope.spawn(move |scope| walk_dir(scope, ctx, root, id, child)),
-            Ok(None) => {}
-            Err(err) => {
-                log_unwatchable(&ctx.roots[root].join(&child), &err);
-                lock(&ctx.unwatched).push((root, child, err.raw_os_error().unwrap_or(0)));
+            log::debug!("{}: excluded, not watched", child_abs.display());
+        } else {
+            match ctx.watch(&mut watches, root, &child, &child_abs) {
+                Ok(Some(wd)) => {
+                    let read = !ctx.has_no_subdirs(root, &dir, name);
+                    watched.push((child, wd, read));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    log_unwatchable(&child_abs, &err);
+                    lock(&ctx.unwatched).push((root, child, err.raw_os_error().unwrap_or(0)));
+                }
             }
         }
+        child_abs.pop();
+        if watched.len() >= SETTLE_EVERY {
+            settle(scope, ctx, &mut watches, root, node, &mut watched);
+        }
+    }
+    settle(scope, ctx, &mut watches, root, node, &mut watched);
+}
+
+/// Puts the watched children of `parent` in the map (one lock for all), then starts a
+/// task reading each one that may have subdirectories.
+fn settle<'s>(
+    scope: &rayon::Scope<'s>,
+    ctx: &'s Ctx<'s>,
+    watches: &mut Watches,
+    root: usize,
+    parent: NodeId,
+    watched: &mut Vec<Watched>,
+) {
+    if watched.is_empty() {
+        return;
+    }
+    ctx.watched.fetch_add(watched.len(), Ordering::Relaxed);
+    let mut to_read = Vec::new();
+    let mut displaced = Vec::new();
+    {
+        let mut tree = lock(&ctx.tree);
+        for (child, wd, read) in watched.drain(..) {
+            let Some(name) = child.file_name() else {
+                continue; // `rel.join(name)` of a name from getdents: never
+            };
+            let id = wd.get_watch_descriptor_id();
+            let (node, old) = tree.insert_child(parent, name, id, wd);
+            displaced.extend(old);
+            if read {
+                to_read.push((node, child));
+            }
+        }
+    }
+    for old in displaced {
+        // Not in one walk (each path is visited once); kept in step anyway.
+        let _ = watches.remove(old);
+    }
+    for (node, child) in to_read {
+        scope.spawn(move |scope| walk_dir(scope, ctx, root, node, child));
     }
 }
 
