@@ -153,7 +153,16 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
 
 fn describe(remote: &Remote) -> String {
     match remote {
-        Remote::Daemon { host, module } => format!("rsync daemon {host}, module {module}"),
+        Remote::Daemon {
+            host,
+            module,
+            port: None,
+        } => format!("rsync daemon {host}, module {module}"),
+        Remote::Daemon {
+            host,
+            module,
+            port: Some(port),
+        } => format!("rsync daemon {host}, module {module}, port {port} (<remote port>)"),
         Remote::Ssh { host, path } => format!("ssh {host}, path {path}"),
         Remote::Local { path } => format!("local directory {}", path.display()),
     }

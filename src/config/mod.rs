@@ -158,6 +158,10 @@ pub enum Remote {
         host: String,
         /// rsync module name.
         module: String,
+        /// New `<remote port>`: this daemon's TCP port, over `<userDefinedPort>` (so that
+        /// daemons on one host, e.g. relays on a loopback test bed, can be told apart).
+        /// Part of the remote's journal key when set; `<userDefinedPort>` is not.
+        port: Option<u16>,
     },
     /// `<remote ip name>` with `<ssh start="true">`: `name` is a path on `ip`.
     Ssh {
@@ -176,7 +180,16 @@ pub enum Remote {
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Remote::Daemon { host, module } => write!(f, "{host}::{module}"),
+            Remote::Daemon {
+                host,
+                module,
+                port: None,
+            } => write!(f, "{host}::{module}"),
+            Remote::Daemon {
+                host,
+                module,
+                port: Some(port),
+            } => write!(f, "{host}::{module} (port {port})"),
             Remote::Ssh { host, path } => write!(f, "{host}:{path}"),
             Remote::Local { path } => write!(f, "{}", path.display()),
         }

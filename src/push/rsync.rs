@@ -199,8 +199,8 @@ fn remote_options(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsString> {
         out.push(format!("--timeout={seconds}").into());
     }
     match remote {
-        Remote::Daemon { .. } => {
-            if let Some(port) = rsync.port {
+        Remote::Daemon { port, .. } => {
+            if let Some(port) = port.or(rsync.port) {
                 out.push(format!("--port={port}").into());
             }
             if let Some(auth) = &rsync.auth {
@@ -235,7 +235,7 @@ fn remote_options(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsString> {
 /// `[user@]host::module/`, `host:path/` or `/local/path/`.
 fn destination(rsync: &RsyncConfig, remote: &Remote) -> OsString {
     match remote {
-        Remote::Daemon { host, module } => {
+        Remote::Daemon { host, module, .. } => {
             let user = rsync
                 .auth
                 .as_ref()

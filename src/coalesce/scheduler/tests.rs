@@ -76,6 +76,7 @@ fn config() -> SchedulerConfig {
             &Remote::Daemon {
                 host: "10.0.0.2".into(),
                 module: "www".into(),
+                port: None,
             },
         )]],
         n_workers: 2,
