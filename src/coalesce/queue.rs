@@ -318,8 +318,7 @@ impl TargetQueue {
     /// root). A remote that is down gets these journaled at once, so that a crash while
     /// it is down loses none of them.
     pub fn unjournaled(&self) -> Vec<Work> {
-        let behind =
-            |rel: &Path| !self.journaled.contains(rel) || self.journal_stale.contains(rel);
+        let behind = |rel: &Path| !self.journaled.contains(rel) || self.journal_stale.contains(rel);
         let mut out = Vec::new();
         if self.full.is_some()
             && !self

@@ -649,6 +649,7 @@ fn the_remotes_of_a_root_share_each_queued_path() {
                 let remote = Remote::Daemon {
                     host: "10.0.0.2".into(),
                     module: format!("www{i}"),
+                    port: None,
                 };
                 TargetKey::new(Path::new("/srv/www"), &remote)
             })
