@@ -49,12 +49,21 @@ const SUBDIR_COUNTING: [i64; 3] = [0x0102_1994, 0xEF53, 0x5846_5342];
 /// Bytes of `getdents64` buffer per directory read (on the walking thread's stack).
 const DIR_BUFFER: usize = 16 * 1024;
 
-/// Whether a directory, `lstat`ed after its watch was added, has no subdirectory to
-/// walk: its link count says so on a filesystem that keeps it (`counted_dev`: the
-/// device of a root on a [`SUBDIR_COUNTING`] filesystem), and it is on that device
-/// (not a mount point of another filesystem).
-fn has_no_subdirs(counted_dev: Option<u64>, is_dir: bool, dev: u64, nlink: u64) -> bool {
-    is_dir && counted_dev == Some(dev) && nlink == 2
+/// What `lstat` says of a directory after its watch was added.
+struct Facts {
+    is_dir: bool,
+    dev: u64,
+    nlink: u64,
+    /// The inode is the one `getdents64` listed under the name (not renamed over since).
+    same_inode: bool,
+}
+
+/// Whether a directory has no subdirectory to walk: its link count says so on a
+/// filesystem that keeps it (`counted_dev`: the device of a root on a
+/// [`SUBDIR_COUNTING`] filesystem), it is on that device (not a mount point of another
+/// filesystem), and it is still the directory that was listed.
+fn has_no_subdirs(counted_dev: Option<u64>, facts: &Facts) -> bool {
+    facts.is_dir && facts.same_inode && counted_dev == Some(facts.dev) && facts.nlink == 2
 }
 
 /// The device of `root` when its filesystem keeps subdirectory link counts.
@@ -312,7 +321,7 @@ fn walk_dir<'s>(
         } else {
             match ctx.watch(&mut watches, root, &child, &child_abs) {
                 Ok(Some(wd)) => {
-                    let read = !ctx.has_no_subdirs(root, &dir, name);
+                    let read = !ctx.has_no_subdirs(root, &dir, name, entry.ino());
                     watched.push((child, wd, read));
                 }
                 Ok(None) => {}
@@ -370,9 +379,9 @@ fn settle<'s>(
 }
 
 impl Ctx<'_> {
-    /// Whether the directory `name` of `parent`, just watched, has no subdirectory (so
-    /// it need not be read); `false` when that cannot be told.
-    fn has_no_subdirs(&self, root: usize, parent: &OwnedFd, name: &CStr) -> bool {
+    /// Whether the directory `name` (inode `ino` when listed) of `parent`, just watched,
+    /// has no subdirectory (so it need not be read); `false` when that cannot be told.
+    fn has_no_subdirs(&self, root: usize, parent: &OwnedFd, name: &CStr, ino: u64) -> bool {
         let Some(counted) = self.counted_dev[root] else {
             return false;
         };
@@ -381,7 +390,13 @@ impl Ctx<'_> {
         rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
             let is_dir =
                 rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
-            has_no_subdirs(Some(counted), is_dir, st.st_dev, u64::from(st.st_nlink))
+            let facts = Facts {
+                is_dir,
+                dev: st.st_dev,
+                nlink: u64::from(st.st_nlink),
+                same_inode: st.st_ino == ino,
+            };
+            has_no_subdirs(Some(counted), &facts)
         })
     }
 }
@@ -529,22 +544,30 @@ fn into_inner<T>(mutex: Mutex<T>) -> T {
 mod tests {
     use super::*;
 
-    /// (counted device, is a directory, its device, its link count) → not to be read.
+    /// (counted device, is a directory, its device, its link count, same inode as
+    /// listed) → not to be read.
     #[test]
     fn only_a_counted_leaf_is_left_unread() {
         let table = [
-            (Some(7), true, 7, 2, true),
-            (Some(7), true, 7, 3, false),  // one subdirectory
-            (Some(7), true, 7, 1, false),  // ext4 past 65000 subdirectories, btrfs
-            (Some(7), true, 8, 2, false),  // a mount point of another filesystem
-            (None, true, 7, 2, false),     // a filesystem that does not count
-            (Some(7), false, 7, 2, false), // replaced by a file with two links
+            (Some(7), true, 7, 2, true, true),
+            (Some(7), true, 7, 3, true, false), // one subdirectory
+            (Some(7), true, 7, 1, true, false), // ext4 past 65000 subdirectories, btrfs
+            (Some(7), true, 8, 2, true, false), // a mount point of another filesystem
+            (None, true, 7, 2, true, false),    // a filesystem that does not count
+            (Some(7), false, 7, 2, true, false), // replaced by a file with two links
+            (Some(7), true, 7, 2, false, false), // renamed over since it was listed
         ];
-        for (counted, is_dir, dev, nlink, leaf) in table {
+        for (counted, is_dir, dev, nlink, same_inode, leaf) in table {
+            let facts = Facts {
+                is_dir,
+                dev,
+                nlink,
+                same_inode,
+            };
             assert_eq!(
-                has_no_subdirs(counted, is_dir, dev, nlink),
+                has_no_subdirs(counted, &facts),
                 leaf,
-                "{counted:?} {is_dir} {dev} {nlink}"
+                "{counted:?} {is_dir} {dev} {nlink} {same_inode}"
             );
         }
     }
