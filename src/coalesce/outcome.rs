@@ -52,7 +52,9 @@ impl Scheduler {
         };
         match outcome.disposition {
             Disposition::Done => self.arrived(&job, taken, now),
-            Disposition::Partial { failure, fates } if job.ran == Ran::Batch => {
+            Disposition::Partial { failure, fates }
+                if matches!(job.ran, Ran::Batch | Ran::Move(_)) =>
+            {
                 self.partial(&job, taken, &failure, &fates, now)
             }
             Disposition::Partial { failure, .. } => {
@@ -77,7 +79,7 @@ impl Scheduler {
             return Vec::new();
         };
         let cleared = match &job.ran {
-            Ran::Batch => {
+            Ran::Batch | Ran::Move(_) => {
                 let mut cleared = queue.unjournal(taken.iter().map(|t| t.entry.rel.clone()));
                 // A delete, or a file or symlink pushed with `--force`, leaves nothing
                 // below it on the remote: entries below it are settled (a parent that
@@ -174,7 +176,7 @@ impl Scheduler {
         let mut settled = arrived;
         let n_arrived = settled.len();
         settled.extend(gone);
-        queue.partially_failed(&settled, retry, delay, now);
+        queue.partially_failed(&settled, retry, &job.ran, delay, now);
         let gone = settled.split_off(n_arrived);
         self.clear_journal(&key, &cleared);
         if !retry_entries.is_empty() {

@@ -55,6 +55,16 @@ pub enum Plan {
     Full(FullRequest),
     /// Mirror this directory recursively with `--delete`.
     Subtree(PathBuf),
+    /// Make each `to` on the remote from its `from` there, then push `taken`'s deletes
+    /// (`taken`: the `to` updates first, then the deletes of old names that go with them).
+    Move {
+        /// `(from, to)` pairs.
+        moves: Vec<(PathBuf, PathBuf)>,
+        /// Whether they are directories.
+        is_dir: bool,
+        /// What the job carries, in [`crate::job::JobKind::Move`]'s order.
+        taken: Vec<Taken>,
+    },
 }
 
 /// Limits of one batch (the byte limit is applied by the push worker, which measures the
@@ -103,6 +113,16 @@ pub struct TargetQueue {
     blocked: bool,
     /// Paths held back by a partial failure, by release time.
     held: BinaryHeap<Reverse<(Instant, PathBuf)>>,
+    /// Renames waiting to be made on the remote from what it holds, new name → old name
+    /// (`moves.rs`); nothing at or below either name goes before its move.
+    /// (with the order in which they were seen)
+    moves: BTreeMap<PathBuf, (PathBuf, u64)>,
+    /// Renames running, new name → old name.
+    moves_running: BTreeMap<PathBuf, (PathBuf, u64)>,
+    /// Both names of every pending move, with its order.
+    move_ends: BTreeSet<(PathBuf, u64)>,
+    /// Order of the last move seen.
+    move_seq: u64,
 }
 
 impl TargetQueue {
@@ -113,6 +133,9 @@ impl TargetQueue {
     /// a delete of a path that exists again when rsync runs is a no-op, and pushing the
     /// new directory alone (`--no-recursive`) would leave the old content on the remote.
     pub fn observe(&mut self, rel: PathBuf, op: Op, is_dir: bool, mask: u32, now: Instant) {
+        if op == Op::Delete {
+            self.cancel_moves_onto(&rel, is_dir);
+        }
         if op == Op::Delete && is_dir {
             let below: Vec<PathBuf> = self.descendants(&rel).cloned().collect();
             for path in below {
@@ -240,7 +263,9 @@ impl TargetQueue {
                 if entry.op == Op::Update
                     && entry.is_dir
                     && (self.subtrees.contains(&entry.rel)
-                        || self.subtrees_running.contains(&entry.rel)) =>
+                        || self.subtrees_running.contains(&entry.rel)
+                        || self.moves.contains_key(&entry.rel)
+                        || self.moves_running.contains_key(&entry.rel)) =>
             {
                 Work::Path(Entry {
                     op: Op::Delete,
@@ -407,6 +432,9 @@ impl TargetQueue {
             self.jobs_in_flight += 1;
             return Some(Plan::Full(request));
         }
+        if let Some(plan) = self.take_move(now, caps) {
+            return Some(plan);
+        }
         // A subtree sync must not run beside anything at or below it, nor beside a delete
         // above it: in flight it is marked as a directory delete, which keeps both away.
         if self.batch_turn && !self.blocked && !self.pending.is_empty() {
@@ -417,7 +445,9 @@ impl TargetQueue {
             }
         }
         let after = self.last_subtree.clone();
-        let free = |rel: &&PathBuf| !self.conflicts(rel, Op::Delete, true);
+        let free = |rel: &&PathBuf| {
+            !self.conflicts(rel, Op::Delete, true) && !self.waits_for_move(rel, true)
+        };
         let subtree = after
             .as_ref()
             .and_then(|last| {
@@ -471,6 +501,7 @@ impl TargetQueue {
                 continue; // a stale duplicate in `order`
             }
             if pending.not_before.is_some_and(|nb| nb > now)
+                || self.waits_for_move(&path, pending.op == Op::Delete || !pending.is_dir)
                 || self.conflicts(&path, pending.op, pending.is_dir)
                 || Self::conflicts_with_chosen(&chosen, &path, pending)
             {
@@ -564,15 +595,18 @@ impl TargetQueue {
         &mut self,
         arrived: &[Taken],
         retry: Vec<Taken>,
+        ran: &Ran,
         backoff: Duration,
         now: Instant,
     ) {
-        self.finish(arrived, &Ran::Batch);
+        self.finish(arrived, ran);
         for t in &retry {
             self.in_flight.unmark(&t.entry.rel);
         }
         self.healthy();
+        let retried: Vec<PathBuf> = retry.iter().map(|t| t.entry.rel.clone()).collect();
         self.requeue(retry, Some(backoff), now);
+        self.restore_moves(ran, &retried);
     }
 
     /// Paths the push worker did not send (the batch's byte limit): back at the front of
@@ -601,13 +635,16 @@ impl TargetQueue {
         now: Instant,
     ) {
         self.finish(&taken, &ran);
-        let whole = !matches!(ran, Ran::Batch);
-        match ran {
+        let whole = matches!(ran, Ran::Full(_) | Ran::Subtree(_));
+        let retried: Vec<PathBuf> = taken.iter().map(|t| t.entry.rel.clone()).collect();
+        match &ran {
             Ran::Batch => {}
-            Ran::Full(request) => self.request_full(request),
-            Ran::Subtree(rel) => self.request_subtree(rel),
+            Ran::Move(_) => {}
+            Ran::Full(request) => self.request_full(request.clone()),
+            Ran::Subtree(rel) => self.request_subtree(rel.clone()),
         }
         self.requeue(taken, (!remote_down).then_some(backoff), now);
+        self.restore_moves(&ran, &retried);
         if remote_down || whole {
             self.failures += 1;
             self.retry_at = Some(now + backoff);
@@ -622,6 +659,9 @@ impl TargetQueue {
                 continue; // a newer change is queued; it supersedes the failed one
             }
             pending.attempts += 1;
+            if self.follow_into_move(&entry, &pending, now) {
+                continue; // the delete of the moved directory's old name covers it
+            }
             if let Some(backoff) = hold {
                 let at = now + per_path_backoff(pending.attempts, backoff);
                 pending.not_before = Some(at);
@@ -645,6 +685,16 @@ impl TargetQueue {
             Ran::Batch => {
                 for t in taken {
                     self.in_flight.unmark(&t.entry.rel);
+                }
+            }
+            Ran::Move(moves) => {
+                for t in taken {
+                    self.in_flight.unmark(&t.entry.rel);
+                }
+                for (from, to) in moves {
+                    self.in_flight.unmark(from);
+                    self.in_flight.unmark(to);
+                    self.moves_running.remove(to);
                 }
             }
         }
@@ -678,6 +728,8 @@ pub enum Ran {
     Full(FullRequest),
     /// A subtree sync of this directory.
     Subtree(PathBuf),
+    /// Renames, `(from, to)`; the job's taken paths are its entries.
+    Move(Vec<(PathBuf, PathBuf)>),
 }
 
 /// The paths strictly below `rel` among `sorted` (a sorted range starting at `rel`).
@@ -713,5 +765,6 @@ fn per_path_backoff(attempts: u32, cap: Duration) -> Duration {
 }
 
 mod in_flight;
+mod moves;
 #[cfg(test)]
 mod tests;

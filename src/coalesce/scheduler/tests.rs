@@ -116,6 +116,16 @@ fn paths(job: &PushJob) -> Vec<String> {
         JobKind::Batch { entries } => names(entries.iter().map(|e| e.rel.clone())),
         JobKind::Subtree { rel } => vec![format!("subtree {}", rel.display())],
         JobKind::Full { reason, .. } => vec![format!("full {reason}")],
+        JobKind::Move { moves, entries, .. } => moves
+            .iter()
+            .map(|(from, to)| format!("move {} {}", from.display(), to.display()))
+            .chain(
+                entries
+                    .iter()
+                    .filter(|e| e.op == Op::Delete)
+                    .map(|e| format!("then delete {}", e.rel.display())),
+            )
+            .collect(),
     }
 }
 
