@@ -18,8 +18,10 @@
 //! A remote that refuses the options (`refuse options` in rsyncd.conf) is remembered and
 //! gets the plain form from then on (a subtree sync of a directory, a batch of files);
 //! so does a move whose first step failed for another reason than the remote being
-//! down. A basis the remote does not have (gone, or never pushed) costs bytes, not
-//! correctness: rsync then sends what it cannot link.
+//! down. Both forms run with `--checksum`: what is linked, kept or used as is must
+//! have the new content, not only its size and mtime (a stale basis, a file already at
+//! the new name). A basis the remote does not have (gone, or never pushed) costs
+//! bytes, not correctness: rsync then sends what it cannot link.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -110,6 +112,10 @@ pub fn move_invocation(
         return (args, Vec::new());
     };
     let mut stdin = Vec::new();
+    // Files are compared by content, not size and mtime: a file already at the new
+    // name (a replaced target, a stale copy) or a basis that is not current must never
+    // pass for the new content (a same-size rewrite within the same second would).
+    args.push("--checksum".into());
     let dest_dir = if is_dir {
         args.extend(["--recursive", "--delete"].map(OsString::from));
         args.push(basis.option(&relative_to(to, from)));
@@ -385,7 +391,7 @@ mod tests {
         );
         assert_eq!(
             text(&args),
-            "rsync -a --recursive --delete '--link-dest=../../rel/old' --from0 '--exclude-from=-' -- /w/rel/new/ /m/rel/new/"
+            "rsync -a --checksum --recursive --delete '--link-dest=../../rel/old' --from0 '--exclude-from=-' -- /w/rel/new/ /m/rel/new/"
         );
         assert_eq!(stdin, b"/x.tmp\0");
         let (args, stdin) = move_invocation(
@@ -398,7 +404,7 @@ mod tests {
         );
         assert_eq!(
             text(&args),
-            "rsync -a --inplace --fuzzy --fuzzy '--copy-dest=../a' --from0 '--files-from=-' -- /w/b/ /m/b/"
+            "rsync -a --inplace --checksum --fuzzy --fuzzy '--copy-dest=../a' --from0 '--files-from=-' -- /w/b/ /m/b/"
         );
         assert_eq!(stdin, b"y\0-z\0");
         let (args, _) = move_invocation(
@@ -411,7 +417,7 @@ mod tests {
         );
         assert_eq!(
             text(&args),
-            "rsync -a --fuzzy --fuzzy --from0 '--files-from=-' -- /w/ /m/"
+            "rsync -a --checksum --fuzzy --fuzzy --from0 '--files-from=-' -- /w/ /m/"
         );
     }
 
