@@ -459,3 +459,105 @@ fn received_bytes_are_summed_over_transfer_lines() {
     assert_eq!(received_bytes(log), 8_391_755);
     let _ = Path::new("");
 }
+
+/// The remote's filesystem cannot hard-link the old name to the new one (here the old
+/// directory is another mount, `EXDEV`): rsync copies on the remote instead, and the
+/// mirror ends byte-exact. Runs itself in a user and mount namespace, where it may mount
+/// a tmpfs without touching the host.
+#[test]
+fn a_remote_that_cannot_hard_link_copies_instead() {
+    const CHILD: &str = "SERSYNC_TEST_NO_HARD_LINKS_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        no_hard_links_child();
+        return;
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let output = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "--"])
+        .arg(exe)
+        .args([
+            "--exact",
+            "moves::a_remote_that_cannot_hard_link_copies_instead",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(err) => {
+            crate::util::missing_prerequisite(&format!(
+                "cannot run unshare (util-linux), needed for a mount namespace: {err}"
+            ));
+            return;
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if text.contains("unshare: ") && !output.status.success() {
+        crate::util::missing_prerequisite(&format!("no user or mount namespaces here: {text}"));
+        return;
+    }
+    assert!(output.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+}
+
+fn no_hard_links_child() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let mirror = dir.path().join("mirror");
+    fs::create_dir_all(src.join("old")).expect("src");
+    fs::create_dir_all(mirror.join("old")).expect("mirror");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "none"])
+        .arg(mirror.join("old"))
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mount a tmpfs in the mount namespace");
+    for i in 0..3 {
+        fs::write(src.join(format!("old/f{i}")), noise(256 * 1024, i)).expect("write");
+    }
+    let config = base_config(
+        &src,
+        vec![Remote::Local {
+            path: mirror.clone(),
+        }],
+    );
+    let journal = Arc::new(MemoryJournal::default());
+    let shared: Arc<dyn Journal> = journal.clone();
+    let pipeline = Pipeline::start(&config, &options(true), shared).expect("pipeline");
+    let converged = |what: &str| {
+        let deadline = Instant::now() + LIMIT;
+        while tree::diff(&src, &mirror).is_some() || !pipeline.is_idle() || !journal.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {:?}",
+                tree::diff(&src, &mirror)
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    };
+    converged("the tree");
+    fs::rename(src.join("old"), src.join("new")).expect("mv");
+    // The old name is a mount point: its delete empties it and fails on the directory
+    // itself, so the source gets a directory of that name again.
+    converged_without(&src, &mirror, &pipeline, "new");
+    pipeline.shutdown().expect("shutdown");
+}
+
+/// Waits until `rel` is byte-exact in `mirror`.
+fn converged_without(src: &Path, mirror: &Path, pipeline: &Pipeline, rel: &str) {
+    let deadline = Instant::now() + LIMIT;
+    while tree::diff(&src.join(rel), &mirror.join(rel)).is_some() || !pipeline.is_idle() {
+        assert!(
+            Instant::now() < deadline,
+            "{rel}: {:?}",
+            tree::diff(&src.join(rel), &mirror.join(rel))
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
