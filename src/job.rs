@@ -203,6 +203,9 @@ pub enum JobKind {
         moves: Vec<(PathBuf, PathBuf)>,
         /// Whether the moved paths are directories.
         is_dir: bool,
+        /// Compare files by content (`--checksum`), not size and mtime: the remote may
+        /// hold something at a new name already (always so for files).
+        by_content: bool,
         /// The `to` updates, then the deletes of old names.
         entries: Vec<Entry>,
     },

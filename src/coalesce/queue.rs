@@ -62,6 +62,9 @@ pub enum Plan {
         moves: Vec<(PathBuf, PathBuf)>,
         /// Whether they are directories.
         is_dir: bool,
+        /// Whether files must be compared by content (the remote may hold something
+        /// at a new name already).
+        by_content: bool,
         /// What the job carries, in [`crate::job::JobKind::Move`]'s order.
         taken: Vec<Taken>,
     },
@@ -119,6 +122,9 @@ pub struct TargetQueue {
     moves: BTreeMap<PathBuf, (PathBuf, u64)>,
     /// Renames running, new name → old name.
     moves_running: BTreeMap<PathBuf, (PathBuf, u64)>,
+    /// New names of pending moves that the remote may already hold something at: their
+    /// run compares files by content (`push::moves`).
+    moves_by_content: BTreeSet<PathBuf>,
     /// Both names of every pending move, with its order.
     move_ends: BTreeSet<(PathBuf, u64)>,
     /// Order of the last move seen.

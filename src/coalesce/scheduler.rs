@@ -352,12 +352,14 @@ impl Scheduler {
                 Plan::Move {
                     moves,
                     is_dir,
+                    by_content,
                     taken,
                 } => {
                     let entries = taken.iter().map(|t| t.entry.clone()).collect();
                     let kind = JobKind::Move {
                         moves: moves.clone(),
                         is_dir,
+                        by_content,
                         entries,
                     };
                     (kind, taken, Ran::Move(moves))

@@ -18,10 +18,12 @@
 //! A remote that refuses the options (`refuse options` in rsyncd.conf) is remembered and
 //! gets the plain form from then on (a subtree sync of a directory, a batch of files);
 //! so does a move whose first step failed for another reason than the remote being
-//! down. Both forms run with `--checksum`: what is linked, kept or used as is must
-//! have the new content, not only its size and mtime (a stale basis, a file already at
-//! the new name). A basis the remote does not have (gone, or never pushed) costs
-//! bytes, not correctness: rsync then sends what it cannot link.
+//! down. File moves, and directory moves onto a name the remote may hold something at
+//! already (`mv release release.old; mv release.new release`: the queue tells), run
+//! with `--checksum`: a file kept there must have the new content, not only its size
+//! and mtime. The basis itself is what the remote got for the old name, unless the queue
+//! knows better (then the move is an upload). A basis the remote does not have (gone,
+//! or never pushed) costs bytes, not correctness: rsync then sends what it cannot link.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -104,6 +106,7 @@ pub fn move_invocation(
     remote: &Remote,
     moves: &[(PathBuf, PathBuf)],
     is_dir: bool,
+    by_content: bool,
     excluded: &[PathBuf],
 ) -> (Vec<OsString>, Vec<u8>) {
     let basis = Basis::for_params(&rsync.common_params);
@@ -112,10 +115,12 @@ pub fn move_invocation(
         return (args, Vec::new());
     };
     let mut stdin = Vec::new();
-    // Files are compared by content, not size and mtime: a file already at the new
-    // name (a replaced target, a stale copy) or a basis that is not current must never
-    // pass for the new content (a same-size rewrite within the same second would).
-    args.push("--checksum".into());
+    // A file already at a new name on the remote (a replaced target, what a directory
+    // there held) must never pass for the new content by size and mtime alone (a
+    // same-size rewrite within the same second would).
+    if by_content {
+        args.push("--checksum".into());
+    }
     let dest_dir = if is_dir {
         args.extend(["--recursive", "--delete"].map(OsString::from));
         args.push(basis.option(&relative_to(to, from)));
@@ -179,6 +184,7 @@ pub(super) fn run(
     let JobKind::Move {
         moves,
         is_dir,
+        by_content,
         entries,
     } = &job.kind
     else {
@@ -206,7 +212,15 @@ pub(super) fn run(
             Some((_, to)) if is_dir => excluded_below(root, to, &context.filter),
             _ => Vec::new(),
         };
-        let (args, stdin) = move_invocation(&context.rsync, root, remote, moves, is_dir, &excluded);
+        let (args, stdin) = move_invocation(
+            &context.rsync,
+            root,
+            remote,
+            moves,
+            is_dir,
+            *by_content,
+            &excluded,
+        );
         commands.push(rsync::describe(&context.rsync.binary, &args));
         log::debug!("{} -> {remote}: {}", root.display(), commands[0]);
         let finished = rsync::run_observed(
@@ -255,28 +269,30 @@ pub(super) fn run(
     if deletes.is_empty() {
         return (Disposition::Done, commands.join("; "));
     }
-    let deleting = JobKind::Batch {
-        entries: guard::confine_on_disk(root, &deletes),
+    // The deletes are a batch like any other (a warm client takes it when there is one).
+    let deleting = PushJob {
+        id: job.id,
+        target: job.target,
+        kind: JobKind::Batch {
+            entries: deletes.clone(),
+        },
     };
-    let run = invocation(&context.rsync, root, remote, context.delete, &deleting, &[]);
-    commands.push(super::describe(&context.rsync.binary, &run));
-    let finished = run_invocation(context, &run);
+    let outcome = super::run_job(context, deleting);
+    commands.push(outcome.command);
     let done = vec![PathFate::Done; updates.len()];
-    let disposition = match finished.disposition {
+    let disposition = match outcome.disposition {
         Disposition::Done => Disposition::Done,
-        Disposition::Partial { failure, .. } => {
-            let forms: Vec<super::fates::LocalForm> = deletes
-                .iter()
-                .map(|e| super::fates::local_form(root, e))
-                .collect();
-            let mut fates = done;
-            fates.extend(super::fates::fates(
-                root,
-                &deletes,
-                &forms,
-                finished.reported.as_deref(),
-            ));
-            Disposition::Partial { failure, fates }
+        Disposition::Partial { failure, fates } => {
+            let mut all = done;
+            if fates.len() == deletes.len() {
+                all.extend(fates);
+            } else {
+                all.extend(vec![PathFate::Retry; deletes.len()]);
+            }
+            Disposition::Partial {
+                failure,
+                fates: all,
+            }
         }
         // The new names are there: only the deletes wait (journaled, retried).
         Disposition::RemoteDown(failure) | Disposition::ConfigError(failure) => {
@@ -387,6 +403,7 @@ mod tests {
             &local,
             &[pair("rel/old", "rel/new")],
             true,
+            true,
             &[PathBuf::from("x.tmp")],
         );
         assert_eq!(
@@ -400,6 +417,7 @@ mod tests {
             &local,
             &[pair("a/x", "b/y"), pair("a/-z", "b/-z")],
             false,
+            true,
             &[],
         );
         assert_eq!(
@@ -413,6 +431,7 @@ mod tests {
             &local,
             &[pair("x", "y")],
             false,
+            true,
             &[],
         );
         assert_eq!(

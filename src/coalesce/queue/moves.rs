@@ -38,6 +38,7 @@ impl TargetQueue {
         now: Instant,
         delete_old: bool,
     ) {
+        let by_content = !is_dir || self.remote_may_hold(&to);
         let basis = self.basis_of(&from, is_dir);
         if is_dir {
             // The move replaces whatever `to` was; the run that makes it deletes the rest.
@@ -62,6 +63,9 @@ impl TargetQueue {
                 }
                 self.observe(to.clone(), Op::Update, is_dir, mask, now);
                 self.move_seq += 1;
+                if by_content {
+                    self.moves_by_content.insert(to.clone());
+                }
                 self.add_move(to, basis, self.move_seq);
             }
             _ => {
@@ -72,6 +76,31 @@ impl TargetQueue {
             }
         }
         self.blocked = false;
+    }
+
+    /// Whether the remote may hold something at or below `to` now: a change of it queued,
+    /// running or journaled, a recent delete of it, a move from it. rsync's quick check
+    /// (size and mtime to the second) could then keep a stale file there.
+    fn remote_may_hold(&self, to: &Path) -> bool {
+        let at_or_below = |p: &PathBuf| p.starts_with(to);
+        self.pending.contains_key(to)
+            || self.descendants(to).next().is_some()
+            || self
+                .journaled
+                .range(to.to_path_buf()..)
+                .next()
+                .is_some_and(at_or_below)
+            || self.deleted_dirs.contains_key(to)
+            || self.conflicts(to, Op::Delete, true)
+            || self
+                .move_ends
+                .range((to.to_path_buf(), 0)..)
+                .next()
+                .is_some_and(|(p, _)| p.starts_with(to))
+            || self
+                .moves_running
+                .values()
+                .any(|(from, _)| from.starts_with(to))
     }
 
     /// What the remote holds that `from` was just before its move, if it can serve as
@@ -131,7 +160,11 @@ impl TargetQueue {
                 (self.moves.get(&old).cloned(), old.strip_prefix(from))
             {
                 let new = to.join(rest);
+                let by_content = self.moves_by_content.contains(&old);
                 self.remove_move(&old);
+                if by_content {
+                    self.moves_by_content.insert(new.clone());
+                }
                 self.add_move(new, source, seq);
             }
         }
@@ -167,6 +200,7 @@ impl TargetQueue {
 
     fn remove_move(&mut self, to: &Path) -> Option<(PathBuf, u64)> {
         let (from, seq) = self.moves.remove(to)?;
+        self.moves_by_content.remove(to);
         self.move_ends.remove(&(from.clone(), seq));
         self.move_ends.remove(&(to.to_path_buf(), seq));
         Some((from, seq))
@@ -264,6 +298,10 @@ impl TargetQueue {
                 }
             }
         }
+        let by_content = !is_dir
+            || chosen
+                .iter()
+                .any(|(_, to)| self.moves_by_content.contains(to));
         let mut updates = Vec::new();
         let mut deletes = Vec::new();
         for (from, to) in &chosen {
@@ -288,6 +326,7 @@ impl TargetQueue {
         Some(Plan::Move {
             moves: chosen,
             is_dir,
+            by_content,
             taken: updates,
         })
     }
@@ -302,6 +341,8 @@ impl TargetQueue {
         for (from, to) in moves {
             let update = self.pending.get(to).is_some_and(|p| p.op == Op::Update);
             if update && retried.contains(to) && !self.moves.contains_key(to) {
+                // The failed run may have left part of it there.
+                self.moves_by_content.insert(to.clone());
                 self.add_move(to.clone(), from.clone(), 0);
             }
         }

@@ -237,3 +237,45 @@ fn a_failed_push_below_the_old_name_follows_the_move() {
         ["move d>e then delete d", "batch update e/x"]
     );
 }
+
+/// A directory moved onto a name the remote still holds (a deploy: `mv release
+/// release.old; mv release.new release`) is compared by content; a move to a name the
+/// remote has nothing at is not, a file move always is.
+#[test]
+fn moves_onto_names_the_remote_may_hold_compare_by_content() {
+    let now = Instant::now();
+    let mut queue = TargetQueue::default();
+    apply(
+        &mut queue,
+        &[
+            Md("release", "release.old"),
+            Md("release.new", "release"),
+            M("f", "g"),
+        ],
+        now,
+    );
+    let mut seen = Vec::new();
+    while let Some(plan) = queue.next_plan(now, CAPS) {
+        let by_content = matches!(
+            plan,
+            Plan::Move {
+                by_content: true,
+                ..
+            }
+        );
+        let (text, taken, ran) = describe(plan);
+        seen.push((text, by_content));
+        queue.succeeded(&taken, &ran);
+    }
+    assert_eq!(
+        seen,
+        [
+            ("move release>release.old".to_owned(), false),
+            (
+                "move release.new>release then delete release.new".to_owned(),
+                true
+            ),
+            ("move f>g then delete f".to_owned(), true),
+        ]
+    );
+}
