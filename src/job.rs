@@ -193,11 +193,10 @@ pub enum JobKind {
         rel: PathBuf,
     },
     /// Make the `to` of each move on the remote from what it holds at its `from`
-    /// (hard links or a local basis there, not bytes over the wire), then push the
-    /// deletes among `entries`. `entries` holds every `to` (updates) first, then the
-    /// deletes of the old names whose turn it is; outcomes' fates follow that order.
-    /// A directory move is alone in its job; file moves share one when their new names
-    /// share a directory.
+    /// (hard links or a local basis there, not bytes over the wire). The deletes of the
+    /// old names wait in the queue until this succeeded. A directory move is alone in
+    /// its job; file moves share one when their new and their old names each share a
+    /// directory.
     Move {
         /// `(from, to)` pairs, relative to the root.
         moves: Vec<(PathBuf, PathBuf)>,
@@ -206,7 +205,7 @@ pub enum JobKind {
         /// Compare files by content (`--checksum`), not size and mtime: the remote may
         /// hold something at a new name already (always so for files).
         by_content: bool,
-        /// The `to` updates, then the deletes of old names.
+        /// The update of every `to`, in the order of `moves`; outcomes' fates follow it.
         entries: Vec<Entry>,
     },
     /// Mirror the whole root.

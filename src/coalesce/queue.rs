@@ -55,8 +55,8 @@ pub enum Plan {
     Full(FullRequest),
     /// Mirror this directory recursively with `--delete`.
     Subtree(PathBuf),
-    /// Make each `to` on the remote from its `from` there, then push `taken`'s deletes
-    /// (`taken`: the `to` updates first, then the deletes of old names that go with them).
+    /// Make each `to` on the remote from its `from` there (`taken`: the `to` updates);
+    /// the old names' deletes stay queued until it succeeded.
     Move {
         /// `(from, to)` pairs.
         moves: Vec<(PathBuf, PathBuf)>,

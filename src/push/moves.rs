@@ -1,7 +1,7 @@
 //! A rename on the remote, from what the remote already holds, with rsync only (no
 //! remote shell, on daemon, ssh and local remotes alike), in two steps:
 //!
-//! 1. Make the new name. A directory: rsync with `to/` as the transfer root,
+//! 1. Make the new name (this job). A directory: rsync with `to/` as the transfer root,
 //!    `--recursive --delete`, and `--link-dest=` the old directory given relative to the
 //!    destination (`../../old` for `to` = `a/new`): the receiver hard-links every file
 //!    that matches instead of receiving it. Files: the directory of the new names is the
@@ -13,7 +13,8 @@
 //!    `--link-dest`: a later in-place write through one name must not change the other.
 //!    Without it rsync writes into a temporary file and renames it, which breaks the
 //!    link.
-//! 2. Only when step 1 succeeded: the deletes of the old names, as a batch.
+//! 2. Only when step 1 succeeded: the deletes of the old names, queued meanwhile
+//!    (`coalesce::queue`), as a batch like any other.
 //!
 //! A remote that refuses the options (`refuse options` in rsyncd.conf) is remembered and
 //! gets the plain form from then on (a subtree sync of a directory, a batch of files);
@@ -33,7 +34,7 @@ use super::rsync::{self, Finished};
 use super::{PushContext, guard, invocation};
 use crate::config::{Remote, RsyncConfig};
 use crate::filter::Filter;
-use crate::job::{Disposition, Entry, JobKind, Op, PathFate, PushFailure, PushJob};
+use crate::job::{Disposition, Entry, JobKind, Op, PushFailure, PushJob};
 
 /// How the remote makes a new name from an old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +175,7 @@ fn excluded_below(root: &Path, to: &Path, filter: &Filter) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Runs a move job: the first step (or its plain form), then the deletes.
+/// Runs a move job: the first step, or its plain form.
 pub(super) fn run(
     context: &PushContext,
     job: &PushJob,
@@ -191,8 +192,11 @@ pub(super) fn run(
         return (Disposition::Done, String::new());
     };
     let is_dir = *is_dir;
-    let (updates, deletes): (Vec<Entry>, Vec<Entry>) =
-        entries.iter().cloned().partition(|e| e.op == Op::Update);
+    let updates: Vec<Entry> = entries
+        .iter()
+        .filter(|e| e.op == Op::Update)
+        .cloned()
+        .collect();
     let target = (job.target.root, job.target.remote);
     // Nothing is read through a symlinked parent, nor through `to` itself as the
     // transfer root: such a move goes the plain way, which confines it.
@@ -263,45 +267,7 @@ pub(super) fn run(
             disposition
         }
     };
-    if made != Disposition::Done {
-        return (made, commands.join("; "));
-    }
-    if deletes.is_empty() {
-        return (Disposition::Done, commands.join("; "));
-    }
-    // The deletes are a batch like any other (a warm client takes it when there is one).
-    let deleting = PushJob {
-        id: job.id,
-        target: job.target,
-        kind: JobKind::Batch {
-            entries: deletes.clone(),
-        },
-    };
-    let outcome = super::run_job(context, deleting);
-    commands.push(outcome.command);
-    let done = vec![PathFate::Done; updates.len()];
-    let disposition = match outcome.disposition {
-        Disposition::Done => Disposition::Done,
-        Disposition::Partial { failure, fates } => {
-            let mut all = done;
-            if fates.len() == deletes.len() {
-                all.extend(fates);
-            } else {
-                all.extend(vec![PathFate::Retry; deletes.len()]);
-            }
-            Disposition::Partial {
-                failure,
-                fates: all,
-            }
-        }
-        // The new names are there: only the deletes wait (journaled, retried).
-        Disposition::RemoteDown(failure) | Disposition::ConfigError(failure) => {
-            let mut fates = done;
-            fates.extend(vec![PathFate::Retry; deletes.len()]);
-            Disposition::Partial { failure, fates }
-        }
-    };
-    (disposition, commands.join("; "))
+    (made, commands.join("; "))
 }
 
 /// The plain form of the first step: a subtree sync of a moved directory, a batch of

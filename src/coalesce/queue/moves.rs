@@ -15,9 +15,10 @@
 //!   a directory above `to` (a new parent must exist on the remote first), and for every
 //!   older move it overlaps.
 //!
-//! The delete of `from` is taken with the move and pushed by the same job only after
-//! the remote has `to` (`push`); when `from` is a name again by then (`a→b`, then a new
-//! `a`), its update goes after the move like any change below it.
+//! The delete of `from` stays queued and goes, like anything else at or below `from`,
+//! only once the move has succeeded (a failed move is a move again, and the delete waits
+//! for it); the deletes of moves that ended together share one batch. When `from` is a
+//! name again by then (`a→b`, then a new `a`), its update goes instead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -303,7 +304,6 @@ impl TargetQueue {
                 .iter()
                 .any(|(_, to)| self.moves_by_content.contains(to));
         let mut updates = Vec::new();
-        let mut deletes = Vec::new();
         for (from, to) in &chosen {
             if let Some((_, seq)) = self.remove_move(to) {
                 self.moves_running.insert(to.clone(), (from.clone(), seq));
@@ -311,17 +311,11 @@ impl TargetQueue {
             if let Some(pending) = self.pending.remove(to) {
                 updates.push(taken(to, pending));
             }
-            // The old name goes with the move unless another move still reads below it.
-            let read_below = self.older_end_below(from, u64::MAX);
-            if !read_below && self.pending.get(from).is_some_and(|p| p.op == Op::Delete) {
-                if let Some(pending) = self.pending.remove(from) {
-                    deletes.push(taken(from, pending));
-                }
-            }
+            // The old name's delete stays queued: it goes once the move has succeeded
+            // (with the deletes of other moves, in one batch).
             self.in_flight.mark(to, Op::Delete, true);
             self.in_flight.mark(from, Op::Delete, true);
         }
-        updates.extend(deletes);
         self.jobs_in_flight += 1;
         Some(Plan::Move {
             moves: chosen,

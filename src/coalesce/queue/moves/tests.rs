@@ -92,10 +92,10 @@ fn drain(queue: &mut TargetQueue, now: Instant) -> Vec<String> {
 fn moves_collapse_with_what_is_queued() {
     #[rustfmt::skip]
     let table: &[(&str, &[Step], &[&str])] = &[
-        ("a file move", &[M("a", "b")], &["move a>b then delete a"]),
-        ("a directory move", &[Md("d", "e")], &["move d>e then delete d"]),
+        ("a file move", &[M("a", "b")], &["move a>b", "batch delete a"]),
+        ("a directory move", &[Md("d", "e")], &["move d>e", "batch delete d"]),
         ("a chain is one move; the middle name is still deleted",
-            &[M("a", "b"), M("b", "c")], &["move a>c then delete a", "batch delete b"]),
+            &[M("a", "b"), M("b", "c")], &["move a>c", "batch delete a,delete b"]),
         ("a chain back to the start is no move",
             &[M("a", "b"), M("b", "a")], &["batch delete b,update a"]),
         ("a->b then a new a: its update goes after the move",
@@ -104,11 +104,11 @@ fn moves_collapse_with_what_is_queued() {
             &[Md("a", "b"), Ud("a")], &["move a>b", "subtree a", "batch update a"]),
         ("pending updates below a moved directory follow it",
             &[U("d/x"), U("d/s/y"), Md("d", "e")],
-            &["move d>e then delete d", "batch update e/s/y,update e/x"]),
+            &["move d>e", "batch delete d,update e/s/y,update e/x"]),
         ("a move over a directory drops what was queued below it (mv -T)",
-            &[U("b/old"), Md("a", "b")], &["move a>b then delete a"]),
+            &[U("b/old"), Md("a", "b")], &["move a>b", "batch delete a"]),
         ("a move over an existing file", &[U("x"), M("a", "x")],
-            &["move a>x then delete a"]),
+            &["move a>x", "batch delete a"]),
         ("a file queued and not pushed: an upload",
             &[U("a"), M("a", "b")], &["batch delete a,update b"]),
         ("a journaled file: an upload", &[J("a"), M("a", "b")], &["batch delete a,update b"]),
@@ -116,7 +116,7 @@ fn moves_collapse_with_what_is_queued() {
             &[J("d"), Md("d", "e")], &["subtree e", "batch delete d,update e"]),
         ("below a directory owing a subtree sync: an upload",
             &[Md("p", "q"), Ud("p"), Md("p", "r")],
-            &["move p>q then delete p", "subtree p", "batch update r", "subtree r"]),
+            &["move p>q", "subtree p", "batch delete p,update r", "subtree r"]),
         ("a delete of the new name cancels the move",
             &[M("a", "b"), D("b")], &["batch delete a,delete b"]),
         ("a swap through a third name",
@@ -130,10 +130,10 @@ fn moves_collapse_with_what_is_queued() {
             &[Md("a", "b"), M("b/x", "c")],
             &["move a>b", "move a/x>c", "batch delete a,delete b/x"]),
         ("a move into a new directory waits for it",
-            &[Ud("n"), M("a", "n/a")], &["batch update n", "move a>n/a then delete a"]),
+            &[Ud("n"), M("a", "n/a")], &["batch update n", "move a>n/a", "batch delete a"]),
         ("file moves between two directories share one run",
             &[M("a/x", "b/x"), M("a/y", "b/z"), M("c/w", "b/w")],
-            &["move a/x>b/x,move a/y>b/z then delete a/x,a/y", "move c/w>b/w then delete c/w"]),
+            &["move a/x>b/x,move a/y>b/z", "move c/w>b/w", "batch delete a/x,delete a/y,delete c/w"]),
     ];
     let now = Instant::now();
     for (label, steps, expected) in table {
@@ -161,7 +161,7 @@ fn nothing_under_either_name_runs_beside_the_move() {
         panic!("the move");
     };
     let (text, taken, ran) = describe(plan);
-    assert_eq!(text, "move d>e then delete d");
+    assert_eq!(text, "move d>e");
     apply(&mut queue, &[U("e/y"), Ud("d"), U("d/z"), U("other")], now);
     let (other, other_taken, other_ran) = describe(queue.next_plan(now, CAPS).expect("other"));
     assert_eq!(other, "batch update other");
@@ -181,8 +181,8 @@ fn nothing_under_either_name_runs_beside_the_move() {
     );
 }
 
-/// A move that failed as a whole is a move again (and journals as a subtree sync of a
-/// directory); one whose first step arrived only retries the delete.
+/// A move that failed as a whole is a move again (a directory journals as a subtree
+/// sync of the new name); the old name's delete waits until a move succeeded.
 #[test]
 fn a_failed_move_is_a_move_again() {
     let now = Instant::now();
@@ -195,29 +195,20 @@ fn a_failed_move_is_a_move_again() {
         .collect();
     assert_eq!(
         journaled,
-        [
-            crate::job::Work::Path(crate::job::Entry {
-                rel: "e".into(),
-                op: Op::Delete,
-                is_dir: true
-            }),
-            crate::job::Work::Path(crate::job::Entry {
-                rel: "d".into(),
-                op: Op::Delete,
-                is_dir: true
-            }),
-        ],
-        "the new directory replays as a subtree sync, the old as its delete"
+        [crate::job::Work::Path(crate::job::Entry {
+            rel: "e".into(),
+            op: Op::Delete,
+            is_dir: true
+        })],
+        "the new directory replays as a subtree sync"
     );
+    assert!(queue.next_plan(now, CAPS).is_none(), "the delete waits");
     queue.failed(taken, ran, true, Duration::ZERO, now);
     queue.tick(now);
-    let (text, mut taken, ran) = describe(queue.next_plan(now, CAPS).expect("again"));
-    assert_eq!(text, "move d>e then delete d");
-    let retry = taken.split_off(1);
-    queue.partially_failed(&taken, retry, &ran, Duration::ZERO, now);
-    let later = now + Duration::from_secs(5);
-    queue.tick(later);
-    assert_eq!(drain(&mut queue, later), ["batch delete d"]);
+    let (text, taken, ran) = describe(queue.next_plan(now, CAPS).expect("again"));
+    assert_eq!(text, "move d>e", "the move again, not the delete");
+    queue.succeeded(&taken, &ran);
+    assert_eq!(drain(&mut queue, now), ["batch delete d"]);
 }
 
 /// A failed push below a moved directory's old name, back in the queue before the move
@@ -234,7 +225,7 @@ fn a_failed_push_below_the_old_name_follows_the_move() {
     queue.tick(now + Duration::from_secs(5));
     assert_eq!(
         drain(&mut queue, now + Duration::from_secs(5)),
-        ["move d>e then delete d", "batch update e/x"]
+        ["move d>e", "batch delete d,update e/x"]
     );
 }
 
@@ -271,11 +262,9 @@ fn moves_onto_names_the_remote_may_hold_compare_by_content() {
         seen,
         [
             ("move release>release.old".to_owned(), false),
-            (
-                "move release.new>release then delete release.new".to_owned(),
-                true
-            ),
-            ("move f>g then delete f".to_owned(), true),
+            ("move release.new>release".to_owned(), true),
+            ("move f>g".to_owned(), true),
+            ("batch delete f,delete release.new".to_owned(), false),
         ]
     );
 }
