@@ -106,6 +106,11 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
     let Some(pool) = &context.warm else {
         return run_cold(context, job);
     };
+    // A move's run has an argument vector no warm client can have; it leaves the
+    // remote's waiting client alone, which then takes the old names' deletes right after.
+    if matches!(job.kind, JobKind::Move { .. }) {
+        return run_cold(context, job);
+    }
     let list = match (&job.kind, context.roots.get(job.target.root)) {
         // The same rule as a cold batch: nothing is read through a symlinked parent.
         (JobKind::Batch { entries }, Some((root, _))) => {
