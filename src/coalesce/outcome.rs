@@ -84,7 +84,7 @@ impl Scheduler {
                 // A delete, or a file or symlink pushed with `--force`, leaves nothing
                 // below it on the remote: entries below it are settled (a parent that
                 // became a file: its old children are not retried for ever).
-                for t in taken.iter().filter(|t| t.entry.replaces_below()) {
+                for t in taken.iter().filter(|t| covers_below(&job.ran, t)) {
                     cleared.extend(queue.unjournal_covered(&t.entry.rel));
                 }
                 cleared
@@ -168,7 +168,7 @@ impl Scheduler {
         // below, and what is still pending below stays journaled).
         for t in arrived
             .iter()
-            .filter(|t| t.entry.replaces_below())
+            .filter(|t| covers_below(&job.ran, t))
             .chain(&gone)
         {
             cleared.extend(queue.unjournal_covered(&t.entry.rel));
@@ -338,6 +338,13 @@ impl Scheduler {
         }
         out
     }
+}
+
+/// Whether pushing `taken` made everything below it on the remote what it is here: a
+/// delete, a file or symlink pushed with `--force`, a directory made by a move (its run
+/// is recursive, with `--delete`).
+fn covers_below(ran: &Ran, taken: &Taken) -> bool {
+    taken.entry.replaces_below() || (matches!(ran, Ran::Move(_)) && taken.entry.is_dir)
 }
 
 /// The finished job, as the handlers need it.

@@ -261,6 +261,10 @@ impl Scheduler {
                 mask: moved.mask,
                 seen,
             };
+            if moved.is_dir {
+                self.delivery.forget_below(moved.root, &moved.from);
+                self.delivery.forget_below(moved.root, &moved.to);
+            }
             if self.config.delete {
                 self.delivery
                     .owe(&change(&moved.from, Op::Delete), n_remotes);

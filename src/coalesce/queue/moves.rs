@@ -39,7 +39,11 @@ impl TargetQueue {
         now: Instant,
         delete_old: bool,
     ) {
-        let by_content = !is_dir || self.remote_may_hold(&to);
+        // A full sync owed: the remote's copy of `from` may be stale anywhere below it,
+        // and only a compare by content keeps a stale file from being linked.
+        let full_owed =
+            self.full.is_some() || self.full_in_flight || self.journaled.contains(Path::new(""));
+        let by_content = !is_dir || full_owed || self.remote_may_hold(&to);
         let basis = self.basis_of(&from, is_dir);
         if is_dir {
             // The move replaces whatever `to` was; the run that makes it deletes the rest.
@@ -193,7 +197,14 @@ impl TargetQueue {
         }
     }
 
+    /// Records the move onto `to`, replacing one already there (a second move onto the
+    /// same name).
     fn add_move(&mut self, to: PathBuf, from: PathBuf, seq: u64) {
+        let by_content = self.moves_by_content.contains(&to);
+        self.remove_move(&to);
+        if by_content {
+            self.moves_by_content.insert(to.clone());
+        }
         self.move_ends.insert((from.clone(), seq));
         self.move_ends.insert((to.clone(), seq));
         self.moves.insert(to, (from, seq));
@@ -235,26 +246,71 @@ impl TargetQueue {
             .any(|(_, s)| *s < seq)
     }
 
+    /// Whether an older pending move writes (`writes`: its `to`) or reads (its `from`)
+    /// strictly below `path`. Below the new name only reads count: an older move onto a
+    /// name below it (a directory moved into, then its parent moved: `mv a x/m/k;
+    /// mv x/m y/n`) waits for this one, which makes its parent. Below the old name only
+    /// writes count: two moves reading the remote's copy do not race.
+    fn older_ends_below(&self, path: &Path, seq: u64, writes: bool) -> bool {
+        self.move_ends
+            .range((path.to_path_buf(), u64::MAX)..)
+            .take_while(|(p, _)| p.starts_with(path))
+            .any(|(p, s)| {
+                let is_to = self.moves.get(p).is_some_and(|(_, own)| own == s);
+                *s < seq && is_to == writes
+            })
+    }
+
     /// Whether the move onto `to` may run now.
     fn may_move(&self, to: &Path, from: &Path, seq: u64, now: Instant) -> bool {
+        self.may_move_with(to, from, seq, now, true)
+    }
+
+    /// [`Self::may_move`]; `parents`: whether to wait for a directory above `to`.
+    fn may_move_with(&self, to: &Path, from: &Path, seq: u64, now: Instant, parents: bool) -> bool {
         let ready = self
             .pending
             .get(to)
             .is_some_and(|p| p.op == Op::Update && p.not_before.is_none_or(|nb| nb <= now));
         // A directory above `to` that is queued or running as an update may be new: the
-        // remote needs it before the move's run can make `to` in it.
-        let parent_waits = to
-            .ancestors()
-            .skip(1)
-            .filter(|a| !a.as_os_str().is_empty())
-            .any(|a| self.pending.contains_key(a) || self.in_flight.contains(a));
+        // remote needs it before the move's run can make `to` in it. Not one at or below
+        // the old name (`mv g d/e; mv d g` leaves g/e made from g: the remote holds that
+        // parent as long as it holds the basis). A parent made by another move is waited
+        // for only while that move can go; a parent update that waits for a move is not:
+        // so no two moves ever wait for each other (the run then fails without its
+        // parent and the move is pushed plainly, which creates it).
+        let parent_waits = parents
+            && to
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty() && !a.starts_with(from))
+                .any(|a| {
+                    if self.in_flight.contains(a) {
+                        return true;
+                    }
+                    if !self
+                        .pending
+                        .get(a)
+                        .is_some_and(|p| p.op == Op::Update && p.is_dir)
+                    {
+                        return false;
+                    }
+                    match self.moves.get(a) {
+                        Some((parent_from, parent_seq)) => {
+                            self.may_move_with(a, parent_from, *parent_seq, now, false)
+                        }
+                        None => !self.waits_for_move(a, false),
+                    }
+                });
         ready
             && !parent_waits
             && !self.conflicts(to, Op::Delete, true)
             && !self.conflicts(from, Op::Delete, true)
             && [to, from]
                 .iter()
-                .all(|end| !self.older_end_at_or_above(end, seq) && !self.older_end_below(end, seq))
+                .all(|end| !self.older_end_at_or_above(end, seq))
+            && !self.older_ends_below(from, seq, true)
+            && !self.older_ends_below(to, seq, false)
     }
 
     /// The oldest move that may run, with the file moves that can share its run (their new

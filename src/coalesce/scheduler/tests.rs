@@ -622,7 +622,27 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
         for _ in 0..400 {
             now += Duration::from_millis(next(3000));
             s.tick(now);
-            match next(4) {
+            match next(6) {
+                5 => {
+                    let from = NAMES[usize::try_from(next(8)).unwrap_or(0)];
+                    let to = NAMES[usize::try_from(next(8)).unwrap_or(0)];
+                    let is_dir = next(2) == 0;
+                    if from.starts_with(to) || to.starts_with(from) {
+                        continue; // no rename into or onto its own ancestor
+                    }
+                    history.push(format!("move {from} {to} dir={is_dir}"));
+                    s.observe(
+                        FsEvent::Move(crate::job::Move {
+                            root: 0,
+                            from: PathBuf::from(from),
+                            to: PathBuf::from(to),
+                            is_dir,
+                            mask: 0,
+                            seen: now,
+                        }),
+                        now,
+                    );
+                }
                 0 | 1 => {
                     let rel = NAMES[usize::try_from(next(8)).unwrap_or(0)];
                     let op = if next(2) == 0 { Op::Update } else { Op::Delete };
@@ -650,7 +670,7 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                     let i = usize::try_from(next(running.len() as u64)).unwrap_or(0);
                     let job = running.swap_remove(i);
                     let n = match &job.kind {
-                        JobKind::Batch { entries } => entries.len(),
+                        JobKind::Batch { entries } | JobKind::Move { entries, .. } => entries.len(),
                         _ => 0,
                     };
                     let disposition = match next(4) {
@@ -687,7 +707,12 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                 break;
             }
         }
-        assert!(s.is_idle(), "seed {seed}: not idle\n{}", history.join("\n"));
+        assert!(
+            s.is_idle(),
+            "seed {seed}: not idle {:?}\n{}",
+            s.queues,
+            history.join("\n")
+        );
         assert!(
             journal.is_empty(),
             "seed {seed}: journal {:?}\n{}",
@@ -696,8 +721,9 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
         );
         assert!(
             s.delivery.is_empty(),
-            "seed {seed}: {} change(s) still owed to plugins\n{}",
+            "seed {seed}: {} change(s) still owed to plugins: {:?}\n{}",
             s.delivery.len(),
+            s.delivery.owed_paths(),
             history.join("\n")
         );
     }
