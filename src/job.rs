@@ -228,7 +228,8 @@ pub struct PushOutcome {
     /// measured by the worker); they go back to the queue without penalty and
     /// `Disposition::Partial::fates` covers only the others.
     pub unsent: usize,
-    /// The equivalent command line, without secrets, for the journal and logs.
+    /// The equivalent command line, without secrets, for the journal and logs (a cold
+    /// run that succeeded leaves it empty: nothing reads it then).
     pub command: String,
 }
 

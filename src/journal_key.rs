@@ -25,9 +25,18 @@ const VERSION: &str = "v2";
 /// What a key names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Dest {
-    Daemon { host: String, module: String },
-    Ssh { host: String, path: String },
-    Local { path: PathBuf },
+    Daemon {
+        host: String,
+        module: String,
+        port: Option<u16>,
+    },
+    Ssh {
+        host: String,
+        path: String,
+    },
+    Local {
+        path: PathBuf,
+    },
     Cdn,
 }
 
@@ -42,9 +51,10 @@ impl TargetKey {
     /// The key of `remote` of `root`.
     pub fn new(root: &Path, remote: &Remote) -> TargetKey {
         let dest = match remote {
-            Remote::Daemon { host, module } => Dest::Daemon {
+            Remote::Daemon { host, module, port } => Dest::Daemon {
                 host: host.clone(),
                 module: module.clone(),
+                port: *port,
             },
             Remote::Ssh { host, path } => Dest::Ssh {
                 host: host.clone(),
@@ -76,7 +86,8 @@ impl TargetKey {
     pub fn legacy_text(&self) -> String {
         let root = self.root.display();
         match &self.dest {
-            Dest::Daemon { host, module } => format!("{root} -> {host}::{module}"),
+            // 0.1.0 had no per-remote port: its entry for the daemon is this remote's.
+            Dest::Daemon { host, module, .. } => format!("{root} -> {host}::{module}"),
             Dest::Ssh { host, path } => format!("{root} -> {host}:{path}"),
             Dest::Local { path } => format!("{root} -> {}", path.display()),
             Dest::Cdn => format!("cdn {root}"),
@@ -84,19 +95,27 @@ impl TargetKey {
     }
 }
 
-/// `v2 <kind> <root> [<destination>]`, fields separated by one space; in each field `%`,
+/// `v2 <kind> <root> [<destination>] [port=<n>]`, fields separated by one space; in each field `%`,
 /// space, control bytes and (in a name that is not UTF-8) every byte above 0x7F are
 /// written `%XX`, so the text is one line, unambiguous and byte-exact.
 impl fmt::Display for TargetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let root = field(self.root.as_os_str().as_bytes());
         match &self.dest {
-            Dest::Daemon { host, module } => write!(
-                f,
-                "{VERSION} daemon {root} {}::{}",
-                field(host.as_bytes()),
-                field(module.as_bytes())
-            ),
+            Dest::Daemon { host, module, port } => {
+                write!(
+                    f,
+                    "{VERSION} daemon {root} {}::{}",
+                    field(host.as_bytes()),
+                    field(module.as_bytes())
+                )?;
+                // A trailing field (the module field has no space), only for
+                // `<remote port>`: keys of remotes without one stay as they were.
+                match port {
+                    Some(port) => write!(f, " port={port}"),
+                    None => Ok(()),
+                }
+            }
             Dest::Ssh { host, path } => write!(
                 f,
                 "{VERSION} ssh {root} {}:{}",
@@ -150,6 +169,7 @@ mod tests {
                 Remote::Daemon {
                     host: "10.0.0.2".into(),
                     module: "www".into(),
+                    port: None,
                 },
                 "v2 daemon /srv/www 10.0.0.2::www",
                 "/srv/www -> 10.0.0.2::www",
@@ -175,6 +195,21 @@ mod tests {
             assert_eq!(key.to_string(), text);
             assert_eq!(key.legacy_text(), legacy);
         }
+        // `<remote port>` is part of the daemon's identity (two daemons on one host);
+        // 0.1.0's key, which had no port, is still recognised as this remote's.
+        let with_port = TargetKey::new(
+            root,
+            &Remote::Daemon {
+                host: "::1".into(),
+                module: "www".into(),
+                port: Some(8731),
+            },
+        );
+        assert_eq!(
+            with_port.to_string(),
+            "v2 daemon /srv/www ::1::www port=8731"
+        );
+        assert_eq!(with_port.legacy_text(), "/srv/www -> ::1::www");
         let cdn = TargetKey::cdn(root);
         assert_eq!(cdn.to_string(), "v2 cdn /srv/www");
         assert_eq!(cdn.legacy_text(), "cdn /srv/www");

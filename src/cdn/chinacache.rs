@@ -22,7 +22,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::cdn::provider::{PurgeError, PurgeItem, parse_retry_after, snippet};
-use crate::config::CdnConfig;
+use crate::config::ChinaCacheAccount;
 use crate::urlencode::percent_encode_into;
 
 /// The largest answer read; the status line and headers are all that matter.
@@ -37,11 +37,11 @@ fn encode_value(out: &mut String, value: &[u8]) {
 }
 
 /// The full request for one batch (all files or all directories).
-pub fn message(cdn: &CdnConfig, batch: &[PurgeItem]) -> String {
+pub fn message(account: &ChinaCacheAccount, batch: &[PurgeItem]) -> String {
     let mut msg = String::from("HEAD /index.jsp?user=");
-    encode_value(&mut msg, cdn.username.as_bytes());
+    encode_value(&mut msg, account.username.as_bytes());
     msg.push_str("&pswd=");
-    encode_value(&mut msg, cdn.password.expose().as_bytes());
+    encode_value(&mut msg, account.password.expose().as_bytes());
     msg.push_str("&ok=ok");
     msg.push_str(if batch.first().is_some_and(|item| item.is_dir) {
         "&dirs="
@@ -55,7 +55,7 @@ pub fn message(cdn: &CdnConfig, batch: &[PurgeItem]) -> String {
         encode_value(&mut msg, item.url.as_bytes());
     }
     msg.push_str(" HTTP/1.0\r\nHost: ");
-    msg.push_str(&cdn.domain);
+    msg.push_str(&account.endpoint.host);
     msg.push_str("\r\n\r\n");
     msg
 }
@@ -130,21 +130,30 @@ pub fn judge(endpoint: &str, response: &[u8]) -> Result<(), PurgeError> {
     }
 }
 
-/// Sends one batch and waits for the verdict, all within `cdn.timeout` (connect, write
+/// Sends one batch and waits for the verdict, all within `timeout` (connect, write
 /// and read share that one budget, fresh for every request).
 ///
 /// # Errors
 /// See [`judge`]; [`PurgeError::Io`] when the endpoint is unreachable or slow.
-pub fn send(cdn: &CdnConfig, batch: &[PurgeItem]) -> Result<(), PurgeError> {
-    let endpoint = format!("{}:{}", cdn.domain, cdn.port);
-    let request = message(cdn, batch);
+pub fn send(
+    account: &ChinaCacheAccount,
+    timeout: Duration,
+    batch: &[PurgeItem],
+) -> Result<(), PurgeError> {
+    let endpoint = account.endpoint.to_string();
+    let request = message(account, batch);
     log::debug!("{endpoint}: {}", masked(&request).trim_end());
     let io_err = |source| PurgeError::Io {
         endpoint: endpoint.clone(),
         source,
     };
-    let response =
-        exchange(&cdn.domain, cdn.port, request.as_bytes(), cdn.timeout).map_err(io_err)?;
+    let response = exchange(
+        &account.endpoint.host,
+        account.endpoint.port,
+        request.as_bytes(),
+        timeout,
+    )
+    .map_err(io_err)?;
     judge(&endpoint, &response)
 }
 
@@ -204,25 +213,16 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::CdnProvider;
+    use crate::config::HostPort;
 
-    fn cdn() -> CdnConfig {
-        CdnConfig {
-            root: PathBuf::from("/srv"),
-            provider: CdnProvider::ChinaCache,
-            domain: "ccms.chinacache.com".into(),
-            port: 80,
+    fn cdn() -> ChinaCacheAccount {
+        ChinaCacheAccount {
+            endpoint: HostPort {
+                host: "ccms.chinacache.com".into(),
+                port: 80,
+            },
             username: "bob".into(),
             password: "s3cr&t".into(),
-            base_url: "http://x".into(),
-            url_regex: None,
-            token_file: None,
-            zone: None,
-            endpoint: String::new(),
-            webhook_url: None,
-            batch: 30,
-            rate_per_sec: 10.0,
-            timeout: Duration::from_secs(1),
         }
     }
 

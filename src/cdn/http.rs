@@ -16,13 +16,15 @@
 //! A 429 answer becomes [`PurgeError::RateLimited`] with its `Retry-After`.
 
 use std::fmt;
+use std::path::Path;
+use std::time::Duration;
 
 use ureq::Agent;
 use ureq::http::{self as h, Response};
 
 use crate::cdn::CdnError;
 use crate::cdn::provider::{PurgeError, PurgeItem, parse_retry_after, snippet};
-use crate::config::{CdnConfig, CdnProvider};
+use crate::config::HostPort;
 use crate::secret::Secret;
 
 enum Kind {
@@ -55,63 +57,64 @@ impl fmt::Debug for HttpProvider {
 }
 
 impl HttpProvider {
-    /// Checks the settings of a `purge`, `cloudflare` or `webhook` provider and reads
-    /// the Cloudflare token file (whitespace trimmed).
+    /// HTTP `PURGE` per URL, to `target` or else to the URL's own host.
+    pub fn purge(target: Option<&HostPort>, timeout: Duration) -> HttpProvider {
+        HttpProvider::new(
+            Kind::Purge {
+                target: target.map(ToString::to_string),
+            },
+            timeout,
+        )
+    }
+
+    /// A JSON POST to `url`.
+    pub fn webhook(url: &Secret<String>, timeout: Duration) -> HttpProvider {
+        HttpProvider::new(Kind::Webhook { url: url.clone() }, timeout)
+    }
+
+    /// Cloudflare's `purge_cache` of `zone` under `endpoint`, with the bearer token read
+    /// from `token_file` (whitespace trimmed).
     ///
     /// # Errors
-    /// [`CdnError`] when a needed setting is missing or the token cannot be read.
-    pub fn from_config(cdn: &CdnConfig) -> Result<HttpProvider, CdnError> {
-        let kind = match cdn.provider {
-            CdnProvider::Purge => Kind::Purge {
-                target: (!cdn.domain.is_empty()).then(|| format!("{}:{}", cdn.domain, cdn.port)),
+    /// [`CdnError`] when the token file cannot be read or holds no token.
+    pub fn cloudflare(
+        zone: &str,
+        token_file: &Path,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<HttpProvider, CdnError> {
+        let token = std::fs::read_to_string(token_file)
+            .map_err(|source| CdnError::TokenFile {
+                path: token_file.to_path_buf(),
+                source,
+            })?
+            .trim()
+            .to_owned();
+        if token.is_empty() {
+            return Err(CdnError::EmptyToken(token_file.to_path_buf()));
+        }
+        let endpoint = endpoint.trim_end_matches('/');
+        Ok(HttpProvider::new(
+            Kind::Cloudflare {
+                url: format!("{endpoint}/client/v4/zones/{zone}/purge_cache"),
+                token: Secret::new(token),
             },
-            CdnProvider::Cloudflare => {
-                let zone = cdn
-                    .zone
-                    .as_deref()
-                    .ok_or(CdnError::Missing("cdninfo zone"))?;
-                let path = cdn
-                    .token_file
-                    .as_ref()
-                    .ok_or(CdnError::Missing("cdninfo tokenfile"))?;
-                let token = std::fs::read_to_string(path)
-                    .map_err(|source| CdnError::TokenFile {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .trim()
-                    .to_owned();
-                if token.is_empty() {
-                    return Err(CdnError::EmptyToken(path.clone()));
-                }
-                let endpoint = if cdn.endpoint.is_empty() {
-                    "https://api.cloudflare.com"
-                } else {
-                    cdn.endpoint.trim_end_matches('/')
-                };
-                Kind::Cloudflare {
-                    url: format!("{endpoint}/client/v4/zones/{zone}/purge_cache"),
-                    token: Secret::new(token),
-                }
-            }
-            CdnProvider::Webhook | CdnProvider::ChinaCache => Kind::Webhook {
-                url: cdn
-                    .webhook_url
-                    .clone()
-                    .ok_or(CdnError::Missing("cdninfo url"))?,
-            },
-        };
+            timeout,
+        ))
+    }
+
+    fn new(kind: Kind, timeout: Duration) -> HttpProvider {
         let config = Agent::config_builder()
-            .timeout_global(Some(cdn.timeout))
+            .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .allow_non_standard_methods(true)
             .max_redirects(0)
             .user_agent(concat!("sersync/", env!("CARGO_PKG_VERSION")))
             .build();
-        Ok(HttpProvider {
+        HttpProvider {
             kind,
             agent: Agent::new_with_config(config),
-        })
+        }
     }
 
     /// True for `purge`: one URL per request.

@@ -56,9 +56,6 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
 /// Why the CDN stage cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum CdnError {
-    /// A setting the provider needs is missing.
-    #[error("refreshCDN: missing {0}")]
-    Missing(&'static str),
     /// The Cloudflare token file cannot be read.
     #[error("{}: cannot read token file: {source}", path.display())]
     TokenFile {
@@ -137,7 +134,7 @@ impl CdnStage {
         log::info!(
             "{}: refreshCDN ({:?}) started for {}",
             self.cdn.root.display(),
-            self.cdn.provider,
+            self.cdn.api.provider(),
             self.cdn.base_url
         );
         self.load_journal();

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::cdn::CdnError;
 use crate::cdn::chinacache;
-use crate::cdn::http::{self, HttpProvider};
-use crate::config::{CdnConfig, CdnProvider};
+use crate::cdn::http::HttpProvider;
+use crate::config::{CdnApi, CdnConfig, ChinaCacheAccount};
 
 /// One purge: the path it came from and the URL to invalidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,8 +97,8 @@ impl PurgeError {
 
 /// A configured purge API, ready to send batches. Its `Debug` output holds no secret.
 pub enum Provider {
-    /// The legacy ChinaCache message.
-    ChinaCache(CdnConfig),
+    /// The legacy ChinaCache message, with the per-request timeout.
+    ChinaCache(ChinaCacheAccount, Duration),
     /// `purge`, `cloudflare` or `webhook` over HTTP.
     Http(HttpProvider),
 }
@@ -106,11 +106,10 @@ pub enum Provider {
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Provider::ChinaCache(cdn) => f
+            Provider::ChinaCache(account, _) => f
                 .debug_struct("ChinaCache")
-                .field("domain", &cdn.domain)
-                .field("port", &cdn.port)
-                .field("username", &cdn.username)
+                .field("endpoint", &account.endpoint)
+                .field("username", &account.username)
                 .finish_non_exhaustive(),
             Provider::Http(http) => http.fmt(f),
         }
@@ -118,25 +117,30 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// Checks the provider's settings and reads its secrets (the Cloudflare token file).
+    /// The provider of `cdn`, with its secrets read (the Cloudflare token file: it can
+    /// change or vanish between `--check` and the start). Every setting a provider needs
+    /// is there by construction ([`CdnApi`]).
     ///
     /// # Errors
-    /// [`CdnError`] when a setting the provider needs is missing or the token file
-    /// cannot be read.
+    /// [`CdnError`] when the token file cannot be read or is empty.
     pub fn from_config(cdn: &CdnConfig) -> Result<Provider, CdnError> {
-        if cdn.base_url.is_empty() {
-            return Err(CdnError::Missing("sendurl base"));
-        }
-        match cdn.provider {
-            CdnProvider::ChinaCache => {
-                if cdn.domain.is_empty() {
-                    return Err(CdnError::Missing("cdninfo domainname"));
-                }
-                Ok(Provider::ChinaCache(cdn.clone()))
-            }
-            CdnProvider::Purge | CdnProvider::Cloudflare | CdnProvider::Webhook => {
-                Ok(Provider::Http(http::HttpProvider::from_config(cdn)?))
-            }
+        match &cdn.api {
+            CdnApi::ChinaCache(account) => Ok(Provider::ChinaCache(account.clone(), cdn.timeout)),
+            CdnApi::Purge { target } => Ok(Provider::Http(HttpProvider::purge(
+                target.as_ref(),
+                cdn.timeout,
+            ))),
+            CdnApi::Webhook { url } => Ok(Provider::Http(HttpProvider::webhook(url, cdn.timeout))),
+            CdnApi::Cloudflare {
+                zone,
+                token_file,
+                endpoint,
+            } => Ok(Provider::Http(HttpProvider::cloudflare(
+                zone,
+                token_file,
+                endpoint,
+                cdn.timeout,
+            )?)),
         }
     }
 
@@ -159,7 +163,7 @@ impl Provider {
     /// [`PurgeError`] when the purge is not confirmed.
     pub fn send(&self, batch: &[PurgeItem]) -> Result<(), PurgeError> {
         match self {
-            Provider::ChinaCache(cdn) => chinacache::send(cdn, batch),
+            Provider::ChinaCache(account, timeout) => chinacache::send(account, *timeout, batch),
             Provider::Http(http) => http.send(batch),
         }
     }
@@ -209,37 +213,46 @@ mod tests {
 
     #[test]
     fn debug_output_has_no_secret() {
-        let mut cdn = crate::config::CdnConfig {
-            root: PathBuf::from("/srv"),
-            provider: CdnProvider::ChinaCache,
-            domain: "ccms.chinacache.com".into(),
-            port: 80,
-            username: "bob".into(),
-            password: "hunter2".into(),
-            base_url: "http://x".into(),
-            url_regex: None,
-            token_file: None,
-            zone: Some("z".into()),
-            endpoint: String::new(),
-            webhook_url: Some("https://hooks.example.com/T0KEN".into()),
-            batch: 30,
-            rate_per_sec: 10.0,
-            timeout: Duration::from_secs(1),
-        };
-        let shown = format!("{:?}", Provider::from_config(&cdn).expect("chinacache"));
-        assert!(
-            shown.contains("bob") && !shown.contains("hunter2"),
-            "{shown}"
-        );
-        cdn.provider = CdnProvider::Webhook;
-        let shown = format!("{:?}", Provider::from_config(&cdn).expect("webhook"));
-        assert!(!shown.contains("T0KEN"), "{shown}");
+        use crate::config::{CdnApi, HostPort};
         let token = tempfile::NamedTempFile::new().expect("token file");
         std::fs::write(token.path(), "tok-secret\n").expect("write token");
-        cdn.provider = CdnProvider::Cloudflare;
-        cdn.token_file = Some(token.path().to_path_buf());
-        let shown = format!("{:?}", Provider::from_config(&cdn).expect("cloudflare"));
-        assert!(!shown.contains("tok-secret"), "{shown}");
+        let apis = [
+            CdnApi::ChinaCache(ChinaCacheAccount {
+                endpoint: HostPort {
+                    host: "ccms.chinacache.com".into(),
+                    port: 80,
+                },
+                username: "bob".into(),
+                password: "hunter2".into(),
+            }),
+            CdnApi::Webhook {
+                url: "https://hooks.example.com/T0KEN".into(),
+            },
+            CdnApi::Cloudflare {
+                zone: "z".into(),
+                token_file: token.path().to_path_buf(),
+                endpoint: "https://api.cloudflare.com".into(),
+            },
+        ];
+        for api in apis {
+            let cdn = crate::config::CdnConfig {
+                root: PathBuf::from("/srv"),
+                api,
+                base_url: "http://x".into(),
+                url_regex: None,
+                batch: 30,
+                rate_per_sec: 10.0,
+                timeout: Duration::from_secs(1),
+            };
+            for shown in [
+                format!("{cdn:?}"),
+                format!("{:?}", Provider::from_config(&cdn).expect("provider")),
+            ] {
+                for secret in ["hunter2", "T0KEN", "tok-secret"] {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+            }
+        }
     }
 
     #[test]

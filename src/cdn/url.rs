@@ -57,22 +57,14 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::CdnProvider;
+    use crate::config::CdnApi;
 
     fn cdn(base: &str, regex: Option<&str>) -> CdnConfig {
         CdnConfig {
             root: PathBuf::from("/data0/htdocs/cms.xoyo.com/site"),
-            provider: CdnProvider::ChinaCache,
-            domain: "ccms.chinacache.com".into(),
-            port: 80,
-            username: "u".into(),
-            password: "p".into(),
+            api: CdnApi::Purge { target: None },
             base_url: base.into(),
             url_regex: regex.map(|r| regex::bytes::Regex::new(r).expect("test regex")),
-            token_file: None,
-            zone: None,
-            endpoint: String::new(),
-            webhook_url: None,
             batch: 30,
             rate_per_sec: 10.0,
             timeout: std::time::Duration::from_secs(1),

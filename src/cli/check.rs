@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::cdn::http::redact;
-use crate::config::{CdnProvider, Config, ConfigError, PluginKind, Remote, RootConfig};
+use crate::config::{CdnApi, Config, ConfigError, PluginKind, Remote, RootConfig};
 use crate::push::warm::WarmPolicy;
 
 use super::{Cli, EXIT_OK, EXIT_USAGE};
@@ -153,7 +153,16 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
 
 fn describe(remote: &Remote) -> String {
     match remote {
-        Remote::Daemon { host, module } => format!("rsync daemon {host}, module {module}"),
+        Remote::Daemon {
+            host,
+            module,
+            port: None,
+        } => format!("rsync daemon {host}, module {module}"),
+        Remote::Daemon {
+            host,
+            module,
+            port: Some(port),
+        } => format!("rsync daemon {host}, module {module}, port {port} (<remote port>)"),
         Remote::Ssh { host, path } => format!("ssh {host}, path {path}"),
         Remote::Local { path } => format!("local directory {}", path.display()),
     }
@@ -239,7 +248,7 @@ fn plugins(out: &mut String, cli: &Cli, config: &Config) {
         }
     };
     if let Some(command) = &config.command {
-        let mut words = command.prefix.clone();
+        let mut words = command.prefix.words().to_vec();
         words.push("PATH".to_owned());
         words.extend(command.suffix.iter().cloned());
         let include = match &command.include {
@@ -285,18 +294,13 @@ fn plugins(out: &mut String, cli: &Cli, config: &Config) {
         );
     }
     if let Some(cdn) = &config.cdn {
-        let api = match cdn.provider {
-            CdnProvider::ChinaCache => {
-                format!("chinacache {}:{} as {}", cdn.domain, cdn.port, cdn.username)
+        let api = match &cdn.api {
+            CdnApi::ChinaCache(account) => {
+                format!("chinacache {} as {}", account.endpoint, account.username)
             }
-            CdnProvider::Purge => "PURGE per url".to_owned(),
-            CdnProvider::Cloudflare => {
-                format!("cloudflare zone {}", cdn.zone.as_deref().unwrap_or("?"))
-            }
-            CdnProvider::Webhook => {
-                let url = cdn.webhook_url.as_ref().map(|url| redact(url.expose()));
-                format!("webhook {}", url.as_deref().unwrap_or("?"))
-            }
+            CdnApi::Purge { .. } => "PURGE per url".to_owned(),
+            CdnApi::Cloudflare { zone, .. } => format!("cloudflare zone {zone}"),
+            CdnApi::Webhook { url } => format!("webhook {}", redact(url.expose())),
         };
         let regex = cdn
             .url_regex

@@ -17,6 +17,7 @@ mod journal;
 mod memory;
 mod outcome;
 pub mod queue;
+pub mod rel;
 mod retry;
 mod scheduler;
 
@@ -103,6 +104,7 @@ fn run(mut scheduler: Scheduler, channels: Channels, metrics: &Metrics) -> bool 
                     for event in event_rx.try_iter().take(EVENT_BITE) {
                         scheduler.observe(event, Instant::now());
                     }
+                    scheduler.journal_waiting();
                 }
                 Err(_) => break,
             },

@@ -80,12 +80,12 @@ impl Scheduler {
         };
         let cleared = match &job.ran {
             Ran::Batch | Ran::Move(_) => {
-                let mut cleared = queue.unjournal(taken.iter().map(|t| t.entry.rel.clone()));
+                let mut cleared = queue.unjournal(taken.iter().map(|t| &t.rel));
                 // A delete, or a file or symlink pushed with `--force`, leaves nothing
                 // below it on the remote: entries below it are settled (a parent that
                 // became a file: its old children are not retried for ever).
                 for t in taken.iter().filter(|t| covers_below(&job.ran, t)) {
-                    cleared.extend(queue.unjournal_covered(&t.entry.rel));
+                    cleared.extend(queue.unjournal_covered(&t.rel));
                 }
                 cleared
             }
@@ -141,7 +141,7 @@ impl Scheduler {
                 Some(PathFate::Retry) | None => retry.push(t),
             }
         }
-        let retry_entries: Vec<Work> = retry.iter().map(|t| Work::Path(t.entry.clone())).collect();
+        let retry_entries: Vec<Work> = retry.iter().map(|t| Work::Path(t.entry())).collect();
         if !retry_entries.is_empty() {
             self.record_failure(job, &key, &retry_entries, failure);
         }
@@ -156,13 +156,7 @@ impl Scheduler {
         let Some(queue) = self.queues.get_mut(&job.target) else {
             return Vec::new();
         };
-        let mut cleared = queue.unjournal(
-            arrived
-                .iter()
-                .chain(&gone)
-                .map(|t| t.entry.rel.clone())
-                .collect::<Vec<_>>(),
-        );
+        let mut cleared = queue.unjournal(arrived.iter().chain(&gone).map(|t| &t.rel));
         // What arrived and replaces its path settles the entries below it; so does a
         // path that is gone (the change that removed or replaced it covers what was
         // below, and what is still pending below stays journaled).
@@ -171,7 +165,7 @@ impl Scheduler {
             .filter(|t| covers_below(&job.ran, t))
             .chain(&gone)
         {
-            cleared.extend(queue.unjournal_covered(&t.entry.rel));
+            cleared.extend(queue.unjournal_covered(&t.rel));
         }
         let mut settled = arrived;
         let n_arrived = settled.len();
@@ -191,7 +185,7 @@ impl Scheduler {
         }
         self.record_push(job, &settled, now);
         for t in &gone {
-            self.delivery.forget(job.target.root, &t.entry.rel);
+            self.delivery.forget(job.target.root, &t.rel);
         }
         self.deliver(job.target, &settled)
     }
@@ -206,7 +200,7 @@ impl Scheduler {
         now: Instant,
     ) {
         let key = self.key(job.target);
-        let mut entries: Vec<Work> = taken.iter().map(|t| Work::Path(t.entry.clone())).collect();
+        let mut entries: Vec<Work> = taken.iter().map(|t| Work::Path(t.entry())).collect();
         entries.extend(ran_work(&job.ran));
         self.record_failure(job, &key, &entries, failure);
         if matches!(job.ran, Ran::Full(_)) {
@@ -260,9 +254,18 @@ impl Scheduler {
     /// Journals failed entries (durable before anything else happens to them).
     fn record_failure(&mut self, job: &Job, key: &str, entries: &[Work], failure: &PushFailure) {
         let entries: Vec<Work> = match self.queues.get(&job.target) {
+            // A path changed again while its job ran is journaled in its newer form
+            // (a delete journaled over a directory that exists again would replay as a
+            // no-op).
             Some(queue) => entries
                 .iter()
-                .map(|w| queue.journal_form(w.clone()))
+                .map(|w| {
+                    let latest = match w {
+                        Work::Path(entry) => queue.pending_entry(&entry.rel).map(Work::Path),
+                        Work::WholeRoot => None,
+                    };
+                    queue.journal_form(latest.unwrap_or_else(|| w.clone()))
+                })
                 .collect(),
             None => entries.to_vec(),
         };
@@ -327,14 +330,11 @@ impl Scheduler {
             if self
                 .queues
                 .get(&target)
-                .is_some_and(|q| q.is_pending(&t.entry.rel))
+                .is_some_and(|q| q.is_pending(&t.rel))
             {
                 continue;
             }
-            out.extend(
-                self.delivery
-                    .reached(target.root, target.remote, &t.entry.rel),
-            );
+            out.extend(self.delivery.reached(target.root, target.remote, &t.rel));
         }
         out
     }
@@ -344,7 +344,7 @@ impl Scheduler {
 /// delete, a file or symlink pushed with `--force`, a directory made by a move (its run
 /// is recursive, with `--delete`).
 fn covers_below(ran: &Ran, taken: &Taken) -> bool {
-    taken.entry.replaces_below() || (matches!(ran, Ran::Move(_)) && taken.entry.is_dir)
+    taken.replaces_below() || (matches!(ran, Ran::Move(_)) && taken.pending.is_dir)
 }
 
 /// The finished job, as the handlers need it.

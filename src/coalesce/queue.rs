@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::rel::{Rel, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 
@@ -22,8 +23,6 @@ pub struct Pending {
     pub mask: u32,
     /// When the oldest unpushed event for it was seen (latency is measured from here).
     pub seen: Instant,
-    /// After a partial failure: not before this instant.
-    pub not_before: Option<Instant>,
     /// Failed attempts so far (for the per-path backoff).
     pub attempts: u32,
 }
@@ -31,10 +30,26 @@ pub struct Pending {
 /// A path handed to a worker, with what is needed when its outcome comes back.
 #[derive(Debug, Clone)]
 pub struct Taken {
-    /// The path and operation as sent.
-    pub entry: Entry,
-    /// Its pending state when taken.
+    /// The path (shared with the other remotes' queues).
+    pub rel: Rel,
+    /// Its pending state when taken (what is done to it, whether it is a directory).
     pub pending: Pending,
+}
+
+impl Taken {
+    /// The path and operation as sent.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            rel: self.rel.to_path_buf(),
+            op: self.pending.op,
+            is_dir: self.pending.is_dir,
+        }
+    }
+
+    /// See [`Entry::replaces_below`].
+    pub fn replaces_below(&self) -> bool {
+        self.pending.op == Op::Delete || !self.pending.is_dir
+    }
 }
 
 /// A full sync asked for.
@@ -81,9 +96,9 @@ pub struct Caps {
 /// The state of one target.
 #[derive(Debug, Default)]
 pub struct TargetQueue {
-    pending: BTreeMap<PathBuf, Pending>,
+    pending: BTreeMap<Rel, Pending>,
     /// Dispatch order (FIFO); may hold names no longer pending, skipped lazily.
-    order: VecDeque<PathBuf>,
+    order: VecDeque<Rel>,
     /// Every path in a running job.
     in_flight: InFlight,
     /// Running jobs (batches, subtree and full syncs).
@@ -108,6 +123,12 @@ pub struct TargetQueue {
     deleted_order: VecDeque<(Instant, PathBuf)>,
     /// Paths with a live journal entry.
     journaled: BTreeSet<PathBuf>,
+    /// Journaled paths that changed since their entry was written: the entry may name an
+    /// older operation (a delete of what exists again), so it is written anew.
+    journal_stale: BTreeSet<PathBuf>,
+    /// The last job failed with the remote down (or misconfigured): whatever arrives for
+    /// it is journaled at once, not when the next probe fails.
+    down: bool,
     /// Consecutive failed jobs (0: healthy).
     failures: u32,
     /// While failing: no job before this instant.
@@ -115,10 +136,13 @@ pub struct TargetQueue {
     /// Nothing pending can go until the in-flight set or the clock changes.
     blocked: bool,
     /// Paths held back by a partial failure, by release time.
-    held: BinaryHeap<Reverse<(Instant, PathBuf)>>,
+    held: BinaryHeap<Reverse<(Instant, Rel)>>,
+    /// Pending paths held back by a partial failure: not before this instant (apart from
+    /// `Pending`, which would otherwise carry the instant for every path).
+    holds: std::collections::HashMap<Rel, Instant>,
     /// Renames waiting to be made on the remote from what it holds, new name → old name
-    /// (`moves.rs`); nothing at or below either name goes before its move.
-    /// (with the order in which they were seen)
+    /// (`moves.rs`), with the order in which they were seen; nothing at or below either
+    /// name goes before its move.
     moves: BTreeMap<PathBuf, (PathBuf, u64)>,
     /// Renames running, new name → old name.
     moves_running: BTreeMap<PathBuf, (PathBuf, u64)>,
@@ -138,46 +162,53 @@ impl TargetQueue {
     /// same name gets a subtree sync, whether its delete is still queued, running or done:
     /// a delete of a path that exists again when rsync runs is a no-op, and pushing the
     /// new directory alone (`--no-recursive`) would leave the old content on the remote.
-    pub fn observe(&mut self, rel: PathBuf, op: Op, is_dir: bool, mask: u32, now: Instant) {
+    pub fn observe(&mut self, rel: impl Into<Rel>, op: Op, is_dir: bool, mask: u32, now: Instant) {
+        let rel: Rel = rel.into();
         if op == Op::Delete {
             self.cancel_moves_onto(&rel, is_dir);
         }
         if op == Op::Delete && is_dir {
-            let below: Vec<PathBuf> = self.descendants(&rel).cloned().collect();
+            let below: Vec<Rel> = self.descendants(&rel).cloned().collect();
             for path in below {
                 self.pending.remove(&path);
+                self.holds.remove(&path);
             }
             remove_keys_below(&mut self.deleted_dirs, &rel);
-            self.deleted_dirs.insert(rel.clone(), now);
-            self.deleted_order.push_back((now, rel.clone()));
-        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(&rel).is_some() {
+            self.deleted_dirs.insert(rel.to_path_buf(), now);
+            self.deleted_order.push_back((now, rel.to_path_buf()));
+        } else if op == Op::Update && is_dir && self.deleted_dirs.remove(rel.as_path()).is_some() {
             remove_keys_below(&mut self.deleted_dirs, &rel);
-            self.request_subtree(rel.clone());
+            self.request_subtree(rel.to_path_buf());
         }
         // A file or symlink that takes the name is remembered as well: its push (with
         // `--force`) would replace the remote directory whole, but a directory again under
         // the name before it went out supersedes it in the queue.
-        if !self.conflicts(&rel, op, is_dir) {
+        if self.blocked && !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
         }
-        match self.pending.get_mut(&rel) {
-            Some(existing) => {
+        if self.journaled.contains(rel.as_path()) {
+            self.journal_stale.insert(rel.to_path_buf());
+        }
+        match self.pending.entry(rel) {
+            std::collections::btree_map::Entry::Occupied(mut found) => {
+                if !self.holds.is_empty() {
+                    self.holds.remove(found.key());
+                }
+                let existing = found.get_mut();
                 existing.op = op;
                 existing.is_dir = is_dir;
                 existing.mask = mask;
-                existing.not_before = None;
             }
-            None => {
-                self.order.push_back(rel.clone());
+            std::collections::btree_map::Entry::Vacant(vacant) => {
+                self.order.push_back(vacant.key().clone());
                 let pending = Pending {
                     op,
                     is_dir,
                     mask,
                     seen: now,
-                    not_before: None,
                     attempts: 0,
                 };
-                self.pending.insert(rel, pending);
+                vacant.insert(pending);
             }
         }
     }
@@ -208,8 +239,26 @@ impl TargetQueue {
     }
 
     /// Whether `rel` waits to be pushed.
-    pub fn is_pending(&self, rel: &Path) -> bool {
+    pub fn is_pending<Q: Ord + ?Sized>(&self, rel: &Q) -> bool
+    where
+        Rel: std::borrow::Borrow<Q>,
+    {
         self.pending.contains_key(rel)
+    }
+
+    /// The change waiting for `rel`, as it would be pushed.
+    pub fn pending_entry(&self, rel: &Path) -> Option<Entry> {
+        self.pending.get(rel).map(|p| Entry {
+            rel: rel.to_path_buf(),
+            op: p.op,
+            is_dir: p.is_dir,
+        })
+    }
+
+    /// The stored path of `rel`, if it waits (tests look at what is shared).
+    #[cfg(test)]
+    pub(crate) fn pending_key(&self, rel: &Path) -> Option<&Rel> {
+        self.pending.get_key_value(rel).map(|(key, _)| key)
     }
 
     /// Distinct paths waiting.
@@ -238,6 +287,18 @@ impl TargetQueue {
     /// Paths in running jobs, plus one for a running full sync.
     pub fn running(&self) -> usize {
         self.in_flight.len() + usize::from(self.full_in_flight)
+    }
+
+    /// Whether the last job found the remote down (or misconfigured): what waits for it
+    /// is journaled as it arrives ([`TargetQueue::unjournaled`]).
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// Whether [`TargetQueue::unjournaled`] may have something to say: the remote is down,
+    /// or a journaled path changed since its entry was written.
+    pub fn journal_behind(&self) -> bool {
+        self.down || !self.journal_stale.is_empty()
     }
 
     /// Whether the last job failed as a whole.
@@ -282,11 +343,13 @@ impl TargetQueue {
         }
     }
 
-    /// Everything waiting here that has no journal entry yet, in its journal form: the
-    /// pending paths, the subtree syncs asked for (as their directory's delete) and a
-    /// full sync asked for (the whole root). A remote that is down gets these journaled
-    /// at once, so that a crash while it is down loses none of them.
+    /// Everything waiting here that has no journal entry yet, or whose entry is older
+    /// than its latest change, in its journal form: the pending paths, the subtree syncs
+    /// asked for (as their directory's delete) and a full sync asked for (the whole
+    /// root). A remote that is down gets these journaled at once, so that a crash while
+    /// it is down loses none of them.
     pub fn unjournaled(&self) -> Vec<Work> {
+        let behind = |rel: &Path| !self.journaled.contains(rel) || self.journal_stale.contains(rel);
         let mut out = Vec::new();
         if self.full.is_some()
             && !self
@@ -296,16 +359,16 @@ impl TargetQueue {
             out.push(Work::WholeRoot);
         }
         for (rel, pending) in &self.pending {
-            if !self.journaled.contains(rel) {
+            if behind(rel.as_path()) {
                 out.push(self.journal_form(Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel: rel.to_path_buf(),
                     op: pending.op,
                     is_dir: pending.is_dir,
                 })));
             }
         }
         for rel in &self.subtrees {
-            if !self.journaled.contains(rel) {
+            if behind(rel) {
                 out.push(Work::Path(Entry {
                     rel: rel.clone(),
                     op: Op::Delete,
@@ -316,6 +379,13 @@ impl TargetQueue {
         out
     }
 
+    /// What [`TargetQueue::unjournaled`] returned was written: no journaled path is
+    /// behind its latest change any more (a stale one not waiting is covered by the
+    /// entry of whatever subsumed it).
+    pub fn journal_caught_up(&mut self) {
+        self.journal_stale.clear();
+    }
+
     /// Whether `rel` has a live journal entry.
     pub fn is_journaled(&self, rel: &Path) -> bool {
         self.journaled.contains(rel)
@@ -323,29 +393,43 @@ impl TargetQueue {
 
     /// `rels` now have live journal entries.
     pub fn mark_journaled(&mut self, rels: impl IntoIterator<Item = PathBuf>) {
-        self.journaled.extend(rels);
+        for rel in rels {
+            self.journal_stale.remove(&rel);
+            self.journaled.insert(rel);
+        }
     }
 
     /// Forgets the journal entries of `rels` (each of them, not what is below); returns
     /// the ones that had one.
-    pub fn unjournal(&mut self, rels: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    pub fn unjournal<P: AsRef<Path>>(&mut self, rels: impl IntoIterator<Item = P>) -> Vec<PathBuf> {
+        if self.journaled.is_empty() {
+            return Vec::new(); // the common case: nothing failed
+        }
         rels.into_iter()
-            .filter(|rel| self.journaled.remove(rel))
+            .filter(|rel| {
+                self.journal_stale.remove(rel.as_ref());
+                self.journaled.remove(rel.as_ref())
+            })
+            .map(|rel| rel.as_ref().to_path_buf())
             .collect()
     }
 
     /// Forgets every journal entry at or below `rel` (empty: the whole root) and returns
     /// them, except those still pending (they stay journaled until they are pushed).
     pub fn unjournal_covered(&mut self, rel: &Path) -> Vec<PathBuf> {
+        if self.journaled.is_empty() {
+            return Vec::new();
+        }
         let covered: Vec<PathBuf> = self
             .journaled
             .range(rel.to_path_buf()..)
             .take_while(|p| p.starts_with(rel))
-            .filter(|p| !self.pending.contains_key(*p) || p.as_path() == rel)
+            .filter(|p| !self.pending.contains_key(p.as_path()) || p.as_path() == rel)
             .cloned()
             .collect();
         for p in &covered {
             self.journaled.remove(p);
+            self.journal_stale.remove(p);
         }
         covered
     }
@@ -378,11 +462,9 @@ impl TargetQueue {
                 break;
             }
             if let Some(Reverse((_, path))) = self.held.pop() {
-                if let Some(p) = self.pending.get_mut(&path) {
-                    if p.not_before.is_some_and(|nb| nb <= now) {
-                        p.not_before = None;
-                        self.blocked = false;
-                    }
+                if self.holds.get(&path).is_some_and(|nb| *nb <= now) {
+                    self.holds.remove(&path);
+                    self.blocked = false;
                 }
             }
         }
@@ -407,7 +489,7 @@ impl TargetQueue {
             if self.deleted_dirs.get(&rel) != Some(&at) {
                 continue; // forgotten, or noted again later
             }
-            if self.pending.contains_key(&rel) || self.in_flight.contains(&rel) {
+            if self.pending.contains_key(rel.as_path()) || self.in_flight.contains(&rel) {
                 self.deleted_dirs.insert(rel.clone(), now);
                 self.deleted_order.push_back((now, rel));
             } else {
@@ -470,7 +552,8 @@ impl TargetQueue {
             self.last_subtree = Some(rel.clone());
             self.batch_turn = true;
             self.subtrees.remove(&rel);
-            self.in_flight.mark(&rel, Op::Delete, true);
+            self.in_flight
+                .mark(Rel::from(rel.as_path()), Op::Delete, true);
             self.subtrees_running.insert(rel.clone());
             self.jobs_in_flight += 1;
             return Some(Plan::Subtree(rel));
@@ -487,47 +570,51 @@ impl TargetQueue {
     }
 
     fn dispatch_batch(&mut self, batch: Vec<Taken>) -> Plan {
-        for taken in &batch {
-            self.in_flight
-                .mark(&taken.entry.rel, taken.entry.op, taken.entry.is_dir);
-        }
+        self.in_flight.reserve(batch.len());
+        self.in_flight.mark_all(
+            batch
+                .iter()
+                .map(|t| (t.rel.clone(), t.pending.op, t.pending.is_dir)),
+        );
         self.jobs_in_flight += 1;
         Plan::Batch(batch)
     }
 
     fn take_batch(&mut self, now: Instant, caps: Caps) -> Vec<Taken> {
-        let mut batch = Vec::new();
+        let room = self.pending.len().min(caps.max_paths);
+        let mut batch = Vec::with_capacity(room);
         let mut aside = Vec::new();
-        let mut chosen: BTreeMap<PathBuf, (Op, bool)> = BTreeMap::new();
+        let mut chosen = Chosen::with_capacity(room);
         while let Some(path) = self.order.pop_front() {
-            let Some(pending) = self.pending.get(&path) else {
+            // One search per path (taken or set aside), not two.
+            let std::collections::btree_map::Entry::Occupied(found) = self.pending.entry(path)
+            else {
                 continue;
             };
-            if chosen.contains_key(&path) {
-                continue; // a stale duplicate in `order`
-            }
-            if pending.not_before.is_some_and(|nb| nb > now)
-                || self.waits_for_move(&path, pending.op == Op::Delete || !pending.is_dir)
-                || self.conflicts(&path, pending.op, pending.is_dir)
-                || Self::conflicts_with_chosen(&chosen, &path, pending)
+            let (path, pending) = (found.key(), found.get());
+            if self.holds.get(path).is_some_and(|nb| *nb > now)
+                || (!self.moves.is_empty()
+                    && Self::move_ends_block(
+                        &self.move_ends,
+                        path,
+                        pending.op == Op::Delete || !pending.is_dir,
+                    ))
+                || self.in_flight.conflicts(path, pending.op, pending.is_dir)
+                || Self::conflicts_with_chosen(&chosen, path, pending)
             {
-                aside.push(path);
+                aside.push(path.clone());
                 continue;
             }
             if batch.len() >= caps.max_paths {
-                aside.push(path);
+                aside.push(path.clone());
                 break;
             }
-            let Some(pending) = self.pending.remove(&path) else {
-                continue;
-            };
-            chosen.insert(path.clone(), (pending.op, pending.is_dir));
-            let entry = Entry {
-                rel: path,
-                op: pending.op,
-                is_dir: pending.is_dir,
-            };
-            batch.push(Taken { entry, pending });
+            let (path, pending) = found.remove_entry();
+            if !self.holds.is_empty() {
+                self.holds.remove(&path); // expired: nothing to keep
+            }
+            chosen.insert(&path, pending.op, pending.is_dir);
+            batch.push(Taken { rel: path, pending });
         }
         for path in aside.into_iter().rev() {
             self.order.push_front(path);
@@ -538,40 +625,25 @@ impl TargetQueue {
     /// Within one batch rsync applies entries in its own order, not ours: a delete (or a
     /// directory replaced by a file) and a change below it go in separate runs. A new
     /// directory and the files in it may share one (`mkdir -p` bursts).
-    fn conflicts_with_chosen(
-        chosen: &BTreeMap<PathBuf, (Op, bool)>,
-        path: &Path,
-        pending: &Pending,
-    ) -> bool {
-        if chosen.is_empty() {
+    fn conflicts_with_chosen(chosen: &Chosen, path: &Path, pending: &Pending) -> bool {
+        if chosen.paths.is_empty() {
             return false;
         }
         let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
-        let above = path
-            .ancestors()
-            .skip(1)
-            .filter_map(|a| chosen.get(a))
+        let above = parents(path)
+            .filter_map(|a| chosen.paths.get(a))
             .any(|(op, is_dir)| destructive(*op, *is_dir));
-        let below = chosen
-            .range(path.to_path_buf()..)
-            .find(|(p, _)| p.as_path() != path)
-            .is_some_and(|(p, _)| p.starts_with(path));
+        let below = chosen.above.contains(path);
         above || (below && destructive(pending.op, pending.is_dir))
     }
 
     fn take_all(&mut self) -> Vec<Taken> {
         self.order.clear();
         self.held.clear();
+        self.holds.clear();
         std::mem::take(&mut self.pending)
             .into_iter()
-            .map(|(rel, pending)| Taken {
-                entry: Entry {
-                    rel,
-                    op: pending.op,
-                    is_dir: pending.is_dir,
-                },
-                pending,
-            })
+            .map(|(rel, pending)| Taken { rel, pending })
             .collect()
     }
 
@@ -584,13 +656,12 @@ impl TargetQueue {
     pub fn succeeded(&mut self, taken: &[Taken], ran: &Ran) {
         self.finish(taken, ran);
         self.healthy();
-        for p in self.pending.values_mut() {
-            p.not_before = None;
-        }
+        self.holds.clear();
         self.held.clear();
     }
 
     fn healthy(&mut self) {
+        self.down = false;
         self.failures = 0;
         self.retry_at = None;
     }
@@ -607,10 +678,10 @@ impl TargetQueue {
     ) {
         self.finish(arrived, ran);
         for t in &retry {
-            self.in_flight.unmark(&t.entry.rel);
+            self.in_flight.unmark(&t.rel);
         }
         self.healthy();
-        let retried: Vec<PathBuf> = retry.iter().map(|t| t.entry.rel.clone()).collect();
+        let retried: Vec<PathBuf> = retry.iter().map(|t| t.rel.to_path_buf()).collect();
         self.requeue(retry, Some(backoff), now);
         self.restore_moves(ran, &retried);
     }
@@ -618,13 +689,13 @@ impl TargetQueue {
     /// Paths the push worker did not send (the batch's byte limit): back at the front of
     /// the queue, without penalty. The job itself ends with the rest of its paths.
     pub fn unsent(&mut self, taken: Vec<Taken>) {
-        for Taken { entry, pending } in taken.into_iter().rev() {
-            self.in_flight.unmark(&entry.rel);
-            if self.pending.contains_key(&entry.rel) {
+        for Taken { rel, pending, .. } in taken.into_iter().rev() {
+            self.in_flight.unmark(&rel);
+            if self.pending.contains_key(&rel) {
                 continue; // a newer change supersedes it
             }
-            self.order.push_front(entry.rel.clone());
-            self.pending.insert(entry.rel, pending);
+            self.order.push_front(rel.clone());
+            self.pending.insert(rel, pending);
         }
         self.blocked = false;
     }
@@ -642,7 +713,7 @@ impl TargetQueue {
     ) {
         self.finish(&taken, &ran);
         let whole = matches!(ran, Ran::Full(_) | Ran::Subtree(_));
-        let retried: Vec<PathBuf> = taken.iter().map(|t| t.entry.rel.clone()).collect();
+        let retried: Vec<PathBuf> = taken.iter().map(|t| t.rel.to_path_buf()).collect();
         match &ran {
             Ran::Batch => {}
             Ran::Move(_) => {}
@@ -650,6 +721,7 @@ impl TargetQueue {
             Ran::Subtree(rel) => self.request_subtree(rel.clone()),
         }
         self.requeue(taken, (!remote_down).then_some(backoff), now);
+        self.down = remote_down;
         self.restore_moves(&ran, &retried);
         if remote_down || whole {
             self.failures += 1;
@@ -660,21 +732,24 @@ impl TargetQueue {
 
     /// Puts failed paths back, each held for its own backoff when `hold` is given.
     fn requeue(&mut self, taken: Vec<Taken>, hold: Option<Duration>, now: Instant) {
-        for Taken { entry, mut pending } in taken {
-            if self.pending.contains_key(&entry.rel) {
+        for Taken {
+            rel, mut pending, ..
+        } in taken
+        {
+            if self.pending.contains_key(&rel) {
                 continue; // a newer change is queued; it supersedes the failed one
             }
             pending.attempts += 1;
-            if self.follow_into_move(&entry, &pending, now) {
+            if self.follow_into_move(&rel, &pending, now) {
                 continue; // the delete of the moved directory's old name covers it
             }
             if let Some(backoff) = hold {
                 let at = now + per_path_backoff(pending.attempts, backoff);
-                pending.not_before = Some(at);
-                self.held.push(Reverse((at, entry.rel.clone())));
+                self.holds.insert(rel.clone(), at);
+                self.held.push(Reverse((at, rel.clone())));
             }
-            self.order.push_back(entry.rel.clone());
-            self.pending.insert(entry.rel, pending);
+            self.order.push_back(rel.clone());
+            self.pending.insert(rel, pending);
         }
         self.blocked = false;
     }
@@ -689,13 +764,12 @@ impl TargetQueue {
                 self.subtrees_running.remove(rel);
             }
             Ran::Batch => {
-                for t in taken {
-                    self.in_flight.unmark(&t.entry.rel);
-                }
+                self.in_flight
+                    .unmark_all(taken.iter().map(|t| t.rel.as_path()));
             }
             Ran::Move(moves) => {
                 for t in taken {
-                    self.in_flight.unmark(&t.entry.rel);
+                    self.in_flight.unmark(&t.rel);
                 }
                 for (from, to) in moves {
                     self.in_flight.unmark(from);
@@ -712,12 +786,40 @@ impl TargetQueue {
         self.take_all()
     }
 
-    fn descendants<'a>(&'a self, rel: &'a Path) -> impl Iterator<Item = &'a PathBuf> + 'a {
+    fn descendants<'a>(&'a self, rel: &'a Path) -> impl Iterator<Item = &'a Rel> + 'a {
+        use std::ops::Bound;
+        // `Rel`'s order is `Path`'s for the normalized paths queues hold (see `rel.rs`).
         self.pending
-            .range(rel.to_path_buf()..)
+            .range::<Path, _>((Bound::Included(rel), Bound::Unbounded))
             .skip_while(move |(p, _)| p.as_path() == rel)
             .map(|(p, _)| p)
             .take_while(move |p| p.starts_with(rel))
+    }
+}
+
+/// The paths chosen for one batch, and every directory above one of them (for the
+/// "nothing below a delete" rule without ordered scans).
+struct Chosen {
+    paths: std::collections::HashMap<Rel, (Op, bool)>,
+    above: std::collections::HashSet<PathBuf>,
+}
+
+impl Chosen {
+    fn with_capacity(paths: usize) -> Chosen {
+        Chosen {
+            paths: std::collections::HashMap::with_capacity(paths),
+            above: std::collections::HashSet::new(),
+        }
+    }
+
+    fn insert(&mut self, path: &Rel, op: Op, is_dir: bool) {
+        self.paths.insert(path.clone(), (op, is_dir));
+        for ancestor in parents(path) {
+            if self.above.contains(ancestor) {
+                break; // its own ancestors are in already
+            }
+            self.above.insert(ancestor.to_path_buf());
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::delivery::Delivery;
 use super::journal::Journal;
 use super::queue::{Caps, FullRequest, Plan, Ran, Taken, TargetQueue};
+use super::rel::Rel;
 use crate::config::CrontabConfig;
 use crate::job::{Change, Entry, FsEvent, JobKind, Move, Op, PushJob, Scope, TargetId, Work};
 use crate::journal_key::TargetKey;
@@ -211,13 +212,15 @@ impl Scheduler {
                     return; // <delete start="false">: remote copies are kept
                 }
                 let n_remotes = self.config.target_keys.get(change.root).map_or(0, Vec::len);
+                // One copy of the path, shared by every remote's queue.
+                let rel = Rel::from(change.rel.as_path());
                 for remote in 0..n_remotes {
                     if let Some(queue) = self.queues.get_mut(&TargetId {
                         root: change.root,
                         remote,
                     }) {
                         queue.observe(
-                            change.rel.clone(),
+                            rel.clone(),
                             change.op,
                             change.is_dir,
                             change.mask,
@@ -270,6 +273,53 @@ impl Scheduler {
                     .owe(&change(&moved.from, Op::Delete), n_remotes);
             }
             self.delivery.owe(&change(&moved.to, Op::Update), n_remotes);
+        }
+    }
+
+    /// Journals what waits for a remote that is down, and journaled paths that changed
+    /// since their entry was written, as it arrives: a crash while a remote is down must
+    /// lose nothing, even a change that came after the last failed probe. Called after
+    /// each bite of events (one journal write, one fsync, per bite and remote).
+    pub fn journal_waiting(&mut self) {
+        let behind: Vec<TargetId> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.journal_behind())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in behind {
+            let key = self.key(id);
+            let Some(queue) = self.queues.get_mut(&id) else {
+                continue;
+            };
+            let waiting = queue.unjournaled();
+            if waiting.is_empty() {
+                queue.journal_caught_up();
+                continue;
+            }
+            let reason = if queue.is_down() {
+                "queued while the remote is down"
+            } else {
+                "changed again while journaled"
+            };
+            match self.journal.record(&key, &waiting, None, reason, "") {
+                Ok(()) => {
+                    queue.mark_journaled(
+                        waiting
+                            .iter()
+                            .map(|w| w.scope().storage_rel().to_path_buf()),
+                    );
+                    queue.journal_caught_up();
+                    log::debug!(
+                        "{key}: {} waiting path(s) journaled ({reason})",
+                        waiting.len()
+                    );
+                }
+                Err(err) => log::error!(
+                    "{key}: cannot journal {} waiting path(s) ({err}); kept in memory only",
+                    waiting.len()
+                ),
+            }
         }
     }
 
@@ -338,7 +388,7 @@ impl Scheduler {
             self.next_id += 1;
             let (kind, taken, ran) = match plan {
                 Plan::Batch(taken) => {
-                    let entries = taken.iter().map(|t| t.entry.clone()).collect();
+                    let entries = taken.iter().map(|t| t.entry()).collect();
                     (JobKind::Batch { entries }, taken, Ran::Batch)
                 }
                 Plan::Full(request) => {
@@ -359,7 +409,7 @@ impl Scheduler {
                     by_content,
                     taken,
                 } => {
-                    let entries = taken.iter().map(|t| t.entry.clone()).collect();
+                    let entries = taken.iter().map(Taken::entry).collect();
                     let kind = JobKind::Move {
                         moves: moves.clone(),
                         is_dir,
@@ -401,12 +451,12 @@ impl Scheduler {
         let mut by_target: BTreeMap<TargetId, Vec<Work>> = BTreeMap::new();
         for running in std::mem::take(&mut self.running).into_values() {
             let list = by_target.entry(running.target).or_default();
-            list.extend(running.taken.into_iter().map(|t| Work::Path(t.entry)));
+            list.extend(running.taken.into_iter().map(|t| Work::Path(t.entry())));
             list.extend(ran_work(&running.ran));
         }
         for (id, queue) in &mut self.queues {
             let list = by_target.entry(*id).or_default();
-            list.extend(queue.drain().into_iter().map(|t| Work::Path(t.entry)));
+            list.extend(queue.drain().into_iter().map(|t| Work::Path(t.entry())));
             // Mapped while the subtree requests are still in the queue.
             let mut work: Vec<Work> = std::mem::take(list)
                 .into_iter()

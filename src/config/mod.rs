@@ -158,6 +158,10 @@ pub enum Remote {
         host: String,
         /// rsync module name.
         module: String,
+        /// New `<remote port>`: this daemon's TCP port, over `<userDefinedPort>` (so that
+        /// daemons on one host, e.g. relays on a loopback test bed, can be told apart).
+        /// Part of the remote's journal key when set; `<userDefinedPort>` is not.
+        port: Option<u16>,
     },
     /// `<remote ip name>` with `<ssh start="true">`: `name` is a path on `ip`.
     Ssh {
@@ -176,7 +180,16 @@ pub enum Remote {
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Remote::Daemon { host, module } => write!(f, "{host}::{module}"),
+            Remote::Daemon {
+                host,
+                module,
+                port: None,
+            } => write!(f, "{host}::{module}"),
+            Remote::Daemon {
+                host,
+                module,
+                port: Some(port),
+            } => write!(f, "{host}::{module} (port {port})"),
             Remote::Ssh { host, path } => write!(f, "{host}:{path}"),
             Remote::Local { path } => write!(f, "{}", path.display()),
         }
@@ -332,7 +345,7 @@ impl Plugin {
 #[derive(Debug, Clone)]
 pub struct CommandConfig {
     /// `prefix` split as shell words (the program and its first arguments).
-    pub prefix: Vec<String>,
+    pub prefix: ProgramWords,
     /// `suffix` split as shell words (arguments after the path).
     pub suffix: Vec<String>,
     /// `ignoreError="true"`: discard the command's output and exit status.
@@ -345,6 +358,28 @@ pub struct CommandConfig {
     pub timeout: Duration,
     /// New `concurrency` attribute on `<param>` (default 4).
     pub concurrency: usize,
+}
+
+/// A program and its first arguments: never empty, so there is always something to run
+/// (an empty `prefix` is refused when the file is read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramWords(Vec<String>);
+
+impl ProgramWords {
+    /// `words`, unless there are none.
+    pub fn new(words: Vec<String>) -> Option<ProgramWords> {
+        (!words.is_empty()).then_some(ProgramWords(words))
+    }
+
+    /// The program (the first word).
+    pub fn program(&self) -> &str {
+        self.0.first().map_or("", String::as_str)
+    }
+
+    /// Every word, the program first.
+    pub fn words(&self) -> &[String] {
+        &self.0
+    }
 }
 
 /// `<plugin name="socket">`.
@@ -388,35 +423,84 @@ pub enum CdnProvider {
 pub struct CdnConfig {
     /// `<localpath watch>`: the root whose changes are purged.
     pub root: PathBuf,
-    /// `provider` attribute.
-    pub provider: CdnProvider,
-    /// `<cdninfo domainname>`: host of the purge API (ChinaCache, PURGE target).
-    pub domain: String,
-    /// `<cdninfo port>`.
-    pub port: u16,
-    /// `<cdninfo username>` (ChinaCache).
-    pub username: String,
-    /// `<cdninfo passwd>` (ChinaCache). Prints as `<redacted>`.
-    pub password: Secret<String>,
-    /// `<sendurl base>`: public URL prefix.
+    /// The purge API and exactly the settings it needs (checked when the file is read).
+    pub api: CdnApi,
+    /// `<sendurl base>`: public URL prefix (never empty).
     pub base_url: String,
     /// `<regexurl regex="true" match>`: compiled `match` (searched, not anchored; it has at
     /// least one capture group); `None` when `regex` is not `true`.
     pub url_regex: Option<regex::bytes::Regex>,
-    /// New `<cdninfo tokenfile>` (Cloudflare bearer token file).
-    pub token_file: Option<PathBuf>,
-    /// New `<cdninfo zone>` (Cloudflare zone id).
-    pub zone: Option<String>,
-    /// New `<cdninfo endpoint>` (Cloudflare API base, default `https://api.cloudflare.com`).
-    pub endpoint: String,
-    /// New `<cdninfo url>` (webhook target).
-    pub webhook_url: Option<Secret<String>>,
     /// New `<cdninfo batch>`: URLs per request (default 30).
     pub batch: usize,
     /// New `<cdninfo rate>`: requests per second at most (default 10).
     pub rate_per_sec: f64,
     /// New `<cdninfo timeout>` seconds per request (default 10).
     pub timeout: Duration,
+}
+
+/// A `host:port` endpoint (`<cdninfo domainname port>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Where and as whom ChinaCache purges are sent.
+#[derive(Debug, Clone)]
+pub struct ChinaCacheAccount {
+    /// `<cdninfo domainname port>`.
+    pub endpoint: HostPort,
+    /// `<cdninfo username>`.
+    pub username: String,
+    /// `<cdninfo passwd>`. Prints as `<redacted>`.
+    pub password: Secret<String>,
+}
+
+/// The purge API of `<cdninfo provider>`, each with what it cannot work without, so that
+/// nothing the configuration stage checked is checked again when the stage starts.
+#[derive(Debug, Clone)]
+pub enum CdnApi {
+    /// The original ChinaCache `HEAD /index.jsp?user=…` message (default).
+    ChinaCache(ChinaCacheAccount),
+    /// HTTP `PURGE` per URL (Varnish, nginx cache purge, Fastly).
+    Purge {
+        /// `<cdninfo domainname port>`: where to send it; without it, the URL's own host.
+        target: Option<HostPort>,
+    },
+    /// Cloudflare `purge_cache` API.
+    Cloudflare {
+        /// New `<cdninfo zone>`.
+        zone: String,
+        /// New `<cdninfo tokenfile>`: the bearer token file (read when the stage starts).
+        token_file: PathBuf,
+        /// New `<cdninfo endpoint>` (API base, default `https://api.cloudflare.com`).
+        endpoint: String,
+    },
+    /// JSON POST of `{"urls":[…],"dirs":[…]}`.
+    Webhook {
+        /// New `<cdninfo url>`. Prints as `<redacted>`.
+        url: Secret<String>,
+    },
+}
+
+impl CdnApi {
+    /// Which provider this is.
+    pub fn provider(&self) -> CdnProvider {
+        match self {
+            CdnApi::ChinaCache(_) => CdnProvider::ChinaCache,
+            CdnApi::Purge { .. } => CdnProvider::Purge,
+            CdnApi::Cloudflare { .. } => CdnProvider::Cloudflare,
+            CdnApi::Webhook { .. } => CdnProvider::Webhook,
+        }
+    }
 }
 
 /// New `<log path level>`.

@@ -10,8 +10,8 @@ use super::tree::Node;
 
 use super::ctx::{Ctx, Enabled, is, pattern_children};
 use super::{
-    CdnConfig, CdnProvider, CommandConfig, HttpPluginConfig, ParseOptions, Plugin, PluginKind,
-    RootConfig, Secret, SocketConfig, validate,
+    CdnApi, CdnConfig, CdnProvider, ChinaCacheAccount, CommandConfig, HostPort, HttpPluginConfig,
+    ParseOptions, Plugin, PluginKind, ProgramWords, RootConfig, Secret, SocketConfig, validate,
 };
 use crate::filter::Rule;
 
@@ -179,7 +179,7 @@ fn read_command(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CommandConfig> {
         ctx.check_attrs(node, &["name"]);
         ctx.check_children(node, &["param", "filter"]);
         let mut command = CommandConfig {
-            prefix: vec!["/bin/sh".to_owned()],
+            prefix: ProgramWords(vec!["/bin/sh".to_owned()]),
             suffix: Vec::new(),
             ignore_error: false,
             include: None,
@@ -192,12 +192,12 @@ fn read_command(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CommandConfig> {
                 &["prefix", "suffix", "ignoreError", "timeout", "concurrency"],
             );
             if let Some(attr) = ctx.attr(param, "prefix") {
-                command.prefix = words(ctx, attr.value, attr.pos, "<param prefix")?;
-                if command.prefix.is_empty() {
-                    ctx.error(
+                match ProgramWords::new(words(ctx, attr.value, attr.pos, "<param prefix")?) {
+                    Some(prefix) => command.prefix = prefix,
+                    None => ctx.error(
                         attr.pos,
                         "<param prefix=\"\">: empty, there is no command to run",
-                    );
+                    ),
                 }
             }
             if let Some(attr) = ctx.attr(param, "suffix") {
@@ -394,44 +394,66 @@ fn read_cdn(ctx: &mut Ctx<'_>, node: Node<'_>) -> Option<CdnConfig> {
                 }
             })
             .unwrap_or(CdnProvider::ChinaCache);
-        let domain = text(ctx, "domainname").unwrap_or_default();
+        let domain = text(ctx, "domainname");
+        let port = ctx.port(info, "port").unwrap_or(80);
+        let username = text(ctx, "username").unwrap_or_default();
+        let password = ctx
+            .attr(info, "passwd")
+            .map(|a| Secret::from(a.value))
+            .unwrap_or_default();
+        let zone = text(ctx, "zone");
+        let endpoint = http_url(ctx, info, "endpoint")
+            .unwrap_or_else(|| "https://api.cloudflare.com".to_owned());
+        let webhook_url = http_url(ctx, info, "url");
+        let at = info.start();
+        let api = match provider {
+            CdnProvider::ChinaCache => match domain {
+                Some(host) => Some(CdnApi::ChinaCache(ChinaCacheAccount {
+                    endpoint: HostPort { host, port },
+                    username,
+                    password,
+                })),
+                None => {
+                    ctx.error(at, "<cdninfo> without domainname");
+                    None
+                }
+            },
+            CdnProvider::Purge => Some(CdnApi::Purge {
+                target: domain.map(|host| HostPort { host, port }),
+            }),
+            CdnProvider::Cloudflare => {
+                let token_file = validate::secret_file(ctx, info, "tokenfile");
+                if zone.is_none() {
+                    ctx.error(at, "<cdninfo provider=\"cloudflare\"> without zone");
+                }
+                match (zone, token_file) {
+                    (Some(zone), Some(token_file)) => Some(CdnApi::Cloudflare {
+                        zone,
+                        token_file,
+                        endpoint: endpoint.trim_end_matches('/').to_owned(),
+                    }),
+                    _ => None,
+                }
+            }
+            CdnProvider::Webhook => match webhook_url {
+                Some(url) => Some(CdnApi::Webhook {
+                    url: Secret::from(url),
+                }),
+                None => {
+                    ctx.error(at, "<cdninfo provider=\"webhook\"> without url");
+                    None
+                }
+            },
+        };
         let mut cdn = CdnConfig {
             root: std::path::PathBuf::new(),
-            provider,
-            port: ctx.port(info, "port").unwrap_or(80),
-            username: text(ctx, "username").unwrap_or_default(),
-            password: ctx
-                .attr(info, "passwd")
-                .map(|a| Secret::from(a.value))
-                .unwrap_or_default(),
+            api: api.unwrap_or(CdnApi::Purge { target: None }),
             base_url: String::new(),
             url_regex: None,
-            token_file: None,
-            zone: text(ctx, "zone"),
-            endpoint: http_url(ctx, info, "endpoint")
-                .unwrap_or_else(|| "https://api.cloudflare.com".to_owned()),
-            webhook_url: http_url(ctx, info, "url").map(Secret::from),
             batch: ctx.integer(info, "batch", 1, 10_000).unwrap_or(30),
             rate_per_sec: rate(ctx, info).unwrap_or(10.0),
             timeout: seconds(ctx, info, "timeout").unwrap_or(Duration::from_secs(10)),
-            domain,
         };
-        let at = info.start();
-        match provider {
-            CdnProvider::ChinaCache if cdn.domain.is_empty() => {
-                ctx.error(at, "<cdninfo> without domainname")
-            }
-            CdnProvider::Cloudflare => {
-                cdn.token_file = validate::secret_file(ctx, info, "tokenfile");
-                if cdn.zone.is_none() {
-                    ctx.error(at, "<cdninfo provider=\"cloudflare\"> without zone");
-                }
-            }
-            CdnProvider::Webhook if cdn.webhook_url.is_none() => {
-                ctx.error(at, "<cdninfo provider=\"webhook\"> without url")
-            }
-            _ => {}
-        }
         // The `<localpath>` that `localpath()` found `info` in: the first one.
         let localpath = node
             .children()

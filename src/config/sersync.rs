@@ -165,8 +165,22 @@ fn read_remote(
     rsync: &RsyncConfig,
     root: Option<&Path>,
 ) -> Option<Remote> {
-    ctx.check_attrs(node, &["ip", "name", "path"]);
+    ctx.check_attrs(node, &["ip", "name", "path", "port"]);
     let offset = node.start();
+    let port_attr = ctx
+        .attr(node, "port")
+        .map(|a| (a.pos, a.value.trim().is_empty()));
+    let port = match port_attr {
+        None => None,
+        Some((pos, true)) => {
+            let msg = "<remote port=\"\">: empty (give the rsync daemon's port, or leave port out for <userDefinedPort>)";
+            ctx.error(pos, msg);
+            return None;
+        }
+        // A bad value is reported at its line:col.
+        Some(_) => Some(ctx.port(node, "port")?),
+    };
+    let port_attr = port_attr.map(|(pos, _)| pos);
     let ip_attr = ctx.attr(node, "ip").filter(|a| !a.value.trim().is_empty());
     let ip = ip_attr.map(|a| a.value.trim());
     let name_attr = ctx.attr(node, "name");
@@ -179,6 +193,18 @@ fn read_remote(
                 attr.value
             ),
         );
+    }
+    if let (Some(pos), true) = (port_attr, ctx.attr(node, "path").is_some() || rsync.ssh) {
+        let over = if rsync.ssh {
+            "<ssh start=\"true\">: give ssh's port in <commonParams> (-e \"ssh -p PORT\")"
+        } else {
+            "a local directory has none"
+        };
+        ctx.error(
+            pos,
+            format!("<remote port>: only for an rsync daemon remote; {over}"),
+        );
+        return None;
     }
     if let Some(path) = ctx.attr(node, "path") {
         if ip.is_some() || name.is_some() {
@@ -226,6 +252,7 @@ fn read_remote(
     Some(Remote::Daemon {
         host: host.to_owned(),
         module: name.to_owned(),
+        port,
     })
 }
 

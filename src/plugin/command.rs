@@ -26,7 +26,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use crate::child::{self, ChildError, Ending};
-use crate::config::CommandConfig;
+use crate::config::{CommandConfig, ProgramWords};
 use crate::filter::Rule;
 use crate::job::Delivered;
 use crate::metrics::Metrics;
@@ -67,7 +67,7 @@ pub enum CommandError {
 /// The command plugin's settings, ready to run.
 #[derive(Debug, Clone)]
 pub struct CommandPlugin {
-    prefix: Vec<String>,
+    prefix: ProgramWords,
     suffix: Vec<String>,
     include: Option<Vec<Rule>>,
     ignore_error: bool,
@@ -75,21 +75,16 @@ pub struct CommandPlugin {
 }
 
 impl CommandPlugin {
-    /// The plugin for `config` (its include rules are anchored by construction).
-    ///
-    /// # Errors
-    /// [`PluginError::EmptyCommand`] for an empty prefix.
-    pub fn new(config: &CommandConfig) -> Result<CommandPlugin, PluginError> {
-        if config.prefix.is_empty() {
-            return Err(PluginError::EmptyCommand);
-        }
-        Ok(CommandPlugin {
+    /// The plugin for `config` (its include rules are anchored by construction, its
+    /// prefix is never empty).
+    pub fn new(config: &CommandConfig) -> CommandPlugin {
+        CommandPlugin {
             prefix: config.prefix.clone(),
             suffix: config.suffix.clone(),
             include: config.include.clone(),
             ignore_error: config.ignore_error,
             timeout: config.timeout,
-        })
+        }
     }
 
     /// Whether `abs` passes the include filter (always, without one).
@@ -103,7 +98,7 @@ impl CommandPlugin {
 
     /// The full argument vector, program first: `prefix… abs suffix…`.
     pub fn argv(&self, abs: &Path) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = self.prefix.iter().map(OsString::from).collect();
+        let mut argv: Vec<OsString> = self.prefix.words().iter().map(OsString::from).collect();
         argv.push(abs.as_os_str().to_owned());
         argv.extend(self.suffix.iter().map(OsString::from));
         argv
@@ -134,7 +129,7 @@ impl CommandPlugin {
         })
         .map_err(|err| match err {
             ChildError::Spawn(source) => CommandError::Spawn {
-                program: self.prefix[0].clone(),
+                program: self.prefix.program().to_owned(),
                 source,
             },
             ChildError::Wait(source) => CommandError::Wait(source),
@@ -165,7 +160,7 @@ pub fn spawn(
     delivered_rx: &Receiver<Delivered>,
     metrics: &Arc<Metrics>,
 ) -> Result<Vec<JoinHandle<()>>, PluginError> {
-    let plugin = Arc::new(CommandPlugin::new(config)?);
+    let plugin = Arc::new(CommandPlugin::new(config));
     let roots = Arc::new(roots);
     (0..config.concurrency.max(1))
         .map(|idx| {
@@ -198,7 +193,8 @@ mod tests {
 
     fn config(prefix: &[&str], include: Option<&[&str]>) -> CommandConfig {
         CommandConfig {
-            prefix: prefix.iter().map(|s| (*s).to_owned()).collect(),
+            prefix: ProgramWords::new(prefix.iter().map(|s| (*s).to_owned()).collect())
+                .expect("a program"),
             suffix: vec!["--".into(), "x y".into()],
             ignore_error: false,
             include: include.map(|res| {
@@ -213,7 +209,7 @@ mod tests {
 
     #[test]
     fn argv_is_prefix_path_suffix() {
-        let plugin = CommandPlugin::new(&config(&["/bin/echo", "-n"], None)).expect("valid");
+        let plugin = CommandPlugin::new(&config(&["/bin/echo", "-n"], None));
         let abs = Path::new(std::ffi::OsStr::from_bytes(b"/srv/$(x) \xff"));
         let argv = plugin.argv(abs);
         assert_eq!(argv.len(), 5);
@@ -223,8 +219,7 @@ mod tests {
 
     #[test]
     fn include_regexes_match_the_whole_absolute_path() {
-        let plugin = CommandPlugin::new(&config(&["true"], Some(&["/srv/a|/srv/ab", r".*\.php"])))
-            .expect("valid");
+        let plugin = CommandPlugin::new(&config(&["true"], Some(&["/srv/a|/srv/ab", r".*\.php"])));
         assert!(plugin.is_included(Path::new("/srv/ab")));
         assert!(plugin.is_included(Path::new("/srv/x/index.php")));
         assert!(!plugin.is_included(Path::new("/srv/abc")));
@@ -232,10 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_prefix_is_refused() {
-        assert!(matches!(
-            CommandPlugin::new(&config(&[], None)),
-            Err(PluginError::EmptyCommand)
-        ));
+    fn an_empty_prefix_is_not_a_program() {
+        assert_eq!(ProgramWords::new(Vec::new()), None);
     }
 }

@@ -37,9 +37,6 @@ pub const BACKLOG_WARNING: usize = 10_000;
 /// Why the plugin stage cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    /// The command plugin's `prefix` is empty: there is no program to run.
-    #[error("command: empty prefix, no program to run")]
-    EmptyCommand,
     /// The refreshCDN stage cannot start.
     #[error(transparent)]
     Cdn(#[from] CdnError),

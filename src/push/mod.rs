@@ -113,7 +113,11 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
     }
     let list = match (&job.kind, context.roots.get(job.target.root)) {
         // The same rule as a cold batch: nothing is read through a symlinked parent.
-        (JobKind::Batch { entries }, Some((root, _))) => {
+        // Confining only shortens the list, so a batch too big for a warm client as it
+        // is goes cold without building one (its cold run confines it).
+        (JobKind::Batch { entries }, Some((root, _)))
+            if pool.takes(entries.iter().map(|e| e.rel.as_os_str().len() + 1).sum()) =>
+        {
             rsync::batch_stdin(&guard::confine_on_disk(root, entries))
         }
         _ => Vec::new(),
@@ -171,13 +175,19 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             let sent = within_bytes(root, entries, context.max_batch_bytes);
             unsent = entries.len() - sent;
             // Just before rsync starts: nothing is read through a symlinked parent.
-            let sent = JobKind::Batch {
-                entries: guard::confine_on_disk(root, &entries[..sent]),
+            let confined = guard::confine_on_disk(root, &entries[..sent]);
+            let run = match (&confined, unsent) {
+                (std::borrow::Cow::Borrowed(_), 0) => {
+                    invocation(&context.rsync, root, remote, context.delete, &job.kind, &[])
+                }
+                _ => {
+                    let sent = JobKind::Batch {
+                        entries: confined.into_owned(),
+                    };
+                    invocation(&context.rsync, root, remote, context.delete, &sent, &[])
+                }
             };
-            (
-                invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
-                context.batch_limit,
-            )
+            (run, context.batch_limit)
         }
         JobKind::Subtree { rel } => {
             let top = Entry {
@@ -186,9 +196,11 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
                 is_dir: true,
             };
             let confined = guard::confine_on_disk(root, std::slice::from_ref(&top));
-            if confined != [top] {
+            if *confined != *std::slice::from_ref(&top) {
                 // An ancestor became a symlink: rsync would follow it. Push the symlink.
-                let sent = JobKind::Batch { entries: confined };
+                let sent = JobKind::Batch {
+                    entries: confined.into_owned(),
+                };
                 (
                     invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
                     context.batch_limit,
@@ -221,8 +233,15 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             (invocation, None)
         }
     };
-    let mut command = describe(&context.rsync.binary, &invocation);
-    log::debug!("{} -> {remote}: {command}", root.display());
+    // The command line (thousands of quoted paths for a big batch) is only written out
+    // for the debug log and the journal of a failure.
+    if log::log_enabled!(log::Level::Debug) {
+        log::debug!(
+            "{} -> {remote}: {}",
+            root.display(),
+            describe(&context.rsync.binary, &invocation)
+        );
+    }
     let started = Instant::now();
     let run = |invocation: &Invocation<'_>| match &job.kind {
         JobKind::Batch { .. } | JobKind::Subtree { .. } | JobKind::Move { .. } => {
@@ -256,6 +275,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         }
     };
     let mut finished = run(&invocation);
+    let mut invocation = invocation;
     if let Some(failure) = finished.disposition.failure() {
         if invocation
             .args
@@ -269,12 +289,14 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
                 rsync::NANOSECOND_WINDOW
             );
             context.set_seconds_only(job.target.root, job.target.remote);
-            let mut fallback = invocation;
-            fallback.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
-            command = describe(&context.rsync.binary, &fallback);
-            finished = run(&fallback);
+            invocation.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
+            finished = run(&invocation);
         }
     }
+    let command = match finished.disposition {
+        Disposition::Done => String::new(),
+        _ => describe(&context.rsync.binary, &invocation),
+    };
     log::debug!(
         "{} -> {remote}: rsync done in {:.3}s: {:?}",
         root.display(),

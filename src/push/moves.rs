@@ -283,7 +283,7 @@ fn plain(
     let (kind, excluded) = match moves.first() {
         Some((_, to))
             if is_dir
-                && guard::confine_on_disk(root, &updates[..updates.len().min(1)])
+                && *guard::confine_on_disk(root, &updates[..updates.len().min(1)])
                     == updates[..updates.len().min(1)] =>
         {
             let excluded = super::excluded_paths_under(root, to, &context.filter);
@@ -291,7 +291,7 @@ fn plain(
         }
         _ => (
             JobKind::Batch {
-                entries: guard::confine_on_disk(root, updates),
+                entries: guard::confine_on_disk(root, updates).into_owned(),
             },
             Vec::new(),
         ),

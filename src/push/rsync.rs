@@ -199,8 +199,8 @@ pub(crate) fn remote_options(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsStri
         out.push(format!("--timeout={seconds}").into());
     }
     match remote {
-        Remote::Daemon { .. } => {
-            if let Some(port) = rsync.port {
+        Remote::Daemon { port, .. } => {
+            if let Some(port) = port.or(rsync.port) {
                 out.push(format!("--port={port}").into());
             }
             if let Some(auth) = &rsync.auth {
@@ -235,7 +235,7 @@ pub(crate) fn remote_options(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsStri
 /// `[user@]host::module/`, `host:path/` or `/local/path/`.
 pub(crate) fn destination(rsync: &RsyncConfig, remote: &Remote) -> OsString {
     match remote {
-        Remote::Daemon { host, module } => {
+        Remote::Daemon { host, module, .. } => {
             let user = rsync
                 .auth
                 .as_ref()

@@ -495,6 +495,11 @@ impl WarmPool {
         }
     }
 
+    /// Whether a batch whose path list is `list_bytes` long may go to a warm client.
+    pub fn takes(&self, list_bytes: usize) -> bool {
+        use_warm(&self.shared.policy, list_bytes)
+    }
+
     /// Runs `job`: a small batch on the remote's waiting client when one is ready, else
     /// (or when the warm run failed) `cold`. `list` is the batch's NUL-separated path list
     /// exactly as a cold files-from run would read it ([`rsync::batch_stdin`]; empty for a

@@ -7,9 +7,24 @@
 //! overflow, covers what already exists. Excluded directories are never watched and
 //! never entered; symlinks are never followed (`DirEntry::file_type` is an `lstat`
 //! when the filesystem reports `DT_UNKNOWN`).
+//!
+//! The walk only looks for subdirectories, and most directories of a large tree have
+//! none. On filesystems whose directory link count is 2 plus the number of
+//! subdirectories (tmpfs, ext2/3/4, XFS: [`SUBDIR_COUNTING`]) a directory whose count
+//! is 2 once its watch is in place is not read at all: one `fstatat` from the parent's
+//! descriptor instead of `open`, two `getdents64` and `close`. The same watch-first
+//! order keeps that race-free: a subdirectory made before the watch is in the count
+//! (the filesystem raises it before the kernel reports the `mkdir`), one made after it
+//! is reported by the watch. Directories are read with `getdents64` into a buffer on
+//! the stack (`rustix::fs::RawDir`): no `fstat` and no 32 KiB allocation per directory
+//! as libc's `opendir` does.
 
+use std::ffi::{CStr, OsStr};
 use std::fs;
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,6 +40,33 @@ use crate::job::Op;
 
 /// How often a long walk says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// `statfs` `f_type` of the filesystems whose directory link count is 2 plus the number
+/// of subdirectories: tmpfs, ext2/3/4, XFS. Others (btrfs counts 1, FUSE and network
+/// filesystems report what they like) have every directory read.
+const SUBDIR_COUNTING: [i64; 3] = [0x0102_1994, 0xEF53, 0x5846_5342];
+
+/// Bytes of `getdents64` buffer per directory read (on the walking thread's stack).
+const DIR_BUFFER: usize = 16 * 1024;
+
+/// Whether a directory, `lstat`ed after its watch was added, has no subdirectory to
+/// walk: its link count says so on a filesystem that keeps it (`counted_dev`: the
+/// device of a root on a [`SUBDIR_COUNTING`] filesystem), and it is on that device
+/// (not a mount point of another filesystem).
+fn has_no_subdirs(counted_dev: Option<u64>, is_dir: bool, dev: u64, nlink: u64) -> bool {
+    is_dir && counted_dev == Some(dev) && nlink == 2
+}
+
+/// The device of `root` when its filesystem keeps subdirectory link counts.
+fn subdir_counting_dev(root: &Path) -> Option<u64> {
+    let fs = rustix::fs::statfs(root).ok()?;
+    // `f_type` is `i64` here, narrower on other architectures.
+    #[allow(clippy::useless_conversion)]
+    if !SUBDIR_COUNTING.contains(&i64::from(fs.f_type)) {
+        return None;
+    }
+    rustix::fs::stat(root).ok().map(|st| st.st_dev)
+}
 
 /// What a walk over every root found.
 #[derive(Debug, Default)]
@@ -52,6 +94,8 @@ struct Ctx<'a> {
     filter: &'a Filter,
     log_level: log::Level,
     tree: Mutex<Tree<WatchDescriptor>>,
+    /// Per root: its device when its directories' link counts count subdirectories.
+    counted_dev: Vec<Option<u64>>,
     /// Watches added so far, for the progress log.
     watched: AtomicUsize,
     /// One flag per root: once ENOSPC is seen, every further add would fail too.
@@ -61,30 +105,41 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Adds one watch, on the root itself (`parent` is `None`) or on the child `rel`
-    /// of the node `parent`; returns the directory's node, or `None` when it is gone
-    /// or is no directory any more (the events for that arrive on the parent's watch).
-    fn add(&self, root: usize, parent: Option<NodeId>, rel: &Path) -> io::Result<Option<NodeId>> {
+    /// Adds the watch of the root itself; returns its node, or `None` when the watch
+    /// limit is reached.
+    fn add_root(&self, root: usize) -> io::Result<Option<NodeId>> {
+        let mut watches = self.watches.clone();
+        let Some(wd) = self.watch(&mut watches, root, Path::new(""), &self.roots[root])? else {
+            return Ok(None);
+        };
+        let (node, displaced) =
+            lock(&self.tree).insert_root(wd.get_watch_descriptor_id(), wd, root);
+        if let Some(displaced) = displaced {
+            let _ = watches.remove(displaced);
+        }
+        self.watched.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(node))
+    }
+
+    /// Adds one watch on `abs`, the directory `rel` of `root`; `None` when it is gone
+    /// or is no directory any more (the events for that arrive on the parent's watch),
+    /// or the watch limit is reached (recorded for the report). The map is not touched:
+    /// [`settle`] puts a directory's watched children in it under one lock.
+    fn watch(
+        &self,
+        watches: &mut Watches,
+        root: usize,
+        rel: &Path,
+        abs: &Path,
+    ) -> io::Result<Option<WatchDescriptor>> {
         if self.full[root].load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let abs = self.roots[root].join(rel);
-        match self.watches.clone().add(&abs, self.mask) {
+        match watches.add(abs, self.mask) {
             Ok(wd) => {
                 let id = wd.get_watch_descriptor_id();
                 log::log!(self.log_level, "{}: watching (wd {id})", abs.display());
-                let (node, displaced) = match (parent, rel.file_name()) {
-                    (Some(parent), Some(name)) => {
-                        lock(&self.tree).insert_child(parent, name, id, wd)
-                    }
-                    _ => lock(&self.tree).insert_root(id, wd, root),
-                };
-                if let Some(displaced) = displaced {
-                    // Not in one walk (each path is visited once); kept in step anyway.
-                    let _ = self.watches.clone().remove(displaced);
-                }
-                self.watched.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(node))
+                Ok(Some(wd))
             }
             Err(err) if is_out_of_watches(&err) => {
                 if !self.full[root].swap(true, Ordering::Relaxed) {
@@ -145,6 +200,7 @@ pub(crate) fn walk_roots(
         filter,
         log_level,
         tree: Mutex::new(Tree::default()),
+        counted_dev: roots.iter().map(|r| subdir_counting_dev(r)).collect(),
         watched: AtomicUsize::new(0),
         full: roots.iter().map(|_| AtomicBool::new(false)).collect(),
         first_unwatched: Mutex::new(Vec::new()),
@@ -159,7 +215,7 @@ pub(crate) fn walk_roots(
         rayon::scope(|scope| {
             for &root in which {
                 let failed_roots = &failed_roots;
-                scope.spawn(move |scope| match ctx.add(root, None, Path::new("")) {
+                scope.spawn(move |scope| match ctx.add_root(root) {
                     Ok(Some(node)) => walk_dir(scope, ctx, root, node, PathBuf::new()),
                     Ok(None) => {} // out of watches: reported through `out_of_watches`
                     Err(err) => lock(failed_roots).push((root, err)),
@@ -190,8 +246,16 @@ pub(crate) fn walk_roots(
     }
 }
 
+/// Children of one directory watched but not yet in the map: [`settle`] takes the
+/// map's lock once per this many (the lock is the walk's one shared write).
+const SETTLE_EVERY: usize = 256;
+
+/// A subdirectory whose watch was just added: its path relative to the root, its
+/// descriptor, and whether it must be read (it may have subdirectories).
+type Watched = (PathBuf, WatchDescriptor, bool);
+
 /// Reads one already watched directory and watches its subdirectories, each of which
-/// is then read by its own rayon task.
+/// is then read by its own rayon task unless its link count says it has none.
 fn walk_dir<'s>(
     scope: &rayon::Scope<'s>,
     ctx: &'s Ctx<'s>,
@@ -199,42 +263,126 @@ fn walk_dir<'s>(
     node: NodeId,
     rel: PathBuf,
 ) {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
     let abs = ctx.roots[root].join(&rel);
-    let entries = match fs::read_dir(&abs) {
-        Ok(entries) => entries,
+    // A root may be a symlink to its tree; below it nothing is followed.
+    let follow = if rel.as_os_str().is_empty() {
+        OFlags::empty()
+    } else {
+        OFlags::NOFOLLOW
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | follow;
+    let dir: OwnedFd = match rustix::fs::open(&abs, flags, Mode::empty()) {
+        Ok(dir) => dir,
         Err(err) => {
-            log_read_error(&abs, &err);
+            log_read_error(&abs, &err.into());
             return;
         }
     };
-    for entry in entries {
+    let mut watches = ctx.watches.clone();
+    let mut child_abs = abs.clone();
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut buf = [MaybeUninit::<u8>::uninit(); DIR_BUFFER];
+    let mut entries = RawDir::new(dir.as_fd(), &mut buf);
+    while let Some(entry) = entries.next() {
         let entry = match entry {
             Ok(entry) => entry,
             Err(err) => {
-                log_read_error(&abs, &err);
-                return;
+                log_read_error(&abs, &err.into());
+                break;
             }
         };
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let name = entry.file_name();
+        let is_dir = match entry.file_type() {
+            FileType::Directory => true,
+            // DT_UNKNOWN: the filesystem does not say; ask without following.
+            FileType::Unknown => rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory),
+            _ => false,
+        };
+        let bytes = name.to_bytes();
+        if !is_dir || bytes == b"." || bytes == b".." {
             continue;
         }
-        let child = rel.join(entry.file_name());
+        let child = rel.join(OsStr::from_bytes(bytes));
+        child_abs.push(OsStr::from_bytes(bytes));
         // The parents were checked on the way down; only the name itself is new.
         if ctx.filter.matches(&child, true) {
-            log::debug!(
-                "{}: excluded, not watched",
-                abs.join(entry.file_name()).display()
-            );
-            continue;
-        }
-        match ctx.add(root, Some(node), &child) {
-            Ok(Some(id)) => scope.spawn(move |scope| walk_dir(scope, ctx, root, id, child)),
-            Ok(None) => {}
-            Err(err) => {
-                log_unwatchable(&ctx.roots[root].join(&child), &err);
-                lock(&ctx.unwatched).push((root, child, err.raw_os_error().unwrap_or(0)));
+            log::debug!("{}: excluded, not watched", child_abs.display());
+        } else {
+            match ctx.watch(&mut watches, root, &child, &child_abs) {
+                Ok(Some(wd)) => {
+                    let read = !ctx.has_no_subdirs(root, &dir, name);
+                    watched.push((child, wd, read));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    log_unwatchable(&child_abs, &err);
+                    lock(&ctx.unwatched).push((root, child, err.raw_os_error().unwrap_or(0)));
+                }
             }
         }
+        child_abs.pop();
+        if watched.len() >= SETTLE_EVERY {
+            settle(scope, ctx, &mut watches, root, node, &mut watched);
+        }
+    }
+    settle(scope, ctx, &mut watches, root, node, &mut watched);
+}
+
+/// Puts the watched children of `parent` in the map (one lock for all), then starts a
+/// task reading each one that may have subdirectories.
+fn settle<'s>(
+    scope: &rayon::Scope<'s>,
+    ctx: &'s Ctx<'s>,
+    watches: &mut Watches,
+    root: usize,
+    parent: NodeId,
+    watched: &mut Vec<Watched>,
+) {
+    if watched.is_empty() {
+        return;
+    }
+    ctx.watched.fetch_add(watched.len(), Ordering::Relaxed);
+    let mut to_read = Vec::new();
+    let mut displaced = Vec::new();
+    {
+        let mut tree = lock(&ctx.tree);
+        for (child, wd, read) in watched.drain(..) {
+            let Some(name) = child.file_name() else {
+                continue; // `rel.join(name)` of a name from getdents: never
+            };
+            let id = wd.get_watch_descriptor_id();
+            let (node, old) = tree.insert_child(parent, name, id, wd);
+            displaced.extend(old);
+            if read {
+                to_read.push((node, child));
+            }
+        }
+    }
+    for old in displaced {
+        // Not in one walk (each path is visited once); kept in step anyway.
+        let _ = watches.remove(old);
+    }
+    for (node, child) in to_read {
+        scope.spawn(move |scope| walk_dir(scope, ctx, root, node, child));
+    }
+}
+
+impl Ctx<'_> {
+    /// Whether the directory `name` of `parent`, just watched, has no subdirectory (so
+    /// it need not be read); `false` when that cannot be told.
+    fn has_no_subdirs(&self, root: usize, parent: &OwnedFd, name: &CStr) -> bool {
+        let Some(counted) = self.counted_dev[root] else {
+            return false;
+        };
+        // `st_nlink` is `u64` here, `u32` on other architectures.
+        #[allow(clippy::useless_conversion)]
+        rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            let is_dir =
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+            has_no_subdirs(Some(counted), is_dir, st.st_dev, u64::from(st.st_nlink))
+        })
     }
 }
 
@@ -380,6 +528,26 @@ fn into_inner<T>(mutex: Mutex<T>) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (counted device, is a directory, its device, its link count) → not to be read.
+    #[test]
+    fn only_a_counted_leaf_is_left_unread() {
+        let table = [
+            (Some(7), true, 7, 2, true),
+            (Some(7), true, 7, 3, false),  // one subdirectory
+            (Some(7), true, 7, 1, false),  // ext4 past 65000 subdirectories, btrfs
+            (Some(7), true, 8, 2, false),  // a mount point of another filesystem
+            (None, true, 7, 2, false),     // a filesystem that does not count
+            (Some(7), false, 7, 2, false), // replaced by a file with two links
+        ];
+        for (counted, is_dir, dev, nlink, leaf) in table {
+            assert_eq!(
+                has_no_subdirs(counted, is_dir, dev, nlink),
+                leaf,
+                "{counted:?} {is_dir} {dev} {nlink}"
+            );
+        }
+    }
 
     #[test]
     fn errno_classes() {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use sersync::cdn::{MemoryJournal, PurgeJournal};
-use sersync::config::{CdnConfig, CdnProvider, Config, PluginKind};
+use sersync::config::{CdnApi, CdnConfig, Config, PluginKind};
 use sersync::job::{Delivered, Op};
 use sersync::metrics::Metrics;
 use sersync::plugin::{self, PluginStage};
 
 use super::util_http::{
-    LIMIT, RecordingServer, answer, cdn_config, config, delivered, free_port, run_only, wait_until,
+    LIMIT, RecordingServer, answer, cdn_config, chinacache, config, delivered, free_port, purge_to,
+    run_only, wait_until, webhook,
 };
 use super::util_varnish::{Origin, Varnish, wait_for_body};
 
@@ -96,13 +97,11 @@ fn purge_provider_refreshes_a_real_varnish_cache() {
     );
 
     let root = origin.dir.path();
-    let mut cdn = cdn_config(
+    let cdn = cdn_config(
         root,
-        CdnProvider::Purge,
+        purge_to(varnish.port),
         &format!("http://127.0.0.1:{}", varnish.port),
     );
-    cdn.domain = "127.0.0.1".into();
-    cdn.port = varnish.port;
     let running = start(
         &[root],
         cdn,
@@ -126,13 +125,9 @@ fn chinacache_sends_the_legacy_message_in_batches() {
     let root = tempfile::tempdir().expect("root");
     let mut cdn = cdn_config(
         root.path(),
-        CdnProvider::ChinaCache,
+        chinacache(server.port, "bob", "hunter2"),
         "http://pic.example.com/cms/",
     );
-    cdn.domain = "127.0.0.1".into();
-    cdn.port = server.port;
-    cdn.username = "bob".into();
-    cdn.password = "hunter2".into();
     cdn.batch = 2;
     // Queued before the thread starts, so the batching is deterministic.
     let journal = journal_with(
@@ -178,11 +173,11 @@ fn chinacache_refusal_is_journaled_without_the_password() {
         "HTTP/1.0 200 OK\r\nwhatsup: content=\"failed\"\r\n\r\n".to_owned()
     });
     let root = tempfile::tempdir().expect("root");
-    let mut cdn = cdn_config(root.path(), CdnProvider::ChinaCache, "http://x");
-    cdn.domain = "127.0.0.1".into();
-    cdn.port = server.port;
-    cdn.username = "bob".into();
-    cdn.password = "hunter2".into();
+    let cdn = cdn_config(
+        root.path(),
+        chinacache(server.port, "bob", "hunter2"),
+        "http://x",
+    );
     let running = start(
         &[root.path()],
         cdn,
@@ -229,9 +224,7 @@ fn each_request_gets_a_fresh_timeout() {
         }
     });
     let root = tempfile::tempdir().expect("root");
-    let mut cdn = cdn_config(root.path(), CdnProvider::ChinaCache, "http://x");
-    cdn.domain = "127.0.0.1".into();
-    cdn.port = port;
+    let mut cdn = cdn_config(root.path(), chinacache(port, "", ""), "http://x");
     cdn.timeout = Duration::from_millis(300);
     cdn.batch = 1;
     let running = start(
@@ -267,8 +260,7 @@ fn slow_endpoint_never_blocks_the_sender_and_duplicates_merge() {
         answer("200 OK", "", "")
     });
     let root = tempfile::tempdir().expect("root");
-    let mut cdn = cdn_config(root.path(), CdnProvider::Webhook, "http://x");
-    cdn.webhook_url = Some(server.url().into());
+    let cdn = cdn_config(root.path(), webhook(server.url()), "http://x");
     let running = start(
         &[root.path()],
         cdn,
@@ -322,12 +314,13 @@ fn cloudflare_batches_authenticates_and_honours_retry_after() {
     std::fs::write(&token, "  tok-123\n").expect("token file");
     let mut cdn = cdn_config(
         root.path(),
-        CdnProvider::Cloudflare,
+        CdnApi::Cloudflare {
+            zone: "zone9".into(),
+            token_file: token,
+            endpoint: format!("{}/", server.url()),
+        },
         "https://www.example.com",
     );
-    cdn.zone = Some("zone9".into());
-    cdn.token_file = Some(token);
-    cdn.endpoint = format!("{}/", server.url());
     cdn.batch = 3;
     let files = ["f1", "f2", "f3", "f4", "f5", "f6", "f7"];
     let mut items: Vec<(&str, bool)> = files.iter().map(|f| (*f, false)).collect();
@@ -392,8 +385,11 @@ fn webhook_posts_urls_and_dirs_of_its_root_only() {
     let server = RecordingServer::start(|_, _| answer("204 No Content", "", ""));
     let other = tempfile::tempdir().expect("other root");
     let root = tempfile::tempdir().expect("root");
-    let mut cdn = cdn_config(root.path(), CdnProvider::Webhook, "http://cdn.example.com");
-    cdn.webhook_url = Some(format!("{}/hook", server.url()).into());
+    let cdn = cdn_config(
+        root.path(),
+        webhook(format!("{}/hook", server.url())),
+        "http://cdn.example.com",
+    );
     let running = start(
         &[other.path(), root.path()],
         cdn,
@@ -423,9 +419,7 @@ fn webhook_posts_urls_and_dirs_of_its_root_only() {
 fn rate_limit_spaces_requests() {
     let server = RecordingServer::start(|_, _| answer("200 OK", "", "Purged"));
     let root = tempfile::tempdir().expect("root");
-    let mut cdn = cdn_config(root.path(), CdnProvider::Purge, "http://site.example");
-    cdn.domain = "127.0.0.1".into();
-    cdn.port = server.port;
+    let mut cdn = cdn_config(root.path(), purge_to(server.port), "http://site.example");
     cdn.rate_per_sec = 4.0;
     let items: Vec<(&str, bool)> = ["1", "2", "3", "4", "5", "6", "7", "8"]
         .iter()
@@ -460,8 +454,7 @@ fn refused_batch_does_not_hold_back_the_others() {
         }
     });
     let root = tempfile::tempdir().expect("root");
-    let mut cdn = cdn_config(root.path(), CdnProvider::Webhook, "http://x");
-    cdn.webhook_url = Some(server.url().into());
+    let mut cdn = cdn_config(root.path(), webhook(server.url()), "http://x");
     cdn.batch = 1;
     let running = start(
         &[root.path()],
@@ -489,9 +482,7 @@ fn refused_batch_does_not_hold_back_the_others() {
 fn purge_endpoint_down_fills_the_journal_and_drains_when_back() {
     let port = free_port();
     let root = tempfile::tempdir().expect("root");
-    let mut cdn = cdn_config(root.path(), CdnProvider::Purge, "http://site.example");
-    cdn.domain = "127.0.0.1".into();
-    cdn.port = port;
+    let cdn = cdn_config(root.path(), purge_to(port), "http://site.example");
     let running = start(
         &[root.path()],
         cdn,
@@ -531,9 +522,7 @@ fn purge_endpoint_down_fills_the_journal_and_drains_when_back() {
 #[test]
 fn shutdown_keeps_unsent_purges_in_the_journal() {
     let root = tempfile::tempdir().expect("root");
-    let mut cdn = cdn_config(root.path(), CdnProvider::Purge, "http://site.example");
-    cdn.domain = "127.0.0.1".into();
-    cdn.port = free_port();
+    let cdn = cdn_config(root.path(), purge_to(free_port()), "http://site.example");
     let running = start(
         &[root.path()],
         cdn,
@@ -547,11 +536,13 @@ fn shutdown_keeps_unsent_purges_in_the_journal() {
     assert_eq!(journal.len(0), 3);
 }
 
-/// What validation cannot see: a provider setting missing from a hand-built section,
-/// a token file that went away. (A missing section or an unwatched root are config
-/// errors, see `plugin_without_section.xml` and `plugin_root_not_watched.xml`.)
+/// What validation cannot see: a token file that went away after the configuration was
+/// read. (A provider setting cannot be missing: `CdnApi` holds what each provider needs,
+/// and a section without them is a config error, see `cdn_webhook_without_url.xml`,
+/// `cdn_cloudflare_without_zone.xml`, `plugin_without_section.xml` and
+/// `plugin_root_not_watched.xml`.)
 #[test]
-fn missing_settings_fail_at_spawn() {
+fn a_token_file_gone_since_the_check_fails_at_spawn() {
     let root = tempfile::tempdir().expect("root");
     let mut config = config(&[root.path()], Duration::from_secs(1));
     let journal: Arc<dyn PurgeJournal> = Arc::new(MemoryJournal::new());
@@ -563,11 +554,15 @@ fn missing_settings_fail_at_spawn() {
             .map(|stage| stage.join())
             .map_err(|err| err.to_string())
     };
-    let mut cdn = cdn_config(root.path(), CdnProvider::Webhook, "http://x");
-    assert!(spawn(&cdn).expect_err("no url").contains("cdninfo url"));
-    cdn.provider = CdnProvider::Cloudflare;
-    cdn.zone = Some("z".into());
-    cdn.token_file = Some(root.path().join("missing-token"));
+    let cdn = cdn_config(
+        root.path(),
+        CdnApi::Cloudflare {
+            zone: "z".into(),
+            token_file: root.path().join("missing-token"),
+            endpoint: "https://api.cloudflare.com".into(),
+        },
+        "http://x",
+    );
     assert!(
         spawn(&cdn)
             .expect_err("no token")

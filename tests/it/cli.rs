@@ -194,6 +194,43 @@ fn check_accepts_the_stock_file_once_its_watch_dir_exists() {
     }
 }
 
+/// `<remote port>` (an extension) shows in `--check` and reaches rsync as `--port`; a bad
+/// one is a config error at its line:col, exit 2.
+#[test]
+fn check_shows_a_remote_port_and_rejects_a_bad_one() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let copy = stock_copy(tmp.path());
+    let stock = fs::read_to_string(&copy).expect("copy");
+    let with_port = |port: &str| {
+        let edited = stock.replace(
+            "<remote ip=\"127.0.0.1\" name=\"tongbu1\"/>",
+            &format!("<remote ip=\"127.0.0.1\" name=\"tongbu1\" port=\"{port}\"/>"),
+        );
+        assert_ne!(edited, stock, "the stock file's remote line moved");
+        fs::write(&copy, edited).expect("write");
+    };
+    with_port("8731");
+    let output = sersync(&["--check", "-o", &copy]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("rsync daemon 127.0.0.1, module tongbu1, port 8731 (<remote port>)")
+            && stdout.contains("'--port=8731'")
+            && !stdout.contains("--port=874"),
+        "{stdout}"
+    );
+    with_port("http");
+    let output = sersync(&["--check", "-o", &copy]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "confxml.xml:25:44: <remote port=\"http\">: not a whole number from 1 to 65535"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_with_sersync_flag_clusters() {
     let tmp = tempfile::tempdir().expect("temp dir");

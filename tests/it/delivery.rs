@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sersync::config::{CdnProvider, PluginKind, Remote};
+use sersync::config::{PluginKind, Remote};
 
 use crate::util::{Env, SYNC_LIMIT, options, wait_until};
-use crate::util_http::{RecordingServer, answer, cdn_config, run_only};
+use crate::util_http::{RecordingServer, answer, cdn_config, purge_to, run_only, webhook};
 use crate::util_varnish::{Origin, Varnish, wait_for_body};
 
 #[test]
@@ -18,13 +18,11 @@ fn changed_file_is_mirrored_then_purged_from_a_real_varnish() {
     env.config.roots[0].remotes = vec![Remote::Local {
         path: origin.dir.path().to_path_buf(),
     }];
-    let mut cdn = cdn_config(
+    let cdn = cdn_config(
         &env.src,
-        CdnProvider::Purge,
+        purge_to(varnish.port),
         &format!("http://127.0.0.1:{}", varnish.port),
     );
-    cdn.domain = "127.0.0.1".into();
-    cdn.port = varnish.port;
     env.config.cdn = Some(cdn);
     run_only(&mut env.config, PluginKind::RefreshCdn);
     env.write("page.html", b"v1");
@@ -55,8 +53,7 @@ fn webhook_waits_until_every_remote_has_the_change() {
         path: local.clone(),
     });
     env.config.fail_log.retry_max = Duration::from_secs(2);
-    let mut cdn = cdn_config(&env.src, CdnProvider::Webhook, "http://cdn.example");
-    cdn.webhook_url = Some(hook.url().into());
+    let cdn = cdn_config(&env.src, webhook(hook.url()), "http://cdn.example");
     env.config.cdn = Some(cdn);
     run_only(&mut env.config, PluginKind::RefreshCdn);
     env.daemon.stop();
@@ -91,8 +88,11 @@ fn purges_for_a_down_endpoint_wait_in_the_journal_file_and_drain_when_it_returns
     let port = crate::util_http::free_port();
     let mut env = Env::new();
     env.config.fail_log.retry_max = Duration::from_secs(2);
-    let mut cdn = cdn_config(&env.src, CdnProvider::Webhook, "http://cdn.example");
-    cdn.webhook_url = Some(format!("http://127.0.0.1:{port}/purge").into());
+    let mut cdn = cdn_config(
+        &env.src,
+        webhook(format!("http://127.0.0.1:{port}/purge")),
+        "http://cdn.example",
+    );
     cdn.timeout = Duration::from_secs(2);
     env.config.cdn = Some(cdn);
     run_only(&mut env.config, PluginKind::RefreshCdn);

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use sersync::cdn::MemoryJournal;
-use sersync::config::{CommandConfig, Config, HttpPluginConfig, PluginKind, SocketConfig};
+use sersync::config::{
+    CommandConfig, Config, HttpPluginConfig, PluginKind, ProgramWords, SocketConfig,
+};
 use sersync::job::{Delivered, Op};
 use sersync::metrics::Metrics;
 use sersync::plugin::{self, PluginStage};
@@ -55,7 +57,8 @@ fn start(config: &Config, kind: PluginKind) -> Running {
 
 fn command(script: String, timeout: Duration, ignore_error: bool) -> CommandConfig {
     CommandConfig {
-        prefix: vec!["/bin/sh".into(), "-c".into(), script, "sh".into()],
+        prefix: ProgramWords::new(vec!["/bin/sh".into(), "-c".into(), script, "sh".into()])
+            .expect("a program"),
         suffix: vec!["--tail".into()],
         ignore_error,
         include: None,
@@ -189,11 +192,13 @@ fn ignore_error_discards_failures() {
     let script = "echo to-stdout; echo to-stderr >&2; exit 3".to_owned();
     for (ignore_error, failures) in [(true, 0), (false, 2)] {
         let mut config = config(&[root.path()], Duration::from_secs(1));
-        let mut cmd = command(script.clone(), LIMIT, ignore_error);
-        if !ignore_error {
-            // Keep the test output clean: only stderr is captured (and logged).
-            cmd.prefix[2] = "echo to-stderr >&2; exit 3".to_owned();
-        }
+        // Keep the test output clean: only stderr is captured (and logged).
+        let script = if ignore_error {
+            script.clone()
+        } else {
+            "echo to-stderr >&2; exit 3".to_owned()
+        };
+        let cmd = command(script, LIMIT, ignore_error);
         config.command = Some(cmd);
         let running = start(&config, PluginKind::Command);
         running.send(delivered(0, "a", Op::Update, false));
@@ -368,25 +373,15 @@ fn http_plugin_posts_the_original_form() {
     assert_eq!(metrics.plugin_failures.load(Ordering::Relaxed), 0);
 }
 
-/// A missing section or an unwatched root cannot reach the plugin stage (validation
-/// resolves `Config::running`; see `plugin_without_section.xml` and
-/// `plugin_root_not_watched.xml`); what is left to fail at start is a hand-built empty
-/// command, and no plugin at all is fine.
+/// A missing section, an unwatched root or an empty command cannot reach the plugin
+/// stage (validation resolves `Config::running` and refuses an empty `prefix`; see
+/// `plugin_without_section.xml`, `plugin_root_not_watched.xml` and the empty-prefix
+/// fixture row; `ProgramWords` cannot be empty): no plugin at all is fine.
 #[test]
-fn empty_command_fails_at_spawn_and_no_plugin_is_fine() {
+fn no_plugin_is_fine() {
     let root = tempfile::tempdir().expect("root");
     let mut config = config(&[root.path()], Duration::from_secs(1));
-    config.command = Some(CommandConfig {
-        prefix: Vec::new(),
-        ..command(String::new(), LIMIT, false)
-    });
-    run_only(&mut config, PluginKind::Command);
-    let (_tx, rx) = crossbeam_channel::unbounded::<Delivered>();
-    let err = plugin::spawn(&config, rx, Arc::new(MemoryJournal::new()), Arc::default())
-        .map(|stage| stage.join())
-        .expect_err("empty prefix");
-    assert!(err.to_string().contains("empty prefix"), "{err}");
-    // No plugin at all is fine: the input is drained and join returns.
+    // The input is drained and join returns.
     config.running.clear();
     let (tx, rx) = crossbeam_channel::unbounded();
     let stage = plugin::spawn(&config, rx, Arc::new(MemoryJournal::new()), Arc::default())

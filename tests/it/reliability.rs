@@ -5,10 +5,10 @@
 //! configuration parser. `SERSYNC_CHURN=+name,-name` and `SERSYNC_FAULTS=HUP,TERM,KILL`
 //! turn patterns and signals on or off.
 //!
-//! Every sync test ends when sersync is idle, judged from outside (there is no status
-//! endpoint yet): the mirror equals the source byte-exact (names, types, content, symlink
-//! targets, permission bits) and the journal holds no live entry, both for a full second;
-//! then a graceful stop must leave the journal empty. Seeds are printed and named in every
+//! Every sync test ends when sersync is idle: its own `/status` says nothing is queued,
+//! running or journaled, the mirror equals the source byte-exact (names, types, content,
+//! symlink targets, permission bits) and the journal file holds no live entry, all three
+//! for a full second; then a graceful stop must leave the journal empty. Seeds are printed and named in every
 //! failure: `SERSYNC_SEED=<seed>` repeats a run. By default (CI) the seeds are a fixed
 //! set; `SERSYNC_LONG=1` churns longer and runs more, fresh seeds; `SERSYNC_TEST_DEBUG=1` runs the binary with debug logging (the whole log
 //! of a failed run is kept in the temp dir, named in the failure).
@@ -79,6 +79,8 @@ struct Bench {
     journal: PathBuf,
     log: PathBuf,
     password_file: PathBuf,
+    /// The `/status` port of the binary (`<host>`).
+    status_port: u16,
 }
 
 /// What the configuration of a [`Bench`] says.
@@ -128,9 +130,11 @@ impl Bench {
             let remote = format!("<remote ip=\"127.0.0.1\" name=\"{}\"/>", rsyncd::MODULE);
             (daemon.module_root.clone(), remote)
         };
+        let status_port = rsyncd::free_port();
         let xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <head version="2.5">
+    <host hostip="127.0.0.1" port="{status_port}" start="true"/>
 {inotify}
     <sersync>
         <localpath watch="{src}">
@@ -157,6 +161,7 @@ impl Bench {
         fs::write(&conf, xml).expect("config");
         let log = dir.path().join("sersync.log");
         Bench {
+            status_port,
             _dir: dir,
             seed,
             src,
@@ -172,6 +177,29 @@ impl Bench {
 
     fn mirror(&self) -> &Path {
         &self.mirror
+    }
+
+    /// Whether the binary's own `/status` says nothing is queued, running or journaled
+    /// (false while it does not answer).
+    fn daemon_idle(&self) -> bool {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build(),
+        );
+        let Ok(mut response) = agent
+            .get(&format!("http://127.0.0.1:{}/status", self.status_port))
+            .call()
+        else {
+            return false;
+        };
+        let Ok(body) = response.body_mut().read_to_string() else {
+            return false;
+        };
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return false;
+        };
+        status["queue_depth"] == 0 && status["in_flight"] == 0 && status["journal"]["entries"] == 0
     }
 
     /// Starts the binary (`-r` when `full`) and waits until it runs (watches in place).
@@ -277,7 +305,7 @@ impl Bench {
             );
             let diff = tree::diff(&self.src, self.mirror());
             let journal = self.journal_entries();
-            if diff.is_none() && journal.is_empty() {
+            if diff.is_none() && journal.is_empty() && self.daemon_idle() {
                 let since = *quiet_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= QUIET {
                     break;
@@ -303,7 +331,8 @@ impl Bench {
                 let _ = fs::copy(&self.log, &kept);
                 panic!(
                     "seed {seed} ({what}): not idle after {CONVERGE_LIMIT:?} (repeat with SERSYNC_SEED={seed})\n\
-                     mirror: {diff}\n{detail}\njournal: {journal:#?}\nwhole log: {kept}\nlog:\n{log}",
+                     mirror: {diff}\n{detail}\njournal: {journal:#?}\n/status idle: {idle}\nwhole log: {kept}\nlog:\n{log}",
+                    idle = self.daemon_idle(),
                     seed = self.seed,
                     diff = diff.unwrap_or_else(|| "equal".into()),
                     detail = detail.join("\n"),
@@ -326,11 +355,16 @@ impl Bench {
             self.log_tail()
         );
         let left = self.journal_entries();
-        assert!(
-            left.is_empty(),
-            "seed {} ({what}): journal not empty after stop: {left:#?}",
-            self.seed
-        );
+        if !left.is_empty() {
+            let kept = std::env::temp_dir().join(format!("sersync-reliability-{}.log", self.seed));
+            let _ = fs::copy(&self.log, &kept);
+            panic!(
+                "seed {} ({what}): journal not empty after stop: {left:#?}\nwhole log: {}\nlog:\n{}",
+                self.seed,
+                kept.display(),
+                self.log_tail()
+            );
+        }
         assert_eq!(
             tree::diff(&self.src, self.mirror()),
             None,

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use sersync::cdn::chinacache;
 use sersync::cdn::provider::{Provider, PurgeItem};
-use sersync::config::{CdnProvider, Config, Secret};
+use sersync::config::{CdnApi, Config, Secret};
 
 use crate::service::{BIN, LIMIT, Running, is_alive, signal};
 use crate::util::wait_until;
@@ -131,14 +131,14 @@ fn config_and_runtime_types_print_no_secret() {
         assert!(output.status.success(), "{printed}");
         assert!(printed.contains("refreshCDN"), "{printed}");
         assert_hidden("--check", &printed);
-        if cdn.provider == CdnProvider::ChinaCache {
+        if let CdnApi::ChinaCache(account) = &cdn.api {
             // The one place the password is put into a message: the masked form for logs.
             let item = PurgeItem {
                 rel: PathBuf::from("a.jpg"),
                 is_dir: false,
                 url: "http://pic.example.com/cms/a.jpg".into(),
             };
-            let message = chinacache::message(&cdn, &[item]);
+            let message = chinacache::message(account, &[item]);
             assert!(message.contains(PASSWORD), "the request carries it");
             assert_hidden("masked message", &chinacache::masked(&message));
         }

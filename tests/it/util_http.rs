@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sersync::config::{CdnConfig, CdnProvider, Config, Plugin, PluginKind, Remote, RootConfig};
+use sersync::config::{
+    CdnApi, CdnConfig, ChinaCacheAccount, Config, HostPort, Plugin, PluginKind, Remote, RootConfig,
+};
 use sersync::job::{Delivered, Op};
 
 /// The longest any test waits for one thing.
@@ -102,24 +104,43 @@ pub fn run_only(config: &mut Config, kind: PluginKind) {
 }
 
 /// A refreshCDN section for `root` with `base` as `sendurl base`.
-pub fn cdn_config(root: &Path, provider: CdnProvider, base: &str) -> CdnConfig {
+pub fn cdn_config(root: &Path, api: CdnApi, base: &str) -> CdnConfig {
     CdnConfig {
         root: root.to_path_buf(),
-        provider,
-        domain: String::new(),
-        port: 80,
-        username: String::new(),
-        password: Default::default(),
+        api,
         base_url: base.into(),
         url_regex: None,
-        token_file: None,
-        zone: None,
-        endpoint: String::new(),
-        webhook_url: None,
         batch: 30,
         rate_per_sec: 100.0,
         timeout: Duration::from_secs(5),
     }
+}
+
+/// A ChinaCache account on 127.0.0.1:`port`.
+pub fn chinacache(port: u16, username: &str, password: &str) -> CdnApi {
+    CdnApi::ChinaCache(ChinaCacheAccount {
+        endpoint: HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        username: username.into(),
+        password: password.into(),
+    })
+}
+
+/// HTTP `PURGE` sent to 127.0.0.1:`port`.
+pub fn purge_to(port: u16) -> CdnApi {
+    CdnApi::Purge {
+        target: Some(HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        }),
+    }
+}
+
+/// A webhook posting to `url`.
+pub fn webhook(url: String) -> CdnApi {
+    CdnApi::Webhook { url: url.into() }
 }
 
 /// One request as the server saw it.

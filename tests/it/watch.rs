@@ -46,6 +46,8 @@ struct Setup {
     capacity: usize,
     /// Directories (relative to `tmp`) and files created before the watcher starts.
     dirs: Vec<&'static str>,
+    /// Empty directories `root0/l0`, `root0/l1`, … created before the watcher starts.
+    leaves: usize,
 }
 
 impl Default for Setup {
@@ -56,12 +58,19 @@ impl Default for Setup {
             n_roots: 1,
             capacity: 4096,
             dirs: Vec::new(),
+            leaves: 0,
         }
     }
 }
 
 impl Setup {
     fn start(self) -> Fixture {
+        self.start_racing(|_| {})
+    }
+
+    /// [`Setup::start`] with `race` run on its own thread (given root 0) while the
+    /// watcher walks the tree; joined once the walk is over.
+    fn start_racing(self, race: impl FnOnce(PathBuf) + Send + 'static) -> Fixture {
         let _ = env_logger::builder().is_test(true).try_init();
         let tmp = tempfile::tempdir().expect("tempdir");
         for i in 0..self.n_roots {
@@ -70,6 +79,9 @@ impl Setup {
         fs::create_dir(tmp.path().join("outside")).expect("mkdir outside");
         for dir in &self.dirs {
             fs::create_dir_all(tmp.path().join(dir)).expect("mkdir -p");
+        }
+        for i in 0..self.leaves {
+            fs::create_dir(tmp.path().join(format!("root0/l{i}"))).expect("mkdir leaf");
         }
         let filter = Filter::new(
             self.excludes
@@ -86,6 +98,10 @@ impl Setup {
             toggles: self.toggles,
             debug: true,
         };
+        let racer = {
+            let root = tmp.path().join("root0");
+            std::thread::spawn(move || race(root))
+        };
         let watcher = watch::spawn(
             roots,
             options,
@@ -94,6 +110,7 @@ impl Setup {
             Arc::clone(&metrics),
         )
         .expect("spawn watcher");
+        racer.join().expect("racing thread");
         Fixture {
             tmp,
             n_roots: self.n_roots,
@@ -349,6 +366,28 @@ fn mkdir_p_race_never_misses_nested_entries() {
         let file = position(&fx.seen, 0, Path::new(&format!("{i}/a/b/c/f")), Op::Update);
         assert!(dir < file, "{i}/a/b/c emitted after its file");
     }
+}
+
+/// The start-up walk leaves a directory unread when its link count says it has no
+/// subdirectory (on tmpfs, ext2/3/4 and XFS). Subdirectories made in those leaves while
+/// the walk runs are still all watched: made before the leaf's watch, they are in its
+/// link count and the leaf is read; made after it, the watch reports them.
+#[test]
+fn startup_walk_watches_subdirectories_made_in_leaves_meanwhile() {
+    const LEAVES: usize = 8_000;
+    let setup = Setup {
+        leaves: LEAVES,
+        ..Setup::default()
+    };
+    let mut fx = setup.start_racing(|root| {
+        for i in (0..LEAVES).step_by(2) {
+            fs::create_dir(root.join(format!("l{i}/sub"))).expect("mkdir sub");
+        }
+    });
+    fx.wait_watch_count(1 + LEAVES + LEAVES / 2);
+    fs::create_dir(fx.root().join("l8/sub/deeper")).expect("mkdir");
+    fx.expect("l8/sub/deeper", Op::Update);
+    fx.wait_watch_count(2 + LEAVES + LEAVES / 2);
 }
 
 #[test]

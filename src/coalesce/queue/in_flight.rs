@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::super::rel::parents;
+use super::Rel;
 use crate::job::Op;
 
 /// Every path in a running job of one remote with its operation and whether it is a
@@ -10,7 +12,7 @@ use crate::job::Op;
 /// count of in-flight paths below each directory.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    paths: HashMap<PathBuf, (Op, bool)>,
+    paths: HashMap<Rel, (Op, bool)>,
     below: HashMap<PathBuf, usize>,
 }
 
@@ -35,32 +37,103 @@ impl InFlight {
         }
         let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
         self.paths.contains_key(path)
-            || path
-                .ancestors()
-                .skip(1)
+            || parents(path)
                 .filter_map(|a| self.paths.get(a))
                 .any(|(op, is_dir)| destructive(*op, *is_dir))
             || (destructive(op, is_dir) && self.below.get(path).is_some_and(|n| *n > 0))
     }
 
-    pub(super) fn mark(&mut self, path: &Path, op: Op, is_dir: bool) {
-        self.paths.insert(path.to_path_buf(), (op, is_dir));
-        for ancestor in path.ancestors().skip(1) {
-            *self.below.entry(ancestor.to_path_buf()).or_insert(0) += 1;
+    /// Room for `more` paths (a batch about to be marked).
+    pub(super) fn reserve(&mut self, more: usize) {
+        self.paths.reserve(more);
+    }
+
+    pub(super) fn mark(&mut self, path: Rel, op: Op, is_dir: bool) {
+        self.mark_all([(path, op, is_dir)]);
+    }
+
+    /// Marks every path of a batch. The counts above them are updated once per run of
+    /// paths sharing a parent (a burst's batch holds whole directories), not per path.
+    pub(super) fn mark_all(&mut self, paths: impl IntoIterator<Item = (Rel, Op, bool)>) {
+        let mut run = Run::default();
+        for (path, op, is_dir) in paths {
+            if let Some((first, n)) = run.add(&path) {
+                self.count_above(&first, n, true);
+            }
+            self.paths.insert(path, (op, is_dir));
+        }
+        if let Some((first, n)) = run.end() {
+            self.count_above(&first, n, true);
         }
     }
 
     pub(super) fn unmark(&mut self, path: &Path) {
-        if self.paths.remove(path).is_none() {
-            return;
-        }
-        for ancestor in path.ancestors().skip(1) {
-            if let Some(count) = self.below.get_mut(ancestor) {
-                *count -= 1;
-                if *count == 0 {
-                    self.below.remove(ancestor);
-                }
+        self.unmark_all([path]);
+    }
+
+    /// Unmarks every path given (those not marked are skipped).
+    pub(super) fn unmark_all<'p>(&mut self, paths: impl IntoIterator<Item = &'p Path>) {
+        let mut run = Run::default();
+        for path in paths {
+            if self.paths.remove(path).is_none() {
+                continue;
+            }
+            if let Some((first, n)) = run.add(path) {
+                self.count_above(&first, n, false);
             }
         }
+        if let Some((first, n)) = run.end() {
+            self.count_above(&first, n, false);
+        }
+    }
+
+    /// Adds (or takes) `n` to the count of every proper ancestor of `path`.
+    fn count_above(&mut self, path: &Path, n: usize, add: bool) {
+        for ancestor in parents(path) {
+            match self.below.get_mut(ancestor) {
+                Some(count) if add => *count += n,
+                Some(count) => {
+                    *count = count.saturating_sub(n);
+                    if *count == 0 {
+                        self.below.remove(ancestor);
+                    }
+                }
+                None if add => {
+                    self.below.insert(ancestor.to_path_buf(), n);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Consecutive paths with the same parent: the first of them and how many.
+#[derive(Default)]
+struct Run {
+    first: Option<PathBuf>,
+    n: usize,
+}
+
+impl Run {
+    /// Counts `path` in; returns the run it ended, if its parent differs.
+    fn add(&mut self, path: &Path) -> Option<(PathBuf, usize)> {
+        let same = self
+            .first
+            .as_deref()
+            .is_some_and(|first| parents(first).next() == parents(path).next());
+        if same {
+            self.n += 1;
+            return None;
+        }
+        let ended = self.end();
+        self.first = Some(path.to_path_buf());
+        self.n = 1;
+        ended
+    }
+
+    /// The run so far, if any.
+    fn end(&mut self) -> Option<(PathBuf, usize)> {
+        let first = self.first.take()?;
+        Some((first, std::mem::take(&mut self.n)))
     }
 }

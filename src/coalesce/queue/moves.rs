@@ -20,11 +20,12 @@
 //! for it); the deletes of moves that ended together share one batch. When `from` is a
 //! name again by then (`a→b`, then a new `a`), its update goes instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{Caps, Pending, Plan, Ran, Taken, TargetQueue};
+use crate::coalesce::rel::Rel;
 use crate::job::{Entry, Op};
 
 impl TargetQueue {
@@ -47,9 +48,10 @@ impl TargetQueue {
         let basis = self.basis_of(&from, is_dir);
         if is_dir {
             // The move replaces whatever `to` was; the run that makes it deletes the rest.
-            let below: Vec<PathBuf> = self.descendants(&to).cloned().collect();
+            let below: Vec<Rel> = self.descendants(&to).cloned().collect();
             for path in below {
                 self.pending.remove(&path);
+                self.holds.remove(&path);
             }
             self.cancel_moves_onto(&to, true);
             self.follow(&from, &to, now);
@@ -142,11 +144,12 @@ impl TargetQueue {
 
     /// Pending changes strictly below `from` are re-keyed below `to`.
     fn follow(&mut self, from: &Path, to: &Path, now: Instant) {
-        let below: Vec<PathBuf> = self.descendants(from).cloned().collect();
+        let below: Vec<Rel> = self.descendants(from).cloned().collect();
         for path in below {
             let Some(pending) = self.pending.remove(&path) else {
                 continue;
             };
+            self.holds.remove(&path);
             let Ok(rest) = path.strip_prefix(from) else {
                 continue;
             };
@@ -223,27 +226,23 @@ impl TargetQueue {
     /// A delete (or a file replacing a directory) also waits while a move reads or
     /// writes below it.
     pub(super) fn waits_for_move(&self, path: &Path, destructive: bool) -> bool {
-        !self.moves.is_empty()
-            && (self.older_end_at_or_above(path, u64::MAX)
-                || destructive && self.older_end_below(path, u64::MAX))
+        !self.moves.is_empty() && Self::move_ends_block(&self.move_ends, path, destructive)
+    }
+
+    /// [`TargetQueue::waits_for_move`] on the ends alone (a batch being taken holds the
+    /// pending map borrowed).
+    pub(super) fn move_ends_block(
+        move_ends: &BTreeSet<(PathBuf, u64)>,
+        path: &Path,
+        destructive: bool,
+    ) -> bool {
+        end_at_or_above(move_ends, path, u64::MAX)
+            || destructive && end_below(move_ends, path, u64::MAX)
     }
 
     /// Whether an end of a pending move older than `seq` is `path` or above it.
     fn older_end_at_or_above(&self, path: &Path, seq: u64) -> bool {
-        path.ancestors().any(|a| {
-            self.move_ends
-                .range((a.to_path_buf(), 0)..(a.to_path_buf(), seq))
-                .next()
-                .is_some()
-        })
-    }
-
-    /// Whether an end of a pending move older than `seq` is strictly below `path`.
-    fn older_end_below(&self, path: &Path, seq: u64) -> bool {
-        self.move_ends
-            .range((path.to_path_buf(), u64::MAX)..)
-            .take_while(|(p, _)| p.starts_with(path))
-            .any(|(_, s)| *s < seq)
+        end_at_or_above(&self.move_ends, path, seq)
     }
 
     /// Whether an older pending move writes (`writes`: its `to`) or reads (its `from`)
@@ -268,10 +267,8 @@ impl TargetQueue {
 
     /// [`Self::may_move`]; `parents`: whether to wait for a directory above `to`.
     fn may_move_with(&self, to: &Path, from: &Path, seq: u64, now: Instant, parents: bool) -> bool {
-        let ready = self
-            .pending
-            .get(to)
-            .is_some_and(|p| p.op == Op::Update && p.not_before.is_none_or(|nb| nb <= now));
+        let ready = self.pending.get(to).is_some_and(|p| p.op == Op::Update)
+            && self.holds.get(to).is_none_or(|nb| *nb <= now);
         // A directory above `to` that is queued or running as an update may be new: the
         // remote needs it before the move's run can make `to` in it. Not one at or below
         // the old name (`mv g d/e; mv d g` leaves g/e made from g: the remote holds that
@@ -325,7 +322,7 @@ impl TargetQueue {
             .filter(|(to, (from, seq))| self.may_move(to, from, *seq, now))
             .min_by_key(|(_, (_, seq))| *seq)
             .map(|(to, end)| (to.clone(), end.clone()))?;
-        let is_dir = self.pending.get(&to).is_some_and(|p| p.is_dir);
+        let is_dir = self.pending.get(to.as_path()).is_some_and(|p| p.is_dir);
         let mut chosen = vec![(from.clone(), to.clone())];
         if !is_dir {
             let (to_dir, from_dir) = (parent(&to), parent(&from));
@@ -343,7 +340,7 @@ impl TargetQueue {
                 if chosen.len() >= caps.max_paths {
                     break;
                 }
-                let file = self.pending.get(&t).is_some_and(|p| !p.is_dir);
+                let file = self.pending.get(t.as_path()).is_some_and(|p| !p.is_dir);
                 if file
                     && !ends.contains(&f)
                     && !ends.contains(&t)
@@ -364,13 +361,15 @@ impl TargetQueue {
             if let Some((_, seq)) = self.remove_move(to) {
                 self.moves_running.insert(to.clone(), (from.clone(), seq));
             }
-            if let Some(pending) = self.pending.remove(to) {
-                updates.push(taken(to, pending));
+            if let Some((rel, pending)) = self.pending.remove_entry(to.as_path()) {
+                self.holds.remove(&rel);
+                updates.push(Taken { rel, pending });
             }
             // The old name's delete stays queued: it goes once the move has succeeded
             // (with the deletes of other moves, in one batch).
-            self.in_flight.mark(to, Op::Delete, true);
-            self.in_flight.mark(from, Op::Delete, true);
+            self.in_flight.mark(Rel::new(to.clone()), Op::Delete, true);
+            self.in_flight
+                .mark(Rel::new(from.clone()), Op::Delete, true);
         }
         self.jobs_in_flight += 1;
         Some(Plan::Move {
@@ -389,7 +388,10 @@ impl TargetQueue {
             return;
         };
         for (from, to) in moves {
-            let update = self.pending.get(to).is_some_and(|p| p.op == Op::Update);
+            let update = self
+                .pending
+                .get(to.as_path())
+                .is_some_and(|p| p.op == Op::Update);
             if update && retried.contains(to) && !self.moves.contains_key(to) {
                 // The failed run may have left part of it there.
                 self.moves_by_content.insert(to.clone());
@@ -402,12 +404,12 @@ impl TargetQueue {
     /// remote's copy may not be current, so it also goes under the new name, after the
     /// move (which may have made it from that copy).
     /// Returns whether it went under the new name (the old one is the move's to delete).
-    pub(super) fn follow_into_move(
-        &mut self,
-        entry: &Entry,
-        pending: &Pending,
-        now: Instant,
-    ) -> bool {
+    pub(super) fn follow_into_move(&mut self, rel: &Rel, pending: &Pending, now: Instant) -> bool {
+        let entry = Entry {
+            rel: rel.to_path_buf(),
+            op: pending.op,
+            is_dir: pending.is_dir,
+        };
         if entry.op != Op::Update || self.moves.is_empty() {
             return false;
         }
@@ -458,13 +460,20 @@ fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
 }
 
-fn taken(rel: &Path, pending: Pending) -> Taken {
-    Taken {
-        entry: Entry {
-            rel: rel.to_path_buf(),
-            op: pending.op,
-            is_dir: pending.is_dir,
-        },
-        pending,
-    }
+/// Whether an end in `move_ends` older than `seq` is `path` or above it.
+fn end_at_or_above(move_ends: &BTreeSet<(PathBuf, u64)>, path: &Path, seq: u64) -> bool {
+    path.ancestors().any(|a| {
+        move_ends
+            .range((a.to_path_buf(), 0)..(a.to_path_buf(), seq))
+            .next()
+            .is_some()
+    })
+}
+
+/// Whether an end in `move_ends` older than `seq` is strictly below `path`.
+fn end_below(move_ends: &BTreeSet<(PathBuf, u64)>, path: &Path, seq: u64) -> bool {
+    move_ends
+        .range((path.to_path_buf(), u64::MAX)..)
+        .take_while(|(p, _)| p.starts_with(path))
+        .any(|(_, s)| *s < seq)
 }

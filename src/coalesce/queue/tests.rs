@@ -9,7 +9,7 @@ fn batch(queue: &mut TargetQueue, now: Instant) -> Vec<(String, Op)> {
     match queue.next_plan(now, CAPS) {
         Some(Plan::Batch(taken)) => taken
             .into_iter()
-            .map(|t| (t.entry.rel.display().to_string(), t.entry.op))
+            .map(|t| (t.rel.display().to_string(), t.pending.op))
             .collect(),
         Some(Plan::Full(..) | Plan::Subtree(..) | Plan::Move { .. }) => {
             panic!("unexpected full sync or move")

@@ -76,6 +76,7 @@ fn config() -> SchedulerConfig {
             &Remote::Daemon {
                 host: "10.0.0.2".into(),
                 module: "www".into(),
+                port: None,
             },
         )]],
         n_workers: 2,
@@ -181,6 +182,9 @@ struct Row {
     at_once: &'static [&'static str],
     /// Events after the outcome.
     then: &'static [(&'static str, Op)],
+    /// Journal writes right after those events (what waits for a remote that is down,
+    /// and journaled paths that changed, are journaled as they arrive).
+    then_writes: Vec<Write>,
     /// The next job, a minute later.
     next: &'static [&'static str],
     /// Journal writes when it succeeds.
@@ -272,6 +276,7 @@ fn every_outcome_of_a_batch() {
             delivered: &["update a", "update b", "update c"],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &[],
             next_writes: vec![],
             next_delivered: &[],
@@ -283,6 +288,7 @@ fn every_outcome_of_a_batch() {
             delivered: &["update a", "update c"],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["b"],
             next_writes: vec![clear(&["b"])],
             next_delivered: &["update b"],
@@ -294,6 +300,7 @@ fn every_outcome_of_a_batch() {
             delivered: &["update a"],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["c"],
             next_writes: vec![clear(&["c"])],
             next_delivered: &["update c"],
@@ -305,6 +312,7 @@ fn every_outcome_of_a_batch() {
             delivered: &["update b", "update c"],
             at_once: &[],
             then: &[("a", Op::Delete)],
+            then_writes: vec![],
             next: &["a"],
             next_writes: vec![],
             next_delivered: &["delete a"],
@@ -316,6 +324,7 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["a", "b", "c"],
             next_writes: vec![clear(&["a", "b", "c"])],
             next_delivered: &["update a", "update b", "update c"],
@@ -327,8 +336,9 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[("d", Op::Update)],
+            then_writes: vec![record(&["d"], None)],
             next: &["a", "b", "c", "d"],
-            next_writes: vec![clear(&["a", "b", "c"])],
+            next_writes: vec![clear(&["a", "b", "c", "d"])],
             next_delivered: &["update a", "update b", "update c", "update d"],
         },
         Row {
@@ -338,6 +348,7 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["a", "b", "c"],
             next_writes: vec![clear(&["a", "b", "c"])],
             next_delivered: &["update a", "update b", "update c"],
@@ -349,6 +360,7 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[],
+            then_writes: vec![],
             next: &["a", "b", "c"],
             next_writes: vec![clear(&["a", "b", "c"])],
             next_delivered: &["update a", "update b", "update c"],
@@ -360,6 +372,7 @@ fn every_outcome_of_a_batch() {
             delivered: &[],
             at_once: &[],
             then: &[("b", Op::Delete)],
+            then_writes: vec![record(&["b"], None)],
             next: &["a", "b", "c"],
             next_writes: vec![clear(&["a", "b", "c"])],
             next_delivered: &["delete b", "update a", "update c"],
@@ -429,6 +442,13 @@ fn every_outcome_of_a_batch() {
         for (rel, op) in row.then {
             s.observe(change(rel, *op, now), now);
         }
+        s.journal_waiting();
+        assert_eq!(
+            journal.take(),
+            row.then_writes,
+            "{}: journal after events",
+            row.name
+        );
         let later = now + RETRY_MAX;
         s.tick(later);
         match s.next_job(later) {
@@ -587,9 +607,86 @@ fn a_recreated_directory_gets_a_subtree_sync_journaled_as_its_delete() {
     assert_eq!(writes, vec![record(&["logs", "logs/new.log"], None)]);
 }
 
+/// While the remote is down, every waiting path has a journal entry in its latest form
+/// (a crash then loses nothing): checked after every event of the random histories.
+fn assert_down_queue_journaled(
+    s: &Scheduler,
+    journal: &dyn Journal,
+    seed: u64,
+    history: &[String],
+) {
+    let Some(queue) = s.queues.get(&TargetId { root: 0, remote: 0 }) else {
+        panic!("no queue");
+    };
+    if !queue.is_down() {
+        return;
+    }
+    let entries: std::collections::BTreeMap<PathBuf, Work> = journal
+        .pending()
+        .into_iter()
+        .map(|(_, w)| (w.scope().storage_rel().to_path_buf(), w))
+        .collect();
+    for name in ["a", "a/b", "a/b/c", "a/x", "d", "d/e", "d/e/f", "g"] {
+        let Some(entry) = queue.pending_entry(Path::new(name)) else {
+            continue;
+        };
+        let want = queue.journal_form(Work::Path(entry));
+        let got = entries.get(Path::new(name));
+        // A directory's delete replays as its subtree sync, which covers either form.
+        let replays_as_subtree =
+            matches!(got, Some(Work::Path(e)) if e.op == Op::Delete && e.is_dir);
+        assert!(
+            got == Some(&want) || replays_as_subtree,
+            "seed {seed}: remote down, {name} waits as {want:?} but the journal holds {got:?}\n{}",
+            history.join("\n")
+        );
+    }
+}
+
 /// Random events and outcomes on a small namespace; once the remote is healthy again and
 /// everything is pushed, nothing may be left in the journal (no entry that no later push
 /// clears) and nothing may still be owed to plugins.
+/// Ten remotes of a root hold one copy of a queued path, not ten: every queue's key is
+/// the same stored path, also after the path was taken into a batch and handed back.
+#[test]
+fn the_remotes_of_a_root_share_each_queued_path() {
+    let now = Instant::now();
+    let journal: Arc<dyn Journal> = Arc::new(Recorder::default());
+    let mut config = config();
+    config.target_keys = vec![
+        (0..10)
+            .map(|i| {
+                let remote = Remote::Daemon {
+                    host: "10.0.0.2".into(),
+                    module: format!("www{i}"),
+                    port: None,
+                };
+                TargetKey::new(Path::new("/srv/www"), &remote)
+            })
+            .collect(),
+    ];
+    let metrics = Arc::new(Metrics::default());
+    let mut s = Scheduler::new(config, journal, metrics, now, Box::new(|| 0.5));
+    s.observe(change("d/a.txt", Op::Update, now), now);
+    s.observe(change("d/b.txt", Op::Update, now), now);
+    let shared = |s: &Scheduler, rel: &str| {
+        let keys: Vec<&Rel> = s
+            .queues
+            .values()
+            .filter_map(|q| q.pending_key(Path::new(rel)))
+            .collect();
+        keys.len() == 10 && keys.iter().all(|k| k.shares(keys[0]))
+    };
+    assert!(shared(&s, "d/a.txt") && shared(&s, "d/b.txt"));
+    // Taken by the first remote, whose rsync sent only one of them: the other comes back
+    // as the same stored path.
+    let job = s.next_job(now).expect("a batch");
+    let mut unsent = outcome(job, Disposition::Done);
+    unsent.unsent = 1;
+    s.complete(unsent, now);
+    assert!(shared(&s, "d/b.txt"));
+}
+
 #[test]
 fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
     const NAMES: [&str; 8] = ["a", "a/b", "a/b/c", "a/x", "d", "d/e", "d/e/f", "g"];
@@ -659,6 +756,8 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                         }),
                         now,
                     );
+                    s.journal_waiting();
+                    assert_down_queue_journaled(&s, journal.as_ref(), seed, &history);
                 }
                 2 => {
                     if let Some(job) = s.next_job(now) {
@@ -689,6 +788,7 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                     };
                     history.push(format!("complete {:?}: {disposition:?}", paths(&job)));
                     s.complete(outcome(job, disposition), now);
+                    assert_down_queue_journaled(&s, journal.as_ref(), seed, &history);
                 }
                 _ => {}
             }

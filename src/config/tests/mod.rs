@@ -111,6 +111,7 @@ fn stock_file_keeps_its_meaning() {
     let daemon = Remote::Daemon {
         host: "127.0.0.1".into(),
         module: "tongbu1".into(),
+        port: None,
     };
     assert_eq!(config.roots[0].remotes, vec![daemon]);
     assert_eq!(config.rsync.common_params, vec!["-artz"]);
@@ -124,7 +125,7 @@ fn stock_file_keeps_its_meaning() {
     assert_eq!(config.fail_log.retry_max, Duration::from_secs(3600));
     assert!(config.crontab.is_none() && config.plugins.is_empty());
     let command = config.command.expect("command section");
-    assert_eq!(command.prefix, vec!["/bin/sh"]);
+    assert_eq!(command.prefix.words(), vec!["/bin/sh"]);
     assert!(command.suffix.is_empty() && command.ignore_error && command.include.is_none());
     assert_eq!(
         (command.timeout, command.concurrency),
@@ -219,6 +220,64 @@ fn every_localpath_is_used_with_its_own_remotes() {
         }
     );
     assert_eq!(config.targets().count(), 3);
+}
+
+/// `<remote port>`, an extension: overrides `<userDefinedPort>` for its daemon only.
+#[test]
+fn remote_port_overrides_user_defined_port_for_its_daemon() {
+    let env = Env::new();
+    let rsync = "<rsync><userDefinedPort start=\"true\" port=\"874\"/></rsync>\n";
+    let remotes = "<localpath watch=\"@DIR@/src2\"><remote ip=\"127.0.0.1\" name=\"m\" port=\"8731\"/><remote ip=\"127.0.0.1\" name=\"m\" port=\" 8732 \"/></localpath>\n";
+    fs::create_dir(env.path().join("src2")).unwrap();
+    let config = env.ok(&file("", &format!("{rsync}{remotes}")));
+    let daemon = |port| Remote::Daemon {
+        host: "127.0.0.1".into(),
+        module: "m".into(),
+        port,
+    };
+    assert_eq!(config.roots[0].remotes, vec![daemon(None)]);
+    assert_eq!(
+        config.roots[1].remotes,
+        vec![daemon(Some(8731)), daemon(Some(8732))]
+    );
+    assert_eq!(config.rsync.port, Some(874));
+
+    // (remote element, the one problem at its line:col)
+    let table = [
+        (
+            "<remote ip=\"h\" name=\"m\" port=\"0\"/>",
+            "5:25: <remote port=\"0\">: not a whole number from 1 to 65535",
+        ),
+        (
+            "<remote ip=\"h\" name=\"m\" port=\"rsync\"/>",
+            "5:25: <remote port=\"rsync\">: not a whole number from 1 to 65535",
+        ),
+        (
+            "<remote ip=\"h\" name=\"m\" port=\"65536\"/>",
+            "5:25: <remote port=\"65536\">: not a whole number from 1 to 65535",
+        ),
+        (
+            "<remote ip=\"h\" name=\"m\" port=\" \"/>",
+            "5:25: <remote port=\"\">: empty (give the rsync daemon's port, or leave port out for <userDefinedPort>)",
+        ),
+        (
+            "<remote port=\"873\" path=\"@DIR@/copy\"/>",
+            "5:9: <remote port>: only for an rsync daemon remote; a local directory has none",
+        ),
+    ];
+    for (remote, problem) in table {
+        let xml = format!(
+            "<head>\n<sersync>\n<localpath watch=\"@DIR@/src\">\n<remote ip=\"127.0.0.1\" name=\"m\"/>\n{remote}\n</localpath>\n</sersync>\n</head>\n"
+        );
+        assert_eq!(env.errors(&xml), vec![problem], "{remote}");
+    }
+    let ssh = "<head>\n<sersync>\n<localpath watch=\"@DIR@/src\">\n<remote ip=\"h\" name=\"/srv\" port=\"22\"/>\n</localpath>\n<rsync><ssh start=\"true\"/></rsync>\n</sersync>\n</head>\n";
+    assert_eq!(
+        env.errors(ssh),
+        vec![
+            "4:28: <remote port>: only for an rsync daemon remote; <ssh start=\"true\">: give ssh's port in <commonParams> (-e \"ssh -p PORT\")"
+        ]
+    );
 }
 
 #[test]

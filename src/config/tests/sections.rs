@@ -185,7 +185,10 @@ fn standalone_plugin_needs_no_remotes_and_ignores_sersync() {
         .parse_with(command, Some(PluginKind::Command))
         .expect("valid with -m command");
     assert!(config.roots[0].remotes.is_empty());
-    assert_eq!(config.command.expect("command").prefix, vec!["/bin/sh"]);
+    assert_eq!(
+        config.command.expect("command").prefix.words(),
+        vec!["/bin/sh"]
+    );
 }
 
 #[test]
@@ -227,7 +230,7 @@ fn command_and_cdn_sections() {
     );
     let command = config.command.expect("command");
     assert_eq!(
-        (command.prefix, command.suffix),
+        (command.prefix.words().to_vec(), command.suffix),
         (
             vec!["/bin/echo".to_owned(), "a b".to_owned()],
             vec!["--x".to_owned()]
@@ -243,16 +246,14 @@ fn command_and_cdn_sections() {
         "anchored"
     );
     let cdn = config.cdn.expect("cdn");
+    assert_eq!((cdn.batch, cdn.rate_per_sec), (5, 2.5));
+    let CdnApi::Cloudflare { zone, endpoint, .. } = &cdn.api else {
+        panic!("cloudflare: {:?}", cdn.api)
+    };
     assert_eq!(
-        (
-            cdn.provider,
-            cdn.zone.as_deref(),
-            cdn.batch,
-            cdn.rate_per_sec
-        ),
-        (CdnProvider::Cloudflare, Some("z"), 5, 2.5)
+        (zone.as_str(), endpoint.as_str()),
+        ("z", "https://api.cloudflare.com")
     );
-    assert_eq!(cdn.endpoint, "https://api.cloudflare.com");
     assert!(cdn.url_regex.is_some());
     let no_group = xml.replace("src/(.*)", "src/.*");
     assert_has(

@@ -29,6 +29,7 @@ fn daemon_batch_argv() {
     let remote = Remote::Daemon {
         host: "127.0.0.1".into(),
         module: "tongbu1".into(),
+        port: None,
     };
     let args = args(
         &config(&["-artuz"]),
@@ -62,6 +63,7 @@ fn subtree_argv_runs_in_the_root_with_one_relative_source() {
     let daemon = Remote::Daemon {
         host: "127.0.0.1".into(),
         module: "tongbu1".into(),
+        port: None,
     };
     let local = Remote::Local {
         path: PathBuf::from("/mnt/mirror"),
@@ -132,10 +134,38 @@ fn batch_without_delete_ignores_missing_paths() {
 }
 
 #[test]
+fn remote_port_wins_over_user_defined_port() {
+    let remote = |port| Remote::Daemon {
+        host: "h".into(),
+        module: "m".into(),
+        port,
+    };
+    let mut rsync = config(&["-a"]);
+    let ports = |rsync: &RsyncConfig, port| {
+        strings(&args(
+            rsync,
+            Path::new("/w"),
+            &remote(port),
+            RunKind::Full { delete: false },
+            &[],
+        ))
+        .into_iter()
+        .filter(|a| a.starts_with("--port"))
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(ports(&rsync, None), ["--port=874"]);
+    assert_eq!(ports(&rsync, Some(8731)), ["--port=8731"]);
+    rsync.port = None;
+    assert_eq!(ports(&rsync, Some(8731)), ["--port=8731"]);
+    assert!(ports(&rsync, None).is_empty());
+}
+
+#[test]
 fn sockopts_from_common_params_win() {
     let remote = Remote::Daemon {
         host: "h".into(),
         module: "m".into(),
+        port: None,
     };
     let args = strings(&args(
         &config(&["-a", "--sockopts=SO_SNDBUF=65536"]),
@@ -188,6 +218,7 @@ fn full_sync_argv_has_recursion_delete_and_excludes() {
     let remote = Remote::Daemon {
         host: "h".into(),
         module: "m".into(),
+        port: None,
     };
     let args = strings(&args(
         &config(&["-artuz"]),
@@ -434,6 +465,7 @@ fn batch_argv_passes_paths_as_dot_slash_arguments_after_double_dash() {
     let remote = Remote::Daemon {
         host: "127.0.0.1".into(),
         module: "m".into(),
+        port: None,
     };
     let entries = vec![
         Entry {

@@ -163,6 +163,7 @@ pub fn daemon_config(src: &Path, daemon: &RsyncDaemon) -> Config {
         vec![Remote::Daemon {
             host: "127.0.0.1".into(),
             module: rsyncd::MODULE.into(),
+            port: None,
         }],
     );
     config.rsync.auth = Some(Auth {

@@ -27,9 +27,9 @@ use Step::*;
 fn apply(queue: &mut TargetQueue, steps: &[Step], now: Instant) {
     for step in steps {
         match *step {
-            U(p) => queue.observe(p.into(), Op::Update, false, 0, now),
-            Ud(p) => queue.observe(p.into(), Op::Update, true, 0, now),
-            D(p) => queue.observe(p.into(), Op::Delete, false, 0, now),
+            U(p) => queue.observe(PathBuf::from(p), Op::Update, false, 0, now),
+            Ud(p) => queue.observe(PathBuf::from(p), Op::Update, true, 0, now),
+            D(p) => queue.observe(PathBuf::from(p), Op::Delete, false, 0, now),
             M(a, b) => queue.observe_move(a.into(), b.into(), false, 0, now, true),
             Md(a, b) => queue.observe_move(a.into(), b.into(), true, 0, now, true),
             J(p) => queue.mark_journaled([PathBuf::from(p)]),
@@ -42,7 +42,7 @@ fn describe(plan: Plan) -> (String, Vec<Taken>, Ran) {
     let ops = |taken: &[Taken]| {
         let mut ops: Vec<String> = taken
             .iter()
-            .map(|t| format!("{} {}", t.entry.op, t.entry.rel.display()))
+            .map(|t| format!("{} {}", t.pending.op, t.rel.display()))
             .collect();
         ops.sort();
         ops.join(",")
@@ -63,8 +63,8 @@ fn describe(plan: Plan) -> (String, Vec<Taken>, Ran) {
                 .join(",");
             let deletes: Vec<String> = taken
                 .iter()
-                .filter(|t| t.entry.op == Op::Delete)
-                .map(|t| t.entry.rel.display().to_string())
+                .filter(|t| t.pending.op == Op::Delete)
+                .map(|t| t.rel.display().to_string())
                 .collect();
             if !deletes.is_empty() {
                 text.push_str(" then delete ");
@@ -194,7 +194,7 @@ fn a_failed_move_is_a_move_again() {
     let (_, taken, ran) = describe(queue.next_plan(now, CAPS).expect("move"));
     let journaled: Vec<_> = taken
         .iter()
-        .map(|t| queue.journal_form(crate::job::Work::Path(t.entry.clone())))
+        .map(|t| queue.journal_form(crate::job::Work::Path(t.entry())))
         .collect();
     assert_eq!(
         journaled,
