@@ -50,7 +50,7 @@ impl Scheduler {
             started,
             command: outcome.command,
         };
-        match outcome.disposition {
+        let delivered = match outcome.disposition {
             Disposition::Done => self.arrived(&job, taken, now),
             Disposition::Partial { failure, fates }
                 if matches!(job.ran, Ran::Batch | Ran::Move(_)) =>
@@ -69,7 +69,11 @@ impl Scheduler {
                 self.failed(&job, taken, &failure, Severity::ConfigError, now);
                 Vec::new()
             }
-        }
+        };
+        // Failed paths requeued may have changed journaled ones (a path below a moved
+        // directory follows it to its new name): the journal catches up at once.
+        self.journal_waiting();
+        delivered
     }
 
     /// Every path arrived: clear what it covered from the journal, deliver.
