@@ -197,6 +197,17 @@ impl TargetQueue {
         };
         for to in onto {
             self.remove_move(&to);
+            // A directory move dropped the queued changes below its new name (the move
+            // replaces them); cancelled, it no longer settles their journal entries, so
+            // a subtree sync of the name does (it deletes or mirrors what is there).
+            let journaled_below = self
+                .journaled
+                .range(to.clone()..)
+                .take_while(|p| p.starts_with(&to))
+                .any(|p| *p != to);
+            if journaled_below {
+                self.request_subtree(to);
+            }
         }
     }
 
