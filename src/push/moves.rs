@@ -200,7 +200,15 @@ pub(super) fn run(
     let target = (job.target.root, job.target.remote);
     // Nothing is read through a symlinked parent, nor through `to` itself as the
     // transfer root: such a move goes the plain way, which confines it.
-    let confined = guard::confine_on_disk(root, &updates) == updates
+    // With `-u` kept (`<update start="true"/>`), rsync compares a missing file's mtime
+    // with its fuzzy basis, whichever file that is, and skips the file when the basis
+    // is newer: file moves then go the plain way, where `-u` means what it says.
+    let update_kept = !is_dir && {
+        let mut params = context.rsync.common_params.clone();
+        crate::config::strip_update(&mut params)
+    };
+    let as_move = !update_kept
+        && guard::confine_on_disk(root, &updates) == updates
         && (!is_dir
             || moves
                 .iter()
@@ -211,7 +219,7 @@ pub(super) fn run(
         .is_ok_and(|set| set.contains(&target));
     let mut commands = Vec::new();
     let mut first = None;
-    if confined && !refused && !updates.is_empty() {
+    if as_move && !refused && !updates.is_empty() {
         let excluded = match moves.first() {
             Some((_, to)) if is_dir => excluded_below(root, to, &context.filter),
             _ => Vec::new(),

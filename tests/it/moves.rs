@@ -48,7 +48,7 @@ struct Scene {
 /// How a scene is set up.
 #[derive(Default)]
 struct Setup {
-    /// `<commonParams>`; `-artuz` when empty.
+    /// `<commonParams>`; `-artz` when empty.
     params: &'static str,
     /// rsyncd.conf lines for the daemon's module.
     daemon_extra: &'static str,
@@ -68,8 +68,10 @@ impl Setup {
         let local = dir.path().join("local");
         let ssh = dir.path().join("ssh");
         fs::create_dir_all(&ssh).expect("ssh mirror");
+        // What the stock -artuz runs as (the parser strips -u, these configs are built
+        // without it).
         let params = if self.params.is_empty() {
-            "-artuz"
+            "-artz"
         } else {
             self.params
         };
@@ -560,4 +562,24 @@ fn converged_without(src: &Path, mirror: &Path, pipeline: &Pipeline, rel: &str) 
         );
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// With `-u` kept, file moves are uploads (rsync would compare a new name's mtime with
+/// whatever fuzzy basis it picked): renames onto similar names still end byte-exact.
+#[test]
+fn with_update_kept_file_moves_converge() {
+    let Some(scene) = Setup {
+        params: "-artuz",
+        ..Setup::default()
+    }
+    .start() else {
+        return;
+    };
+    scene.write("n6", b"newer content, written last");
+    scene.write("n6.old", b"old");
+    scene.converge("the files");
+    scene.write("n6.tmp", b"staged");
+    scene.mv("n6.tmp", "n6.r1");
+    scene.mv("n6", "n6.r2");
+    scene.converge("renames onto similar names");
 }
