@@ -43,6 +43,27 @@ pub enum FsEvent {
         /// Index of the root in `Config::roots`.
         root: usize,
     },
+    /// A path was renamed inside one root, both ends not excluded: one operation, so
+    /// that the remote can make `to` from what it holds at `from` (`coalesce` decides
+    /// whether it can, `push` how).
+    Move(Move),
+}
+
+/// A rename inside one root. A directory's content moved with it (no scan follows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// Index of the root in `Config::roots`.
+    pub root: usize,
+    /// The old path, relative to the root.
+    pub from: PathBuf,
+    /// The new path, relative to the root.
+    pub to: PathBuf,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+    /// The raw mask of the `MOVED_TO` (for plugins).
+    pub mask: u32,
+    /// When the kernel event was read.
+    pub seen: Instant,
 }
 
 /// A change of one path.
@@ -170,6 +191,22 @@ pub enum JobKind {
     Subtree {
         /// The directory, relative to the root (never empty).
         rel: PathBuf,
+    },
+    /// Make the `to` of each move on the remote from what it holds at its `from`
+    /// (hard links or a local basis there, not bytes over the wire). The deletes of the
+    /// old names wait in the queue until this succeeded. A directory move is alone in
+    /// its job; file moves share one when their new and their old names each share a
+    /// directory.
+    Move {
+        /// `(from, to)` pairs, relative to the root.
+        moves: Vec<(PathBuf, PathBuf)>,
+        /// Whether the moved paths are directories.
+        is_dir: bool,
+        /// Compare files by content (`--checksum`), not size and mtime: the remote may
+        /// hold something at a new name already (always so for files).
+        by_content: bool,
+        /// The update of every `to`, in the order of `moves`; outcomes' fates follow it.
+        entries: Vec<Entry>,
     },
     /// Mirror the whole root.
     Full {

@@ -24,7 +24,7 @@ use crate::child::Cancel;
 use crate::coalesce::queue::Caps;
 use crate::coalesce::{self, Channels, Journal, Scheduler, SchedulerConfig};
 use crate::config::{Config, Plugin, PluginKind, RootConfig};
-use crate::job::{Delivered, FsEvent};
+use crate::job::{Delivered, FsEvent, Op};
 use crate::metrics::Metrics;
 use crate::plugin::{self, PluginError, PluginStage};
 use crate::push::warm::{WarmPolicy, WarmPool};
@@ -165,6 +165,7 @@ impl Pipeline {
             batch_limit: Some(BATCH_LIMIT),
             cancel: cancel.clone(),
             seconds_only: std::sync::Mutex::default(),
+            plain_moves: std::sync::Mutex::default(),
             warm: warm.clone(),
             max_batch_bytes: MAX_BATCH_BYTES,
         };
@@ -287,6 +288,21 @@ impl Pipeline {
                                 mask: c.mask,
                             };
                             if delivered_tx.send(delivered).is_err() {
+                                break;
+                            }
+                        }
+                        FsEvent::Move(m) => {
+                            let delivered =
+                                [(m.from, Op::Delete), (m.to, Op::Update)].map(|(rel, op)| {
+                                    Delivered {
+                                        root: m.root,
+                                        rel,
+                                        op,
+                                        is_dir: m.is_dir,
+                                        mask: m.mask,
+                                    }
+                                });
+                            if delivered.into_iter().any(|d| delivered_tx.send(d).is_err()) {
                                 break;
                             }
                         }

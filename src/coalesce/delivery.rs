@@ -23,16 +23,7 @@ impl Delivery {
     /// forgets what was owed below it (those changes will never be pushed).
     pub fn owe(&mut self, change: &Change, n_remotes: usize) {
         if change.op == Op::Delete && change.is_dir {
-            let below: Vec<_> = self
-                .owed
-                .range((change.root, change.rel.clone())..)
-                .skip_while(|((r, p), _)| *r == change.root && *p == change.rel)
-                .take_while(|((r, p), _)| *r == change.root && p.starts_with(&change.rel))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in below {
-                self.owed.remove(&key);
-            }
+            self.forget_below(change.root, &change.rel);
         }
         let owed = Owed {
             remaining: (0..n_remotes).collect(),
@@ -61,6 +52,22 @@ impl Delivery {
         })
     }
 
+    /// Forgets what is owed strictly below `rel`: a directory deleted, or moved (what was
+    /// queued below its old name follows it in the queue, and what was below its new
+    /// name is replaced).
+    pub fn forget_below(&mut self, root: usize, rel: &Path) {
+        let below: Vec<_> = self
+            .owed
+            .range((root, rel.to_path_buf())..)
+            .skip_while(|((r, p), _)| *r == root && p == rel)
+            .take_while(|((r, p), _)| *r == root && p.starts_with(rel))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in below {
+            self.owed.remove(&key);
+        }
+    }
+
     /// `rel` no longer exists as it was changed: nothing about it will be delivered (the
     /// event that removed or replaced it is owed on its own).
     pub fn forget(&mut self, root: usize, rel: &Path) {
@@ -70,6 +77,12 @@ impl Delivery {
     /// Changes still owed.
     pub fn len(&self) -> usize {
         self.owed.len()
+    }
+
+    /// What is owed (tests print it).
+    #[cfg(test)]
+    pub fn owed_paths(&self) -> Vec<PathBuf> {
+        self.owed.keys().map(|(_, p)| p.clone()).collect()
     }
 
     /// Whether nothing is owed.

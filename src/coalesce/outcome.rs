@@ -50,9 +50,11 @@ impl Scheduler {
             started,
             command: outcome.command,
         };
-        match outcome.disposition {
+        let delivered = match outcome.disposition {
             Disposition::Done => self.arrived(&job, taken, now),
-            Disposition::Partial { failure, fates } if job.ran == Ran::Batch => {
+            Disposition::Partial { failure, fates }
+                if matches!(job.ran, Ran::Batch | Ran::Move(_)) =>
+            {
                 self.partial(&job, taken, &failure, &fates, now)
             }
             Disposition::Partial { failure, .. } => {
@@ -67,7 +69,11 @@ impl Scheduler {
                 self.failed(&job, taken, &failure, Severity::ConfigError, now);
                 Vec::new()
             }
-        }
+        };
+        // Failed paths requeued may have changed journaled ones (a path below a moved
+        // directory follows it to its new name): the journal catches up at once.
+        self.journal_waiting();
+        delivered
     }
 
     /// Every path arrived: clear what it covered from the journal, deliver.
@@ -77,12 +83,12 @@ impl Scheduler {
             return Vec::new();
         };
         let cleared = match &job.ran {
-            Ran::Batch => {
+            Ran::Batch | Ran::Move(_) => {
                 let mut cleared = queue.unjournal(taken.iter().map(|t| &t.rel));
                 // A delete, or a file or symlink pushed with `--force`, leaves nothing
                 // below it on the remote: entries below it are settled (a parent that
                 // became a file: its old children are not retried for ever).
-                for t in taken.iter().filter(|t| t.replaces_below()) {
+                for t in taken.iter().filter(|t| covers_below(&job.ran, t)) {
                     cleared.extend(queue.unjournal_covered(&t.rel));
                 }
                 cleared
@@ -158,13 +164,17 @@ impl Scheduler {
         // What arrived and replaces its path settles the entries below it; so does a
         // path that is gone (the change that removed or replaced it covers what was
         // below, and what is still pending below stays journaled).
-        for t in arrived.iter().filter(|t| t.replaces_below()).chain(&gone) {
+        for t in arrived
+            .iter()
+            .filter(|t| covers_below(&job.ran, t))
+            .chain(&gone)
+        {
             cleared.extend(queue.unjournal_covered(&t.rel));
         }
         let mut settled = arrived;
         let n_arrived = settled.len();
         settled.extend(gone);
-        queue.partially_failed(&settled, retry, delay, now);
+        queue.partially_failed(&settled, retry, &job.ran, delay, now);
         let gone = settled.split_off(n_arrived);
         self.clear_journal(&key, &cleared);
         if !retry_entries.is_empty() {
@@ -332,6 +342,13 @@ impl Scheduler {
         }
         out
     }
+}
+
+/// Whether pushing `taken` made everything below it on the remote what it is here: a
+/// delete, a file or symlink pushed with `--force`, a directory made by a move (its run
+/// is recursive, with `--delete`).
+fn covers_below(ran: &Ran, taken: &Taken) -> bool {
+    taken.replaces_below() || (matches!(ran, Ran::Move(_)) && taken.pending.is_dir)
 }
 
 /// The finished job, as the handlers need it.

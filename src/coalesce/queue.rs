@@ -70,6 +70,19 @@ pub enum Plan {
     Full(FullRequest),
     /// Mirror this directory recursively with `--delete`.
     Subtree(PathBuf),
+    /// Make each `to` on the remote from its `from` there (`taken`: the `to` updates);
+    /// the old names' deletes stay queued until it succeeded.
+    Move {
+        /// `(from, to)` pairs.
+        moves: Vec<(PathBuf, PathBuf)>,
+        /// Whether they are directories.
+        is_dir: bool,
+        /// Whether files must be compared by content (the remote may hold something
+        /// at a new name already).
+        by_content: bool,
+        /// What the job carries, in [`crate::job::JobKind::Move`]'s order.
+        taken: Vec<Taken>,
+    },
 }
 
 /// Limits of one batch (the byte limit is applied by the push worker, which measures the
@@ -127,6 +140,19 @@ pub struct TargetQueue {
     /// Pending paths held back by a partial failure: not before this instant (apart from
     /// `Pending`, which would otherwise carry the instant for every path).
     holds: std::collections::HashMap<Rel, Instant>,
+    /// Renames waiting to be made on the remote from what it holds, new name → old name
+    /// (`moves.rs`), with the order in which they were seen; nothing at or below either
+    /// name goes before its move.
+    moves: BTreeMap<PathBuf, (PathBuf, u64)>,
+    /// Renames running, new name → old name.
+    moves_running: BTreeMap<PathBuf, (PathBuf, u64)>,
+    /// New names of pending moves that the remote may already hold something at: their
+    /// run compares files by content (`push::moves`).
+    moves_by_content: BTreeSet<PathBuf>,
+    /// Both names of every pending move, with its order.
+    move_ends: BTreeSet<(PathBuf, u64)>,
+    /// Order of the last move seen.
+    move_seq: u64,
 }
 
 impl TargetQueue {
@@ -138,6 +164,9 @@ impl TargetQueue {
     /// new directory alone (`--no-recursive`) would leave the old content on the remote.
     pub fn observe(&mut self, rel: impl Into<Rel>, op: Op, is_dir: bool, mask: u32, now: Instant) {
         let rel: Rel = rel.into();
+        if op == Op::Delete {
+            self.cancel_moves_onto(&rel, is_dir);
+        }
         if op == Op::Delete && is_dir {
             let below: Vec<Rel> = self.descendants(&rel).cloned().collect();
             for path in below {
@@ -301,7 +330,9 @@ impl TargetQueue {
                 if entry.op == Op::Update
                     && entry.is_dir
                     && (self.subtrees.contains(&entry.rel)
-                        || self.subtrees_running.contains(&entry.rel)) =>
+                        || self.subtrees_running.contains(&entry.rel)
+                        || self.moves.contains_key(&entry.rel)
+                        || self.moves_running.contains_key(&entry.rel)) =>
             {
                 Work::Path(Entry {
                     op: Op::Delete,
@@ -489,6 +520,9 @@ impl TargetQueue {
             self.jobs_in_flight += 1;
             return Some(Plan::Full(request));
         }
+        if let Some(plan) = self.take_move(now, caps) {
+            return Some(plan);
+        }
         // A subtree sync must not run beside anything at or below it, nor beside a delete
         // above it: in flight it is marked as a directory delete, which keeps both away.
         if self.batch_turn && !self.blocked && !self.pending.is_empty() {
@@ -499,7 +533,9 @@ impl TargetQueue {
             }
         }
         let after = self.last_subtree.clone();
-        let free = |rel: &&PathBuf| !self.conflicts(rel, Op::Delete, true);
+        let free = |rel: &&PathBuf| {
+            !self.conflicts(rel, Op::Delete, true) && !self.waits_for_move(rel, true)
+        };
         let subtree = after
             .as_ref()
             .and_then(|last| {
@@ -557,6 +593,12 @@ impl TargetQueue {
             };
             let (path, pending) = (found.key(), found.get());
             if self.holds.get(path).is_some_and(|nb| *nb > now)
+                || (!self.moves.is_empty()
+                    && Self::move_ends_block(
+                        &self.move_ends,
+                        path,
+                        pending.op == Op::Delete || !pending.is_dir,
+                    ))
                 || self.in_flight.conflicts(path, pending.op, pending.is_dir)
                 || Self::conflicts_with_chosen(&chosen, path, pending)
             {
@@ -630,15 +672,18 @@ impl TargetQueue {
         &mut self,
         arrived: &[Taken],
         retry: Vec<Taken>,
+        ran: &Ran,
         backoff: Duration,
         now: Instant,
     ) {
-        self.finish(arrived, &Ran::Batch);
+        self.finish(arrived, ran);
         for t in &retry {
             self.in_flight.unmark(&t.rel);
         }
         self.healthy();
+        let retried: Vec<PathBuf> = retry.iter().map(|t| t.rel.to_path_buf()).collect();
         self.requeue(retry, Some(backoff), now);
+        self.restore_moves(ran, &retried);
     }
 
     /// Paths the push worker did not send (the batch's byte limit): back at the front of
@@ -667,14 +712,17 @@ impl TargetQueue {
         now: Instant,
     ) {
         self.finish(&taken, &ran);
-        let whole = !matches!(ran, Ran::Batch);
-        match ran {
+        let whole = matches!(ran, Ran::Full(_) | Ran::Subtree(_));
+        let retried: Vec<PathBuf> = taken.iter().map(|t| t.rel.to_path_buf()).collect();
+        match &ran {
             Ran::Batch => {}
-            Ran::Full(request) => self.request_full(request),
-            Ran::Subtree(rel) => self.request_subtree(rel),
+            Ran::Move(_) => {}
+            Ran::Full(request) => self.request_full(request.clone()),
+            Ran::Subtree(rel) => self.request_subtree(rel.clone()),
         }
         self.requeue(taken, (!remote_down).then_some(backoff), now);
         self.down = remote_down;
+        self.restore_moves(&ran, &retried);
         if remote_down || whole {
             self.failures += 1;
             self.retry_at = Some(now + backoff);
@@ -692,6 +740,9 @@ impl TargetQueue {
                 continue; // a newer change is queued; it supersedes the failed one
             }
             pending.attempts += 1;
+            if self.follow_into_move(&rel, &pending, now) {
+                continue; // the delete of the moved directory's old name covers it
+            }
             if let Some(backoff) = hold {
                 let at = now + per_path_backoff(pending.attempts, backoff);
                 self.holds.insert(rel.clone(), at);
@@ -716,6 +767,16 @@ impl TargetQueue {
                 self.in_flight
                     .unmark_all(taken.iter().map(|t| t.rel.as_path()));
             }
+            Ran::Move(moves) => {
+                for t in taken {
+                    self.in_flight.unmark(&t.rel);
+                }
+                for (from, to) in moves {
+                    self.in_flight.unmark(from);
+                    self.in_flight.unmark(to);
+                    self.moves_running.remove(to);
+                }
+            }
         }
         self.blocked = false;
     }
@@ -725,10 +786,12 @@ impl TargetQueue {
         self.take_all()
     }
 
-    fn descendants<'a>(&'a self, rel: &'a Rel) -> impl Iterator<Item = &'a Rel> + 'a {
+    fn descendants<'a>(&'a self, rel: &'a Path) -> impl Iterator<Item = &'a Rel> + 'a {
+        use std::ops::Bound;
+        // `Rel`'s order is `Path`'s for the normalized paths queues hold (see `rel.rs`).
         self.pending
-            .range(rel.clone()..)
-            .skip_while(move |(p, _)| *p == rel)
+            .range::<Path, _>((Bound::Included(rel), Bound::Unbounded))
+            .skip_while(move |(p, _)| p.as_path() == rel)
             .map(|(p, _)| p)
             .take_while(move |p| p.starts_with(rel))
     }
@@ -773,6 +836,8 @@ pub enum Ran {
     Full(FullRequest),
     /// A subtree sync of this directory.
     Subtree(PathBuf),
+    /// Renames, `(from, to)`; the job's taken paths are its entries.
+    Move(Vec<(PathBuf, PathBuf)>),
 }
 
 /// The paths strictly below `rel` among `sorted` (a sorted range starting at `rel`).
@@ -808,5 +873,6 @@ fn per_path_backoff(attempts: u32, cap: Duration) -> Duration {
 }
 
 mod in_flight;
+mod moves;
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@ use super::journal::Journal;
 use super::queue::{Caps, FullRequest, Plan, Ran, Taken, TargetQueue};
 use super::rel::Rel;
 use crate::config::CrontabConfig;
-use crate::job::{Entry, FsEvent, JobKind, Op, PushJob, Scope, TargetId, Work};
+use crate::job::{Change, Entry, FsEvent, JobKind, Move, Op, PushJob, Scope, TargetId, Work};
 use crate::journal_key::TargetKey;
 use crate::metrics::Metrics;
 
@@ -206,6 +206,7 @@ impl Scheduler {
                 );
                 self.request_full_all(Some(root), "rescan", &[]);
             }
+            FsEvent::Move(moved) => self.observe_move(moved, now),
             FsEvent::Change(change) => {
                 if change.op == Op::Delete && !self.config.delete {
                     return; // <delete start="false">: remote copies are kept
@@ -231,6 +232,47 @@ impl Scheduler {
                     self.delivery.owe(&change, n_remotes);
                 }
             }
+        }
+    }
+
+    /// Merges a rename into the queue of every remote of its root; plugins get the
+    /// delete of the old name (when deletions are pushed) and the update of the new one.
+    fn observe_move(&mut self, moved: Move, now: Instant) {
+        let n_remotes = self.config.target_keys.get(moved.root).map_or(0, Vec::len);
+        let seen = moved.seen.min(now);
+        for remote in 0..n_remotes {
+            if let Some(queue) = self.queues.get_mut(&TargetId {
+                root: moved.root,
+                remote,
+            }) {
+                queue.observe_move(
+                    moved.from.clone(),
+                    moved.to.clone(),
+                    moved.is_dir,
+                    moved.mask,
+                    seen,
+                    self.config.delete,
+                );
+            }
+        }
+        if self.config.track_delivery {
+            let change = |rel: &PathBuf, op| Change {
+                root: moved.root,
+                rel: rel.clone(),
+                op,
+                is_dir: moved.is_dir,
+                mask: moved.mask,
+                seen,
+            };
+            if moved.is_dir {
+                self.delivery.forget_below(moved.root, &moved.from);
+                self.delivery.forget_below(moved.root, &moved.to);
+            }
+            if self.config.delete {
+                self.delivery
+                    .owe(&change(&moved.from, Op::Delete), n_remotes);
+            }
+            self.delivery.owe(&change(&moved.to, Op::Update), n_remotes);
         }
     }
 
@@ -361,6 +403,21 @@ impl Scheduler {
                     Vec::new(),
                     Ran::Subtree(rel),
                 ),
+                Plan::Move {
+                    moves,
+                    is_dir,
+                    by_content,
+                    taken,
+                } => {
+                    let entries = taken.iter().map(Taken::entry).collect();
+                    let kind = JobKind::Move {
+                        moves: moves.clone(),
+                        is_dir,
+                        by_content,
+                        entries,
+                    };
+                    (kind, taken, Ran::Move(moves))
+                }
             };
             self.running.insert(
                 id_num,
@@ -481,7 +538,7 @@ impl Scheduler {
 /// of the directory (replayed as a subtree sync of it).
 pub(super) fn ran_work(ran: &Ran) -> Option<Work> {
     match ran {
-        Ran::Batch => None,
+        Ran::Batch | Ran::Move(_) => None,
         Ran::Full(_) => Some(Work::WholeRoot),
         Ran::Subtree(rel) => Some(Work::Path(Entry {
             rel: rel.clone(),

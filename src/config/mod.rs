@@ -21,6 +21,7 @@ use std::time::Duration;
 pub use crate::filter::Filter;
 pub use crate::secret::Secret;
 
+pub(crate) use rsync::strip_update;
 pub use xml::{parse, parse_with};
 
 /// Default `<failLog path>` when the element or attribute is missing.

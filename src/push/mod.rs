@@ -7,6 +7,7 @@
 
 pub mod fates;
 pub mod guard;
+pub mod moves;
 pub mod progress;
 pub mod rsync;
 pub mod warm;
@@ -45,6 +46,9 @@ pub struct PushContext {
     /// Remotes (root index, remote index) whose receiver refused
     /// [`rsync::NANOSECOND_WINDOW`] (older than rsync 3.1.3): their full syncs go without.
     pub seconds_only: Mutex<HashSet<(usize, usize)>>,
+    /// Remotes (root index, remote index) that refused the options of a rename made
+    /// from what they hold (`moves.rs`): their renames are pushed as uploads.
+    pub plain_moves: Mutex<HashSet<(usize, usize)>>,
     /// Warm clients (`<rsync><warm>`), `None` when off.
     pub warm: Option<Arc<warm::WarmPool>>,
     /// Bytes of file data per batch at most (measured here, so the scheduler never
@@ -102,6 +106,11 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
     let Some(pool) = &context.warm else {
         return run_cold(context, job);
     };
+    // A move's run has an argument vector no warm client can have; it leaves the
+    // remote's waiting client alone, which then takes the old names' deletes right after.
+    if matches!(job.kind, JobKind::Move { .. }) {
+        return run_cold(context, job);
+    }
     let list = match (&job.kind, context.roots.get(job.target.root)) {
         // The same rule as a cold batch: nothing is read through a symlinked parent.
         // Confining only shortens the list, so a batch too big for a warm client as it
@@ -140,6 +149,15 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             log::warn!("{}: cannot create mirror directory: {err}", path.display());
         }
     }
+    if matches!(job.kind, JobKind::Move { .. }) {
+        let (disposition, command) = moves::run(context, &job, root, remote);
+        return PushOutcome {
+            job,
+            disposition,
+            unsent: 0,
+            command,
+        };
+    }
     let mut unsent = 0;
     // What a subtree or full sync runs, given the excluded paths passed to it.
     let job_invocation = |excluded: &[OsString]| {
@@ -153,7 +171,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         )
     };
     let (invocation, limit) = match &job.kind {
-        JobKind::Batch { entries } => {
+        JobKind::Batch { entries } | JobKind::Move { entries, .. } => {
             let sent = within_bytes(root, entries, context.max_batch_bytes);
             unsent = entries.len() - sent;
             // Just before rsync starts: nothing is read through a symlinked parent.
@@ -226,15 +244,17 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
     }
     let started = Instant::now();
     let run = |invocation: &Invocation<'_>| match &job.kind {
-        JobKind::Batch { .. } | JobKind::Subtree { .. } => rsync::run_observed(
-            &context.rsync.binary,
-            &invocation.args,
-            &invocation.stdin,
-            limit,
-            None,
-            invocation.dir,
-            Some(&context.cancel),
-        ),
+        JobKind::Batch { .. } | JobKind::Subtree { .. } | JobKind::Move { .. } => {
+            rsync::run_observed(
+                &context.rsync.binary,
+                &invocation.args,
+                &invocation.stdin,
+                limit,
+                None,
+                invocation.dir,
+                Some(&context.cancel),
+            )
+        }
         JobKind::Full { .. } => {
             let mut progress =
                 progress::Progress::new(format!("{} -> {remote}", root.display()), started);
@@ -317,18 +337,20 @@ pub fn invocation<'r>(
     excluded: &[OsString],
 ) -> Invocation<'r> {
     match kind {
-        JobKind::Batch { entries } => match rsync::batch_argv(rsync, remote, delete, entries) {
-            Some(args) => Invocation {
-                args,
-                dir: Some(root),
-                stdin: Vec::new(),
-            },
-            None => Invocation {
-                args: rsync::args(rsync, root, remote, RunKind::Batch { delete }, &[]),
-                dir: None,
-                stdin: rsync::batch_stdin(entries),
-            },
-        },
+        JobKind::Batch { entries } | JobKind::Move { entries, .. } => {
+            match rsync::batch_argv(rsync, remote, delete, entries) {
+                Some(args) => Invocation {
+                    args,
+                    dir: Some(root),
+                    stdin: Vec::new(),
+                },
+                None => Invocation {
+                    args: rsync::args(rsync, root, remote, RunKind::Batch { delete }, &[]),
+                    dir: None,
+                    stdin: rsync::batch_stdin(entries),
+                },
+            }
+        }
         JobKind::Subtree { rel } => Invocation {
             args: rsync::args(rsync, root, remote, RunKind::Subtree { rel }, &[]),
             dir: Some(root),
@@ -361,7 +383,7 @@ fn settle(root: &Path, kind: &JobKind, unsent: usize, finished: rsync::Finished)
         return finished.disposition;
     };
     match kind {
-        JobKind::Batch { entries } => {
+        JobKind::Batch { entries } | JobKind::Move { entries, .. } => {
             let entries = &entries[..entries.len() - unsent];
             let forms: Vec<fates::LocalForm> =
                 entries.iter().map(|e| fates::local_form(root, e)).collect();
@@ -449,6 +471,14 @@ pub fn excluded_paths(root: &Path, filter: &Filter) -> Vec<OsString> {
 /// As [`excluded_paths`], for the directory `rel` under `root` only (subtree syncs); the
 /// patterns stay root-relative.
 pub fn excluded_paths_under(root: &Path, rel: &Path, filter: &Filter) -> Vec<OsString> {
+    excluded_rel_under(root, rel, filter)
+        .iter()
+        .map(|rel| rsync::exact_pattern(rel))
+        .collect()
+}
+
+/// The top-most excluded paths under the directory `rel` of `root`, root-relative.
+pub fn excluded_rel_under(root: &Path, rel: &Path, filter: &Filter) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if filter.is_empty() {
         return out;
@@ -462,13 +492,27 @@ pub fn excluded_paths_under(root: &Path, rel: &Path, filter: &Filter) -> Vec<OsS
             let rel = dir.join(entry.file_name());
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
             if filter.matches(&rel, is_dir) {
-                out.push(rsync::exact_pattern(&rel));
+                out.push(rel);
             } else if is_dir {
                 stack.push(rel);
             }
         }
     }
     out
+}
+
+/// A plain rsync configuration with these `commonParams`, for argument-vector tests.
+#[cfg(test)]
+pub(crate) fn rsync_config(common: &[&str]) -> RsyncConfig {
+    RsyncConfig {
+        common_params: common.iter().map(|s| (*s).to_owned()).collect(),
+        auth: None,
+        port: None,
+        timeout: None,
+        ssh: false,
+        binary: PathBuf::from("rsync"),
+        warm: crate::config::WarmConfig::default(),
+    }
 }
 
 #[cfg(test)]
@@ -478,15 +522,7 @@ mod tests {
 
     #[test]
     fn invocation_is_what_check_prints_and_workers_run() {
-        let rsync = RsyncConfig {
-            common_params: vec!["-a".into()],
-            auth: None,
-            port: None,
-            timeout: None,
-            ssh: false,
-            binary: PathBuf::from("rsync"),
-            warm: crate::config::WarmConfig::default(),
-        };
+        let rsync = rsync_config(&["-a"]);
         let remote = Remote::Local {
             path: PathBuf::from("/m"),
         };

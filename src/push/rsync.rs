@@ -193,7 +193,7 @@ fn subtree_argv(rsync: &RsyncConfig, remote: &Remote, rel: &Path) -> Vec<OsStrin
 }
 
 /// Options that depend on the kind of remote.
-fn remote_options(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsString> {
+pub(crate) fn remote_options(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsString> {
     let mut out: Vec<OsString> = Vec::new();
     if let Some(seconds) = rsync.timeout {
         out.push(format!("--timeout={seconds}").into());
@@ -233,7 +233,7 @@ fn remote_options(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsString> {
 }
 
 /// `[user@]host::module/`, `host:path/` or `/local/path/`.
-fn destination(rsync: &RsyncConfig, remote: &Remote) -> OsString {
+pub(crate) fn destination(rsync: &RsyncConfig, remote: &Remote) -> OsString {
     match remote {
         Remote::Daemon { host, module, .. } => {
             let user = rsync

@@ -516,7 +516,7 @@ impl WarmPool {
         };
         let list = match &job.kind {
             JobKind::Batch { .. } => list,
-            JobKind::Full { .. } | JobKind::Subtree { .. } => &[],
+            JobKind::Full { .. } | JobKind::Subtree { .. } | JobKind::Move { .. } => &[],
         };
         let client = {
             let mut slot = lock(slot);

@@ -457,9 +457,14 @@ impl State {
     /// the event: the scheduler keeps receiving until this thread's sender is gone, and
     /// whatever reaches it is pushed or journaled.
     pub(super) fn send(&self, event: FsEvent) -> Flow {
-        if let FsEvent::Change(change) = &event {
-            if let Some(last) = self.last_change.get(change.root) {
-                last.set(Some(last.get().map_or(change.seen, |t| t.max(change.seen))));
+        let changed = match &event {
+            FsEvent::Change(change) => Some((change.root, change.seen)),
+            FsEvent::Move(moved) => Some((moved.root, moved.seen)),
+            FsEvent::Rescan { .. } | FsEvent::ChangingAtStop { .. } => None,
+        };
+        if let Some((root, seen)) = changed {
+            if let Some(last) = self.last_change.get(root) {
+                last.set(Some(last.get().map_or(seen, |t| t.max(seen))));
             }
         }
         let event = match self.shared.event_tx.try_send(event) {

@@ -18,7 +18,7 @@ use inotify::WatchDescriptor;
 use super::event::{Flow, State};
 use super::mask::{self, Emit, Kind};
 use super::tree::Dir;
-use crate::job::Op;
+use crate::job::{FsEvent, Move, Op};
 use crate::metrics::Metrics;
 
 /// How long a `MOVED_FROM` waits for its `MOVED_TO` when the read ended between them.
@@ -218,6 +218,34 @@ impl State {
             Metrics::incr(&self.shared.metrics.events_filtered);
             return self.arrived(Kind::MovedTo, root, rel, is_dir, raw, now);
         }
+        // One root, both halves pushed: a move, which the remote can make from what it
+        // holds (`coalesce`, `push::moves`); a directory's content moved with it, so no
+        // scan re-sends it.
+        let toggles = &self.shared.toggles;
+        // A directory with unwatched directories below goes the old way: the scan of the
+        // new name watches them (their retries know the old paths only).
+        let unwatched_below = from.is_dir
+            && self
+                .unwatched
+                .keys()
+                .any(|(r, p)| *r == from.root && p.starts_with(&from.rel));
+        let as_move = from.root == root
+            && !unwatched_below
+            && mask::emit(Kind::MovedFrom, is_dir, toggles) == Emit::Change(Op::Delete)
+            && mask::emit(Kind::MovedTo, is_dir, toggles) == Emit::Change(Op::Update);
+        if as_move {
+            if is_dir {
+                *replaced = self.rename_watches(&from, root, &rel);
+            }
+            return self.send(FsEvent::Move(Move {
+                root,
+                from: from.rel,
+                to: rel,
+                is_dir,
+                mask: raw,
+                seen: now,
+            }));
+        }
         self.emit(
             Kind::MovedFrom,
             from.root,
@@ -229,15 +257,26 @@ impl State {
         if !is_dir {
             return self.emit(Kind::MovedTo, root, rel, false, raw, now);
         }
-        let (moved, displaced) = self.tree.rename_subtree(from.root, &from.rel, root, &rel);
-        *replaced = displaced;
-        log::debug!(
-            "{}: renamed from {}, {moved} watches follow",
-            self.shared.roots[root].join(&rel).display(),
-            self.shared.roots[from.root].join(&from.rel).display()
-        );
+        *replaced = self.rename_watches(&from, root, &rel);
         let emits =
             mask::emit(Kind::MovedTo, true, &self.shared.toggles) == Emit::Change(Op::Update);
         self.watch_and_scan(root, rel, emits, raw, now)
+    }
+
+    /// A renamed directory keeps its watches (same inodes): its node is relinked under
+    /// the new name; returns the watches that were under the new name.
+    fn rename_watches(
+        &mut self,
+        from: &PendingFrom,
+        root: usize,
+        rel: &Path,
+    ) -> Vec<(i32, Dir<WatchDescriptor>)> {
+        let (moved, displaced) = self.tree.rename_subtree(from.root, &from.rel, root, rel);
+        log::debug!(
+            "{}: renamed from {}, {moved} watches follow",
+            self.shared.roots[root].join(rel).display(),
+            self.shared.roots[from.root].join(&from.rel).display()
+        );
+        displaced
     }
 }

@@ -8,6 +8,7 @@ mod delivery;
 mod engine;
 mod imports;
 mod journal;
+mod moves;
 mod plugin;
 mod relay;
 mod reliability;

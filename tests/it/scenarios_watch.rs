@@ -696,9 +696,15 @@ fn events_until(
 
 /// Where `rel` gets `op` (as a directory) in `seen`, from `from` on.
 fn position_of(seen: &[FsEvent], from: usize, rel: &str, op: Op) -> Option<usize> {
-    seen.iter().enumerate().skip(from).position(|(_, e)| {
-        matches!(e, FsEvent::Change(c) if c.rel == Path::new(rel) && c.op == op && c.is_dir)
-    }).map(|p| p + from)
+    seen.iter()
+        .enumerate()
+        .skip(from)
+        .position(|(_, e)| {
+            crate::watch::expand(e)
+                .iter()
+                .any(|c| c.rel == Path::new(rel) && c.op == op && c.is_dir)
+        })
+        .map(|p| p + from)
 }
 
 /// The watcher's side of `mv A B; mv B A; mkdir B` and of a directory exchange: the

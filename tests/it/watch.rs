@@ -186,7 +186,7 @@ impl Fixture {
     }
 
     /// Changes seen so far whose path is `rel` or below it (root 0).
-    fn changes_under(&self, rel: &str) -> Vec<&Change> {
+    fn changes_under(&self, rel: &str) -> Vec<Change> {
         changes(&self.seen)
             .filter(|c| c.root == 0 && c.rel.starts_with(rel))
             .collect()
@@ -218,17 +218,44 @@ impl Drop for Fixture {
     }
 }
 
-fn changes(seen: &[FsEvent]) -> impl Iterator<Item = &Change> {
-    seen.iter().filter_map(|event| match event {
-        FsEvent::Change(change) => Some(change),
-        FsEvent::Rescan { .. } | FsEvent::ChangingAtStop { .. } => None,
-    })
+/// The changes of one event: a move is the delete of its old name and the update of
+/// its new one.
+pub(crate) fn expand(event: &FsEvent) -> Vec<Change> {
+    match event {
+        FsEvent::Change(change) => vec![change.clone()],
+        FsEvent::Move(moved) => [(&moved.from, Op::Delete), (&moved.to, Op::Update)]
+            .into_iter()
+            .map(|(rel, op)| Change {
+                root: moved.root,
+                rel: rel.clone(),
+                op,
+                is_dir: moved.is_dir,
+                mask: moved.mask,
+                seen: moved.seen,
+            })
+            .collect(),
+        FsEvent::Rescan { .. } | FsEvent::ChangingAtStop { .. } => Vec::new(),
+    }
+}
+
+fn changes(seen: &[FsEvent]) -> impl Iterator<Item = Change> + '_ {
+    seen.iter().flat_map(expand)
 }
 
 fn position(seen: &[FsEvent], root: usize, rel: &Path, op: Op) -> Option<usize> {
-    seen.iter().position(
-        |event| matches!(event, FsEvent::Change(c) if c.root == root && c.rel == rel && c.op == op),
-    )
+    seen.iter().position(|event| {
+        expand(event)
+            .iter()
+            .any(|c| c.root == root && c.rel == rel && c.op == op)
+    })
+}
+
+/// The index of the move `from` → `to` in root 0.
+fn move_position(seen: &[FsEvent], from: &str, to: &str) -> Option<usize> {
+    seen.iter().position(|event| {
+        matches!(event, FsEvent::Move(m)
+            if m.root == 0 && m.from == Path::new(from) && m.to == Path::new(to))
+    })
 }
 
 fn mkfifo(path: &Path) {
@@ -364,19 +391,18 @@ fn startup_walk_watches_subdirectories_made_in_leaves_meanwhile() {
 }
 
 #[test]
-fn rename_of_file_is_delete_then_update() {
+fn rename_of_file_is_one_move() {
     let mut fx = start();
     fs::write(fx.root().join("old"), "x").expect("write");
     fx.expect("old", Op::Update);
     fs::rename(fx.root().join("old"), fx.root().join("new")).expect("mv");
-    fx.expect("new", Op::Update);
-    let delete = position(&fx.seen, 0, Path::new("old"), Op::Delete).expect("old deleted");
-    let update = position(&fx.seen, 0, Path::new("new"), Op::Update).expect("new pushed");
-    assert!(delete < update, "delete of the old name comes first");
+    fx.wait_for("move old -> new", |seen| {
+        move_position(seen, "old", "new").is_some()
+    });
 }
 
 #[test]
-fn rename_of_directory_reports_descendants_under_new_name() {
+fn rename_of_directory_is_one_move_and_watches_follow() {
     let mut fx = Setup {
         dirs: vec!["root0/d/x/y", "root0/d/z"],
         ..Setup::default()
@@ -387,15 +413,19 @@ fn rename_of_directory_reports_descendants_under_new_name() {
     fx.expect("d/x/y/f", Op::Update);
     assert_eq!(fx.watcher().watch_count(), 5);
 
+    let from = fx.seen.len();
     fs::rename(root.join("d"), root.join("e")).expect("mv dir");
-    for rel in ["e", "e/x", "e/x/y", "e/z", "e/x/y/f"] {
-        fx.expect(rel, Op::Update);
-    }
-    let delete = position(&fx.seen, 0, Path::new("d"), Op::Delete).expect("old dir deleted");
-    let update = position(&fx.seen, 0, Path::new("e"), Op::Update).expect("new dir pushed");
-    assert!(delete < update);
-    assert!(changes(&fx.seen).any(|c| c.rel == Path::new("d") && c.is_dir));
+    fx.wait_for("move d -> e", |seen| {
+        move_position(seen, "d", "e").is_some()
+    });
+    assert!(changes(&fx.seen).any(|c| c.rel == Path::new("e") && c.is_dir));
     assert_eq!(fx.watcher().watch_count(), 5, "watches follow the rename");
+    // The content moved with the directory: no scan re-sends it.
+    let marker = fx.marker();
+    let rescanned: Vec<_> = changes(&fx.seen[from..marker])
+        .filter(|c| c.rel.starts_with("e") && c.rel != Path::new("e"))
+        .collect();
+    assert!(rescanned.is_empty(), "{rescanned:?}");
 
     // Later writes inside come out under the new name, never the old one.
     let before = fx.seen.len();
@@ -405,7 +435,9 @@ fn rename_of_directory_reports_descendants_under_new_name() {
 
     // And a second rename of an inner directory too.
     fs::rename(root.join("e/x"), root.join("e/w")).expect("mv inner");
-    fx.expect("e/w/y/g", Op::Update);
+    fx.wait_for("move e/x -> e/w", |seen| {
+        move_position(seen, "e/x", "e/w").is_some()
+    });
     fs::write(root.join("e/w/y/h"), "h").expect("write");
     fx.expect("e/w/y/h", Op::Update);
 }
@@ -836,7 +868,7 @@ fn queue_overflow_becomes_rescan_of_every_root() {
     while rescans != [true, true] {
         match fx.event_rx.recv_deadline(deadline) {
             Ok(FsEvent::Rescan { root }) => rescans[root] = true,
-            Ok(FsEvent::Change(_) | FsEvent::ChangingAtStop { .. }) => {}
+            Ok(FsEvent::Change(_) | FsEvent::Move(_) | FsEvent::ChangingAtStop { .. }) => {}
             Err(_) => panic!("no rescan of every root after overflow: {rescans:?}"),
         }
     }

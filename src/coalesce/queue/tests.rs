@@ -11,7 +11,9 @@ fn batch(queue: &mut TargetQueue, now: Instant) -> Vec<(String, Op)> {
             .into_iter()
             .map(|t| (t.rel.display().to_string(), t.pending.op))
             .collect(),
-        Some(Plan::Full(..) | Plan::Subtree(..)) => panic!("unexpected full sync"),
+        Some(Plan::Full(..) | Plan::Subtree(..) | Plan::Move { .. }) => {
+            panic!("unexpected full sync or move")
+        }
         None => Vec::new(),
     }
 }
@@ -493,7 +495,7 @@ fn failing_subtree_syncs_starve_neither_each_other_nor_batches() {
         let (label, taken, ran) = match plan {
             Plan::Subtree(rel) => (rel.display().to_string(), Vec::new(), Ran::Subtree(rel)),
             Plan::Batch(taken) => ("batch".to_owned(), taken, Ran::Batch),
-            Plan::Full(_) => panic!("no full sync"),
+            Plan::Full(_) | Plan::Move { .. } => panic!("no full sync"),
         };
         order.push(label);
         queue.failed(taken, ran, true, Duration::ZERO, now);

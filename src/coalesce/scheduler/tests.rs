@@ -117,6 +117,16 @@ fn paths(job: &PushJob) -> Vec<String> {
         JobKind::Batch { entries } => names(entries.iter().map(|e| e.rel.clone())),
         JobKind::Subtree { rel } => vec![format!("subtree {}", rel.display())],
         JobKind::Full { reason, .. } => vec![format!("full {reason}")],
+        JobKind::Move { moves, entries, .. } => moves
+            .iter()
+            .map(|(from, to)| format!("move {} {}", from.display(), to.display()))
+            .chain(
+                entries
+                    .iter()
+                    .filter(|e| e.op == Op::Delete)
+                    .map(|e| format!("then delete {}", e.rel.display())),
+            )
+            .collect(),
     }
 }
 
@@ -709,7 +719,27 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
         for _ in 0..400 {
             now += Duration::from_millis(next(3000));
             s.tick(now);
-            match next(4) {
+            match next(6) {
+                5 => {
+                    let from = NAMES[usize::try_from(next(8)).unwrap_or(0)];
+                    let to = NAMES[usize::try_from(next(8)).unwrap_or(0)];
+                    let is_dir = next(2) == 0;
+                    if from.starts_with(to) || to.starts_with(from) {
+                        continue; // no rename into or onto its own ancestor
+                    }
+                    history.push(format!("move {from} {to} dir={is_dir}"));
+                    s.observe(
+                        FsEvent::Move(crate::job::Move {
+                            root: 0,
+                            from: PathBuf::from(from),
+                            to: PathBuf::from(to),
+                            is_dir,
+                            mask: 0,
+                            seen: now,
+                        }),
+                        now,
+                    );
+                }
                 0 | 1 => {
                     let rel = NAMES[usize::try_from(next(8)).unwrap_or(0)];
                     let op = if next(2) == 0 { Op::Update } else { Op::Delete };
@@ -739,7 +769,7 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                     let i = usize::try_from(next(running.len() as u64)).unwrap_or(0);
                     let job = running.swap_remove(i);
                     let n = match &job.kind {
-                        JobKind::Batch { entries } => entries.len(),
+                        JobKind::Batch { entries } | JobKind::Move { entries, .. } => entries.len(),
                         _ => 0,
                     };
                     let disposition = match next(4) {
@@ -777,7 +807,12 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                 break;
             }
         }
-        assert!(s.is_idle(), "seed {seed}: not idle\n{}", history.join("\n"));
+        assert!(
+            s.is_idle(),
+            "seed {seed}: not idle {:?}\n{}",
+            s.queues,
+            history.join("\n")
+        );
         assert!(
             journal.is_empty(),
             "seed {seed}: journal {:?}\n{}",
@@ -786,8 +821,9 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
         );
         assert!(
             s.delivery.is_empty(),
-            "seed {seed}: {} change(s) still owed to plugins\n{}",
+            "seed {seed}: {} change(s) still owed to plugins: {:?}\n{}",
             s.delivery.len(),
+            s.delivery.owed_paths(),
             history.join("\n")
         );
     }

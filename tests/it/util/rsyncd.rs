@@ -76,10 +76,12 @@ impl RsyncDaemon {
         } else {
             ""
         };
+        // The log file is set in the configuration: with `--log-file` only, the daemon's
+        // connections log nothing after the login (no transfer lines, no refusals).
         std::fs::write(
             &conf,
             format!(
-                "use chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nmax connections = 0\nsocket options = TCP_NODELAY\n\
+                "log file = {dir}/log\nuse chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nmax connections = 0\nsocket options = TCP_NODELAY\n\
                  [{MODULE}]\npath = {root}\nread only = no\nmunge symlinks = no\nauth users = {USER}\n\
                  secrets file = {dir}/secrets\n{identity}{extra}",
                 dir = self.conf_dir.path().display(),
@@ -93,7 +95,6 @@ impl RsyncDaemon {
             .arg("--daemon")
             .arg("--no-detach")
             .arg(format!("--config={}", conf.display()))
-            .arg(format!("--log-file={}/log", self.conf_dir.path().display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
