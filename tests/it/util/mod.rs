@@ -100,7 +100,8 @@ pub struct Env {
 }
 
 impl Env {
-    /// Source + daemon; config with stock toggles, `-artuz`, auth.
+    /// Source + daemon; config with stock toggles, `-artz` (the stock `-artuz` as
+    /// parsed), auth.
     pub fn new() -> Env {
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -192,7 +193,9 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
             remotes,
         }],
         rsync: RsyncConfig {
-            common_params: vec!["-artuz".into()],
+            // What the stock `-artuz` runs as: the config parser strips `-u` unless
+            // `<update start="true"/>` keeps it (configs built here skip the parser).
+            common_params: vec!["-artz".into()],
             auth: None,
             port: None,
             timeout: None,

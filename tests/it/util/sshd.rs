@@ -140,7 +140,7 @@ impl Sshd {
     }
 
     /// [`super::base_config`] for `src` pushed over ssh to `mirror` on this sshd, with the
-    /// stock `-artuz` and [`Sshd::rsh`] as `-e`.
+    /// stock `-artuz` as parsed (`-artz`) and [`Sshd::rsh`] as `-e`.
     pub fn config(&self, src: &Path, mirror: &Path) -> sersync::config::Config {
         let remote = sersync::config::Remote::Ssh {
             host: "127.0.0.1".into(),
@@ -149,7 +149,7 @@ impl Sshd {
         let mut config = super::base_config(src, vec![remote]);
         config.rsync.ssh = true;
         config.rsync.common_params =
-            shell_words::split(&format!("-artuz -e '{}'", self.rsh())).expect("split params");
+            shell_words::split(&format!("-artz -e '{}'", self.rsh())).expect("split params");
         config
     }
 
