@@ -437,6 +437,13 @@ fn sighup_during_writes(kind: Kind) {
                 let dir = src.join(format!("h/{}/d{d}", d % 30));
                 fs::write(dir.join(format!("f{i}")), i.to_string()).expect("write");
                 i += 1;
+                if i >= FILES {
+                    // Past the first 1,500, at a walking pace until the reloads are
+                    // through: a reload waits for its full sync, and a writer at full
+                    // speed made hundreds of thousands of files (30 s full syncs) on a
+                    // loaded machine.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
             i
         })
