@@ -123,9 +123,11 @@ pub struct TargetQueue {
     deleted_order: VecDeque<(Instant, PathBuf)>,
     /// Paths with a live journal entry.
     journaled: BTreeSet<PathBuf>,
-    /// Journaled paths that changed since their entry was written: the entry may name an
-    /// older operation (a delete of what exists again), so it is written anew.
-    journal_stale: BTreeSet<PathBuf>,
+    /// Paths to journal now ([`TargetQueue::journal_due`]): journaled ones that changed
+    /// since their entry was written (it may name an older operation, a delete of what
+    /// exists again), and, while the remote is down, what arrived without an entry. Kept
+    /// as they come, so that journaling them never walks the whole queue.
+    due_for_journal: BTreeSet<PathBuf>,
     /// The last job failed with the remote down (or misconfigured): whatever arrives for
     /// it is journaled at once, not when the next probe fails.
     down: bool,
@@ -186,8 +188,8 @@ impl TargetQueue {
         if self.blocked && !self.conflicts(&rel, op, is_dir) {
             self.blocked = false;
         }
-        if self.journaled.contains(rel.as_path()) {
-            self.journal_stale.insert(rel.to_path_buf());
+        if self.down || self.journaled.contains(rel.as_path()) {
+            self.due_for_journal.insert(rel.to_path_buf());
         }
         match self.pending.entry(rel) {
             std::collections::btree_map::Entry::Occupied(mut found) => {
@@ -226,6 +228,9 @@ impl TargetQueue {
             return;
         }
         remove_below(&mut self.subtrees, &rel);
+        if self.down && !self.journaled.contains(&rel) {
+            self.due_for_journal.insert(rel.clone());
+        }
         self.subtrees.insert(rel);
         self.blocked = false;
     }
@@ -290,15 +295,49 @@ impl TargetQueue {
     }
 
     /// Whether the last job found the remote down (or misconfigured): what waits for it
-    /// is journaled as it arrives ([`TargetQueue::unjournaled`]).
+    /// is journaled as it arrives ([`TargetQueue::journal_due`]).
     pub fn is_down(&self) -> bool {
         self.down
     }
 
-    /// Whether [`TargetQueue::unjournaled`] may have something to say: the remote is down,
-    /// or a journaled path changed since its entry was written.
+    /// Whether [`TargetQueue::journal_due`] has something to say.
     pub fn journal_behind(&self) -> bool {
-        self.down || !self.journal_stale.is_empty()
+        !self.due_for_journal.is_empty() || self.full_unjournaled_while_down()
+    }
+
+    fn full_unjournaled_while_down(&self) -> bool {
+        self.down
+            && self.full.is_some()
+            && !self
+                .journaled
+                .contains(Work::WholeRoot.scope().storage_rel())
+    }
+
+    /// What is due for the journal since it last caught up, in journal form: the paths of
+    /// `due_for_journal` still waiting (pending, or as a subtree sync) and, while the remote
+    /// is down, a full sync asked for and not journaled. The first failure journals the
+    /// whole queue ([`TargetQueue::unjournaled`]); from then on only this.
+    pub fn journal_due(&self) -> Vec<Work> {
+        let mut out = Vec::new();
+        if self.full_unjournaled_while_down() {
+            out.push(Work::WholeRoot);
+        }
+        for rel in &self.due_for_journal {
+            if !self.down && !self.journaled.contains(rel) {
+                continue; // arrived while the remote was down, which it no longer is
+            }
+            if let Some(entry) = self.pending_entry(rel) {
+                out.push(self.journal_form(Work::Path(entry)));
+            }
+            if self.subtrees.contains(rel) {
+                out.push(Work::Path(Entry {
+                    rel: rel.clone(),
+                    op: Op::Delete,
+                    is_dir: true,
+                }));
+            }
+        }
+        out
     }
 
     /// Whether the last job failed as a whole.
@@ -349,7 +388,8 @@ impl TargetQueue {
     /// root). A remote that is down gets these journaled at once, so that a crash while
     /// it is down loses none of them.
     pub fn unjournaled(&self) -> Vec<Work> {
-        let behind = |rel: &Path| !self.journaled.contains(rel) || self.journal_stale.contains(rel);
+        let behind =
+            |rel: &Path| !self.journaled.contains(rel) || self.due_for_journal.contains(rel);
         let mut out = Vec::new();
         if self.full.is_some()
             && !self
@@ -379,11 +419,11 @@ impl TargetQueue {
         out
     }
 
-    /// What [`TargetQueue::unjournaled`] returned was written: no journaled path is
+    /// What [`TargetQueue::journal_due`] returned was written: no journaled path is
     /// behind its latest change any more (a stale one not waiting is covered by the
     /// entry of whatever subsumed it).
     pub fn journal_caught_up(&mut self) {
-        self.journal_stale.clear();
+        self.due_for_journal.clear();
     }
 
     /// Whether `rel` has a live journal entry.
@@ -394,7 +434,7 @@ impl TargetQueue {
     /// `rels` now have live journal entries.
     pub fn mark_journaled(&mut self, rels: impl IntoIterator<Item = PathBuf>) {
         for rel in rels {
-            self.journal_stale.remove(&rel);
+            self.due_for_journal.remove(&rel);
             self.journaled.insert(rel);
         }
     }
@@ -407,7 +447,7 @@ impl TargetQueue {
         }
         rels.into_iter()
             .filter(|rel| {
-                self.journal_stale.remove(rel.as_ref());
+                self.due_for_journal.remove(rel.as_ref());
                 self.journaled.remove(rel.as_ref())
             })
             .map(|rel| rel.as_ref().to_path_buf())
@@ -429,7 +469,7 @@ impl TargetQueue {
             .collect();
         for p in &covered {
             self.journaled.remove(p);
-            self.journal_stale.remove(p);
+            self.due_for_journal.remove(p);
         }
         covered
     }
@@ -711,6 +751,9 @@ impl TargetQueue {
         backoff: Duration,
         now: Instant,
     ) {
+        // Down from here on: what the requeue below moves (a path following a moved
+        // directory) is due for the journal like anything that arrives later.
+        self.down = remote_down;
         self.finish(&taken, &ran);
         let whole = matches!(ran, Ran::Full(_) | Ran::Subtree(_));
         let retried: Vec<PathBuf> = taken.iter().map(|t| t.rel.to_path_buf()).collect();
@@ -721,7 +764,6 @@ impl TargetQueue {
             Ran::Subtree(rel) => self.request_subtree(rel.clone()),
         }
         self.requeue(taken, (!remote_down).then_some(backoff), now);
-        self.down = remote_down;
         self.restore_moves(&ran, &retried);
         if remote_down || whole {
             self.failures += 1;

@@ -292,7 +292,7 @@ impl Scheduler {
             let Some(queue) = self.queues.get_mut(&id) else {
                 continue;
             };
-            let waiting = queue.unjournaled();
+            let waiting = queue.journal_due();
             if waiting.is_empty() {
                 queue.journal_caught_up();
                 continue;
