@@ -167,6 +167,22 @@ fn clear(rels: &[&str]) -> Write {
     Write::Clear(KEY.into(), rels.iter().map(|s| (*s).to_owned()).collect())
 }
 
+/// `fates` given for the paths a, b and c (c: any other), in the order of `job`'s
+/// entries (the queue's order).
+fn in_job_order(job: &PushJob, fates: &[PathFate]) -> Vec<PathFate> {
+    let JobKind::Batch { entries } = &job.kind else {
+        panic!("batch")
+    };
+    entries
+        .iter()
+        .map(|e| match e.rel.to_str() {
+            Some("a") => fates[0],
+            Some("b") => fates[1],
+            _ => fates[2],
+        })
+        .collect()
+}
+
 fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -228,20 +244,9 @@ fn what_changed_unobserved_at_stop_journals_the_root() {
         if ended {
             s.events_ended();
         }
-        let JobKind::Batch { entries } = &job.kind else {
-            panic!("batch")
-        };
-        let aligned = entries
-            .iter()
-            .map(|e| match e.rel.to_str() {
-                Some("a") => fates[0],
-                Some("b") => fates[1],
-                _ => fates[2],
-            })
-            .collect();
         let disposition = Disposition::Partial {
             failure: failure(Some(24)),
-            fates: aligned,
+            fates: in_job_order(&job, &fates),
         };
         s.complete(outcome(job, disposition), now);
         let before_stop = journal.take();
@@ -400,20 +405,10 @@ fn every_outcome_of_a_batch() {
         let is_config_error = matches!(row.disposition, Disposition::ConfigError(_));
         // Rows give fates for a, b, c; the job's entries come in queue order.
         let disposition = match row.disposition {
-            Disposition::Partial { failure, fates } if !fates.is_empty() => {
-                let JobKind::Batch { entries } = &job.kind else {
-                    panic!("batch")
-                };
-                let fates = entries
-                    .iter()
-                    .map(|e| match e.rel.to_str() {
-                        Some("a") => fates[0],
-                        Some("b") => fates[1],
-                        _ => fates[2],
-                    })
-                    .collect();
-                Disposition::Partial { failure, fates }
-            }
+            Disposition::Partial { failure, fates } if !fates.is_empty() => Disposition::Partial {
+                failure,
+                fates: in_job_order(&job, &fates),
+            },
             other => other,
         };
         let got = s.complete(outcome(job, disposition), now);
