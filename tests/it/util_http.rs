@@ -21,11 +21,7 @@ pub const LIMIT: Duration = Duration::from_secs(10);
 
 pub use crate::util::wait_until;
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
+pub use crate::util::rsyncd::free_port;
 
 /// A path from raw bytes.
 pub fn bytes_path(bytes: &[u8]) -> PathBuf {

@@ -8,7 +8,6 @@ mod reload;
 mod status;
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -22,13 +21,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sersync");
 /// Deadline for anything awaited here.
 pub const LIMIT: Duration = Duration::from_secs(20);
 
-/// A port nobody listens on (right now).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
+pub use crate::util::rsyncd::free_port;
 
 /// One test's files: source tree, config, pid file, log file, journal.
 pub struct Setup {

@@ -25,7 +25,8 @@ pub struct RsyncDaemon {
     module_extra: String,
 }
 
-pub(crate) fn free_port() -> u16 {
+/// A port on 127.0.0.1 nobody listened on a moment ago.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
