@@ -5,25 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const DEMO_SRC: &str = "/var/tmp/sersync-demo/src";
+use crate::config::sersync;
 
-fn sersync(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sersync"))
-        .args(args)
-        .output()
-        .expect("run sersync");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_ne!(
-        output.status.code(),
-        Some(101),
-        "sersync {args:?} panicked: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "sersync {args:?} panicked: {stderr}"
-    );
-    output
-}
+const DEMO_SRC: &str = "/var/tmp/sersync-demo/src";
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
