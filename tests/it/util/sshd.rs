@@ -130,13 +130,23 @@ impl Sshd {
     /// rsync's `-e` value: the test's key, port and known host only (`-F /dev/null`: no
     /// user config; no agent, no other identity, no prompt).
     pub fn rsh(&self) -> String {
+        self.rsh_with_key(&self.path("user_key").display().to_string())
+    }
+
+    /// [`Sshd::rsh`] with `key` as the `-i` word, as written (quote it for rsync's split).
+    pub fn rsh_with_key(&self, key: &str) -> String {
         let dir = self.dir.path().display();
         format!(
-            "ssh -F /dev/null -p {port} -i {dir}/user_key -o IdentitiesOnly=yes -o IdentityAgent=none \
+            "ssh -F /dev/null -p {port} -i {key} -o IdentitiesOnly=yes -o IdentityAgent=none \
              -o UserKnownHostsFile={dir}/known_hosts -o GlobalKnownHostsFile=/dev/null \
              -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5",
             port = self.port
         )
+    }
+
+    /// The test's private key (mode 0600).
+    pub fn user_key(&self) -> PathBuf {
+        self.path("user_key")
     }
 
     /// [`super::base_config`] for `src` pushed over ssh to `mirror` on this sshd, with the
