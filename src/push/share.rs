@@ -351,6 +351,7 @@ impl Master {
             // Its own group: stopping it stops nothing of ours, and SIGINT of a
             // terminal does not reach it.
             .process_group(0);
+        end_with_this_thread(&mut command);
         match log {
             Ok(file) => command.stderr(file),
             Err(_) => command.stderr(Stdio::null()),
@@ -432,6 +433,27 @@ impl Master {
             let _ = child.wait();
         }
         log::debug!("ssh {}: shared connection stopped", self.host);
+    }
+}
+
+/// Makes the child get SIGTERM when the thread that starts it (`sersync-ssh`) ends, so
+/// that a sersync killed with SIGKILL leaves no master holding a connection for ever (the
+/// thread itself stops its masters before it returns).
+#[allow(unsafe_code)]
+fn end_with_this_thread(command: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only makes the
+    // prctl(2) and getppid(2) system calls, both async-signal-safe; it touches no memory
+    // of the parent.
+    let parent = rustix::process::getpid();
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::TERM))?;
+            // The parent died before the prctl took effect: no signal will come.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other("sersync is gone"));
+            }
+            Ok(())
+        });
     }
 }
 

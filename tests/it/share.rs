@@ -243,3 +243,105 @@ fn an_operator_rsh_with_a_quoted_key_path_is_shared() {
     pipeline.shutdown().expect("clean shutdown");
     assert_reaped(master, &socket);
 }
+
+/// The binary with an XML config over ssh: SIGHUP replaces its master (the old one reaped,
+/// its directory removed), and a SIGKILLed sersync leaves no master holding a connection
+/// (it gets SIGTERM when its thread ends: `PR_SET_PDEATHSIG`).
+#[test]
+fn the_binary_replaces_its_master_on_reload_and_leaves_none_when_killed() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let Some(env) = SshEnv::new() else { return };
+    let work = env.src.parent().expect("temp dir").to_path_buf();
+    let xml = work.join("sersync.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<head version="2.5">
+<inotify>
+    <delete start="true"/>
+    <createFolder start="true"/>
+    <closeWrite start="true"/>
+    <moveFrom start="true"/>
+    <moveTo start="true"/>
+</inotify>
+<sersync>
+    <localpath watch="{src}">
+        <remote ip="127.0.0.1" name="{mirror}"/>
+    </localpath>
+    <rsync>
+        <commonParams params="-artz -e '{rsh}'"/>
+        <ssh start="true"/>
+    </rsync>
+    <failLog path="{work}/faillog" timeToExecute="1"/>
+</sersync>
+</head>
+"#,
+            src = env.src.display(),
+            mirror = env.mirror.display(),
+            rsh = env.sshd.rsh(),
+            work = work.display(),
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(work.join("sersync.log")).expect("log");
+    let mut sersync = Command::new(env!("CARGO_BIN_EXE_sersync"))
+        .args(["-n", "2", "-o"])
+        .arg(&xml)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn sersync");
+    let signal = |name: &str, pid: u32| {
+        let sent = Command::new("kill")
+            .arg(name)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    let one_master = |what: &str, not: Option<u32>| {
+        let mut found = 0;
+        wait_until(what, SYNC_LIMIT, || {
+            let now = masters(&env);
+            found = now.first().copied().unwrap_or(0);
+            now.len() == 1 && Some(found) != not
+        });
+        found
+    };
+    let converged = |what: &str| {
+        let deadline = std::time::Instant::now() + SYNC_LIMIT;
+        while tree::diff(&env.src, &env.mirror).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not mirrored within {SYNC_LIMIT:?}; sersync's log:\n{}",
+                std::fs::read_to_string(work.join("sersync.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // Written before the watches exist, a.txt would be seen by no one (no -r).
+    wait_until("sersync running", SYNC_LIMIT, || {
+        std::fs::read_to_string(work.join("sersync.log"))
+            .unwrap_or_default()
+            .contains(" running (pid ")
+    });
+    let first = one_master("the first master", None);
+    let first_dir = socket_dir(first);
+    env.write("a.txt", b"before the reload");
+    converged("a.txt mirrored");
+    signal("-HUP", sersync.id());
+    let second = one_master("the master of the reloaded pipeline", Some(first));
+    assert_reaped(first, &first_dir);
+    env.write("b.txt", b"after the reload");
+    converged("b.txt mirrored");
+    let second_dir = socket_dir(second);
+    signal("-KILL", sersync.id());
+    let _ = sersync.wait();
+    wait_until("no master left", SYNC_LIMIT, || masters(&env).is_empty());
+    // Killed, sersync could not remove its directory (ssh removed its socket).
+    let _ = std::fs::remove_dir_all(&second_dir);
+}
