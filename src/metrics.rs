@@ -93,6 +93,8 @@ pub struct TargetMetrics {
     pub warm_pushes: u64,
     /// Warm runs that failed and were run again cold (not counted as failures).
     pub warm_fallbacks: u64,
+    /// The shared ssh connection this remote's runs ride is up (`push::share`).
+    pub ssh_shared: bool,
 }
 
 impl Metrics {

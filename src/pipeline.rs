@@ -27,6 +27,7 @@ use crate::config::{Config, Plugin, PluginKind, RootConfig};
 use crate::job::{Delivered, FsEvent, Op};
 use crate::metrics::Metrics;
 use crate::plugin::{self, PluginError, PluginStage};
+use crate::push::share::{self, SshMasters};
 use crate::push::warm::{WarmPolicy, WarmPool};
 use crate::push::{self, PushContext};
 use crate::watch::{self, WatchOptions, Watcher};
@@ -95,6 +96,8 @@ pub struct Pipeline {
     plugins: Option<PluginStage>,
     metrics: Arc<Metrics>,
     warm: Option<Arc<WarmPool>>,
+    /// Shared ssh connections, stopped last: a run riding one ends with it.
+    ssh: Option<SshMasters>,
 }
 
 impl Pipeline {
@@ -143,11 +146,27 @@ impl Pipeline {
             .iter()
             .map(|r| (r.path.clone(), r.remotes.clone()))
             .collect();
+        // Shared ssh connections first: every rsync below (warm clients, the startup full
+        // sync) rides them once they are up; one that is not up yet connects on its own.
+        let ssh = match SshMasters::start(&config.rsync, &push_roots, &metrics) {
+            Ok(ssh) => ssh,
+            Err(err) => {
+                log::warn!(
+                    "ssh: cannot set up shared connections ({err}): every rsync connects on its own"
+                );
+                None
+            }
+        };
+        let mut rsync = config.rsync.clone();
+        rsync.ssh_control_dir = ssh.as_ref().map(|ssh| ssh.dir().to_path_buf());
+        if let Some(ssh) = &ssh {
+            ssh.wait_up(share::START_WAIT);
+        }
         let warm = if config.rsync.warm.start {
             let policy = WarmPolicy::new(config.rsync.warm, config.rsync.timeout);
             let pool = WarmPool::start(
                 policy,
-                &config.rsync,
+                &rsync,
                 &push_roots,
                 config.inotify.delete,
                 Some(BATCH_LIMIT),
@@ -159,7 +178,7 @@ impl Pipeline {
         };
         let context = PushContext {
             roots: push_roots,
-            rsync: config.rsync.clone(),
+            rsync,
             filter: Arc::clone(&filter),
             delete: config.inotify.delete,
             batch_limit: Some(BATCH_LIMIT),
@@ -228,6 +247,7 @@ impl Pipeline {
             plugins,
             metrics,
             warm,
+            ssh,
         })
     }
 
@@ -324,6 +344,7 @@ impl Pipeline {
             plugins: Some(plugins),
             metrics,
             warm: None,
+            ssh: None,
         })
     }
 
@@ -390,6 +411,10 @@ impl Pipeline {
             if handle.join().is_err() {
                 result = Err(PipelineError::Panicked("push"));
             }
+        }
+        // No rsync runs any more: the shared ssh connections go, their directory too.
+        if let Some(mut ssh) = self.ssh.take() {
+            ssh.shutdown();
         }
         if let Some(plugins) = self.plugins.take() {
             plugins.join();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cdn::http::redact;
 use crate::config::{CdnApi, Config, ConfigError, PluginKind, Remote, RootConfig};
+use crate::push::share;
 use crate::push::warm::WarmPolicy;
 
 use super::{Cli, EXIT_OK, EXIT_USAGE};
@@ -108,6 +109,9 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
     } else {
         let _ = writeln!(out, "warm: off");
     }
+    if let Some(line) = ssh_sharing(cli, config) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "events: {}", events(config));
     if config.filter.is_empty() {
         let _ = writeln!(out, "filter: off");
@@ -149,6 +153,29 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
         let _ = writeln!(out, "status: off");
     }
     out
+}
+
+/// What `push::share` will do for the ssh remotes; `None` without any.
+fn ssh_sharing(cli: &Cli, config: &Config) -> Option<String> {
+    let any_ssh = config
+        .roots
+        .iter()
+        .flat_map(|r| &r.remotes)
+        .any(|r| matches!(r, Remote::Ssh { .. }));
+    if !any_ssh || cli.plugin.is_some() {
+        return None;
+    }
+    Some(if !config.rsync.share_ssh {
+        "ssh: every rsync connects on its own (<ssh shareConnection=\"false\">)".to_owned()
+    } else if share::ssh_words(&config.rsync).is_none() {
+        "ssh: every rsync connects on its own (the -e of <commonParams> is not an ssh command)"
+            .to_owned()
+    } else {
+        format!(
+            "ssh: one shared connection per ssh destination (its socket in a private directory made at start, shown below as {})",
+            share::preview_dir().display()
+        )
+    })
 }
 
 fn describe(remote: &Remote) -> String {
@@ -199,8 +226,13 @@ fn rsync_argv_preview(config: &Config, root: &RootConfig, remote: &Remote) -> [S
             .map(|c| c.excludes.clone())
             .unwrap_or_default(),
     };
+    // The -e that runs use once the shared ssh connections are started.
+    let mut rsync = config.rsync.clone();
+    if rsync.share_ssh {
+        rsync.ssh_control_dir = Some(share::preview_dir());
+    }
     [small, big, full].map(|kind| {
-        let run = invocation(&config.rsync, &root.path, remote, delete, &kind, &[]);
+        let run = invocation(&rsync, &root.path, remote, delete, &kind, &[]);
         describe(&config.rsync.binary, &run)
     })
 }

@@ -373,13 +373,15 @@ impl Scheduler {
             let Some(queue) = self.queues.get_mut(&id) else {
                 continue;
             };
-            if queue
+            let lingering = queue
                 .lingering(now, LINGER, self.config.caps.max_paths)
-                .is_some()
-            {
-                continue;
-            }
-            let Some(plan) = queue.next_plan(now, self.config.caps) else {
+                .is_some();
+            let plan = if lingering {
+                queue.next_move_plan(now, self.config.caps)
+            } else {
+                queue.next_plan(now, self.config.caps)
+            };
+            let Some(plan) = plan else {
                 continue;
             };
             self.rotate = (self.rotate + offset + 1) % ids.len();

@@ -215,6 +215,12 @@ pub struct RsyncConfig {
     pub binary: PathBuf,
     /// New `<rsync><warm start idleSeconds/>`: warm clients (`push::warm`).
     pub warm: WarmConfig,
+    /// New `<ssh shareConnection>` (default `true`): one ssh connection per ssh
+    /// destination, owned by sersync and shared by every rsync run (`push::share`).
+    pub share_ssh: bool,
+    /// The directory of the shared connections' sockets: set by the pipeline once it
+    /// started them, never by the parser. `None`: every rsync over ssh connects alone.
+    pub ssh_control_dir: Option<PathBuf>,
 }
 
 /// `<rsync><warm start="true" idleSeconds="20"/>`: one rsync client per remote started

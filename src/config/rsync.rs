@@ -41,6 +41,8 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_>>) -> RsyncConfig {
         ssh: false,
         binary: PathBuf::from("rsync"),
         warm: WarmConfig::default(),
+        share_ssh: true,
+        ssh_control_dir: None,
     };
     let Some(node) = node else {
         strip_update(&mut rsync.common_params);
@@ -89,8 +91,9 @@ fn read_element(ctx: &mut Ctx<'_>, node: Option<Node<'_>>) -> RsyncConfig {
         }
     }
     if let Some(ssh) = ctx.child(node, "ssh") {
-        ctx.check_attrs(ssh, &["start"]);
+        ctx.check_attrs(ssh, &["start", "shareConnection"]);
         rsync.ssh = ctx.flag(ssh, "start", false);
+        rsync.share_ssh = strict_flag(ctx, ssh, "shareConnection", true);
     }
     if let Some(auth) = ctx.child(node, "auth") {
         rsync.auth = read_auth(ctx, auth, rsync.ssh);
@@ -201,6 +204,26 @@ fn read_warm(ctx: &mut Ctx<'_>, node: Node<'_>) -> WarmConfig {
         warm.idle = std::time::Duration::from_secs(seconds);
     }
     warm
+}
+
+/// A new boolean attribute: exactly `true` or `false` (absent: `default`); anything else
+/// is an error at the value (a new setting has no sersync 2.5 configs to stay lenient for).
+fn strict_flag(ctx: &mut Ctx<'_>, node: Node<'_>, name: &str, default: bool) -> bool {
+    let Some(attr) = ctx.attr(node, name) else {
+        return default;
+    };
+    match attr.value {
+        "true" => true,
+        "false" => false,
+        value => {
+            let msg = format!(
+                "<{} {name}=\"{value}\">: expected true or false",
+                node.name()
+            );
+            ctx.error(attr.pos, msg);
+            default
+        }
+    }
 }
 
 /// True for an rsync option that makes it descend into directories.

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod moves;
 pub mod progress;
 pub mod rsync;
+pub mod share;
 pub mod warm;
 
 use std::collections::HashSet;
@@ -512,6 +513,8 @@ pub(crate) fn rsync_config(common: &[&str]) -> RsyncConfig {
         ssh: false,
         binary: PathBuf::from("rsync"),
         warm: crate::config::WarmConfig::default(),
+        share_ssh: true,
+        ssh_control_dir: None,
     }
 }
 

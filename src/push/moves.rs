@@ -111,7 +111,7 @@ pub fn move_invocation(
     excluded: &[PathBuf],
 ) -> (Vec<OsString>, Vec<u8>) {
     let basis = Basis::for_params(&rsync.common_params);
-    let mut args: Vec<OsString> = rsync.common_params.iter().map(OsString::from).collect();
+    let mut args = rsync::leading_params(rsync, remote);
     let (Some((from, to)), true) = (moves.first(), is_dir || !moves.is_empty()) else {
         return (args, Vec::new());
     };

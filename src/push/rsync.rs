@@ -11,6 +11,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::share;
 use crate::child::{self, Cancel, ChildError, Ending};
 use crate::config::{Remote, RsyncConfig};
 use crate::job::{Disposition, Entry, Op, PushFailure};
@@ -83,7 +84,7 @@ pub fn args(
     if let RunKind::Subtree { rel } = kind {
         return subtree_argv(rsync, remote, rel);
     }
-    let mut args: Vec<OsString> = rsync.common_params.iter().map(OsString::from).collect();
+    let mut args = leading_params(rsync, remote);
     match kind {
         RunKind::Batch { delete } => {
             args.extend(BATCH_OPTIONS.iter().map(OsString::from));
@@ -142,7 +143,7 @@ pub fn batch_argv(
     if entries.is_empty() || bytes > ARGV_BUDGET {
         return None;
     }
-    let mut args: Vec<OsString> = rsync.common_params.iter().map(OsString::from).collect();
+    let mut args = leading_params(rsync, remote);
     args.extend(BATCH_ARGV_OPTIONS.iter().map(OsString::from));
     if delete {
         args.push("--delete-missing-args".into());
@@ -181,7 +182,7 @@ const SUBTREE_OPTIONS: [&str; 7] = [
 /// The argument vector of a subtree sync of the directory `rel` (never empty), to be run
 /// with the root as working directory.
 fn subtree_argv(rsync: &RsyncConfig, remote: &Remote, rel: &Path) -> Vec<OsString> {
-    let mut args: Vec<OsString> = rsync.common_params.iter().map(OsString::from).collect();
+    let mut args = leading_params(rsync, remote);
     args.extend(SUBTREE_OPTIONS.iter().map(OsString::from));
     args.extend(remote_options(rsync, remote));
     args.push("--".into());
@@ -190,6 +191,21 @@ fn subtree_argv(rsync: &RsyncConfig, remote: &Remote, rel: &Path) -> Vec<OsStrin
     args.push(source);
     args.push(destination(rsync, remote));
     args
+}
+
+/// `<commonParams>` as the run starts with them: for a remote whose runs ride a shared ssh
+/// connection (`share.rs`) without the operator's `-e`, which [`remote_options`] gives
+/// again with the shared connection's options.
+pub(crate) fn leading_params(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsString> {
+    if share::rsh_for(rsync, remote).is_some() {
+        share::take_rsh(&rsync.common_params)
+            .0
+            .into_iter()
+            .map(OsString::from)
+            .collect()
+    } else {
+        rsync.common_params.iter().map(OsString::from).collect()
+    }
 }
 
 /// Options that depend on the kind of remote.
@@ -219,10 +235,10 @@ pub(crate) fn remote_options(rsync: &RsyncConfig, remote: &Remote) -> Vec<OsStri
             }
         }
         Remote::Ssh { .. } => {
-            let has_rsh = rsync.common_params.iter().any(|p| {
-                p == "-e" || p.starts_with("--rsh") || (p.starts_with("-e") && p.len() > 2)
-            });
-            if !has_rsh {
+            if let Some(rsh) = share::rsh_for(rsync, remote) {
+                out.push("-e".into());
+                out.push(rsh.into());
+            } else if share::take_rsh(&rsync.common_params).1.is_none() {
                 out.push("-e".into());
                 out.push("ssh".into());
             }

@@ -153,6 +153,8 @@ struct Row {
     remote: String,
     key: String,
     figures: TargetMetrics,
+    /// An ssh remote whose runs share a connection (`<ssh shareConnection>`).
+    shares_ssh: bool,
 }
 
 impl Row {
@@ -247,6 +249,8 @@ fn remotes(out: &mut Out, view: &View) {
                 remote: remote.to_string(),
                 key: target_key(&root.path, remote),
                 figures: figures.get(&id).cloned().unwrap_or_default(),
+                shares_ssh: view.config.rsync.share_ssh
+                    && matches!(remote, crate::config::Remote::Ssh { .. }),
             });
         }
     }
@@ -262,6 +266,15 @@ fn remotes(out: &mut Out, view: &View) {
     for row in &rows {
         let n = journal_counts.get(&row.key).copied().unwrap_or(0);
         out.sample(name, &row.labels(&[]), n);
+    }
+    let name = "sersync_remote_ssh_shared_up";
+    out.family(
+        name,
+        "gauge",
+        "1 while the shared ssh connection of this ssh remote is up (0: its runs connect on their own).",
+    );
+    for row in rows.iter().filter(|row| row.shares_ssh) {
+        out.sample(name, &row.labels(&[]), u64::from(row.figures.ssh_shared));
     }
     let name = "sersync_rsync_failures_total";
     out.family(

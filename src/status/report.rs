@@ -150,6 +150,11 @@ pub struct RemoteStatus {
     /// The remote's warm rsync client.
     #[serde(default)]
     pub warm: WarmStatus,
+    /// An ssh remote's shared connection (`push::share`): `up`; `down` (its runs connect
+    /// on their own until it is back); `off` (`<ssh shareConnection="false">`, or an
+    /// `-e` that is not ssh). Absent for other remotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_connection: Option<String>,
 }
 
 /// A remote's warm rsync client (`push::warm`, `<rsync><warm>`).
@@ -217,6 +222,19 @@ pub fn build(view: &View, process: Process) -> StatusReport {
                             pushes: t.warm_pushes,
                             fallbacks: t.warm_fallbacks,
                         },
+                        ssh_connection: matches!(remote, crate::config::Remote::Ssh { .. }).then(
+                            || {
+                                let rsync = &view.config.rsync;
+                                let shared = rsync.share_ssh
+                                    && crate::push::share::ssh_words(rsync).is_some();
+                                match (shared, t.ssh_shared) {
+                                    (false, _) => "off",
+                                    (true, true) => "up",
+                                    (true, false) => "down",
+                                }
+                                .to_owned()
+                            },
+                        ),
                     }
                 })
                 .collect(),
@@ -382,6 +400,7 @@ mod tests {
                     paths: 0,
                     failures: 2,
                     warm: WarmStatus::default(),
+                    ssh_connection: None,
                 }],
             }],
         };

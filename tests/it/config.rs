@@ -47,6 +47,11 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     ("timeout_not_numeric.xml", 2, "8:31", "<timeout time=\"100s\">: not a whole number"),
     ("warm_idle_zero.xml", 2, "8:28", "<warm idleSeconds=\"0\">: not a whole number from 1 to 3600"),
     ("common_params_unbalanced.xml", 2, "8:23", "unbalanced quotes"),
+    ("ssh_share_bad.xml", 2, "8:27", "<ssh shareConnection=\"yes\">: expected true or false"),
+    ("ok_ssh_share.xml", 0, "", "ssh: one shared connection per ssh destination (its socket in a private directory made at start"),
+    ("ok_ssh_share.xml", 0, "", "/sersync-ssh.XXXXXX/b4455d8328405202 -o ControlMaster=no -p 2222' -- ./PATH backup@127.0.0.1:/srv/mirror/"),
+    ("ok_ssh_share_off.xml", 0, "", "ssh: every rsync connects on its own (<ssh shareConnection=\"false\">)"),
+    ("ok_ssh_share_off.xml", 0, "", "rsync -artz -e 'ssh -p 2222' --no-recursive --dirs --relative --ignore-times --delete-missing-args"),
     // -u (--update) is dropped unless <update start="true"/> keeps it.
     ("stock.xml", 0, "30:20", "<commonParams params=\"-artuz\">: -u (--update) removed: it keeps a mirror file that is newer"),
     ("stock.xml", 0, "", "full sync: rsync -artz --recursive --delete"),

@@ -17,6 +17,7 @@ mod scenarios_sched;
 mod scenarios_watch;
 mod secrets;
 mod service;
+mod share;
 mod ssh;
 mod sync;
 mod util;

@@ -17,18 +17,18 @@ use crate::util::sshd::{self, Sshd};
 use crate::util::{SYNC_LIMIT, options, tree, wait_until};
 
 /// A source tree mirrored over ssh into a directory of this machine.
-struct SshEnv {
+pub(crate) struct SshEnv {
     _dir: tempfile::TempDir,
-    src: PathBuf,
-    mirror: PathBuf,
-    sshd: Sshd,
-    config: Config,
-    journal: Arc<MemoryJournal>,
+    pub(crate) src: PathBuf,
+    pub(crate) mirror: PathBuf,
+    pub(crate) sshd: Sshd,
+    pub(crate) config: Config,
+    pub(crate) journal: Arc<MemoryJournal>,
 }
 
 impl SshEnv {
     /// `None` only when sshd is missing and the opt-out is set (see `util::sshd`).
-    fn new() -> Option<SshEnv> {
+    pub(crate) fn new() -> Option<SshEnv> {
         let _ = env_logger::builder().is_test(true).try_init();
         let sshd = Sshd::start()?;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -46,12 +46,12 @@ impl SshEnv {
         })
     }
 
-    fn start(&self, full_sync_first: bool) -> Pipeline {
+    pub(crate) fn start(&self, full_sync_first: bool) -> Pipeline {
         let journal: Arc<dyn Journal> = self.journal.clone();
         Pipeline::start(&self.config, &options(full_sync_first), journal).expect("pipeline")
     }
 
-    fn write(&self, rel: impl AsRef<Path>, content: &[u8]) {
+    pub(crate) fn write(&self, rel: impl AsRef<Path>, content: &[u8]) {
         let path = self.src.join(rel);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("parents");
         std::fs::write(path, content).expect("write");

@@ -18,7 +18,7 @@ use crate::util::sshd::Sshd;
 use crate::util::{Env, RsyncDaemon, SYNC_LIMIT, daemon_config, options, tree, wait_until};
 
 /// Every process in `/proc` as `(pid, its /proc directory)`.
-fn processes() -> Vec<(u32, std::path::PathBuf)> {
+pub(crate) fn processes() -> Vec<(u32, std::path::PathBuf)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -47,7 +47,7 @@ fn warm_pids(src: &Path) -> Vec<u32> {
 }
 
 /// Processes (zombies included) whose process group is `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     processes()
         .into_iter()
         .filter(|(_, dir)| {
@@ -107,7 +107,7 @@ fn warm_pushes(pipeline: &Pipeline) -> u64 {
         .sum()
 }
 
-fn kill(pid: u32) {
+pub(crate) fn kill(pid: u32) {
     let status = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()

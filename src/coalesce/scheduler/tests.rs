@@ -823,3 +823,29 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
         );
     }
 }
+
+#[test]
+fn a_move_does_not_linger_behind_a_running_job() {
+    let journal = Arc::new(Recorder::default());
+    let now = Instant::now();
+    let mut s = scheduler(&journal, now);
+    let mv = |from: &str, to: &str, is_dir| {
+        FsEvent::Move(crate::job::Move {
+            root: 0,
+            from: PathBuf::from(from),
+            to: PathBuf::from(to),
+            is_dir,
+            mask: 0,
+            seen: now,
+        })
+    };
+    // One `mv` burst: a directory and a file renamed in the same bite of events.
+    s.observe(mv("rel/release.new", "rel/release", true), now);
+    s.observe(mv("rel/upload.bin", "rel/upload-final.bin", false), now);
+    let first = s.next_job(now).expect("the first move");
+    assert!(matches!(first.kind, JobKind::Move { .. }), "{first:?}");
+    // A batch would linger for the running job (LINGER); a move joins no batch and goes.
+    let second = s.next_job(now).expect("the second move, at once");
+    assert!(matches!(second.kind, JobKind::Move { .. }), "{second:?}");
+    assert_ne!(paths(&first), paths(&second));
+}

@@ -15,6 +15,8 @@ fn config(params: &[&str]) -> RsyncConfig {
         ssh: false,
         binary: PathBuf::from("rsync"),
         warm: crate::config::WarmConfig::default(),
+        share_ssh: true,
+        ssh_control_dir: None,
     }
 }
 

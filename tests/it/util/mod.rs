@@ -202,6 +202,8 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
             ssh: false,
             binary: PathBuf::from("rsync"),
             warm: sersync::config::WarmConfig::default(),
+            share_ssh: true,
+            ssh_control_dir: None,
         },
         fail_log: FailLogConfig {
             path: PathBuf::from("/nonexistent/faillog"),

@@ -130,13 +130,23 @@ impl Sshd {
     /// rsync's `-e` value: the test's key, port and known host only (`-F /dev/null`: no
     /// user config; no agent, no other identity, no prompt).
     pub fn rsh(&self) -> String {
+        self.rsh_with_key(&self.path("user_key").display().to_string())
+    }
+
+    /// [`Sshd::rsh`] with `key` as the `-i` word, as written (quote it for rsync's split).
+    pub fn rsh_with_key(&self, key: &str) -> String {
         let dir = self.dir.path().display();
         format!(
-            "ssh -F /dev/null -p {port} -i {dir}/user_key -o IdentitiesOnly=yes -o IdentityAgent=none \
+            "ssh -F /dev/null -p {port} -i {key} -o IdentitiesOnly=yes -o IdentityAgent=none \
              -o UserKnownHostsFile={dir}/known_hosts -o GlobalKnownHostsFile=/dev/null \
              -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5",
             port = self.port
         )
+    }
+
+    /// The test's private key (mode 0600).
+    pub fn user_key(&self) -> PathBuf {
+        self.path("user_key")
     }
 
     /// [`super::base_config`] for `src` pushed over ssh to `mirror` on this sshd, with the
@@ -153,12 +163,32 @@ impl Sshd {
         config
     }
 
-    /// Stops sshd (port closed); its files stay.
+    /// Stops sshd as a host going away would: the listener (port closed) and every
+    /// connection it serves (each in a session of its own: sshd's children `setsid`), so
+    /// that a shared connection ends too. Its files stay.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Stopped first, so that it accepts nothing more and its children keep it as
+            // their parent (they are reparented when it exits) while they are found.
+            let signal = |signal: &str, pid: u32| {
+                let _ = Command::new("kill")
+                    .arg(signal)
+                    .arg(pid.to_string())
+                    .status();
+            };
+            signal("-STOP", child.id());
+            for pid in children_of(child.id()) {
+                signal("-KILL", pid);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// How many logins sshd accepted so far (`Accepted publickey` lines of its log, at
+    /// `LogLevel VERBOSE`): one per ssh connection, whatever runs on it.
+    pub fn logins(&self) -> usize {
+        self.log().matches("Accepted publickey").count()
     }
 
     /// Starts it again on the same port.
@@ -196,6 +226,28 @@ pub fn present(sshd: &Path) -> bool {
         sshd.display()
     );
     false
+}
+
+/// The processes whose parent is `parent` (from `/proc/*/stat`).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid …`: comm may hold spaces, so split after its `)`.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 fn keygen(path: &Path) {
