@@ -1040,22 +1040,10 @@ fn out_of_watches_child() {
 }
 
 /// `renameat2(RENAME_EXCHANGE)` (what `mv --exchange` does); std has no wrapper.
-#[allow(unsafe_code)]
 pub(crate) fn exchange(a: &Path, b: &Path) {
-    use std::ffi::CString;
-    let a = CString::new(a.as_os_str().as_bytes()).expect("path");
-    let b = CString::new(b.as_os_str().as_bytes()).expect("path");
-    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    assert_eq!(rc, 0, "renameat2: {}", std::io::Error::last_os_error());
+    if let Err(err) = crate::churn::exchange(a, b) {
+        panic!("renameat2: {err}");
+    }
 }
 
 /// The kernel reports an exchange as a→b then b→a: neither name may end up deleted,
