@@ -411,7 +411,7 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// `cp -a from to` of files, directories and symlinks (modes and contents).
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
