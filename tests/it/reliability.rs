@@ -725,6 +725,35 @@ fn daemon_stopped_and_restarted_during_churn() {
     }
 }
 
+/// Renames during partial failures, under churn: a third into the churn the daemon's
+/// module starts to run as `nobody` (rsyncd.conf is read at every connection) over a
+/// mirror that root owns, so every run that writes or deletes there fails with exit 23
+/// (a partial failure: paths retried one by one, a move a move again with its old name
+/// kept); a third later it runs as root again, and everything converges.
+#[test]
+fn partial_failures_during_churn_converge() {
+    for seed in seeds(1, 2) {
+        eprintln!("seed {seed}: partial failures during churn (SERSYNC_SEED={seed})");
+        let bench = Bench::on(seed, RemoteKind::Daemon).expect("daemon bench");
+        let proc = bench.start(false);
+        let length = churn_for(6, 40);
+        bench.churn_while(length, || {
+            // Fault timing (not a completion wait): failing from a third to two thirds.
+            std::thread::sleep(length / 3);
+            let healed_at = Instant::now() + length / 3;
+            bench.daemon.reconfigure("uid = nobody\ngid = nogroup\n");
+            wait_until(
+                &format!("seed {seed}: a partial failure (exit 23) journaled"),
+                CONVERGE_LIMIT,
+                || bench.journal_entries().iter().any(|e| e.code == Some(23)),
+            );
+            std::thread::sleep(healed_at.saturating_duration_since(Instant::now()));
+            bench.daemon.reconfigure("");
+        });
+        bench.converge_and_stop(proc, "partial failures");
+    }
+}
+
 /// Against the daemon and an ssh remote, one after the other.
 #[test]
 fn sigkill_during_churn_then_restart_with_full_sync() {
