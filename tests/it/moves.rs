@@ -743,3 +743,22 @@ fn a_move_whose_first_step_fails_keeps_the_old_name_until_the_new_one_exists() {
         "the directory made from the remote's copy of p/old"
     );
 }
+
+/// The remote lost the directory a move goes into (removed there behind sersync's
+/// back): the move's first step cannot make the new name (rsync exit 11, which alone
+/// would count as the remote being down, and the same move would be its only probe for
+/// ever); the plain form makes the parent (`--relative`) and everything converges.
+#[test]
+fn a_move_into_a_directory_the_remote_lost_converges() {
+    let Some(scene) = Setup::default().start() else {
+        return;
+    };
+    scene.write("d/f", &noise(64 * 1024, 40));
+    fs::create_dir(scene.path("p")).expect("mkdir");
+    scene.converge("the tree");
+    for mirror in &scene.mirrors {
+        fs::remove_dir(mirror.path.join("p")).expect("rmdir on the mirror");
+    }
+    scene.mv("d", "p/new");
+    scene.converge("a move into a directory the remote lost");
+}
