@@ -640,6 +640,7 @@ fn with_update_kept_file_moves_converge() {
 /// name is already complete: the delete of an old name goes only once the new one
 /// exists. Then the cause goes away and everything converges byte-exact with empty
 /// journals, the directory made from the remote's copy (its files keep their inodes).
+/// A delete in the blocked directory goes the same way.
 ///
 /// This goes red when the move code deletes an old name before the new one exists:
 /// tried by taking a failed first step for a success in `push::moves::run` (the mirrors
@@ -709,6 +710,8 @@ fn a_move_whose_first_step_fails_keeps_the_old_name_until_the_new_one_exists() {
     for (old, new) in moves {
         scene.mv(old, new);
     }
+    // A delete the receivers cannot make either: it must be retried, not taken as done.
+    fs::remove_file(scene.path("b/keep")).expect("rm");
     let deadline = Instant::now() + LIMIT;
     while scene.mirrors.iter().any(|m| m.journal.is_empty()) {
         scene.mirrors.iter().for_each(old_kept_until_new_made);
