@@ -246,13 +246,11 @@ pub(super) fn run(
         );
         first = Some(finished);
     }
-    let made = match first.map(|f| f.disposition) {
-        Some(Disposition::Done) => Disposition::Done,
-        // Files that vanished meanwhile: the events that removed them are queued.
-        Some(Disposition::Partial { failure, .. }) if failure.code == Some(24) => Disposition::Done,
-        Some(down @ Disposition::RemoteDown(_)) => return (down, commands.join("; ")),
-        other => {
-            if let Some(failure) = other.as_ref().and_then(Disposition::failure) {
+    let made = match first_step(first.map(|f| f.disposition)) {
+        FirstStep::Made => Disposition::Done,
+        FirstStep::Down(down) => return (down, commands.join("; ")),
+        FirstStep::Plain(failure) => {
+            if let Some(failure) = &failure {
                 if refuses_move_options(failure) {
                     log::warn!(
                         "{} -> {remote}: the daemon refuses the options that make a rename from what it holds ({}); renames are pushed as uploads from now on (allow --link-dest and --fuzzy in rsyncd.conf to avoid that)",
@@ -276,6 +274,34 @@ pub(super) fn run(
         }
     };
     (made, commands.join("; "))
+}
+
+/// What a move job does after its first step (`None`: not tried).
+#[derive(Debug, PartialEq, Eq)]
+enum FirstStep {
+    /// The new names are there (files that vanished meanwhile count: the events that
+    /// removed them are queued).
+    Made,
+    /// The remote is down: the move is a move again once it is back.
+    Down(Disposition),
+    /// The plain form goes now (`Some`: why the move could not be made).
+    Plain(Option<PushFailure>),
+}
+
+fn first_step(disposition: Option<Disposition>) -> FirstStep {
+    match disposition {
+        Some(Disposition::Done) => FirstStep::Made,
+        Some(Disposition::Partial { failure, .. }) if failure.code == Some(24) => FirstStep::Made,
+        // Exit 11 (file I/O) is the receiver failing to make the transfer root, e.g. its
+        // parent is not there yet (made by a later move that has not run): the plain form
+        // makes the parents (`--relative`). As "down" it was retried as the same move,
+        // the remote's only probe, for ever (churn seed 9870762064587).
+        Some(Disposition::RemoteDown(failure)) if failure.code == Some(11) => {
+            FirstStep::Plain(Some(failure))
+        }
+        Some(down @ Disposition::RemoteDown(_)) => FirstStep::Down(down),
+        other => FirstStep::Plain(other.as_ref().and_then(Disposition::failure).cloned()),
+    }
 }
 
 /// The plain form of the first step: a subtree sync of a moved directory, a batch of
@@ -412,6 +438,45 @@ mod tests {
             text(&args),
             "rsync -a --checksum --fuzzy --fuzzy --from0 '--files-from=-' -- /w/ /m/"
         );
+    }
+
+    #[test]
+    fn what_follows_a_first_step() {
+        let failure = |code: i32| PushFailure {
+            code: Some(code),
+            reason: format!("rsync exited with code {code}"),
+        };
+        let partial = |code: i32| Disposition::Partial {
+            failure: failure(code),
+            fates: Vec::new(),
+        };
+        // (first step, what follows)
+        let table = [
+            (Some(Disposition::Done), FirstStep::Made),
+            (Some(partial(24)), FirstStep::Made),
+            (Some(partial(23)), FirstStep::Plain(Some(failure(23)))),
+            (
+                Some(Disposition::ConfigError(failure(4))),
+                FirstStep::Plain(Some(failure(4))),
+            ),
+            // A receiver that cannot make the new name's directory (its parent missing).
+            (
+                Some(Disposition::RemoteDown(failure(11))),
+                FirstStep::Plain(Some(failure(11))),
+            ),
+            (
+                Some(Disposition::RemoteDown(failure(10))),
+                FirstStep::Down(Disposition::RemoteDown(failure(10))),
+            ),
+            (
+                Some(Disposition::RemoteDown(failure(255))),
+                FirstStep::Down(Disposition::RemoteDown(failure(255))),
+            ),
+            (None, FirstStep::Plain(None)),
+        ];
+        for (disposition, expected) in table {
+            assert_eq!(first_step(disposition.clone()), expected, "{disposition:?}");
+        }
     }
 
     #[test]

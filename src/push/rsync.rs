@@ -448,15 +448,20 @@ pub fn reported_paths(stderr: &[u8]) -> Option<Vec<PathBuf>> {
     paths.finish()
 }
 
-/// The path quoted in one line of rsync's stderr (`… "path" …`), with rsync's `\#ooo`
-/// escapes of unprintable bytes decoded; `None` for a line without one.
+/// The path one line of rsync's stderr names, with rsync's `\#ooo` escapes of
+/// unprintable bytes decoded; `None` for a line without one. Quoted (`… "path" …`) in
+/// most messages; a failed delete prints it bare (`delete_file: unlink(path) failed: …`,
+/// also `rmdir(…)`): without that form a delete the receiver could not make passed for
+/// done, and the path stayed on the remote (the reliability suite's daemon that cannot
+/// write).
 pub fn quoted_path(line: &[u8]) -> Option<PathBuf> {
-    let first = line.iter().position(|b| *b == b'"')?;
-    let last = line.iter().rposition(|b| *b == b'"')?;
-    if last <= first + 1 {
-        return None;
-    }
-    let raw = &line[first + 1..last];
+    let raw = match (
+        line.iter().position(|b| *b == b'"'),
+        line.iter().rposition(|b| *b == b'"'),
+    ) {
+        (Some(first), Some(last)) if last > first + 1 => &line[first + 1..last],
+        _ => failed_delete_path(line)?,
+    };
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -478,6 +483,18 @@ pub fn quoted_path(line: &[u8]) -> Option<PathBuf> {
         }
     }
     Some(PathBuf::from(OsString::from_vec(out)))
+}
+
+/// `path` in `… delete_file: unlink(path) failed: …` (the last `) failed` ends it: a name
+/// may hold parentheses).
+fn failed_delete_path(line: &[u8]) -> Option<&[u8]> {
+    const MARK: &[u8] = b"delete_file: ";
+    const END: &[u8] = b") failed";
+    let at = line.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let rest = &line[at..];
+    let open = rest.iter().position(|b| *b == b'(')? + 1;
+    let close = rest.windows(END.len()).rposition(|w| w == END)?;
+    (close > open).then(|| &rest[open..close])
 }
 
 /// How an exit code is treated; the single place that decides it (see the table test).

@@ -229,8 +229,13 @@ impl State {
                 .unwatched
                 .keys()
                 .any(|(r, p)| *r == from.root && p.starts_with(&from.rel));
+        // A directory made and renamed before its watch could be added (a deploy swap's
+        // `mv release.new release`) has no watches to follow: the scan of the new name
+        // watches it, or nothing below it would ever be seen.
+        let never_watched = from.is_dir && self.tree.wd_of(from.root, &from.rel).is_none();
         let as_move = from.root == root
             && !unwatched_below
+            && !never_watched
             && mask::emit(Kind::MovedFrom, is_dir, toggles) == Emit::Change(Op::Delete)
             && mask::emit(Kind::MovedTo, is_dir, toggles) == Emit::Change(Op::Update);
         if as_move {

@@ -1,8 +1,9 @@
 //! Seeded random filesystem churn: create, append, truncate, delete and rename files and
 //! directories, deep `mkdir -p`, moves in and out of the tree; plus, each behind its own
 //! switch ([`Features`]), the patterns operators produce that fresh names and fresh
-//! mtimes never show: name reuse, old mtimes, same-size same-second rewrites and type
-//! flips.
+//! mtimes never show: name reuse, old mtimes, same-size same-second rewrites, type
+//! flips and the renames operators make (chains, swaps, exchanges, `mv -T`, deploy
+//! swaps, moves into and out of the names [`EXCLUDES`] keeps off a mirror).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,18 +27,30 @@ pub struct Features {
     /// Directory ⇄ file ⇄ symlink under the same name. Needs the scheduler to treat a
     /// path whose parent stopped being a directory as gone.
     pub type_flips: bool,
+    /// Renames as operators make them: chains (`a→b→c` within a millisecond), swaps
+    /// through a third name, `RENAME_EXCHANGE`, `mv -T` of a directory over an emptied
+    /// one, deploy swaps (`mv release release.old; mv release.new release`) and moves
+    /// into and out of names [`EXCLUDES`] matches (a config that mirrors this churn with
+    /// those excludes must compare without them).
+    pub operator_moves: bool,
 }
+
+/// `<filter>` excludes for a churn with [`Features::operator_moves`]: files and
+/// directories renamed to `….tmp` or into `cache/` leave the mirror, and come back when
+/// renamed out.
+pub const EXCLUDES: [&str; 2] = [r"(.*)\.tmp", r"^cache/*"];
 
 impl Features {
     /// Every operator pattern is on: each one's fix is merged (subtree `--delete` syncs of
     /// re-created directories, `-u` kept out of pushes, nanosecond full syncs, paths whose
-    /// parent stopped being a directory settled as gone).
+    /// parent stopped being a directory settled as gone, moves made on the remote).
     pub const DEFAULT: Features = Features {
         reuse_file_names: true,
         reuse_dir_names: true,
         old_mtimes: true,
         same_second_rewrites: true,
         type_flips: true,
+        operator_moves: true,
     };
 
     /// [`Features::DEFAULT`] with `SERSYNC_CHURN` applied; an unknown name panics
@@ -58,6 +71,7 @@ impl Features {
                 "old_mtimes" => &mut features.old_mtimes,
                 "same_second_rewrites" => &mut features.same_second_rewrites,
                 "type_flips" => &mut features.type_flips,
+                "operator_moves" => &mut features.operator_moves,
                 other => panic!("SERSYNC_CHURN: unknown feature {other:?}"),
             };
             *switch = on;
@@ -118,6 +132,7 @@ pub fn run_with(root: &Path, outside: &Path, seed: u64, length: Duration, featur
     let mut rng = Rng::new(seed);
     let deadline = Instant::now() + length;
     let mut counter = 0u64;
+    let mut moves_made = 0usize;
     while Instant::now() < deadline {
         let (files, dirs) = entries(root);
         for _ in 0..20 {
@@ -181,9 +196,17 @@ pub fn run_with(root: &Path, outside: &Path, seed: u64, length: Duration, featur
             if rng.below(4) == 0 {
                 let _ = operator_pattern(root, outside, &files, &dirs, &mut rng, counter, features);
             }
+            // Drawn only when on, so that a churn without it replays as before.
+            if features.operator_moves
+                && rng.below(24) == 0
+                && operator_move(root, &files, &dirs, &mut rng, counter).is_ok()
+            {
+                moves_made += 1;
+            }
         }
         std::thread::sleep(Duration::from_millis(rng.below(20) as u64));
     }
+    eprintln!("churn seed {seed}: {counter} operations, {moves_made} operator moves made");
 }
 
 /// One of the enabled operator patterns, on a random existing name.
@@ -262,6 +285,174 @@ fn operator_pattern(
             }
         }
         _ => Ok(()),
+    }
+}
+
+/// One operator rename pattern ([`Features::operator_moves`]) on random names of
+/// `files` and `dirs` (root-relative, the root first among `dirs`).
+fn operator_move(
+    root: &Path,
+    files: &[PathBuf],
+    dirs: &[PathBuf],
+    rng: &mut Rng,
+    counter: u64,
+) -> std::io::Result<()> {
+    let file = (!files.is_empty()).then(|| files[rng.below(files.len())].clone());
+    let dir = (dirs.len() > 1).then(|| dirs[1 + rng.below(dirs.len() - 1)].clone());
+    let into = &dirs[rng.below(dirs.len())];
+    let at = |rel: &Path| root.join(rel);
+    let fresh = |prefix: &str| into.join(format!("{prefix}{counter}"));
+    // A random existing name, a file or a directory.
+    let any = match (&file, &dir) {
+        (Some(f), Some(d)) => Some(if rng.below(2) == 0 { f } else { d }).cloned(),
+        (Some(f), None) => Some(f.clone()),
+        (None, Some(d)) => Some(d.clone()),
+        (None, None) => None,
+    };
+    let Some(a) = any else { return Ok(()) };
+    match rng.below(7) {
+        0 => {
+            // A chain within the same millisecond: a → b → c (c sometimes a again).
+            let b = fresh("ch");
+            let c = if rng.below(4) == 0 {
+                a.clone()
+            } else {
+                fresh("chc")
+            };
+            std::fs::rename(at(&a), at(&b))?;
+            std::fs::rename(at(&b), at(&c))
+        }
+        which @ (1 | 2) => {
+            // A name unrelated to `a` (neither at or below the other).
+            let (files, dirs) = entries(root);
+            let others: Vec<&PathBuf> = files
+                .iter()
+                .chain(dirs.iter().skip(1))
+                .filter(|p| !p.starts_with(&a) && !a.starts_with(p))
+                .collect();
+            if others.is_empty() {
+                return Ok(());
+            }
+            let b = others[rng.below(others.len())].clone();
+            if which == 2 {
+                // RENAME_EXCHANGE of two names (file, directory or one of each).
+                return exchange(&at(&a), &at(&b));
+            }
+            // A swap through a third name: a → t, b → a, t → b.
+            let t = a.with_file_name(format!("swap{counter}"));
+            std::fs::rename(at(&a), at(&t))?;
+            std::fs::rename(at(&b), at(&a))?;
+            std::fs::rename(at(&t), at(&b))
+        }
+        3 => {
+            // `mv -T d e` over an emptied directory, whose old content on the remote
+            // must go.
+            let Some(d) = dir else { return Ok(()) };
+            let e = fresh("mt");
+            if e.starts_with(&d) {
+                return Ok(());
+            }
+            std::fs::create_dir(at(&e))?;
+            std::fs::write(at(&e).join("old"), b"replaced by mv -T")?;
+            if rng.below(2) == 0 {
+                // Give the watcher (and maybe the remote) a look at it first.
+                std::thread::sleep(Duration::from_millis(rng.below(30) as u64));
+            }
+            std::fs::remove_file(at(&e).join("old"))?;
+            std::fs::rename(at(&d), at(&e))
+        }
+        4 => {
+            // A deploy swap: mv release release.old; mv release.new release.
+            let Some(release) = dir else { return Ok(()) };
+            let new = suffixed(&at(&release), ".new");
+            let old = suffixed(&at(&release), &format!(".old{counter}"));
+            copy_tree(&at(&release), &new)?;
+            std::fs::write(new.join(format!("deployed{counter}")), b"new release")?;
+            std::fs::rename(at(&release), &old)?;
+            std::fs::rename(&new, at(&release))?;
+            if rng.below(2) == 0 {
+                std::fs::remove_dir_all(&old)?;
+            }
+            Ok(())
+        }
+        5 => {
+            // Into an excluded name: `x → x.tmp`, or a directory into `cache/`.
+            if rng.below(2) == 0 {
+                std::fs::rename(at(&a), suffixed(&at(&a), ".tmp"))
+            } else {
+                std::fs::create_dir_all(root.join("cache"))?;
+                std::fs::rename(at(&a), root.join(format!("cache/in{counter}")))
+            }
+        }
+        _ => {
+            // Out of an excluded name: an editor's `x.tmp → x`, or something in `cache/`.
+            if rng.below(2) == 0 {
+                let staged = fresh("ed").with_extension("tmp");
+                std::fs::write(at(&staged), vec![b'e'; rng.below(900)])?;
+                std::fs::rename(at(&staged), at(&staged.with_extension("")))
+            } else {
+                let cached: Vec<PathBuf> = std::fs::read_dir(root.join("cache"))
+                    .map(|read| read.flatten().map(|e| e.path()).collect())
+                    .unwrap_or_default();
+                if cached.is_empty() {
+                    return Ok(());
+                }
+                std::fs::rename(&cached[rng.below(cached.len())], at(&fresh("out")))
+            }
+        }
+    }
+}
+
+/// `path` with `suffix` appended to its last component.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// `cp -a from to` of files, directories and symlinks (modes and contents).
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&source, &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    std::fs::set_permissions(to, std::fs::metadata(from)?.permissions())
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)` (what `mv --exchange` does; std has no wrapper):
+/// both names stay, their contents swap.
+#[allow(unsafe_code)]
+pub fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (cstr(a)?, cstr(b)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

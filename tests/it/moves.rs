@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use crate::util::sshd::Sshd;
 use crate::util::{RsyncDaemon, base_config, daemon_config, options, tree};
 
 const LIMIT: Duration = Duration::from_secs(60);
+/// rsync as `nobody` (util-linux's `setpriv`).
+const SETPRIV_RSYNC: &str = "setpriv --reuid=65534 --regid=65534 --clear-groups rsync";
 /// How long everything must stay converged to count.
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -54,7 +56,14 @@ struct Setup {
     daemon_extra: &'static str,
     /// `<filter>` excludes.
     excludes: &'static [&'static str],
+    /// Every receiver runs as `nobody` (the daemon's `uid`, ssh's `--rsync-path`, a
+    /// wrapper `binary` for the local remote), so that a root-owned directory on a
+    /// mirror is one it cannot write (root ignores modes).
+    nobody_receivers: bool,
 }
+
+/// `nobody` and `nogroup`.
+const NOBODY: u32 = 65534;
 
 impl Setup {
     /// `None` only when sshd is missing and the opt-out is set (see `util::sshd`).
@@ -64,10 +73,31 @@ impl Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src");
         fs::create_dir_all(&src).expect("src");
-        let daemon = RsyncDaemon::start_with(&dir.path().join("daemon"), self.daemon_extra);
+        let daemon_extra = if self.nobody_receivers {
+            format!("{}uid = nobody\ngid = nogroup\n", self.daemon_extra)
+        } else {
+            self.daemon_extra.to_owned()
+        };
+        let daemon = RsyncDaemon::start_with(&dir.path().join("daemon"), &daemon_extra);
         let local = dir.path().join("local");
         let ssh = dir.path().join("ssh");
         fs::create_dir_all(&ssh).expect("ssh mirror");
+        let as_nobody = dir.path().join("rsync-as-nobody");
+        if self.nobody_receivers {
+            // nobody reads the source (through the temp dir) and owns every mirror.
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+            for mirror in [&local, &ssh, &daemon.module_root] {
+                fs::create_dir_all(mirror).expect("mirror");
+                std::os::unix::fs::chown(mirror, Some(NOBODY), Some(NOBODY)).expect("chown");
+            }
+            // The arguments pass through "$@" untouched.
+            fs::write(
+                &as_nobody,
+                format!("#!/bin/sh\nexec {SETPRIV_RSYNC} \"$@\"\n"),
+            )
+            .expect("wrapper");
+            fs::set_permissions(&as_nobody, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
         // What the stock -artuz runs as (the parser strips -u, these configs are built
         // without it).
         let params = if self.params.is_empty() {
@@ -102,6 +132,16 @@ impl Setup {
             }
             config.filter = filter.clone();
             config.rsync.timeout = Some(30);
+            if self.nobody_receivers {
+                match *kind {
+                    "ssh" => config
+                        .rsync
+                        .common_params
+                        .push(format!("--rsync-path={SETPRIV_RSYNC}")),
+                    "local" => config.rsync.binary = as_nobody.clone(),
+                    _ => {}
+                }
+            }
         }
         let mirrors = configs
             .into_iter()
@@ -161,9 +201,16 @@ impl Scene {
     /// empty, for [`QUIET`].
     #[track_caller]
     fn converge(&self, what: &str) {
+        self.converge_checking(what, |_| {});
+    }
+
+    /// [`Scene::converge`], calling `check` on every mirror at every look.
+    #[track_caller]
+    fn converge_checking(&self, what: &str, check: impl Fn(&Mirror)) {
         let deadline = Instant::now() + LIMIT;
         let mut since: Option<Instant> = None;
         loop {
+            self.mirrors.iter().for_each(&check);
             let wrong: Vec<String> = self
                 .mirrors
                 .iter()
@@ -582,4 +629,139 @@ fn with_update_kept_file_moves_converge() {
     scene.mv("n6.tmp", "n6.r1");
     scene.mv("n6", "n6.r2");
     scene.converge("renames onto similar names");
+}
+
+/// A rename during a partial failure, on every kind at once. Every receiver runs as
+/// `nobody`; on each mirror, root then owns a directory put at the moved directory's new
+/// name (the source has nothing there) and the directory of the new file names. So each
+/// move's first step fails (rsync exit 23: nothing can be written there; 11 where the
+/// receiver cannot make a directory), so does its plain form, and both are journaled and
+/// retried. Meanwhile every mirror must hold each old name as it was, unless the new
+/// name is already complete: the delete of an old name goes only once the new one
+/// exists. Then the cause goes away and everything converges byte-exact with empty
+/// journals, the directory made from the remote's copy (its files keep their inodes).
+/// A delete in the blocked directory goes the same way.
+///
+/// This goes red when the move code deletes an old name before the new one exists:
+/// tried by taking a failed first step for a success in `push::moves::run` (the mirrors
+/// lost `p/old` while `q/new` was still empty on them).
+#[test]
+fn a_move_whose_first_step_fails_keeps_the_old_name_until_the_new_one_exists() {
+    let Some(scene) = Setup {
+        nobody_receivers: true,
+        ..Setup::default()
+    }
+    .start() else {
+        return;
+    };
+    for i in 0..3 {
+        scene.write(&format!("p/old/f{i}"), &noise(64 * 1024, 20 + i));
+    }
+    scene.write("p/old/sub/g", b"g");
+    fs::create_dir_all(scene.path("q")).expect("mkdir");
+    scene.write("a/x", &noise(32 * 1024, 30));
+    scene.write("a/y", &noise(32 * 1024, 31));
+    scene.write("b/keep", b"keep");
+    scene.converge("the tree");
+    for mirror in &scene.mirrors {
+        let owner = fs::metadata(mirror.path.join("p/old/f0"))
+            .expect("stat")
+            .uid();
+        assert_eq!(
+            owner, NOBODY,
+            "{}: the receiver runs as nobody",
+            mirror.kind
+        );
+    }
+    // The old names as every mirror holds them now.
+    let kept = scene.dir.path().join("kept");
+    fs::create_dir(&kept).expect("mkdir");
+    crate::churn::copy_tree(&scene.path("p/old"), &kept.join("old")).expect("copy");
+    crate::churn::copy_tree(&scene.path("a"), &kept.join("a")).expect("copy");
+    let before = scene.inodes("p/old");
+    let moves = [("p/old", "q/new"), ("a/x", "b/x"), ("a/y", "b/z")];
+    // Whether `rel` on the mirror is what `base/kept_rel` is.
+    let same = |base: &Path, kept_rel: &str, mirror: &Mirror, rel: &str| {
+        let (want, have) = (base.join(kept_rel), mirror.path.join(rel));
+        if want.is_dir() {
+            have.is_dir() && tree::diff(&want, &have).is_none()
+        } else {
+            fs::read(&want).ok() == fs::read(&have).ok()
+        }
+    };
+    // The old name is looked at first: once it is gone the new one must be complete,
+    // and a new name once complete stays so (nothing else changes here).
+    let old_kept_until_new_made = |mirror: &Mirror| {
+        for (old, new) in moves {
+            let kept_rel = old.strip_prefix("p/").unwrap_or(old);
+            if !same(&kept, kept_rel, mirror, old) {
+                assert!(
+                    same(&scene.src, new, mirror, new),
+                    "{}: {old} deleted or changed on the mirror before {new} was made there",
+                    mirror.kind
+                );
+            }
+        }
+    };
+    for mirror in &scene.mirrors {
+        fs::create_dir(mirror.path.join("q/new")).expect("obstacle");
+        std::os::unix::fs::chown(mirror.path.join("b"), Some(0), Some(0)).expect("chown");
+    }
+    for (old, new) in moves {
+        scene.mv(old, new);
+    }
+    // A delete the receivers cannot make either: it must be retried, not taken as done.
+    fs::remove_file(scene.path("b/keep")).expect("rm");
+    let deadline = Instant::now() + LIMIT;
+    while scene.mirrors.iter().any(|m| m.journal.is_empty()) {
+        scene.mirrors.iter().for_each(old_kept_until_new_made);
+        assert!(
+            Instant::now() < deadline,
+            "the failed moves journaled on every kind"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // Fault timing (not a completion wait): blocked through a few more retries (3 s
+    // apart at most here).
+    let blocked_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < blocked_until {
+        scene.mirrors.iter().for_each(old_kept_until_new_made);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    for mirror in &scene.mirrors {
+        assert!(
+            !mirror.path.join("b/x").exists() && !mirror.journal.is_empty(),
+            "{}: the moves failed while the cause was there",
+            mirror.kind
+        );
+        for blocked in ["q/new", "b"] {
+            std::os::unix::fs::chown(mirror.path.join(blocked), Some(NOBODY), Some(NOBODY))
+                .expect("chown");
+        }
+    }
+    scene.converge_checking("the cause gone", old_kept_until_new_made);
+    assert_eq!(
+        scene.inodes("q/new"),
+        before,
+        "the directory made from the remote's copy of p/old"
+    );
+}
+
+/// The remote lost the directory a move goes into (removed there behind sersync's
+/// back): the move's first step cannot make the new name (rsync exit 11, which alone
+/// would count as the remote being down, and the same move would be its only probe for
+/// ever); the plain form makes the parent (`--relative`) and everything converges.
+#[test]
+fn a_move_into_a_directory_the_remote_lost_converges() {
+    let Some(scene) = Setup::default().start() else {
+        return;
+    };
+    scene.write("d/f", &noise(64 * 1024, 40));
+    fs::create_dir(scene.path("p")).expect("mkdir");
+    scene.converge("the tree");
+    for mirror in &scene.mirrors {
+        fs::remove_dir(mirror.path.join("p")).expect("rmdir on the mirror");
+    }
+    scene.mv("d", "p/new");
+    scene.converge("a move into a directory the remote lost");
 }

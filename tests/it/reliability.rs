@@ -1,13 +1,15 @@
-//! Reliability suite: the real `sersync` binary against a real rsync daemon or a local
-//! directory remote, under seeded churn (with the operator patterns `churn::Features`
-//! switches on) and faults (daemon restart, SIGKILL, SIGTERM and SIGHUP at random
+//! Reliability suite: the real `sersync` binary against a real rsync daemon, an ssh host
+//! on a real sshd or a local directory remote, under seeded churn (with the operator
+//! patterns `churn::Features` switches on, renames and moves across `<filter>` excludes
+//! among them) and faults (daemon restart, SIGKILL, SIGTERM and SIGHUP at random
 //! points, inotify queue overflow, refused auth), plus a structure-aware fuzzer for the
 //! configuration parser. `SERSYNC_CHURN=+name,-name` and `SERSYNC_FAULTS=HUP,TERM,KILL`
 //! turn patterns and signals on or off.
 //!
 //! Every sync test ends when sersync is idle: its own `/status` says nothing is queued,
 //! running or journaled, the mirror equals the source byte-exact (names, types, content,
-//! symlink targets, permission bits) and the journal file holds no live entry, all three
+//! symlink targets, permission bits; what `churn::EXCLUDES` keeps off the mirror is not
+//! compared) and the journal file holds no live entry, all three
 //! for a full second; then a graceful stop must leave the journal empty. Seeds are printed and named in every
 //! failure: `SERSYNC_SEED=<seed>` repeats a run. By default (CI) the seeds are a fixed
 //! set; `SERSYNC_LONG=1` churns longer and runs more, fresh seeds; `SERSYNC_TEST_DEBUG=1` runs the binary with debug logging (the whole log
@@ -25,6 +27,7 @@ use sersync::faillog::{FailLog, JournalEntry};
 use sersync::job::Op;
 
 use crate::churn::Rng;
+use crate::util::sshd::Sshd;
 use crate::util::{RsyncDaemon, rsyncd, tree, wait_until};
 
 /// Whether the long variant runs.
@@ -73,8 +76,12 @@ struct Bench {
     src: PathBuf,
     outside: PathBuf,
     daemon: RsyncDaemon,
-    /// The daemon's module, or the local remote directory.
+    /// The sshd of an ssh remote.
+    _sshd: Option<Sshd>,
+    /// The daemon's module, the ssh remote's directory or the local remote directory.
     mirror: PathBuf,
+    /// What the mirror never holds (`churn::EXCLUDES`, also the config's `<filter>`).
+    filter: sersync::config::Filter,
     conf: PathBuf,
     journal: PathBuf,
     log: PathBuf,
@@ -89,8 +96,42 @@ struct Settings {
     retry_minutes: &'static str,
     /// Use a password file of our own (for the refused-auth test) with this content.
     password: Option<&'static str>,
-    /// Mirror into a local directory (`<remote path>`) instead of the rsync daemon.
-    local_remote: bool,
+    /// Where the mirror is.
+    remote: RemoteKind,
+}
+
+/// The kind of remote a [`Bench`] pushes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemoteKind {
+    /// The rsync daemon, with auth.
+    Daemon,
+    /// A directory on an ssh host (a real sshd on 127.0.0.1).
+    Ssh,
+    /// A local directory (`<remote path>`).
+    Local,
+}
+
+impl RemoteKind {
+    /// The `n`-th of `kinds`, round robin; `SERSYNC_REMOTE=daemon|ssh|local` instead
+    /// names the kind of every run (with `SERSYNC_SEED`, to repeat one).
+    fn nth(kinds: &[RemoteKind], n: usize) -> RemoteKind {
+        match std::env::var("SERSYNC_REMOTE").as_deref() {
+            Ok("daemon") => RemoteKind::Daemon,
+            Ok("ssh") => RemoteKind::Ssh,
+            Ok("local") => RemoteKind::Local,
+            Ok(other) => panic!("SERSYNC_REMOTE: {other:?} is none of daemon, ssh, local"),
+            Err(_) => kinds[n % kinds.len()],
+        }
+    }
+
+    /// Its `SERSYNC_REMOTE` name.
+    fn name(self) -> &'static str {
+        match self {
+            RemoteKind::Daemon => "daemon",
+            RemoteKind::Ssh => "ssh",
+            RemoteKind::Local => "local",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -98,13 +139,14 @@ impl Default for Settings {
         Settings {
             retry_minutes: "0.05",
             password: None,
-            local_remote: false,
+            remote: RemoteKind::Daemon,
         }
     }
 }
 
 impl Bench {
-    fn new(seed: u64, settings: &Settings) -> Bench {
+    /// `None` only for an ssh remote without sshd where the opt-out is set (`util::sshd`).
+    fn new(seed: u64, settings: &Settings) -> Option<Bench> {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src");
         let outside = dir.path().join("outside");
@@ -122,28 +164,57 @@ impl Bench {
         };
         let journal = dir.path().join("state/faillog");
         let conf = dir.path().join("sersync.xml");
-        let (mirror, remote) = if settings.local_remote {
-            let mirror = dir.path().join("local-mirror");
-            let remote = format!("<remote path=\"{}\"/>", mirror.display());
-            (mirror, remote)
-        } else {
-            let remote = format!("<remote ip=\"127.0.0.1\" name=\"{}\"/>", rsyncd::MODULE);
-            (daemon.module_root.clone(), remote)
+        let daemon_rsync = format!(
+            r#"<commonParams params="-artuz"/>
+            <auth start="true" users="{user}" passwordfile="{password}"/>
+            <userDefinedPort start="true" port="{port}"/>"#,
+            user = rsyncd::USER,
+            password = password_file.display(),
+            port = daemon.port,
+        );
+        let mut sshd = None;
+        let (mirror, remote, rsync) = match settings.remote {
+            RemoteKind::Local => {
+                let mirror = dir.path().join("local-mirror");
+                let remote = format!("<remote path=\"{}\"/>", mirror.display());
+                (mirror, remote, daemon_rsync)
+            }
+            RemoteKind::Daemon => {
+                let remote = format!("<remote ip=\"127.0.0.1\" name=\"{}\"/>", rsyncd::MODULE);
+                (daemon.module_root.clone(), remote, daemon_rsync)
+            }
+            RemoteKind::Ssh => {
+                let server = Sshd::start()?;
+                let mirror = dir.path().join("ssh-mirror");
+                fs::create_dir_all(&mirror).expect("ssh mirror");
+                let remote = format!("<remote ip=\"127.0.0.1\" name=\"{}\"/>", mirror.display());
+                let rsync = format!(
+                    r#"<commonParams params='-artuz -e "{rsh}"'/>
+            <ssh start="true"/>"#,
+                    rsh = server.rsh()
+                );
+                sshd = Some(server);
+                (mirror, remote, rsync)
+            }
         };
+        let excludes: String = crate::churn::EXCLUDES
+            .iter()
+            .map(|e| format!("\n        <exclude expression=\"{e}\"/>"))
+            .collect();
         let status_port = rsyncd::free_port();
         let xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <head version="2.5">
     <host hostip="127.0.0.1" port="{status_port}" start="true"/>
+    <filter start="true">{excludes}
+    </filter>
 {inotify}
     <sersync>
         <localpath watch="{src}">
             {remote}
         </localpath>
         <rsync>
-            <commonParams params="-artuz"/>
-            <auth start="true" users="{user}" passwordfile="{password}"/>
-            <userDefinedPort start="true" port="{port}"/>
+            {rsync}
             <timeout start="false" time="100"/>
         </rsync>
         <failLog path="{journal}" timeToExecute="{retry}"/>
@@ -152,31 +223,55 @@ impl Bench {
 "#,
             inotify = inotify_section(false),
             src = src.display(),
-            user = rsyncd::USER,
-            password = password_file.display(),
-            port = daemon.port,
             journal = journal.display(),
             retry = settings.retry_minutes,
         );
         fs::write(&conf, xml).expect("config");
         let log = dir.path().join("sersync.log");
-        Bench {
+        Some(Bench {
             status_port,
             _dir: dir,
             seed,
             src,
             outside,
             daemon,
+            _sshd: sshd,
             mirror,
+            filter: sersync::config::Filter::from_patterns(&crate::churn::EXCLUDES)
+                .expect("churn excludes"),
             conf,
             journal,
             log,
             password_file,
-        }
+        })
+    }
+
+    /// [`Bench::new`] with the default settings and `remote`.
+    fn on(seed: u64, remote: RemoteKind) -> Option<Bench> {
+        Bench::new(
+            seed,
+            &Settings {
+                remote,
+                ..Settings::default()
+            },
+        )
     }
 
     fn mirror(&self) -> &Path {
         &self.mirror
+    }
+
+    /// Every path the mirror does not hold as the source does, except excluded ones.
+    fn differences(&self) -> Vec<PathBuf> {
+        tree::differences(&self.src, self.mirror())
+            .into_iter()
+            .filter(|rel| {
+                let is_dir = [&self.src, &self.mirror]
+                    .iter()
+                    .any(|base| fs::symlink_metadata(base.join(rel)).is_ok_and(|m| m.is_dir()));
+                !self.filter.is_excluded(rel, is_dir)
+            })
+            .collect()
     }
 
     /// Whether the binary's own `/status` says nothing is queued, running or journaled
@@ -303,9 +398,9 @@ impl Bench {
                 self.seed,
                 self.log_tail()
             );
-            let diff = tree::diff(&self.src, self.mirror());
+            let diff = self.differences();
             let journal = self.journal_entries();
-            if diff.is_none() && journal.is_empty() && self.daemon_idle() {
+            if diff.is_empty() && journal.is_empty() && self.daemon_idle() {
                 let since = *quiet_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= QUIET {
                     break;
@@ -314,7 +409,7 @@ impl Bench {
                 quiet_since = None;
             }
             if Instant::now() > deadline {
-                let detail: Vec<String> = tree::differences(&self.src, self.mirror())
+                let detail: Vec<String> = diff
                     .iter()
                     .take(8)
                     .map(|rel| {
@@ -331,10 +426,10 @@ impl Bench {
                 let _ = fs::copy(&self.log, &kept);
                 panic!(
                     "seed {seed} ({what}): not idle after {CONVERGE_LIMIT:?} (repeat with SERSYNC_SEED={seed})\n\
-                     mirror: {diff}\n{detail}\njournal: {journal:#?}\n/status idle: {idle}\nwhole log: {kept}\nlog:\n{log}",
+                     mirror: {n} difference(s)\n{detail}\njournal: {journal:#?}\n/status idle: {idle}\nwhole log: {kept}\nlog:\n{log}",
                     idle = self.daemon_idle(),
                     seed = self.seed,
-                    diff = diff.unwrap_or_else(|| "equal".into()),
+                    n = diff.len(),
                     detail = detail.join("\n"),
                     kept = kept.display(),
                     log = self.log_tail(),
@@ -366,8 +461,8 @@ impl Bench {
             );
         }
         assert_eq!(
-            tree::diff(&self.src, self.mirror()),
-            None,
+            self.differences(),
+            Vec::<PathBuf>::new(),
             "seed {} ({what})",
             self.seed
         );
@@ -573,21 +668,20 @@ fn walk(root: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (files, dirs)
 }
 
+/// Every remote kind, in the order the tests take them round robin.
+const ALL_KINDS: [RemoteKind; 3] = [RemoteKind::Daemon, RemoteKind::Local, RemoteKind::Ssh];
+
 #[test]
 fn churn_through_the_binary_converges() {
-    for (n, seed) in seeds(2, 4).into_iter().enumerate() {
-        let local = n % 2 == 1;
-        let remote = if local { "local dir" } else { "rsync daemon" };
+    for (n, seed) in seeds(3, 6).into_iter().enumerate() {
+        let remote = RemoteKind::nth(&ALL_KINDS, n);
         eprintln!(
-            "seed {seed}: churn through the binary, {remote} (SERSYNC_SEED={seed} repeats it)"
+            "seed {seed}: churn through the binary, {remote:?} (SERSYNC_SEED={seed} SERSYNC_REMOTE={} repeats it)",
+            remote.name()
         );
-        let bench = Bench::new(
-            seed,
-            &Settings {
-                local_remote: local,
-                ..Settings::default()
-            },
-        );
+        let Some(bench) = Bench::on(seed, remote) else {
+            continue;
+        };
         let proc = bench.start(false);
         bench.churn_while(churn_for(6, 60), || {});
         bench.converge_and_stop(proc, "churn");
@@ -598,7 +692,7 @@ fn churn_through_the_binary_converges() {
 fn daemon_stopped_and_restarted_during_churn() {
     for seed in seeds(1, 2) {
         eprintln!("seed {seed}: daemon restart during churn (SERSYNC_SEED={seed} repeats it)");
-        let mut bench = Bench::new(seed, &Settings::default());
+        let mut bench = Bench::new(seed, &Settings::default()).expect("daemon bench");
         let proc = bench.start(false);
         let length = churn_for(7, 40);
         let src = bench.src.clone();
@@ -631,11 +725,54 @@ fn daemon_stopped_and_restarted_during_churn() {
     }
 }
 
+/// Renames during partial failures, under churn: a third into the churn the daemon's
+/// module starts to run as `nobody` (rsyncd.conf is read at every connection) over a
+/// mirror that root owns, so every run that writes or deletes there fails with exit 23
+/// (a partial failure: paths retried one by one, a move a move again with its old name
+/// kept); a third later it runs as root again, and everything converges.
+#[test]
+fn partial_failures_during_churn_converge() {
+    for seed in seeds(1, 2) {
+        eprintln!("seed {seed}: partial failures during churn (SERSYNC_SEED={seed})");
+        let bench = Bench::on(seed, RemoteKind::Daemon).expect("daemon bench");
+        let proc = bench.start(false);
+        let length = churn_for(6, 40);
+        bench.churn_while(length, || {
+            // Fault timing (not a completion wait): failing from a third to two thirds.
+            std::thread::sleep(length / 3);
+            let healed_at = Instant::now() + length / 3;
+            bench.daemon.reconfigure("uid = nobody\ngid = nogroup\n");
+            wait_until(
+                &format!("seed {seed}: a partial failure (exit 23) journaled"),
+                CONVERGE_LIMIT,
+                || bench.journal_entries().iter().any(|e| e.code == Some(23)),
+            );
+            std::thread::sleep(healed_at.saturating_duration_since(Instant::now()));
+            bench.daemon.reconfigure("");
+        });
+        bench.converge_and_stop(proc, "partial failures");
+    }
+}
+
+/// Against the daemon and an ssh remote, one after the other.
 #[test]
 fn sigkill_during_churn_then_restart_with_full_sync() {
     let seed = seeds(1, 1)[0];
-    eprintln!("seed {seed}: SIGKILL during churn, restart with -r (SERSYNC_SEED={seed})");
-    let bench = Bench::new(seed, &Settings::default());
+    for n in 0..2 {
+        sigkill_then_full_sync(
+            seed,
+            RemoteKind::nth(&[RemoteKind::Daemon, RemoteKind::Ssh], n),
+        );
+    }
+}
+
+fn sigkill_then_full_sync(seed: u64, remote: RemoteKind) {
+    eprintln!(
+        "seed {seed}: SIGKILL during churn, restart with -r, {remote:?} (SERSYNC_SEED={seed})"
+    );
+    let Some(bench) = Bench::on(seed, remote) else {
+        return;
+    };
     let mut proc = Some(bench.start(false));
     let length = churn_for(6, 40);
     let mut restarted = None;
@@ -656,7 +793,7 @@ fn sigkill_during_churn_then_restart_with_full_sync() {
 fn sigkill_without_full_sync_recovers_from_the_journal_alone() {
     let seed = seeds(1, 1)[0];
     eprintln!("seed {seed}: SIGKILL, restart without -r from the journal (SERSYNC_SEED={seed})");
-    let mut bench = Bench::new(seed, &Settings::default());
+    let mut bench = Bench::new(seed, &Settings::default()).expect("daemon bench");
     let proc = bench.start(false);
     // Remote down: every change fails and must end up in the journal.
     bench.daemon.stop();
@@ -666,7 +803,8 @@ fn sigkill_without_full_sync_recovers_from_the_journal_alone() {
     let deadline = Instant::now() + CONVERGE_LIMIT;
     loop {
         let journal = bench.journal_entries();
-        let uncovered: Vec<PathBuf> = tree::differences(&bench.src, bench.mirror())
+        let uncovered: Vec<PathBuf> = bench
+            .differences()
             .into_iter()
             .filter(|path| !covered(path, &journal))
             .collect();
@@ -719,23 +857,22 @@ fn signals_enabled() -> Vec<String> {
 
 /// SIGHUP (reload), SIGTERM (graceful stop, restart without `-r`: the journal must
 /// carry everything) and SIGKILL of the process group (restart with `-r`) at random
-/// points of the churn, against both remote kinds (alternating by seed). Converges on
-/// every seed: 2 by default, 20 in a row with `SERSYNC_LONG=1`.
+/// points of the churn, against the remote kinds in turn (daemon and local by default,
+/// ssh too with `SERSYNC_LONG=1`). Converges on every seed: 2 by default, 20 in a row
+/// with `SERSYNC_LONG=1`.
 #[test]
 fn signals_at_random_points_converge() {
     let signals = signals_enabled();
     assert!(!signals.is_empty(), "SERSYNC_FAULTS names no signal");
     for (n, seed) in seeds(2, 20).into_iter().enumerate() {
-        let local = n % 2 == 1;
-        let remote = if local { "local dir" } else { "rsync daemon" };
-        eprintln!("seed {seed}: signals during churn, {remote} (SERSYNC_SEED={seed})");
-        let bench = Bench::new(
-            seed,
-            &Settings {
-                local_remote: local,
-                ..Settings::default()
-            },
+        let remote = RemoteKind::nth(&ALL_KINDS, n);
+        eprintln!(
+            "seed {seed}: signals during churn, {remote:?} (SERSYNC_SEED={seed} SERSYNC_REMOTE={})",
+            remote.name()
         );
+        let Some(bench) = Bench::on(seed, remote) else {
+            continue;
+        };
         let mut proc = Some(bench.start(false));
         let length = churn_for(6, 30);
         let mut faults = Rng::new(seed ^ 0xFA17);
@@ -836,7 +973,7 @@ fn has_inotify(pid: u32) -> bool {
 #[test]
 fn inotify_queue_overflow_converges_through_a_rescan() {
     let seed = seeds(1, 1)[0];
-    let bench = Bench::new(seed, &Settings::default());
+    let bench = Bench::new(seed, &Settings::default()).expect("daemon bench");
     // The kernel reads the limit when an instance is created: lower it around sersync's
     // start only (other processes may create instances meanwhile), restore it at once.
     let proc = {
@@ -906,7 +1043,8 @@ fn refused_auth_is_journaled_and_heals_when_the_password_is_fixed() {
             password: Some("wrong password\n"),
             ..Settings::default()
         },
-    );
+    )
+    .expect("daemon bench");
     let mut proc = bench.start(false);
     fs::create_dir_all(bench.src.join("a/b")).expect("mkdir");
     fs::write(bench.src.join("a/b/one.txt"), b"one").expect("write");

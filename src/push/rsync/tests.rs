@@ -385,6 +385,20 @@ fn quoted_paths_of_rsync_messages() {
         ),
         (b"rsync error: some files/attrs were not transferred (code 23)", None),
         (b"\"\"", None),
+        // A delete the receiver could not make names its path bare.
+        (
+            b"rsync: [generator] delete_file: unlink(n32) failed: Permission denied (13)",
+            Some(b"n32"),
+        ),
+        (
+            b"rsync: [generator] delete_file: rmdir(a b/(x) y) failed: Directory not empty (39)",
+            Some(b"a b/(x) y"),
+        ),
+        (
+            b"rsync: [generator] delete_file: unlink(caf\\#303\\#251) failed: Permission denied (13)",
+            Some(b"caf\xc3\xa9"),
+        ),
+        (b"delete_file: unlink() failed", None),
     ];
     for (line, expected) in table {
         let got = quoted_path(line);

@@ -71,6 +71,38 @@ impl RsyncDaemon {
     }
 
     fn spawn_on(&mut self, port: u16) {
+        self.port = port;
+        self.write_conf("");
+        let conf = self.conf_dir.path().join("rsyncd.conf");
+        let _ = std::fs::remove_file(self.conf_dir.path().join("pid"));
+        let child = Command::new("rsync")
+            .arg("--daemon")
+            .arg("--no-detach")
+            .arg(format!("--config={}", conf.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn rsync --daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "rsync daemon on port {port} did not answer: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Adds `extra` (rsyncd.conf lines) to the module from the next connection on: the
+    /// daemon reads its configuration at every connection. A restart, or `""`, goes back
+    /// to the module as it started.
+    pub fn reconfigure(&self, extra: &str) {
+        self.write_conf(extra);
+    }
+
+    fn write_conf(&self, extra: &str) {
         let conf = self.conf_dir.path().join("rsyncd.conf");
         let identity = if is_root() {
             "uid = root\ngid = root\n"
@@ -84,33 +116,14 @@ impl RsyncDaemon {
             format!(
                 "log file = {dir}/log\nuse chroot = no\naddress = 127.0.0.1\nport = {port}\npid file = {dir}/pid\nmax connections = 0\nsocket options = TCP_NODELAY\n\
                  [{MODULE}]\npath = {root}\nread only = no\nmunge symlinks = no\nauth users = {USER}\n\
-                 secrets file = {dir}/secrets\n{identity}{extra}",
+                 secrets file = {dir}/secrets\n{identity}{module_extra}{extra}",
                 dir = self.conf_dir.path().display(),
+                port = self.port,
                 root = self.module_root.display(),
-                extra = self.module_extra,
+                module_extra = self.module_extra,
             ),
         )
         .expect("rsyncd.conf");
-        let _ = std::fs::remove_file(self.conf_dir.path().join("pid"));
-        let child = Command::new("rsync")
-            .arg("--daemon")
-            .arg("--no-detach")
-            .arg(format!("--config={}", conf.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn rsync --daemon");
-        self.child = Some(child);
-        self.port = port;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers() {
-            assert!(
-                Instant::now() < deadline,
-                "rsync daemon on port {port} did not answer: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     fn answers(&self) -> bool {
