@@ -32,10 +32,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use inotify::{WatchDescriptor, WatchMask, Watches};
+use inotify::WatchMask;
 
 use super::event::{Flow, State, change};
 use super::tree::{NodeId, Tree};
+use super::watches::WatchFd;
 use crate::filter::Filter;
 use crate::job::Op;
 
@@ -86,7 +87,7 @@ fn subdir_counting_dev(root: &Path) -> Option<u64> {
 pub(crate) struct Walk {
     /// The watches added (or found again: the kernel returns the existing descriptor),
     /// built while walking, so that a walk holds no path per directory.
-    pub(crate) tree: Tree<WatchDescriptor>,
+    pub(crate) tree: Tree<i32>,
     /// Roots whose top directory could not be watched at all, with the reason.
     pub(crate) failed_roots: Vec<(usize, io::Error)>,
     /// Roots where the watch limit was hit, with the first directory left unwatched
@@ -102,11 +103,11 @@ pub(crate) struct Walk {
 /// each directory costs, which run unlocked on every core.
 struct Ctx<'a> {
     roots: &'a [PathBuf],
-    watches: &'a Watches,
+    watches: &'a WatchFd,
     mask: WatchMask,
     filter: &'a Filter,
     log_level: log::Level,
-    tree: Mutex<Tree<WatchDescriptor>>,
+    tree: Mutex<Tree<i32>>,
     /// Per root: its device when its directories' link counts count subdirectories.
     counted_dev: Vec<Option<u64>>,
     /// Watches added so far, for the progress log.
@@ -121,14 +122,12 @@ impl Ctx<'_> {
     /// Adds the watch of the root itself; returns its node, or `None` when the watch
     /// limit is reached.
     fn add_root(&self, root: usize) -> io::Result<Option<NodeId>> {
-        let mut watches = self.watches.clone();
-        let Some(wd) = self.watch(&mut watches, root, None, &self.roots[root])? else {
+        let Some(wd) = self.watch(root, None, self.roots[root].as_path())? else {
             return Ok(None);
         };
-        let (node, displaced) =
-            lock(&self.tree).insert_root(wd.get_watch_descriptor_id(), wd, root);
+        let (node, displaced) = lock(&self.tree).insert_root(wd, wd, root);
         if let Some(displaced) = displaced {
-            let _ = watches.remove(displaced);
+            let _ = self.watches.remove(displaced);
         }
         self.watched.fetch_add(1, Ordering::Relaxed);
         Ok(Some(node))
@@ -141,23 +140,21 @@ impl Ctx<'_> {
     /// the watch limit is reached (recorded for the report). The map is not touched:
     /// [`settle`] puts a directory's watched children in it under one lock. No path is
     /// built unless something is logged or recorded.
-    fn watch(
+    fn watch<P: rustix::path::Arg>(
         &self,
-        watches: &mut Watches,
         root: usize,
         parent: Option<(&Path, &OsStr)>,
-        target: &Path,
-    ) -> io::Result<Option<WatchDescriptor>> {
+        target: P,
+    ) -> io::Result<Option<i32>> {
         if self.full[root].load(Ordering::Relaxed) {
             return Ok(None);
         }
         let rel = || parent.map(|(dir, name)| dir.join(name)).unwrap_or_default();
-        match watches.add(target, self.mask) {
+        match self.watches.add(target, self.mask) {
             Ok(wd) => {
                 if log::log_enabled!(self.log_level) {
-                    let id = wd.get_watch_descriptor_id();
                     let abs = self.roots[root].join(rel());
-                    log::log!(self.log_level, "{}: watching (wd {id})", abs.display());
+                    log::log!(self.log_level, "{}: watching (wd {wd})", abs.display());
                 }
                 Ok(Some(wd))
             }
@@ -197,7 +194,7 @@ impl Ctx<'_> {
 /// serves to rebuild the map after an overflow.
 pub(crate) fn walk(
     roots: &[PathBuf],
-    watches: &Watches,
+    watches: &WatchFd,
     mask: WatchMask,
     filter: &Filter,
     log_level: log::Level,
@@ -211,7 +208,7 @@ pub(crate) fn walk(
 pub(crate) fn walk_roots(
     roots: &[PathBuf],
     which: &[usize],
-    watches: &Watches,
+    watches: &WatchFd,
     mask: WatchMask,
     filter: &Filter,
     log_level: log::Level,
@@ -291,11 +288,11 @@ const SETTLE_EVERY: usize = 256;
 #[derive(Default)]
 struct Watched {
     names: Vec<u8>,
-    children: Vec<(usize, WatchDescriptor, bool)>,
+    children: Vec<(usize, i32, bool)>,
 }
 
 impl Watched {
-    fn push(&mut self, name: &[u8], wd: WatchDescriptor, read: bool) {
+    fn push(&mut self, name: &[u8], wd: i32, read: bool) {
         self.names.extend_from_slice(name);
         self.children.push((self.names.len(), wd, read));
     }
@@ -365,7 +362,6 @@ fn walk_dir<'s>(
     // Subdirectories are watched by name from inside `dir`, or by full path when this
     // thread shares the process's working directory.
     let by_name = OWN_CWD.get() && rustix::process::fchdir(&dir).is_ok();
-    let mut watches = ctx.watches.clone();
     let mut child_abs = abs.clone();
     let mut watched = Watched::default();
     let mut buf = [MaybeUninit::<u8>::uninit(); DIR_BUFFER];
@@ -398,16 +394,14 @@ fn walk_dir<'s>(
         }
         // A path the kernel would refuse (ENAMETOOLONG) is given whole, so that it is
         // refused: what is watched is what an event's path can reach.
-        let target = if by_name && abs.as_os_str().len() + 1 + bytes.len() < PATH_MAX {
-            Path::new(os_name)
+        let added = if by_name && abs.as_os_str().len() + 1 + bytes.len() < PATH_MAX {
+            ctx.watch(root, Some((&rel, os_name)), name)
         } else {
             child_abs.push(os_name);
-            &child_abs
-        };
-        let added = ctx.watch(&mut watches, root, Some((&rel, os_name)), target);
-        if !by_name {
+            let added = ctx.watch(root, Some((&rel, os_name)), child_abs.as_path());
             child_abs.pop();
-        }
+            added
+        };
         match added {
             Ok(Some(wd)) => {
                 let read = !ctx.has_no_subdirs(root, &dir, name, entry.ino());
@@ -421,10 +415,10 @@ fn walk_dir<'s>(
             }
         }
         if watched.len() >= SETTLE_EVERY {
-            settle(scope, ctx, &mut watches, root, node, &rel, &mut watched);
+            settle(scope, ctx, root, node, &rel, &mut watched);
         }
     }
-    settle(scope, ctx, &mut watches, root, node, &rel, &mut watched);
+    settle(scope, ctx, root, node, &rel, &mut watched);
 }
 
 /// Puts the watched children of `parent` (the directory `rel`) in the map (one lock
@@ -432,7 +426,6 @@ fn walk_dir<'s>(
 fn settle<'s>(
     scope: &rayon::Scope<'s>,
     ctx: &'s Ctx<'s>,
-    watches: &mut Watches,
     root: usize,
     parent: NodeId,
     rel: &Path,
@@ -450,8 +443,7 @@ fn settle<'s>(
         for (end, wd, read) in watched.children.drain(..) {
             let name = OsStr::from_bytes(&watched.names[start..end]);
             start = end;
-            let id = wd.get_watch_descriptor_id();
-            let (node, old) = tree.insert_child(parent, name, id, wd);
+            let (node, old) = tree.insert_child(parent, name, wd, wd);
             displaced.extend(old);
             if read {
                 to_read.push((node, rel.join(name)));
@@ -461,7 +453,7 @@ fn settle<'s>(
     watched.names.clear();
     for old in displaced {
         // Not in one walk (each path is visited once); kept in step anyway.
-        let _ = watches.remove(old);
+        let _ = ctx.watches.remove(old);
     }
     for (node, child) in to_read {
         scope.spawn(move |scope| walk_dir(scope, ctx, root, node, child));
@@ -512,16 +504,15 @@ impl State {
                 return self.rescan_on_stop(root);
             }
             let abs = self.shared.roots[root].join(&rel);
-            match self.shared.watches.add(&abs, self.shared.mask) {
+            match self.shared.watches.add(abs.as_path(), self.shared.mask) {
                 Ok(wd) => {
                     self.watched_again(root, &rel);
-                    let id = wd.get_watch_descriptor_id();
                     log::log!(
                         self.shared.log_level,
-                        "{}: watching (wd {id})",
+                        "{}: watching (wd {wd})",
                         abs.display()
                     );
-                    if let Some(displaced) = self.tree.insert(id, wd, root, rel.clone()) {
+                    if let Some(displaced) = self.tree.insert(wd, wd, root, rel.clone()) {
                         // Another inode was watched under this path and left unseen
                         // (its move out was lost, e.g. in an overflow).
                         self.rm_watch(displaced.handle);
@@ -677,10 +668,11 @@ mod tests {
         let filter = Filter::from_patterns(&["skip"]).expect("filter");
         let cwd = std::env::current_dir().expect("cwd");
         let inotify = inotify::Inotify::init().expect("inotify");
+        let fd = WatchFd::new(inotify.as_fd()).expect("dup");
         let mask = WatchMask::CREATE | WatchMask::ONLYDIR | WatchMask::DONT_FOLLOW;
         let walk = super::walk(
             std::slice::from_ref(&root),
-            &inotify.watches(),
+            &fd,
             mask,
             &filter,
             log::Level::Trace,

@@ -28,8 +28,8 @@ pub(crate) struct Dir<W> {
     pub(crate) root: usize,
     /// Path relative to the root (empty for the root itself).
     pub(crate) rel: PathBuf,
-    /// Whatever the caller needs to remove the kernel watch later (the inotify crate's
-    /// `WatchDescriptor`; `()` in tests).
+    /// Whatever the caller needs to remove the kernel watch later (the watch
+    /// descriptor; `()` in tests).
     pub(crate) handle: W,
 }
 
@@ -879,16 +879,19 @@ mod tests {
     fn a_directory_costs_under_100_bytes() {
         for count in [100_000u32, 1 << 17] {
             let mut tree = Tree::default();
-            let (top, _) = tree.insert_root(0, 0u64, 0);
+            let (top, _) = tree.insert_root(0, 0i32, 0);
             let mut parents = vec![top];
             for wd in 1..count {
                 let parent = parents[(wd as usize - 1) / 100];
-                let (node, _) =
-                    tree.insert_child(parent, OsStr::new(&format!("dir{wd}")), wd as i32, 0u64);
+                let (node, _) = tree.insert_child(
+                    parent,
+                    OsStr::new(&format!("dir{wd}")),
+                    wd as i32,
+                    wd as i32,
+                );
                 parents.push(node);
             }
-            // An inotify `WatchDescriptor` is 16 bytes; `u64` is 8: add the difference.
-            let bytes = tree.heap_bytes() + count as usize * 8;
+            let bytes = tree.heap_bytes();
             let per_dir = bytes / count as usize;
             eprintln!("{count} directories: {bytes} bytes, {per_dir} per directory");
             assert!(per_dir <= 100, "{per_dir} bytes per directory");
