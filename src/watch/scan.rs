@@ -18,6 +18,13 @@
 //! is reported by the watch. Directories are read with `getdents64` into a buffer on
 //! the stack (`rustix::fs::RawDir`): no `fstat` and no 32 KiB allocation per directory
 //! as libc's `opendir` does.
+//!
+//! The walk runs on a pool of its own whose threads each have a working directory
+//! (`unshare(CLONE_FS)`): a directory's task `fchdir`s into it and adds each
+//! subdirectory's watch by its name, so the kernel looks up one component, not the
+//! whole path, and no path is built per subdirectory. The kernel serializes
+//! `inotify_add_watch` on the inotify instance's mark mutex, so more threads speed up
+//! the reads, `fstatat`s and map inserts around the adds, not the adds themselves.
 
 use std::cell::Cell;
 use std::ffi::{CStr, OsStr};
@@ -312,9 +319,9 @@ thread_local! {
 
 /// A thread pool for one walk whose threads have a working directory each
 /// (`unshare(CLONE_FS)`): a watch added by name is a one-component lookup from there
-/// instead of a lookup of every component of the full path, measured about a tenth of
-/// the walk's system time on a million directories six components deep. `None` when
-/// the pool cannot be built; a thread where `unshare` fails uses full paths.
+/// instead of a lookup of every component of the full path (a C loop over a million
+/// leaves six components deep: 1.37 µs a watch by name, 1.51 µs by full path). `None`
+/// when the pool cannot be built; a thread where `unshare` fails uses full paths.
 fn walk_pool() -> Option<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("sersync-walk-{i}"))
