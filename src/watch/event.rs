@@ -23,12 +23,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
-use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, WatchMask};
 
 use super::held::Held;
 use super::mask::{self, Emit, Kind};
 use super::rename::{LastMove, MOVE_PAIR_TIMEOUT, PendingFrom};
 use super::tree::Tree;
+use super::watches::WatchFd;
 use crate::config::InotifyToggles;
 use crate::filter::Filter;
 use crate::job::{Change, FsEvent, Op};
@@ -54,7 +55,7 @@ const STOP_SEND_LIMIT: Duration = Duration::from_secs(10);
 /// What the thread needs besides the inotify fd.
 pub(crate) struct Shared {
     pub(crate) roots: Vec<PathBuf>,
-    pub(crate) watches: Watches,
+    pub(crate) watches: WatchFd,
     pub(crate) mask: WatchMask,
     pub(crate) toggles: InotifyToggles,
     pub(crate) filter: Arc<Filter>,
@@ -69,7 +70,7 @@ pub(crate) struct Shared {
 /// The watch map plus everything needed to interpret the next event.
 pub(crate) struct State {
     pub(super) shared: Shared,
-    pub(super) tree: Tree<WatchDescriptor>,
+    pub(super) tree: Tree<i32>,
     pub(super) pending: Option<PendingFrom>,
     /// The previous event, if it completed a paired move: see [`State::moved_within`].
     pub(super) last_move: Option<LastMove>,
@@ -412,9 +413,9 @@ impl State {
         self.update_count();
     }
 
-    pub(super) fn rm_watch(&self, wd: WatchDescriptor) {
+    pub(super) fn rm_watch(&self, wd: i32) {
         // EINVAL means the kernel already dropped it (deleted directory); nothing to do.
-        if let Err(err) = self.shared.watches.clone().remove(wd) {
+        if let Err(err) = self.shared.watches.remove(wd) {
             log::debug!("inotify_rm_watch: {err}");
         }
     }

@@ -16,7 +16,8 @@
 //! `held.rs` (`IN_MODIFY` coalescing, pure), `event.rs` (per-event rules), `rename.rs`
 //! (move pairing, exchanges), `scan.rs` (walks: parallel at startup, watch-then-scan for
 //! new directories), `recovery.rs` (queue overflow, watch limit), `rewatch.rs` (missing
-//! roots and unwatched directories, retried).
+//! roots and unwatched directories, retried), `watches.rs` (adding and removing
+//! watches).
 
 mod event;
 mod held;
@@ -26,12 +27,13 @@ mod rename;
 mod rewatch;
 mod scan;
 mod tree;
+mod watches;
 
 pub use held::MODIFY_SETTLE;
 pub use rewatch::{RETRY_INTERVAL, UNWATCHED_RESCAN};
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,11 +156,12 @@ pub fn spawn(
     };
     let mask = mask::watch_mask(&options.toggles);
 
-    let walk = scan::walk(&roots, &inotify.watches(), mask, &filter, log_level);
+    let watches = watches::WatchFd::new(inotify.as_fd()).map_err(WatchError::Init)?;
+    let walk = scan::walk(&roots, &watches, mask, &filter, log_level);
     let n_roots = roots.len();
     let mut state = State::new(Shared {
         roots,
-        watches: inotify.watches(),
+        watches,
         mask,
         toggles: options.toggles,
         filter,

@@ -13,8 +13,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use inotify::WatchDescriptor;
-
 use super::event::{Flow, State};
 use super::mask::{self, Emit, Kind};
 use super::tree::Dir;
@@ -46,7 +44,7 @@ pub(super) struct LastMove {
     to: (usize, PathBuf),
     /// Watches that were under `to` before the move (the other half of an exchange,
     /// or an empty directory the rename replaced, which the kernel drops by itself).
-    replaced: Vec<(i32, Dir<WatchDescriptor>)>,
+    replaced: Vec<(i32, Dir<i32>)>,
 }
 
 impl State {
@@ -178,10 +176,9 @@ impl State {
     /// inode that has one returns its descriptor.
     fn is_exchanged_dir(&self, last: &LastMove, root: usize, rel: &Path) -> bool {
         let abs = self.shared.roots[root].join(rel);
-        let Ok(wd) = self.shared.watches.clone().add(&abs, self.shared.mask) else {
+        let Ok(id) = self.shared.watches.add(abs.as_path(), self.shared.mask) else {
             return false;
         };
-        let id = wd.get_watch_descriptor_id();
         last.replaced
             .iter()
             .any(|(replaced, dir)| *replaced == id && dir.root == last.to.0 && dir.rel == last.to.1)
@@ -207,7 +204,7 @@ impl State {
         is_dir: bool,
         raw: u32,
         now: Instant,
-        replaced: &mut Vec<(i32, Dir<WatchDescriptor>)>,
+        replaced: &mut Vec<(i32, Dir<i32>)>,
     ) -> Flow {
         let from_excluded = self.shared.filter.is_excluded(&from.rel, from.is_dir);
         if self.shared.filter.is_excluded(&rel, is_dir) {
@@ -275,7 +272,7 @@ impl State {
         from: &PendingFrom,
         root: usize,
         rel: &Path,
-    ) -> Vec<(i32, Dir<WatchDescriptor>)> {
+    ) -> Vec<(i32, Dir<i32>)> {
         let (moved, displaced) = self.tree.rename_subtree(from.root, &from.rel, root, rel);
         log::debug!(
             "{}: renamed from {}, {moved} watches follow",

@@ -138,7 +138,7 @@ impl State {
             return Ok(());
         };
         let abs = self.shared.roots[*root].join(rel);
-        match self.shared.watches.clone().add(&abs, self.shared.mask) {
+        match self.shared.watches.add(abs.as_path(), self.shared.mask) {
             Err(err) if is_out_of_watches(&err) => return Ok(()),
             _ => {}
         }
@@ -182,7 +182,7 @@ impl State {
                 continue;
             }
             let abs = self.shared.roots[root].join(&rel);
-            match self.shared.watches.clone().add(&abs, self.shared.mask) {
+            match self.shared.watches.add(abs.as_path(), self.shared.mask) {
                 Ok(_) => {
                     // Watched and scanned like a new directory: its content is pushed.
                     self.watched_again(root, &rel);
