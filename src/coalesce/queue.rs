@@ -40,7 +40,7 @@ impl Taken {
     /// The path and operation as sent.
     pub fn entry(&self) -> Entry {
         Entry {
-            rel: self.rel.to_path_buf(),
+            rel: self.rel.clone(),
             op: self.pending.op,
             is_dir: self.pending.is_dir,
         }
@@ -196,6 +196,9 @@ impl TargetQueue {
                 if !self.holds.is_empty() {
                     self.holds.remove(found.key());
                 }
+                // Shared with the other remotes' queues (and their batches): whoever
+                // sends it next measures it again.
+                found.key().forget_size();
                 let existing = found.get_mut();
                 existing.op = op;
                 existing.is_dir = is_dir;
@@ -253,8 +256,8 @@ impl TargetQueue {
 
     /// The change waiting for `rel`, as it would be pushed.
     pub fn pending_entry(&self, rel: &Path) -> Option<Entry> {
-        self.pending.get(rel).map(|p| Entry {
-            rel: rel.to_path_buf(),
+        self.pending.get_key_value(rel).map(|(rel, p)| Entry {
+            rel: rel.clone(),
             op: p.op,
             is_dir: p.is_dir,
         })
@@ -331,7 +334,7 @@ impl TargetQueue {
             }
             if self.subtrees.contains(rel) {
                 out.push(Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel: Rel::verbatim(rel.clone()),
                     op: Op::Delete,
                     is_dir: true,
                 }));
@@ -368,10 +371,10 @@ impl TargetQueue {
             Work::Path(entry)
                 if entry.op == Op::Update
                     && entry.is_dir
-                    && (self.subtrees.contains(&entry.rel)
-                        || self.subtrees_running.contains(&entry.rel)
-                        || self.moves.contains_key(&entry.rel)
-                        || self.moves_running.contains_key(&entry.rel)) =>
+                    && (self.subtrees.contains(entry.rel.as_path())
+                        || self.subtrees_running.contains(entry.rel.as_path())
+                        || self.moves.contains_key(entry.rel.as_path())
+                        || self.moves_running.contains_key(entry.rel.as_path())) =>
             {
                 Work::Path(Entry {
                     op: Op::Delete,
@@ -401,7 +404,7 @@ impl TargetQueue {
         for (rel, pending) in &self.pending {
             if behind(rel.as_path()) {
                 out.push(self.journal_form(Work::Path(Entry {
-                    rel: rel.to_path_buf(),
+                    rel: rel.clone(),
                     op: pending.op,
                     is_dir: pending.is_dir,
                 })));
@@ -410,7 +413,7 @@ impl TargetQueue {
         for rel in &self.subtrees {
             if behind(rel) {
                 out.push(Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel: Rel::verbatim(rel.clone()),
                     op: Op::Delete,
                     is_dir: true,
                 }));

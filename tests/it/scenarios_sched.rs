@@ -328,7 +328,7 @@ fn the_push_worker_reports_per_path_fates_after_a_partial_transfer() {
         max_batch_bytes: 1 << 30,
     };
     let entry = |rel: &str| Entry {
-        rel: PathBuf::from(rel),
+        rel: PathBuf::from(rel).into(),
         op: Op::Update,
         is_dir: false,
     };
