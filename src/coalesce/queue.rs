@@ -12,7 +12,7 @@ use super::rel::{Rel, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 
-/// One path waiting to be pushed.
+/// One path waiting to be pushed: 16 bytes, held once per queued path and remote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// What to do: the latest event wins.
@@ -22,9 +22,42 @@ pub struct Pending {
     /// Mask of the latest event, for plugins.
     pub mask: u32,
     /// When the oldest unpushed event for it was seen (latency is measured from here).
-    pub seen: Instant,
-    /// Failed attempts so far (for the per-path backoff).
-    pub attempts: u32,
+    pub seen: Seen,
+    /// Failed attempts so far (for the per-path backoff; it stops counting at the cap).
+    pub attempts: u16,
+}
+
+/// An instant in 8 bytes instead of `Instant`'s 16: signed nanoseconds from an origin
+/// taken once per process (±292 years around it, exact both ways).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seen(i64);
+
+impl Seen {
+    /// `instant` in this form.
+    pub fn at(instant: Instant) -> Seen {
+        let origin = Seen::origin();
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match instant.checked_duration_since(origin) {
+            Some(after) => Seen(nanos(after)),
+            None => Seen(-nanos(origin.saturating_duration_since(instant))),
+        }
+    }
+
+    /// The instant again.
+    pub fn instant(self) -> Instant {
+        let origin = Seen::origin();
+        let offset = Duration::from_nanos(self.0.unsigned_abs());
+        if self.0 >= 0 {
+            origin.checked_add(offset).unwrap_or(origin)
+        } else {
+            origin.checked_sub(offset).unwrap_or(origin)
+        }
+    }
+
+    fn origin() -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
 }
 
 /// A path handed to a worker, with what is needed when its outcome comes back.
@@ -210,7 +243,7 @@ impl TargetQueue {
                     op,
                     is_dir,
                     mask,
-                    seen: now,
+                    seen: Seen::at(now),
                     attempts: 0,
                 };
                 vacant.insert(pending);
@@ -484,7 +517,12 @@ impl TargetQueue {
         if self.jobs_in_flight == 0 || self.full.is_some() || self.pending.len() >= min_paths {
             return None;
         }
-        let oldest = self.order.iter().find_map(|p| self.pending.get(p))?.seen;
+        let oldest = self
+            .order
+            .iter()
+            .find_map(|p| self.pending.get(p))?
+            .seen
+            .instant();
         let until = oldest + linger;
         (until > now).then_some(until)
     }
@@ -784,12 +822,12 @@ impl TargetQueue {
             if self.pending.contains_key(&rel) {
                 continue; // a newer change is queued; it supersedes the failed one
             }
-            pending.attempts += 1;
+            pending.attempts = pending.attempts.saturating_add(1);
             if self.follow_into_move(&rel, &pending, now) {
                 continue; // the delete of the moved directory's old name covers it
             }
             if let Some(backoff) = hold {
-                let at = now + per_path_backoff(pending.attempts, backoff);
+                let at = now + per_path_backoff(u32::from(pending.attempts), backoff);
                 self.holds.insert(rel.clone(), at);
                 self.held.push(Reverse((at, rel.clone())));
             }
