@@ -152,6 +152,9 @@ pub fn run(spec: Spec<'_, '_, '_>) -> Result<Finished, ChildError> {
         command.current_dir(dir);
     }
     let mut child = command.spawn().map_err(ChildError::Spawn)?;
+    // Its copy of the arguments (thousands of paths for a big batch) is not needed while
+    // the child runs.
+    drop(command);
     let stderr_rx = match (child.stderr.take(), spec.stderr_tail) {
         (Some(stderr), Some(keep)) => Some(tail_reader(stderr, keep)),
         _ => None,
