@@ -174,7 +174,7 @@ pub struct TargetQueue {
     held: BinaryHeap<Reverse<(Instant, Rel)>>,
     /// Pending paths held back by a partial failure: not before this instant (apart from
     /// `Pending`, which would otherwise carry the instant for every path).
-    holds: std::collections::HashMap<Rel, Instant>,
+    holds: hashbrown::HashMap<Rel, Instant>,
     /// Renames waiting to be made on the remote from what it holds, new name → old name
     /// (`moves.rs`), with the order in which they were seen; nothing at or below either
     /// name goes before its move.
@@ -883,15 +883,15 @@ impl TargetQueue {
 /// The paths chosen for one batch, and every directory above one of them (for the
 /// "nothing below a delete" rule without ordered scans).
 struct Chosen {
-    paths: std::collections::HashMap<Rel, (Op, bool)>,
-    above: std::collections::HashSet<PathBuf>,
+    paths: hashbrown::HashMap<Rel, (Op, bool)>,
+    above: hashbrown::HashSet<PathBuf>,
 }
 
 impl Chosen {
     fn with_capacity(paths: usize) -> Chosen {
         Chosen {
-            paths: std::collections::HashMap::with_capacity(paths),
-            above: std::collections::HashSet::new(),
+            paths: hashbrown::HashMap::with_capacity(paths),
+            above: hashbrown::HashSet::new(),
         }
     }
 
