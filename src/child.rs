@@ -152,6 +152,9 @@ pub fn run(spec: Spec<'_, '_, '_>) -> Result<Finished, ChildError> {
         command.current_dir(dir);
     }
     let mut child = command.spawn().map_err(ChildError::Spawn)?;
+    // Its copy of the arguments (thousands of paths for a big batch) is not needed while
+    // the child runs.
+    drop(command);
     let stderr_rx = match (child.stderr.take(), spec.stderr_tail) {
         (Some(stderr), Some(keep)) => Some(tail_reader(stderr, keep)),
         _ => None,
@@ -194,6 +197,7 @@ fn wait(
     cancel: Option<&Cancel>,
 ) -> Result<Ending, ChildError> {
     let started = Instant::now();
+    let exit = ExitWatch::open(child);
     loop {
         let left = limit.map(|limit| limit.saturating_sub(started.elapsed()));
         let step = match (left, cancel) {
@@ -204,7 +208,7 @@ fn wait(
         };
         let status = match step {
             None => child.wait().map(Some),
-            Some(step) => child.wait_timeout(step),
+            Some(step) => exit.wait(child, step),
         };
         match status {
             Ok(Some(status)) => return Ok(Ending::Exited(status)),
@@ -221,6 +225,58 @@ fn wait(
         if let Some(limit) = limit.filter(|limit| started.elapsed() >= *limit) {
             stop(child);
             return Ok(Ending::TimedOut(limit));
+        }
+    }
+}
+
+/// Waits at most `step` for `child` to exit and reaps it if it did (`None`: still
+/// running). Returns as soon as it exits.
+///
+/// # Errors
+/// When waiting fails.
+pub fn wait_up_to(child: &mut Child, step: Duration) -> std::io::Result<Option<ExitStatus>> {
+    ExitWatch::open(child).wait(child, step)
+}
+
+/// How a waiting runner learns that its child exited: the child's pidfd, readable once
+/// it exits (Linux 5.3 and later), or else `wait_timeout`'s SIGCHLD handler. The pidfd
+/// costs one `poll` per step; `wait_timeout` makes a socket pair per call and wakes
+/// every waiting thread on every child's exit, which ten remotes' concurrent pushes
+/// (each polling for its `Cancel`) paid for in CPU.
+struct ExitWatch(Option<rustix::fd::OwnedFd>);
+
+impl ExitWatch {
+    fn open(child: &Child) -> ExitWatch {
+        let pid = Pid::from_child(child);
+        ExitWatch(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok())
+    }
+
+    fn wait(&self, child: &mut Child, step: Duration) -> std::io::Result<Option<ExitStatus>> {
+        let Some(pidfd) = &self.0 else {
+            return child.wait_timeout(step);
+        };
+        let deadline = Instant::now() + step;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let timeout = rustix::event::Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: left.subsec_nanos().into(),
+            };
+            let mut fds = [rustix::event::PollFd::new(
+                pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            // Interrupted (a signal handler elsewhere in the process): wait on.
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(err) => return Err(err.into()),
+            }
         }
     }
 }
@@ -369,6 +425,55 @@ mod tests {
         let mut refused = spec("sh", &args);
         refused.cancel = Some(&cancel);
         assert_eq!(run(refused).expect("no spawn").ending, Ending::Cancelled);
+    }
+
+    #[test]
+    fn an_exit_is_seen_at_once_with_a_pidfd_and_without() {
+        for pidfd in [true, false] {
+            let mut child = Command::new("sh")
+                .args(["-c", "sleep 0.2; exit 7"])
+                .spawn()
+                .expect("sh");
+            let watch = if pidfd {
+                ExitWatch::open(&child)
+            } else {
+                ExitWatch(None) // a kernel without pidfd_open
+            };
+            assert_eq!(
+                watch.0.is_some(),
+                pidfd,
+                "pidfd_open (Linux 5.3+) works here"
+            );
+            let started = Instant::now();
+            let status = watch
+                .wait(&mut child, Duration::from_secs(30))
+                .expect("waits")
+                .expect("exited within the step");
+            assert_eq!(status.code(), Some(7));
+            assert!(started.elapsed() < Duration::from_secs(10), "{pidfd}");
+            // Still running: the step's end says so.
+            let mut long = Command::new("sleep").arg("30").spawn().expect("sleep");
+            let watch = if pidfd {
+                ExitWatch::open(&long)
+            } else {
+                ExitWatch(None)
+            };
+            let started = Instant::now();
+            assert!(
+                watch
+                    .wait(&mut long, Duration::from_millis(100))
+                    .expect("waits")
+                    .is_none()
+            );
+            // wait_timeout rounds its poll down to whole milliseconds.
+            assert!(
+                started.elapsed() >= Duration::from_millis(90),
+                "pidfd {pidfd}: {:?}",
+                started.elapsed()
+            );
+            let _ = long.kill();
+            let _ = long.wait();
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::rel::Rel;
+
 /// What has to happen to a path on a remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
@@ -102,8 +104,9 @@ impl fmt::Display for TargetId {
 /// One path in a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Entry {
-    /// Path relative to the root.
-    pub rel: PathBuf,
+    /// Path relative to the root, shared with the queues that hold it (and with the
+    /// size measured for it, see [`Rel::size`]).
+    pub rel: Rel,
     /// What to do remotely.
     pub op: Op,
     /// Whether it is a directory.
@@ -132,7 +135,7 @@ impl Work {
     pub fn scope(&self) -> Scope {
         match self {
             Work::WholeRoot => Scope::WholeRoot,
-            Work::Path(entry) => Scope::Path(entry.rel.clone()),
+            Work::Path(entry) => Scope::Path(entry.rel.to_path_buf()),
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod plugin;
 pub mod push;
+pub mod rel;
 pub mod secret;
 pub mod status;
 pub mod urlencode;

@@ -59,7 +59,7 @@ impl PurgeJournal for JournalPurges {
             .iter()
             .map(|(rel, is_dir)| {
                 Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel: crate::rel::Rel::verbatim(rel.clone()),
                     op: Op::Update,
                     is_dir: *is_dir,
                 })
@@ -94,7 +94,7 @@ impl PurgeJournal for JournalPurges {
             .pending()
             .into_iter()
             .filter_map(|(k, w)| match w {
-                Work::Path(e) if k == key => Some((e.rel, e.is_dir)),
+                Work::Path(e) if k == key => Some((e.rel.into(), e.is_dir)),
                 _ => None,
             })
             .collect()

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::faillog::{FailLog, Failure};
 use crate::job::{Entry, Op, Scope, Work};
+use crate::rel::Rel;
 
 /// Where failed work is made durable (the failure journal). Keys are the text form of a
 /// [`crate::journal_key::TargetKey`]; one live entry per key and [`Scope`].
@@ -75,7 +76,7 @@ impl Journal for FailLog {
                 let work = match Scope::from_storage(e.rel) {
                     Scope::WholeRoot => Work::WholeRoot,
                     Scope::Path(rel) => Work::Path(Entry {
-                        rel,
+                        rel: Rel::verbatim(rel),
                         op: e.op,
                         is_dir: e.is_dir,
                     }),

@@ -17,7 +17,7 @@ mod journal;
 mod memory;
 mod outcome;
 pub mod queue;
-pub mod rel;
+pub use crate::rel;
 mod retry;
 mod scheduler;
 

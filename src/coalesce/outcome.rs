@@ -311,7 +311,7 @@ impl Scheduler {
     fn record_push(&self, job: &Job, taken: &[Taken], now: Instant) {
         let latencies: Vec<Duration> = taken
             .iter()
-            .map(|t| now.saturating_duration_since(t.pending.seen))
+            .map(|t| now.saturating_duration_since(t.pending.seen.instant()))
             .collect();
         self.metrics.record_push(job.target, &latencies);
         if matches!(job.ran, Ran::Full(_)) {

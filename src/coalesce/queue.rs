@@ -12,7 +12,7 @@ use super::rel::{Rel, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 
-/// One path waiting to be pushed.
+/// One path waiting to be pushed: 16 bytes, held once per queued path and remote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// What to do: the latest event wins.
@@ -22,9 +22,42 @@ pub struct Pending {
     /// Mask of the latest event, for plugins.
     pub mask: u32,
     /// When the oldest unpushed event for it was seen (latency is measured from here).
-    pub seen: Instant,
-    /// Failed attempts so far (for the per-path backoff).
-    pub attempts: u32,
+    pub seen: Seen,
+    /// Failed attempts so far (for the per-path backoff; it stops counting at the cap).
+    pub attempts: u16,
+}
+
+/// An instant in 8 bytes instead of `Instant`'s 16: signed nanoseconds from an origin
+/// taken once per process (±292 years around it, exact both ways).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seen(i64);
+
+impl Seen {
+    /// `instant` in this form.
+    pub fn at(instant: Instant) -> Seen {
+        let origin = Seen::origin();
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match instant.checked_duration_since(origin) {
+            Some(after) => Seen(nanos(after)),
+            None => Seen(-nanos(origin.saturating_duration_since(instant))),
+        }
+    }
+
+    /// The instant again.
+    pub fn instant(self) -> Instant {
+        let origin = Seen::origin();
+        let offset = Duration::from_nanos(self.0.unsigned_abs());
+        if self.0 >= 0 {
+            origin.checked_add(offset).unwrap_or(origin)
+        } else {
+            origin.checked_sub(offset).unwrap_or(origin)
+        }
+    }
+
+    fn origin() -> Instant {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
 }
 
 /// A path handed to a worker, with what is needed when its outcome comes back.
@@ -40,7 +73,7 @@ impl Taken {
     /// The path and operation as sent.
     pub fn entry(&self) -> Entry {
         Entry {
-            rel: self.rel.to_path_buf(),
+            rel: self.rel.clone(),
             op: self.pending.op,
             is_dir: self.pending.is_dir,
         }
@@ -141,7 +174,7 @@ pub struct TargetQueue {
     held: BinaryHeap<Reverse<(Instant, Rel)>>,
     /// Pending paths held back by a partial failure: not before this instant (apart from
     /// `Pending`, which would otherwise carry the instant for every path).
-    holds: std::collections::HashMap<Rel, Instant>,
+    holds: hashbrown::HashMap<Rel, Instant>,
     /// Renames waiting to be made on the remote from what it holds, new name → old name
     /// (`moves.rs`), with the order in which they were seen; nothing at or below either
     /// name goes before its move.
@@ -196,6 +229,9 @@ impl TargetQueue {
                 if !self.holds.is_empty() {
                     self.holds.remove(found.key());
                 }
+                // Shared with the other remotes' queues (and their batches): whoever
+                // sends it next measures it again.
+                found.key().forget_size();
                 let existing = found.get_mut();
                 existing.op = op;
                 existing.is_dir = is_dir;
@@ -207,7 +243,7 @@ impl TargetQueue {
                     op,
                     is_dir,
                     mask,
-                    seen: now,
+                    seen: Seen::at(now),
                     attempts: 0,
                 };
                 vacant.insert(pending);
@@ -253,8 +289,8 @@ impl TargetQueue {
 
     /// The change waiting for `rel`, as it would be pushed.
     pub fn pending_entry(&self, rel: &Path) -> Option<Entry> {
-        self.pending.get(rel).map(|p| Entry {
-            rel: rel.to_path_buf(),
+        self.pending.get_key_value(rel).map(|(rel, p)| Entry {
+            rel: rel.clone(),
             op: p.op,
             is_dir: p.is_dir,
         })
@@ -331,7 +367,7 @@ impl TargetQueue {
             }
             if self.subtrees.contains(rel) {
                 out.push(Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel: Rel::verbatim(rel.clone()),
                     op: Op::Delete,
                     is_dir: true,
                 }));
@@ -368,10 +404,10 @@ impl TargetQueue {
             Work::Path(entry)
                 if entry.op == Op::Update
                     && entry.is_dir
-                    && (self.subtrees.contains(&entry.rel)
-                        || self.subtrees_running.contains(&entry.rel)
-                        || self.moves.contains_key(&entry.rel)
-                        || self.moves_running.contains_key(&entry.rel)) =>
+                    && (self.subtrees.contains(entry.rel.as_path())
+                        || self.subtrees_running.contains(entry.rel.as_path())
+                        || self.moves.contains_key(entry.rel.as_path())
+                        || self.moves_running.contains_key(entry.rel.as_path())) =>
             {
                 Work::Path(Entry {
                     op: Op::Delete,
@@ -401,7 +437,7 @@ impl TargetQueue {
         for (rel, pending) in &self.pending {
             if behind(rel.as_path()) {
                 out.push(self.journal_form(Work::Path(Entry {
-                    rel: rel.to_path_buf(),
+                    rel: rel.clone(),
                     op: pending.op,
                     is_dir: pending.is_dir,
                 })));
@@ -410,7 +446,7 @@ impl TargetQueue {
         for rel in &self.subtrees {
             if behind(rel) {
                 out.push(Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel: Rel::verbatim(rel.clone()),
                     op: Op::Delete,
                     is_dir: true,
                 }));
@@ -481,7 +517,12 @@ impl TargetQueue {
         if self.jobs_in_flight == 0 || self.full.is_some() || self.pending.len() >= min_paths {
             return None;
         }
-        let oldest = self.order.iter().find_map(|p| self.pending.get(p))?.seen;
+        let oldest = self
+            .order
+            .iter()
+            .find_map(|p| self.pending.get(p))?
+            .seen
+            .instant();
         let until = oldest + linger;
         (until > now).then_some(until)
     }
@@ -795,12 +836,12 @@ impl TargetQueue {
             if self.pending.contains_key(&rel) {
                 continue; // a newer change is queued; it supersedes the failed one
             }
-            pending.attempts += 1;
+            pending.attempts = pending.attempts.saturating_add(1);
             if self.follow_into_move(&rel, &pending, now) {
                 continue; // the delete of the moved directory's old name covers it
             }
             if let Some(backoff) = hold {
-                let at = now + per_path_backoff(pending.attempts, backoff);
+                let at = now + per_path_backoff(u32::from(pending.attempts), backoff);
                 self.holds.insert(rel.clone(), at);
                 self.held.push(Reverse((at, rel.clone())));
             }
@@ -856,15 +897,15 @@ impl TargetQueue {
 /// The paths chosen for one batch, and every directory above one of them (for the
 /// "nothing below a delete" rule without ordered scans).
 struct Chosen {
-    paths: std::collections::HashMap<Rel, (Op, bool)>,
-    above: std::collections::HashSet<PathBuf>,
+    paths: hashbrown::HashMap<Rel, (Op, bool)>,
+    above: hashbrown::HashSet<PathBuf>,
 }
 
 impl Chosen {
     fn with_capacity(paths: usize) -> Chosen {
         Chosen {
-            paths: std::collections::HashMap::with_capacity(paths),
-            above: std::collections::HashSet::new(),
+            paths: hashbrown::HashMap::with_capacity(paths),
+            above: hashbrown::HashSet::new(),
         }
     }
 

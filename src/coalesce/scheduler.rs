@@ -146,10 +146,18 @@ impl Scheduler {
                 }),
                 // Gone or back since: a subtree sync deletes it or mirrors it exactly.
                 Work::Path(entry) if entry.op == Op::Delete && entry.is_dir => {
-                    queue.request_subtree(entry.rel.clone());
+                    queue.request_subtree(entry.rel.to_path_buf());
                 }
+                // The queue holds the normalized form; the journal's spelling stays in
+                // `work`, which clears the entry.
                 Work::Path(entry) => {
-                    queue.observe(entry.rel.clone(), entry.op, entry.is_dir, 0, now);
+                    queue.observe(
+                        Rel::from(entry.rel.as_path()),
+                        entry.op,
+                        entry.is_dir,
+                        0,
+                        now,
+                    );
                 }
             }
             queue.mark_journaled([work.scope().storage_rel().to_path_buf()]);
@@ -543,7 +551,7 @@ pub(super) fn ran_work(ran: &Ran) -> Option<Work> {
         Ran::Batch | Ran::Move(_) => None,
         Ran::Full(_) => Some(Work::WholeRoot),
         Ran::Subtree(rel) => Some(Work::Path(Entry {
-            rel: rel.clone(),
+            rel: Rel::verbatim(rel.clone()),
             op: Op::Delete,
             is_dir: true,
         })),

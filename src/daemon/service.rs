@@ -309,7 +309,7 @@ fn move_entries(from: &FailLog, to: &FailLog) {
         let moved = match Scope::from_storage(entry.rel.clone()) {
             Scope::WholeRoot => Work::WholeRoot,
             Scope::Path(rel) => Work::Path(Entry {
-                rel,
+                rel: crate::rel::Rel::verbatim(rel),
                 op: entry.op,
                 is_dir: entry.is_dir,
             }),

@@ -97,7 +97,7 @@ mod tests {
 
     fn entry(rel: &str, op: Op, is_dir: bool) -> Entry {
         Entry {
-            rel: PathBuf::from(rel),
+            rel: PathBuf::from(rel).into(),
             op,
             is_dir,
         }

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::job::{Entry, Op};
+use crate::rel::Rel;
 
 /// `entries` with every entry below a symlinked ancestor replaced by an update of the
 /// topmost such ancestor (once per ancestor, in first-seen order); the number of
@@ -36,7 +37,7 @@ pub fn confine(
                 replaced += 1;
                 if links.insert(link.clone()) {
                     out.push(Entry {
-                        rel: link,
+                        rel: Rel::from(link.as_path()),
                         op: Op::Update,
                         is_dir: false,
                     });
@@ -46,7 +47,7 @@ pub fn confine(
     }
     // An entry naming the link itself is now a duplicate of its replacement.
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    out.retain(|e| !links.contains(&e.rel) || seen.insert(e.rel.clone()));
+    out.retain(|e| !links.contains(e.rel.as_path()) || seen.insert(e.rel.to_path_buf()));
     (out, replaced)
 }
 
@@ -103,7 +104,7 @@ mod tests {
 
     fn entry(rel: &str, op: Op) -> Entry {
         Entry {
-            rel: PathBuf::from(rel),
+            rel: PathBuf::from(rel).into(),
             op,
             is_dir: false,
         }
@@ -149,7 +150,7 @@ mod tests {
                 assert!(
                     batch
                         .iter()
-                        .any(|e| e.rel != *rel && e.rel.starts_with(rel)),
+                        .any(|e| e.rel.as_path() != rel.as_path() && e.rel.starts_with(rel)),
                     "asked about {rel:?}, not a proper ancestor"
                 );
             }

@@ -192,7 +192,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         }
         JobKind::Subtree { rel } => {
             let top = Entry {
-                rel: rel.clone(),
+                rel: crate::rel::Rel::verbatim(rel.clone()),
                 op: crate::job::Op::Update,
                 is_dir: true,
             };
@@ -402,7 +402,7 @@ fn settle(root: &Path, kind: &JobKind, unsent: usize, finished: rsync::Finished)
             if fates::local_form(
                 root,
                 &Entry {
-                    rel: rel.clone(),
+                    rel: crate::rel::Rel::verbatim(rel.clone()),
                     op: crate::job::Op::Delete,
                     is_dir: true,
                 },
@@ -449,12 +449,19 @@ pub fn describe(program: &Path, invocation: &Invocation<'_>) -> String {
 }
 
 /// How many entries from the start of a batch fit in `max_bytes` of file data (at least
-/// one); sizes are `lstat`ed now.
+/// one). A size is `lstat`ed by the first batch of any remote that sends the path after
+/// its latest change and kept beside the shared path ([`crate::rel::Rel::size`]), so ten
+/// remotes of a root measure a burst once, not ten times (the queues forget it at the
+/// next change; a size a few writes old only moves the cut, it decides nothing else).
 fn within_bytes(root: &Path, entries: &[Entry], max_bytes: u64) -> usize {
     let mut bytes = 0u64;
     for (i, entry) in entries.iter().enumerate() {
         if entry.op == crate::job::Op::Update && !entry.is_dir {
-            bytes += std::fs::symlink_metadata(root.join(&entry.rel)).map_or(0, |m| m.len());
+            bytes += entry.rel.size().unwrap_or_else(|| {
+                let size = std::fs::symlink_metadata(root.join(&entry.rel)).map_or(0, |m| m.len());
+                entry.rel.set_size(size);
+                size
+            });
         }
         if i > 0 && bytes > max_bytes {
             return i;
@@ -561,6 +568,31 @@ mod tests {
             "rsync -a --recursive --delete --from0 '--exclude-from=-' '--modify-window=-1' '--info=progress2' /w/ /m/"
         );
         assert_eq!(run.stdin, b"/x\0");
+    }
+
+    #[test]
+    fn batch_sizes_are_measured_once_and_kept_beside_the_shared_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (rel, len) in [("a", 100), ("b", 100), ("c", 100)] {
+            std::fs::write(dir.path().join(rel), vec![b'x'; len]).expect("write");
+        }
+        let entry = |rel: &str| Entry {
+            rel: rel.into(),
+            op: Op::Update,
+            is_dir: false,
+        };
+        let entries = [entry("a"), entry("b"), entry("c")];
+        assert_eq!(within_bytes(dir.path(), &entries, 250), 2);
+        assert_eq!(
+            entries.iter().map(|e| e.rel.size()).collect::<Vec<_>>(),
+            [Some(100); 3]
+        );
+        // Another remote's batch of the same paths reads the kept sizes, not the files.
+        std::fs::write(dir.path().join("a"), vec![b'x'; 1000]).expect("write");
+        assert_eq!(within_bytes(dir.path(), &entries, 250), 2);
+        // The queues forget a size when its path changes: measured again.
+        entries[0].rel.forget_size();
+        assert_eq!(within_bytes(dir.path(), &entries, 250), 1);
     }
 
     #[test]

@@ -260,8 +260,8 @@ impl WarmClient {
             .map_err(|err| failure(format!("cannot read rsync's stderr: {err}")))?;
         let deadline = limit.map(|limit| Instant::now() + limit);
         let status = loop {
-            // wait_timeout returns as soon as the child exits: polling adds no latency.
-            match self.child.wait_timeout(CANCEL_POLL) {
+            // Returns as soon as the child exits: polling adds no latency.
+            match crate::child::wait_up_to(&mut self.child, CANCEL_POLL) {
                 Ok(Some(status)) => {
                     self.reaped = true;
                     break Ok(status);

@@ -328,7 +328,7 @@ fn the_push_worker_reports_per_path_fates_after_a_partial_transfer() {
         max_batch_bytes: 1 << 30,
     };
     let entry = |rel: &str| Entry {
-        rel: PathBuf::from(rel),
+        rel: PathBuf::from(rel).into(),
         op: Op::Update,
         is_dir: false,
     };
@@ -360,6 +360,21 @@ fn the_push_worker_reports_per_path_fates_after_a_partial_transfer() {
     for ok in ["ok1", "ok2"] {
         assert!(mirror.join(ok).is_file(), "{ok} arrived");
     }
+    // The journal's command line is the batch as it ran (the worker hands its argument
+    // vector to rsync and writes it again only on failure): `loop/x` went as `loop`.
+    let words = shell_words::split(&outcome.command).expect("a shell line");
+    for sent in ["./p/child", "./ok1", "./loop", "./ok2"] {
+        assert!(
+            words.iter().any(|w| w == sent),
+            "{sent}: {}",
+            outcome.command
+        );
+    }
+    assert!(
+        !words.iter().any(|w| w == "./loop/x"),
+        "{}",
+        outcome.command
+    );
     // A subtree sync of a directory whose parent became a file is moot, not retried.
     let job = PushJob {
         id: 2,

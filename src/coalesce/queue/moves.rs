@@ -417,7 +417,7 @@ impl TargetQueue {
     /// Returns whether it went under the new name (the old one is the move's to delete).
     pub(super) fn follow_into_move(&mut self, rel: &Rel, pending: &Pending, now: Instant) -> bool {
         let entry = Entry {
-            rel: rel.to_path_buf(),
+            rel: rel.clone(),
             op: pending.op,
             is_dir: pending.is_dir,
         };

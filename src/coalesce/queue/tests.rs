@@ -525,3 +525,20 @@ fn a_directory_delete_done_long_ago_is_forgotten_unless_still_queued() {
     observe(&mut queue, "d", Op::Update, true, later);
     assert_eq!(subtree(&mut queue, later), Some(PathBuf::from("d")));
 }
+
+/// Every remote holds a `Pending` per queued path and a `Taken` per path in flight.
+#[test]
+fn per_remote_path_records_stay_small_and_keep_their_instant() {
+    assert_eq!(std::mem::size_of::<Pending>(), 16);
+    assert_eq!(std::mem::size_of::<Taken>(), 24);
+    let now = Instant::now();
+    for instant in [
+        now,
+        now + Duration::from_nanos(1),
+        now + Duration::from_secs(86_400 * 365),
+        now.checked_sub(Duration::from_secs(3)).unwrap_or(now),
+    ] {
+        assert_eq!(Seen::at(instant).instant(), instant);
+    }
+    assert!(Seen::at(now) < Seen::at(now + Duration::from_nanos(1)));
+}

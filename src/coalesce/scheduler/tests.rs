@@ -114,7 +114,7 @@ fn change(rel: &str, op: Op, now: Instant) -> FsEvent {
 
 fn paths(job: &PushJob) -> Vec<String> {
     match &job.kind {
-        JobKind::Batch { entries } => names(entries.iter().map(|e| e.rel.clone())),
+        JobKind::Batch { entries } => names(entries.iter().map(|e| e.rel.to_path_buf())),
         JobKind::Subtree { rel } => vec![format!("subtree {}", rel.display())],
         JobKind::Full { reason, .. } => vec![format!("full {reason}")],
         JobKind::Move { moves, entries, .. } => moves
@@ -389,7 +389,7 @@ fn every_outcome_of_a_batch() {
             pending: vec![(
                 KEY.into(),
                 Work::Path(Entry {
-                    rel: PathBuf::from("b"),
+                    rel: PathBuf::from("b").into(),
                     op: Op::Update,
                     is_dir: false,
                 }),
@@ -499,7 +499,7 @@ fn shutdown_with_a_job_running_journals_it_and_the_queue() {
 fn a_full_sync_clears_what_it_covered_and_leaves_pending_paths_to_a_batch() {
     let now = Instant::now();
     let old = Work::Path(Entry {
-        rel: PathBuf::from("old"),
+        rel: PathBuf::from("old").into(),
         op: Op::Update,
         is_dir: false,
     });
@@ -643,9 +643,8 @@ fn assert_down_queue_journaled(
 /// clears) and nothing may still be owed to plugins.
 /// Ten remotes of a root hold one copy of a queued path, not ten: every queue's key is
 /// the same stored path, also after the path was taken into a batch and handed back.
-#[test]
-fn the_remotes_of_a_root_share_each_queued_path() {
-    let now = Instant::now();
+/// A scheduler of one root with ten daemon remotes.
+fn ten_remotes(now: Instant) -> Scheduler {
     let journal: Arc<dyn Journal> = Arc::new(Recorder::default());
     let mut config = config();
     config.target_keys = vec![
@@ -661,7 +660,13 @@ fn the_remotes_of_a_root_share_each_queued_path() {
             .collect(),
     ];
     let metrics = Arc::new(Metrics::default());
-    let mut s = Scheduler::new(config, journal, metrics, now, Box::new(|| 0.5));
+    Scheduler::new(config, journal, metrics, now, Box::new(|| 0.5))
+}
+
+#[test]
+fn the_remotes_of_a_root_share_each_queued_path() {
+    let now = Instant::now();
+    let mut s = ten_remotes(now);
     s.observe(change("d/a.txt", Op::Update, now), now);
     s.observe(change("d/b.txt", Op::Update, now), now);
     let shared = |s: &Scheduler, rel: &str| {
@@ -680,6 +685,31 @@ fn the_remotes_of_a_root_share_each_queued_path() {
     unsent.unsent = 1;
     s.complete(unsent, now);
     assert!(shared(&s, "d/b.txt"));
+}
+
+/// A batch carries the queues' stored path, not a copy, and with it the size its push
+/// worker measured, which the other remotes' batches reuse until the path changes again.
+#[test]
+fn batches_share_the_stored_path_and_a_change_forgets_its_size() {
+    let now = Instant::now();
+    let mut s = ten_remotes(now);
+    s.observe(change("d/a.txt", Op::Update, now), now);
+    let job = s.next_job(now).expect("a batch");
+    let JobKind::Batch { entries } = &job.kind else {
+        panic!("{job:?}");
+    };
+    let stored = |s: &Scheduler| {
+        s.queues
+            .values()
+            .find_map(|q| q.pending_key(Path::new("d/a.txt")))
+            .cloned()
+            .expect("still queued for the other remotes")
+    };
+    assert!(entries[0].rel.shares(&stored(&s)));
+    entries[0].rel.set_size(1234);
+    assert_eq!(stored(&s).size(), Some(1234));
+    s.observe(change("d/a.txt", Op::Update, now), now);
+    assert_eq!(entries[0].rel.size(), None);
 }
 
 #[test]

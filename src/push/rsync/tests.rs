@@ -278,7 +278,7 @@ fn batches_never_get_the_nanosecond_window() {
         path: PathBuf::from("/m"),
     };
     let entries = vec![Entry {
-        rel: PathBuf::from("a"),
+        rel: PathBuf::from("a").into(),
         op: Op::Update,
         is_dir: false,
     }];
@@ -426,12 +426,12 @@ fn batch_stdin_is_nul_separated_and_byte_exact() {
     let odd = PathBuf::from(OsStr::from_bytes(b"new\nline\xff"));
     let entries = vec![
         Entry {
-            rel: odd,
+            rel: odd.into(),
             op: Op::Update,
             is_dir: false,
         },
         Entry {
-            rel: PathBuf::from("-rf"),
+            rel: PathBuf::from("-rf").into(),
             op: Op::Delete,
             is_dir: false,
         },
@@ -485,12 +485,12 @@ fn batch_argv_passes_paths_as_dot_slash_arguments_after_double_dash() {
     };
     let entries = vec![
         Entry {
-            rel: PathBuf::from("-rf"),
+            rel: PathBuf::from("-rf").into(),
             op: Op::Update,
             is_dir: false,
         },
         Entry {
-            rel: PathBuf::from("host:path/x y"),
+            rel: PathBuf::from("host:path/x y").into(),
             op: Op::Delete,
             is_dir: true,
         },
@@ -527,7 +527,7 @@ fn batch_argv_falls_back_to_stdin_when_too_big_or_empty() {
     };
     assert!(batch_argv(&config(&["-a"]), &remote, true, &[]).is_none());
     let long = Entry {
-        rel: PathBuf::from("x".repeat(4000)),
+        rel: PathBuf::from("x".repeat(4000)).into(),
         op: Op::Update,
         is_dir: false,
     };

@@ -1,11 +1,18 @@
-//! One root-relative path shared by every remote queue of its root.
+//! One root-relative path shared by every remote queue of its root, and by the jobs
+//! that push it.
 //!
 //! The scheduler builds one [`Rel`] per event and hands each remote's queue a clone (a
 //! reference count, not a copy), so ten remotes of a root with a 100,000-path backlog
-//! hold one copy of each path. Ordered by its bytes with `/` below every other byte,
+//! hold one copy of each path; a batch's [`crate::job::Entry`] holds the same clone, so
+//! a job copies no path either. Ordered by its bytes with `/` below every other byte,
 //! which is `Path`'s component order for the normalized relative paths queues hold, at
 //! a fraction of the cost: the queues' ordered maps and range scans (a directory's
 //! descendants follow it) work unchanged.
+//!
+//! Beside the path sits the size the push worker measured for the batch byte limit
+//! ([`Rel::size`]): measured once per root, not once per remote, and forgotten by the
+//! queues at the path's next change ([`Rel::forget_size`]). A leaf: imports nothing of
+//! the crate.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -15,30 +22,75 @@ use std::ops::Deref;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// A shared, normalized root-relative path (no leading `/`, no `.` or empty
 /// components, no trailing `/`: spellings `Path` holds equal are one `Rel`). A `..`
 /// component, which no event carries (only a hand-edited journal could), sorts by its
-/// bytes rather than first as in `Path`.
+/// bytes rather than first as in `Path`. One pointer wide: every queue slot and batch
+/// entry of every remote holds one.
 #[derive(Clone)]
-pub struct Rel(Arc<Path>);
+pub struct Rel(Arc<Shared>);
+
+/// What every holder of one [`Rel`] shares.
+struct Shared {
+    /// The file's size as last measured, [`UNKNOWN`] when not measured since the path
+    /// last changed (a heuristic for the batch byte limit, never for correctness).
+    size: AtomicU64,
+    path: Box<Path>,
+}
+
+/// [`Shared::size`] when no measurement is kept.
+const UNKNOWN: u64 = u64::MAX;
 
 impl Rel {
     /// `path` shared, normalized when it is not already (`a//b/./c/` is `a/b/c`).
     pub fn new(path: PathBuf) -> Rel {
         if is_normal(path.as_os_str().as_bytes()) {
-            return Rel(Arc::from(path));
+            return Rel::shared(path.into_boxed_path());
         }
         let normal: PathBuf = path
             .components()
             .filter(|c| !matches!(c, Component::CurDir | Component::RootDir))
             .collect();
-        Rel(Arc::from(normal))
+        Rel::shared(normal.into_boxed_path())
+    }
+
+    /// `path` exactly as given, not normalized: a journal entry read back from the file
+    /// (0.1.0 wrote `.` and other spellings) must name the entry it clears. Queues never
+    /// hold one: the scheduler hands them the normalized form ([`Rel::from`]).
+    pub fn verbatim(path: PathBuf) -> Rel {
+        Rel::shared(path.into_boxed_path())
+    }
+
+    fn shared(path: Box<Path>) -> Rel {
+        Rel(Arc::new(Shared {
+            size: AtomicU64::new(UNKNOWN),
+            path,
+        }))
     }
 
     /// The path.
     pub fn as_path(&self) -> &Path {
-        &self.0
+        &self.0.path
+    }
+
+    /// The size measured for this path since its last change, if any.
+    pub fn size(&self) -> Option<u64> {
+        let size = self.0.size.load(AtomicOrdering::Relaxed);
+        (size != UNKNOWN).then_some(size)
+    }
+
+    /// Keeps `size` as measured now, for every holder of this `Rel`.
+    pub fn set_size(&self, size: u64) {
+        self.0
+            .size
+            .store(size.min(UNKNOWN - 1), AtomicOrdering::Relaxed);
+    }
+
+    /// The path changed: the next batch measures it again.
+    pub fn forget_size(&self) {
+        self.0.size.store(UNKNOWN, AtomicOrdering::Relaxed);
     }
 
     /// Whether both are the same stored path (not merely equal ones).
@@ -48,7 +100,7 @@ impl Rel {
     }
 
     fn bytes(&self) -> &[u8] {
-        self.0.as_os_str().as_bytes()
+        self.0.path.as_os_str().as_bytes()
     }
 }
 
@@ -76,19 +128,19 @@ pub fn parents(path: &Path) -> impl Iterator<Item = &Path> {
 impl Deref for Rel {
     type Target = Path;
     fn deref(&self) -> &Path {
-        &self.0
+        self.as_path()
     }
 }
 
 impl AsRef<Path> for Rel {
     fn as_ref(&self) -> &Path {
-        &self.0
+        self.as_path()
     }
 }
 
 impl AsRef<OsStr> for Rel {
     fn as_ref(&self) -> &OsStr {
-        self.0.as_os_str()
+        self.as_path().as_os_str()
     }
 }
 
@@ -96,13 +148,13 @@ impl AsRef<OsStr> for Rel {
 // equal bytes), so a map keyed by `Rel` answers lookups by `&Path`.
 impl Borrow<Path> for Rel {
     fn borrow(&self) -> &Path {
-        &self.0
+        self.as_path()
     }
 }
 
 impl Hash for Rel {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        self.as_path().hash(state);
     }
 }
 
@@ -154,7 +206,7 @@ impl PartialOrd for Rel {
 
 impl std::fmt::Debug for Rel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.as_path().fmt(f)
     }
 }
 
@@ -167,9 +219,33 @@ impl From<PathBuf> for Rel {
 impl From<&Path> for Rel {
     fn from(path: &Path) -> Rel {
         if is_normal(path.as_os_str().as_bytes()) {
-            return Rel(Arc::from(path));
+            return Rel::shared(Box::from(path));
         }
         Rel::new(path.to_path_buf())
+    }
+}
+
+impl From<String> for Rel {
+    fn from(path: String) -> Rel {
+        Rel::new(PathBuf::from(path))
+    }
+}
+
+impl From<&str> for Rel {
+    fn from(path: &str) -> Rel {
+        Rel::from(Path::new(path))
+    }
+}
+
+impl From<&PathBuf> for Rel {
+    fn from(path: &PathBuf) -> Rel {
+        Rel::from(path.as_path())
+    }
+}
+
+impl From<Rel> for PathBuf {
+    fn from(rel: Rel) -> PathBuf {
+        rel.to_path_buf()
     }
 }
 
@@ -232,6 +308,21 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_size_is_shared_by_every_clone_until_forgotten() {
+        let rel = Rel::from("d/a.txt");
+        let clone = rel.clone();
+        assert_eq!(clone.size(), None);
+        rel.set_size(0);
+        assert_eq!(clone.size(), Some(0));
+        clone.forget_size();
+        assert_eq!(rel.size(), None);
+        // An equal path built apart is another stored path: nothing is shared with it.
+        rel.set_size(7);
+        assert_eq!(Rel::from("d/a.txt").size(), None);
+        assert_eq!(std::mem::size_of::<Rel>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
     fn parents_are_the_proper_ancestors() {
         for path in ["", "a", "a/b", "a/b/c", "ab/cd/ef.txt"] {
             let path = Path::new(path);
@@ -256,6 +347,8 @@ mod tests {
                 "{raw:?}"
             );
         }
+        // A journal entry keeps its spelling, to clear exactly what the file holds.
+        assert_eq!(Rel::verbatim(PathBuf::from(".")).as_path().as_os_str(), ".");
         let mut map = std::collections::HashMap::new();
         map.insert(Rel::from(Path::new("a/b")), 1);
         assert_eq!(map.get(Path::new("a/b")), Some(&1));
