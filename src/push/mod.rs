@@ -123,7 +123,61 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
         }
         _ => Vec::new(),
     };
-    pool.run(job, &list, |job| run_cold(context, job))
+    pool.run(job, &list, |job, warm_failure| {
+        if let Some(failure) = warm_failure {
+            clean_temp_files(context, &job, failure);
+        }
+        run_cold(context, job)
+    })
+}
+
+/// After a batch run that may have ended its receiver mid-file
+/// ([`rsync::may_leave_temp_files`]), removes the receiver's temp files of the batch's
+/// paths from the remote ([`rsync::temp_cleanup`]): nothing else would ever remove them
+/// (a batch has no `--delete`), and the mirror would never be exact again.
+fn clean_temp_files(context: &PushContext, job: &PushJob, failure: &PushFailure) {
+    let JobKind::Batch { entries } = &job.kind else {
+        return;
+    };
+    if !rsync::may_leave_temp_files(failure) {
+        return;
+    }
+    let Some((root, remote)) = context
+        .roots
+        .get(job.target.root)
+        .and_then(|(root, remotes)| remotes.get(job.target.remote).map(|r| (root.as_path(), r)))
+    else {
+        return;
+    };
+    let Some(cleanup) = rsync::temp_cleanup(&context.rsync, remote, entries) else {
+        log::warn!(
+            "{} -> {remote}: a run ended mid-transfer ({}); its directories are too many to remove rsync temp files from",
+            root.display(),
+            failure.reason
+        );
+        return;
+    };
+    log::info!(
+        "{} -> {remote}: a run ended mid-transfer; removing rsync temp files of its {} path(s)",
+        root.display(),
+        entries.len()
+    );
+    let finished = rsync::run_observed(
+        &context.rsync.binary,
+        &cleanup.args,
+        &cleanup.stdin,
+        context.batch_limit,
+        None,
+        Some(root),
+        Some(&context.cancel),
+    );
+    if let Some(failure) = finished.disposition.failure() {
+        log::warn!(
+            "{} -> {remote}: removing rsync temp files failed: {}",
+            root.display(),
+            failure.reason
+        );
+    }
 }
 
 /// Runs one job with a freshly started rsync.
@@ -304,6 +358,9 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         started.elapsed().as_secs_f64(),
         finished.disposition
     );
+    if let Some(failure) = finished.disposition.failure() {
+        clean_temp_files(context, &job, failure);
+    }
     let disposition = settle(root, &job.kind, unsent, finished);
     PushOutcome {
         job,
