@@ -581,7 +581,7 @@ const TEMP_CLEANUP_OPTIONS: [&str; 7] = [
     "--filter=. -",
 ];
 
-/// A run that removes receiver temp files of `entries` from the remote: rsync's
+/// A run that removes receiver temp files of a batch's paths from the remote: rsync's
 /// `.NAME.XXXXXX` names of exactly those paths, nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TempCleanup {
@@ -591,24 +591,24 @@ pub struct TempCleanup {
     pub stdin: Vec<u8>,
 }
 
-/// The cleanup run for a batch of `entries` (`None` when it has none, or its directories
-/// do not fit [`ARGV_BUDGET`]). Each entry's parent directory is a source (`./dir/`, with
+/// The cleanup run for a batch's root-relative `paths` (`None` when it has none, or their
+/// directories do not fit [`ARGV_BUDGET`]). Each path's parent directory is a source (`./dir/`, with
 /// `--dirs --relative`: that one directory's entries, no deeper) with `--delete`; the
 /// sender hides every entry below them (`H *`, the directories themselves shown: `S`),
 /// so nothing is sent, and the receiver may delete only a temp name of a batch path
 /// (`R /dir/.NAME.??????`), every other name protected (`P *`).
-pub fn temp_cleanup(
+pub fn temp_cleanup<'p>(
     rsync: &RsyncConfig,
     remote: &Remote,
-    entries: &[Entry],
+    paths: impl IntoIterator<Item = &'p Path>,
 ) -> Option<TempCleanup> {
     let mut dirs = std::collections::BTreeSet::new();
     let mut risk = Vec::new();
-    for entry in entries {
-        let Some(name) = entry.rel.file_name() else {
+    for rel in paths {
+        let Some(name) = rel.file_name() else {
             continue;
         };
-        let parent = entry.rel.parent().unwrap_or(Path::new(""));
+        let parent = rel.parent().unwrap_or(Path::new(""));
         dirs.insert(parent);
         risk.push(temp_name_pattern(parent, name.as_bytes()));
     }

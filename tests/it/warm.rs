@@ -319,7 +319,6 @@ fn an_aborted_run_leaves_no_receiver_temp_file() {
     use std::process::{Command, Stdio};
 
     use sersync::config::Remote;
-    use sersync::job::{Entry, Op};
     use sersync::push::rsync;
 
     let env = Env::new();
@@ -404,15 +403,8 @@ fn an_aborted_run_leaves_no_receiver_temp_file() {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(&path, content).expect("plant");
     }
-    let entries: Vec<Entry> = ["in1", "d/z", "d/y"]
-        .iter()
-        .map(|rel| Entry {
-            rel: rel.into(),
-            op: Op::Update,
-            is_dir: false,
-        })
-        .collect();
-    let cleanup = rsync::temp_cleanup(&env.config.rsync, &remote, &entries).expect("a cleanup run");
+    let paths = ["in1", "d/z", "d/y"].map(Path::new);
+    let cleanup = rsync::temp_cleanup(&env.config.rsync, &remote, paths).expect("a cleanup run");
     let finished = rsync::run_observed(
         Path::new("rsync"),
         &cleanup.args,

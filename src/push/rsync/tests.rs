@@ -385,19 +385,8 @@ fn temp_cleanup_deletes_only_temp_names_of_the_batch_in_its_directories() {
         module: "m".into(),
         port: None,
     };
-    let entry = |rel: &str| Entry {
-        rel: PathBuf::from(rel),
-        op: Op::Update,
-        is_dir: false,
-    };
-    let entries = [
-        entry("in3638"),
-        entry("a/b/.hidden"),
-        entry("a/b/-x"),
-        entry("w*l[d]?"),
-        entry("a/sub"),
-    ];
-    let Some(cleanup) = temp_cleanup(&config(&["-artuz"]), &remote, &entries) else {
+    let paths = ["in3638", "a/b/.hidden", "a/b/-x", "w*l[d]?", "a/sub"].map(Path::new);
+    let Some(cleanup) = temp_cleanup(&config(&["-artuz"]), &remote, paths) else {
         panic!("a cleanup for a non-empty batch");
     };
     assert_eq!(
@@ -442,7 +431,7 @@ fn temp_cleanup_deletes_only_temp_names_of_the_batch_in_its_directories() {
             "P *",
         ]
     );
-    assert_eq!(temp_cleanup(&config(&["-a"]), &remote, &[]), None);
+    assert_eq!(temp_cleanup(&config(&["-a"]), &remote, []), None);
 }
 
 #[test]
