@@ -143,7 +143,8 @@ const MAX_TEMP_CLEANUP_PATHS: usize = 10_000;
 /// ([`rsync::may_leave_temp_files`]), removes the receiver's temp files of the batch's
 /// paths from the remote ([`rsync::temp_cleanup`]): nothing else would ever remove them
 /// (a batch has no `--delete`), and the mirror would never be exact again. A cleanup
-/// that failed (the remote down) is kept and tried again after the remote's next run.
+/// that failed because the remote is down is kept and tried again after the remote's
+/// next run.
 fn clean_temp_files(context: &PushContext, job: &PushJob, failure: Option<&PushFailure>) {
     let key = (job.target.root, job.target.remote);
     let mut paths = context
@@ -189,8 +190,19 @@ fn clean_temp_files(context: &PushContext, job: &PushJob, failure: Option<&PushF
         Some(root),
         Some(&context.cancel),
     );
-    let Some(failure) = finished.disposition.failure() else {
-        return;
+    let failure = match &finished.disposition {
+        Disposition::Done => return,
+        // A directory gone or no longer a directory here (23): what replaces it remotely
+        // replaces its temp files too. Trying again would fail the same way.
+        Disposition::Partial { failure, .. } | Disposition::ConfigError(failure) => {
+            log::warn!(
+                "{} -> {remote}: removing rsync temp files failed: {}",
+                root.display(),
+                failure.reason
+            );
+            return;
+        }
+        Disposition::RemoteDown(failure) => failure,
     };
     log::warn!(
         "{} -> {remote}: removing rsync temp files failed, tried again after its next run: {}",
