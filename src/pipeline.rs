@@ -185,6 +185,7 @@ impl Pipeline {
             cancel: cancel.clone(),
             seconds_only: std::sync::Mutex::default(),
             plain_moves: std::sync::Mutex::default(),
+            temp_cleanups: std::sync::Mutex::default(),
             warm: warm.clone(),
             max_batch_bytes: MAX_BATCH_BYTES,
         };

@@ -13,7 +13,7 @@ pub mod rsync;
 pub mod share;
 pub mod warm;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,6 +52,10 @@ pub struct PushContext {
     pub plain_moves: Mutex<HashSet<(usize, usize)>>,
     /// Warm clients (`<rsync><warm>`), `None` when off.
     pub warm: Option<Arc<warm::WarmPool>>,
+    /// Remotes (root index, remote index) whose temp cleanup after an aborted run
+    /// (`clean_temp_files`) failed, with the batch paths whose temp names may still be
+    /// there: tried again before each job of that remote until it succeeds.
+    pub temp_cleanups: Mutex<HashMap<(usize, usize), BTreeSet<PathBuf>>>,
     /// Bytes of file data per batch at most (measured here, so the scheduler never
     /// touches the filesystem); a batch's first path always goes, however big.
     pub max_batch_bytes: u64,
@@ -123,7 +127,94 @@ pub fn run_job(context: &PushContext, job: PushJob) -> PushOutcome {
         }
         _ => Vec::new(),
     };
-    pool.run(job, &list, |job| run_cold(context, job))
+    pool.run(job, &list, |job, warm_failure| {
+        if warm_failure.is_some() {
+            clean_temp_files(context, &job, warm_failure);
+        }
+        run_cold(context, job)
+    })
+}
+
+/// Most paths kept for a failed temp cleanup per remote; beyond that the first in order
+/// go (a full sync with `--delete` still removes their temp names).
+const MAX_TEMP_CLEANUP_PATHS: usize = 10_000;
+
+/// After a batch run that may have ended its receiver mid-file
+/// ([`rsync::may_leave_temp_files`]), removes the receiver's temp files of the batch's
+/// paths from the remote ([`rsync::temp_cleanup`]): nothing else would ever remove them
+/// (a batch has no `--delete`), and the mirror would never be exact again. A cleanup
+/// that failed because the remote is down is kept and tried again after the remote's
+/// next run.
+fn clean_temp_files(context: &PushContext, job: &PushJob, failure: Option<&PushFailure>) {
+    let key = (job.target.root, job.target.remote);
+    let mut paths = context
+        .temp_cleanups
+        .lock()
+        .map(|mut pending| pending.remove(&key).unwrap_or_default())
+        .unwrap_or_default();
+    if let (JobKind::Batch { entries }, Some(failure)) = (&job.kind, failure) {
+        if rsync::may_leave_temp_files(failure) {
+            paths.extend(entries.iter().map(|e| e.rel.to_path_buf()));
+        }
+    }
+    if paths.is_empty() {
+        return;
+    }
+    let Some((root, remote)) = context
+        .roots
+        .get(job.target.root)
+        .and_then(|(root, remotes)| remotes.get(job.target.remote).map(|r| (root.as_path(), r)))
+    else {
+        return;
+    };
+    let Some(cleanup) =
+        rsync::temp_cleanup(&context.rsync, remote, paths.iter().map(PathBuf::as_path))
+    else {
+        log::warn!(
+            "{} -> {remote}: a run ended mid-transfer; its directories are too many to remove rsync temp files from",
+            root.display(),
+        );
+        return;
+    };
+    log::info!(
+        "{} -> {remote}: a run ended mid-transfer; removing rsync temp files of {} path(s)",
+        root.display(),
+        paths.len()
+    );
+    let finished = rsync::run_observed(
+        &context.rsync.binary,
+        &cleanup.args,
+        &cleanup.stdin,
+        context.batch_limit,
+        None,
+        Some(root),
+        Some(&context.cancel),
+    );
+    let failure = match &finished.disposition {
+        Disposition::Done => return,
+        // A directory gone or no longer a directory here (23): what replaces it remotely
+        // replaces its temp files too. Trying again would fail the same way.
+        Disposition::Partial { failure, .. } | Disposition::ConfigError(failure) => {
+            log::warn!(
+                "{} -> {remote}: removing rsync temp files failed: {}",
+                root.display(),
+                failure.reason
+            );
+            return;
+        }
+        Disposition::RemoteDown(failure) => failure,
+    };
+    log::warn!(
+        "{} -> {remote}: removing rsync temp files failed, tried again after its next run: {}",
+        root.display(),
+        failure.reason
+    );
+    while paths.len() > MAX_TEMP_CLEANUP_PATHS {
+        paths.pop_first();
+    }
+    if let Ok(mut pending) = context.temp_cleanups.lock() {
+        pending.entry(key).or_default().extend(paths);
+    }
 }
 
 /// Runs one job with a freshly started rsync.
@@ -304,6 +395,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         started.elapsed().as_secs_f64(),
         finished.disposition
     );
+    clean_temp_files(context, &job, finished.disposition.failure());
     let disposition = settle(root, &job.kind, unsent, finished);
     PushOutcome {
         job,

@@ -529,14 +529,159 @@ pub fn classify(code: i32, stderr: &str) -> Disposition {
             failure,
             fates: Vec::new(),
         },
-        // A receiver (3.2.5+) aborts the whole run when a path's parent vanished from the
-        // sender's file list while rsync built it: a race with the source, not a
-        // configuration error. Nothing arrived; the whole batch is retried soon.
+        // A receiver (3.2.5+) aborts the whole run when a path's parent is not a directory
+        // in the sender's file list (generator.c, recv_generator: "Each parent dir must be
+        // in the file list"): the parent vanished while the sender listed it, a race with
+        // the source, not a configuration error. Paths listed before it may have arrived
+        // and a receiver temp file may be left ([`may_leave_temp_files`]); the whole batch
+        // is retried.
         2 if stderr.contains("invalid path from sender") => Disposition::RemoteDown(failure),
         1..=4 => Disposition::ConfigError(failure),
         5 if is_refusal(stderr) => Disposition::ConfigError(failure),
         _ => Disposition::RemoteDown(failure),
     }
+}
+
+/// Messages of a run that failed before it reached a receiver.
+const NEVER_CONNECTED: [&str; 4] = [
+    "failed to connect",
+    "getaddrinfo",
+    "0 bytes received so far",
+    "Name or service not known",
+];
+
+/// Whether a failed run may have ended a receiver while it wrote a file, leaving its temp
+/// file (`.NAME.XXXXXX`, mode 600) in the mirror for good ([`temp_cleanup`] removes it).
+/// The receiver's "invalid path from sender" abort does (exit 2, or 10 when the sender
+/// saw the connection drop first: measured with rsync 3.5.0); so may any broken
+/// connection (10, 12) of a run that reached the receiver.
+pub fn may_leave_temp_files(failure: &PushFailure) -> bool {
+    let reason = failure.reason.as_str();
+    match failure.code {
+        Some(2) => reason.contains("invalid path from sender"),
+        Some(10 | 12) => !NEVER_CONNECTED.iter().any(|n| reason.contains(n)),
+        _ => false,
+    }
+}
+
+/// Longest name (without a leading dot) a receiver's temp name keeps whole: rsync's
+/// `get_tmpname` fits `.NAME.XXXXXX` in NAME_MAX (255) and trims a longer NAME.
+const TEMP_NAME_WHOLE: usize = 246;
+
+/// Options of a [`temp_cleanup`] run: each source directory's own entries only
+/// (`--no-recursive` after a `commonParams` `-a`), nothing created or updated on the
+/// receiver (`--existing --ignore-existing`: the entries are listed, so a source file whose
+/// name looks like a temp name is not extraneous and stays), a source that vanished
+/// locally skipped, the filter rules read from stdin as a merge file (`--from0`:
+/// NUL-separated).
+const TEMP_CLEANUP_OPTIONS: [&str; 9] = [
+    "--no-recursive",
+    "--dirs",
+    "--existing",
+    "--ignore-existing",
+    "--relative",
+    "--delete",
+    "--ignore-missing-args",
+    "--from0",
+    "--filter=. -",
+];
+
+/// A run that removes receiver temp files of a batch's paths from the remote: rsync's
+/// `.NAME.XXXXXX` names of exactly those paths, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TempCleanup {
+    /// The argument vector after the program; run in the root.
+    pub args: Vec<OsString>,
+    /// The filter rules rsync reads as a merge file (`--filter=. -`), NUL-separated.
+    pub stdin: Vec<u8>,
+}
+
+/// The cleanup run for a batch's root-relative `paths` (`None` when it has none, or their
+/// directories do not fit [`ARGV_BUDGET`]). Each path's parent directory is a source (`./dir/`, with
+/// `--dirs --relative`: that one directory's entries, no deeper) with `--delete`; the
+/// sender lists their entries but nothing is created or updated (`--existing
+/// --ignore-existing`; the directories are shown by `S` rules), and the receiver may delete
+/// only a temp name of a batch path that the source does not hold
+/// (`R /dir/.NAME.??????`), every other name protected (`P *`). Hiding the entries from
+/// the sender instead would make a real source file named like a sibling's temp name
+/// extraneous, and delete it from the mirror.
+pub fn temp_cleanup<'p>(
+    rsync: &RsyncConfig,
+    remote: &Remote,
+    paths: impl IntoIterator<Item = &'p Path>,
+) -> Option<TempCleanup> {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut risk = Vec::new();
+    for rel in paths {
+        let Some(name) = rel.file_name() else {
+            continue;
+        };
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        dirs.insert(parent);
+        risk.push(temp_name_pattern(parent, name.as_bytes()));
+    }
+    let bytes: usize = dirs.iter().map(|d| d.as_os_str().len() + 4).sum();
+    if dirs.is_empty() || bytes > ARGV_BUDGET {
+        return None;
+    }
+    let mut stdin = Vec::new();
+    let mut rule = |kind: &[u8], pattern: &[u8]| {
+        stdin.extend_from_slice(kind);
+        stdin.extend_from_slice(pattern);
+        stdin.push(0);
+    };
+    for dir in dirs.iter().filter(|d| !d.as_os_str().is_empty()) {
+        let mut shown = exact_pattern(dir).into_vec();
+        shown.push(b'/');
+        rule(b"S ", &shown);
+    }
+    for pattern in &risk {
+        rule(b"R ", pattern);
+    }
+    rule(b"P ", b"*");
+    let mut args = leading_params(rsync, remote);
+    args.extend(TEMP_CLEANUP_OPTIONS.iter().map(OsString::from));
+    args.extend(remote_options(rsync, remote));
+    args.push("--".into());
+    for dir in &dirs {
+        let mut source = OsString::from("./");
+        source.push(dir.as_os_str());
+        if !dir.as_os_str().is_empty() {
+            source.push("/");
+        }
+        args.push(source);
+    }
+    args.push(destination(rsync, remote));
+    Some(TempCleanup { args, stdin })
+}
+
+/// `/dir/.NAME.??????` (anchored, literal parts escaped): the temp names rsync's receiver
+/// gives `dir/NAME` (a leading dot of NAME dropped, a long NAME trimmed: then a prefix).
+fn temp_name_pattern(parent: &Path, name: &[u8]) -> Vec<u8> {
+    let escape = |out: &mut Vec<u8>, bytes: &[u8]| {
+        for &b in bytes {
+            if matches!(b, b'*' | b'?' | b'[' | b'\\') {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+    };
+    let mut out = vec![b'/'];
+    if !parent.as_os_str().is_empty() {
+        escape(&mut out, parent.as_os_str().as_bytes());
+        out.push(b'/');
+    }
+    let name = name.strip_prefix(b".").unwrap_or(name);
+    out.push(b'.');
+    if name.len() > TEMP_NAME_WHOLE {
+        // Trimmed to at most TEMP_NAME_WHOLE bytes, fewer at a split UTF-8 character.
+        escape(&mut out, &name[..TEMP_NAME_WHOLE - 8]);
+        out.push(b'*');
+    } else {
+        escape(&mut out, name);
+    }
+    out.extend_from_slice(b".??????");
+    out
 }
 
 /// What to do about a daemon's refusal, named in the failure reason (and so in the log).

@@ -509,10 +509,10 @@ impl WarmPool {
         &self,
         job: PushJob,
         list: &[u8],
-        cold: impl FnOnce(PushJob) -> PushOutcome,
+        cold: impl FnOnce(PushJob, Option<&PushFailure>) -> PushOutcome,
     ) -> PushOutcome {
         let Some(slot) = self.slot(job.target) else {
-            return cold(job);
+            return cold(job, None);
         };
         let list = match &job.kind {
             JobKind::Batch { .. } => list,
@@ -586,11 +586,11 @@ impl WarmPool {
                         self.shared
                             .metrics
                             .with_target(job.target, |t| t.warm_fallbacks += 1);
-                        cold(job)
+                        cold(job, Some(&failure))
                     }
                 }
             }
-            None => cold(job),
+            None => cold(job, None),
         };
         {
             let mut slot = lock(slot);

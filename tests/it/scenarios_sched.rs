@@ -324,6 +324,7 @@ fn the_push_worker_reports_per_path_fates_after_a_partial_transfer() {
         cancel: sersync::child::Cancel::default(),
         seconds_only: std::sync::Mutex::default(),
         plain_moves: std::sync::Mutex::default(),
+        temp_cleanups: std::sync::Mutex::default(),
         warm: None,
         max_batch_bytes: 1 << 30,
     };

@@ -302,3 +302,147 @@ fn ssh_remote_gets_a_warm_client_without_the_handshake_on_the_hot_path() {
     pipeline.shutdown().expect("clean shutdown");
     assert_nothing_left(&src, &[first, second]);
 }
+
+/// The reliability suite's stale temp file (churn seed 185680229477): a batch whose list
+/// names a path below a directory that is missing when the sender lists it (`d/z`, a
+/// delete) and then present (`d/y`, a directory moved into `d` meanwhile) makes rsync
+/// 3.5.0's sender skip the implied directory `d` the second time (send_implied_dirs keeps
+/// the last one it tried), and the receiver aborts ("ABORTING due to invalid path from
+/// sender", generator.c recv_generator) after paths listed before it arrived. The sender
+/// reads the list from stdin as it builds the file list: fed in two steps around the
+/// rename, the abort is deterministic. A receiver ended mid-file leaves `.NAME.XXXXXX`:
+/// planted here (whether one is left depends on how far the receiver got), the cleanup
+/// must remove exactly those, send nothing, and keep every other remote name.
+#[test]
+fn an_aborted_run_leaves_no_receiver_temp_file() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+
+    use sersync::config::Remote;
+    use sersync::push::rsync;
+
+    let env = Env::new();
+    let mirror = env.mirror().to_path_buf();
+    let remote = Remote::Daemon {
+        host: "127.0.0.1".into(),
+        module: crate::util::rsyncd::MODULE.into(),
+        port: None,
+    };
+    env.write("in1", b"listed before the abort");
+    env.write("e/y", b"moved into d while the sender lists");
+    env.write("kept/inside", b"a directory the cleanup must not send");
+    // A real file named like a temp name of `d/y`: on the source and the mirror, it stays.
+    env.write("e/.y.Qq1234", b"an operator's file, not rsync's");
+    let mut args = rsync::args(
+        &env.config.rsync,
+        &env.src,
+        &remote,
+        rsync::RunKind::Batch { delete: true },
+        &[],
+    );
+    args.retain(|a| a != "--ignore-times");
+    let mut child = Command::new("rsync")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rsync starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stderr = child.stderr.take().expect("stderr");
+    stdin
+        .write_all(b"in1\0d/z\0")
+        .expect("first part of the list");
+    stdin.flush().expect("flush");
+    // The sender tried the implied directory `d` of `d/z` once it says it vanished.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + SYNC_LIMIT;
+    while !String::from_utf8_lossy(&seen).contains("file has vanished") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rsync never listed d/z: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut buf = [0u8; 512];
+        let n = stderr.read(&mut buf).expect("read rsync's stderr");
+        assert!(
+            n > 0,
+            "rsync ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    std::fs::rename(env.src.join("e"), env.src.join("d")).expect("mv e d");
+    stdin.write_all(b"d/y\0").expect("rest of the list");
+    drop(stdin);
+    stderr.read_to_end(&mut seen).expect("rsync's stderr");
+    let status = child.wait().expect("rsync ends");
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let code = status.code().expect("an exit code");
+    assert!(
+        matches!(code, 2 | 10 | 12),
+        "rsync should abort (2, or 10/12 when the sender sees the drop first), got {code}: {text}"
+    );
+    let disposition = rsync::classify(code, &text);
+    let failure = disposition.failure().expect("a failure");
+    assert!(
+        rsync::may_leave_temp_files(failure),
+        "this abort can leave a temp file: {text}"
+    );
+
+    // What a receiver ended mid-file leaves, and remote names that must stay.
+    for (rel, content) in [
+        (".in1.MpAweD", &b""[..]),
+        ("d/.y.Ab3dEf", b""),
+        (
+            ".keep.backup",
+            b"remote only, like a temp name, of no batch path",
+        ),
+        (".in1.MpAweDx", b"one character too long for a temp name"),
+        ("d/other", b"remote only"),
+        ("d/.y.Qq1234", b"an operator's file, not rsync's"),
+    ] {
+        let path = mirror.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, content).expect("plant");
+    }
+    let paths = ["in1", "d/z", "d/y"].map(Path::new);
+    let cleanup = rsync::temp_cleanup(&env.config.rsync, &remote, paths).expect("a cleanup run");
+    let finished = rsync::run_observed(
+        Path::new("rsync"),
+        &cleanup.args,
+        &cleanup.stdin,
+        Some(SYNC_LIMIT),
+        None,
+        Some(&env.src),
+        None,
+    );
+    assert_eq!(
+        finished.disposition,
+        sersync::job::Disposition::Done,
+        "cleanup: {}",
+        rsync::describe(Path::new("rsync"), &cleanup.args)
+    );
+    let mut left: Vec<String> = Vec::new();
+    for dir in [mirror.clone(), mirror.join("d")] {
+        for entry in std::fs::read_dir(&dir).expect("read mirror").flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(&mirror).expect("below the mirror");
+            left.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    left.sort();
+    // `in1` arrived before the abort or not; nothing else may have been sent.
+    left.retain(|rel| rel != "in1");
+    assert_eq!(
+        left,
+        [
+            ".in1.MpAweDx",
+            ".keep.backup",
+            "d",
+            "d/.y.Qq1234",
+            "d/other"
+        ],
+        "only the temp names of batch paths that the source does not hold go, nothing is sent"
+    );
+}

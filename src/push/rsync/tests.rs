@@ -298,37 +298,67 @@ fn batches_never_get_the_nanosecond_window() {
 
 #[test]
 fn exit_code_table() {
-    // (code, stderr, disposition kind)
-    let table: &[(i32, &str, &str)] = &[
-        (0, "", "done"),
-        (24, "some files vanished", "partial"),
-        (23, "some files/attrs were not transferred", "partial"),
-        (1, "syntax or usage error", "config"),
-        (2, "protocol incompatibility", "config"),
+    // (code, stderr, disposition kind, may have left a receiver temp file)
+    let table: &[(i32, &str, &str, bool)] = &[
+        (0, "", "done", false),
+        (24, "some files vanished", "partial", false),
+        (
+            23,
+            "some files/attrs were not transferred",
+            "partial",
+            false,
+        ),
+        (1, "syntax or usage error", "config", false),
+        (2, "protocol incompatibility", "config", false),
         (
             2,
             "file has vanished: \"/w/a\" | ABORTING due to invalid path from sender: a/b | rsync error: protocol incompatibility (code 2)",
             "down",
+            true,
         ),
-        (3, "errors selecting input/output files, dirs", "config"),
-        (4, "requested action not supported", "config"),
-        (5, "@ERROR: auth failed on module m", "config"),
-        (5, "@ERROR: Unknown module 'x'", "config"),
+        (
+            3,
+            "errors selecting input/output files, dirs",
+            "config",
+            false,
+        ),
+        (4, "requested action not supported", "config", false),
+        (5, "@ERROR: auth failed on module m", "config", false),
+        (5, "@ERROR: Unknown module 'x'", "config", false),
         (
             5,
             "@ERROR: max connections (4) reached -- try again later",
             "down",
+            false,
         ),
-        (10, "error in socket IO", "down"),
-        (11, "error in file IO", "down"),
-        (12, "error in rsync protocol data stream", "down"),
-        (14, "error in IPC code", "down"),
-        (20, "received SIGINT", "down"),
-        (30, "timeout in data send/receive", "down"),
-        (35, "timeout waiting for daemon connection", "down"),
-        (255, "ssh: connect to host", "down"),
+        // The same abort as the sender sees it when the connection drops first.
+        (
+            10,
+            "file has vanished: \"/w/d\" | rsync: [sender] write error: Connection reset by peer (104) | rsync error: error in socket IO (code 10)",
+            "down",
+            true,
+        ),
+        (
+            10,
+            "rsync: failed to connect to 127.0.0.1 (127.0.0.1): Connection refused (111) | rsync error: error in socket IO (code 10)",
+            "down",
+            false,
+        ),
+        (11, "error in file IO", "down", false),
+        (12, "error in rsync protocol data stream", "down", true),
+        (
+            12,
+            "ssh: connect to host h port 22: Connection refused | rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
+            "down",
+            false,
+        ),
+        (14, "error in IPC code", "down", false),
+        (20, "received SIGINT", "down", false),
+        (30, "timeout in data send/receive", "down", false),
+        (35, "timeout waiting for daemon connection", "down", false),
+        (255, "ssh: connect to host", "down", false),
     ];
-    for (code, stderr, expected) in table {
+    for (code, stderr, expected, temp) in table {
         let disposition = classify(*code, stderr);
         let kind = match &disposition {
             Disposition::Done => "done",
@@ -340,10 +370,81 @@ fn exit_code_table() {
             Disposition::ConfigError(_) => "config",
         };
         assert_eq!(kind, *expected, "code {code} ({stderr})");
+        let leaves = disposition.failure().is_some_and(may_leave_temp_files);
+        assert_eq!(leaves, *temp, "temp files after code {code} ({stderr})");
         if let Some(failure) = disposition.failure() {
             assert_eq!(failure.code, Some(*code));
         }
     }
+}
+
+#[test]
+fn temp_cleanup_deletes_only_temp_names_of_the_batch_in_its_directories() {
+    let remote = Remote::Daemon {
+        host: "127.0.0.1".into(),
+        module: "m".into(),
+        port: None,
+    };
+    let paths = ["in3638", "a/b/.hidden", "a/b/-x", "w*l[d]?", "a/sub"].map(Path::new);
+    let Some(cleanup) = temp_cleanup(&config(&["-artuz"]), &remote, paths) else {
+        panic!("a cleanup for a non-empty batch");
+    };
+    assert_eq!(
+        strings(&cleanup.args),
+        [
+            "-artuz",
+            "--no-recursive",
+            "--dirs",
+            "--existing",
+            "--ignore-existing",
+            "--relative",
+            "--delete",
+            "--ignore-missing-args",
+            "--from0",
+            "--filter=. -",
+            "--timeout=100",
+            "--port=874",
+            "--password-file=/etc/rsync.pas",
+            "--sockopts=TCP_NODELAY",
+            "--",
+            "./",
+            "./a/",
+            "./a/b/",
+            "tester@127.0.0.1::m/",
+        ]
+    );
+    let rules: Vec<String> = cleanup
+        .stdin
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "S /a/",
+            "S /a/b/",
+            "R /.in3638.??????",
+            "R /a/b/.hidden.??????",
+            "R /a/b/.-x.??????",
+            "R /.w\\*l\\[d]\\?.??????",
+            "R /a/.sub.??????",
+            "P *",
+        ]
+    );
+    assert_eq!(temp_cleanup(&config(&["-a"]), &remote, []), None);
+}
+
+#[test]
+fn temp_name_of_a_long_name_is_a_prefix() {
+    let long = "n".repeat(300);
+    let pattern =
+        String::from_utf8(temp_name_pattern(Path::new("d"), long.as_bytes())).unwrap_or_default();
+    assert_eq!(pattern, format!("/d/.{}*.??????", "n".repeat(238)));
+    let whole = "n".repeat(246);
+    let pattern =
+        String::from_utf8(temp_name_pattern(Path::new(""), whole.as_bytes())).unwrap_or_default();
+    assert_eq!(pattern, format!("/.{whole}.??????"));
 }
 
 #[test]
