@@ -950,17 +950,17 @@ fn signals_at_random_points_converge() {
     }
 }
 
-/// Whether `path` is brought in line by replaying `journal`: an entry of its own, of the
-/// whole root, a directory's delete above it (replayed as that directory's subtree sync),
-/// or the update of a non-directory above it, which replaces whatever the remote holds
-/// under that name whole (`--force`): the directory that the remote still holds there,
-/// with `path` in it, after a type flip (`rm -r d; echo > d`) goes.
+/// Whether `path` is brought in line by replaying `journal`: an entry of its own or of
+/// the whole root, or one above it that the replay pushes with `--delete-missing-args
+/// --force`, which removes or replaces whatever the remote holds under that name whole: a
+/// delete (of a directory, or of what the churn made a file or symlink since), or the
+/// update of a non-directory. So the directory that the remote still holds at `d`, with
+/// `path` in it, goes after `rm -r d; echo > d` (and `rm d`).
 fn covered(path: &Path, journal: &[JournalEntry]) -> bool {
     journal.iter().any(|e| {
         e.rel.as_os_str().is_empty()
             || e.rel == path
-            || (e.op == Op::Delete && e.is_dir && path.starts_with(&e.rel))
-            || (e.op == Op::Update && !e.is_dir && path.starts_with(&e.rel))
+            || (path.starts_with(&e.rel) && (e.op == Op::Delete || !e.is_dir))
     })
 }
 
