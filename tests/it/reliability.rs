@@ -316,9 +316,10 @@ impl Bench {
             || {
                 assert!(
                     proc.alive(),
-                    "seed {}: sersync exited at start: {}",
+                    "seed {}: sersync exited at start: {}\nsockets on the status port:\n{}",
                     self.seed,
-                    self.log_tail()
+                    self.log_tail(),
+                    self.status_port_users()
                 );
                 self.log_text().matches(" running (pid ").count() > before
             },
@@ -349,6 +350,15 @@ impl Bench {
 
     fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Who holds the status port (`ss`), for a start that could not bind it.
+    fn status_port_users(&self) -> String {
+        Command::new("ss")
+            .args(["-tanp", &format!("( sport = :{} )", self.status_port)])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_else(|err| format!("ss: {err}"))
     }
 
     /// What the source and the mirror hold at `rel`, for failure messages.
