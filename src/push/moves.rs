@@ -342,11 +342,22 @@ fn plain(
     let finished = run_invocation(context, &run);
     let disposition = match finished.disposition {
         Disposition::Partial { failure, .. } if failure.code == Some(24) => Disposition::Done,
-        // Per-path fates are not known here: every path of the job is retried.
-        Disposition::Partial { failure, .. } => Disposition::Partial {
-            failure,
-            fates: Vec::new(),
-        },
+        // Which paths rsync named is not kept here, so every new name still there in the
+        // form queued is retried. One that is not (missing, or below what is no longer a
+        // directory: `link_stat … Not a directory` for ever) is gone: the change that
+        // removed or replaced it, queued on its own, covers it remotely. Retried, it
+        // failed alone again and again (churn seed 1592590337 under load: `mv d n31/m`,
+        // then n31 a file).
+        Disposition::Partial { failure, .. } => {
+            let forms: Vec<super::fates::LocalForm> = updates
+                .iter()
+                .map(|e| super::fates::local_form(root, e))
+                .collect();
+            Disposition::Partial {
+                failure,
+                fates: super::fates::fates(root, updates, &forms, None),
+            }
+        }
         other => other,
     };
     (disposition, command)

@@ -13,7 +13,7 @@
 //!   out, wd reuse) are dropped with a debug log, never guessed at (the original's B4).
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -97,6 +97,14 @@ pub(crate) struct State {
     /// Directories that could not be watched, with the errno; retried. For ENOSPC only
     /// the first directory of each root is kept (the walk stops there).
     pub(super) unwatched: BTreeMap<(usize, PathBuf), i32>,
+    /// Directories that arrived (created, moved in) but were gone when their watch was
+    /// to be added, until their own delete or move event, or a move of a directory
+    /// above them, settles why: events are read late, and their paths are built from
+    /// the map as it was then, so a directory above may have been renamed meanwhile
+    /// (log rotation: `mv d d.old; mkdir d`) with the rename's events still queued.
+    /// Such a move goes the old way (the new name is scanned), or what was gone would
+    /// stay unwatched under it.
+    pub(super) vanished: BTreeSet<(usize, PathBuf)>,
     /// Directories left unwatched by the watch limit, as counted at the last report.
     pub(super) enospc_unwatched: usize,
     /// Next retry of missing roots and unwatched directories.
@@ -123,6 +131,7 @@ impl State {
             held: Held::default(),
             missing: vec![false; n_roots],
             unwatched: BTreeMap::new(),
+            vanished: BTreeSet::new(),
             enospc_unwatched: 0,
             next_retry: None,
             next_unwatched_rescan: None,
@@ -395,6 +404,7 @@ impl State {
     /// Forgets `rel` and its subtree; removes the kernel watches too when they are still
     /// alive (moved out, now excluded).
     pub(super) fn unwatch(&mut self, root: usize, rel: &Path, remove_kernel_watch: bool) {
+        self.forget_vanished(root, rel);
         let removed = self.tree.remove_subtree(root, rel);
         if removed.is_empty() {
             return;
@@ -411,6 +421,33 @@ impl State {
             }
         }
         self.update_count();
+    }
+
+    /// Whether a directory at or below `root`/`rel` arrived and was gone before its
+    /// watch could be added (see [`State::vanished`]).
+    pub(super) fn vanished_at_or_below(&self, root: usize, rel: &Path) -> bool {
+        !self.vanished.is_empty()
+            && self
+                .vanished
+                .range((root, rel.to_path_buf())..)
+                .next()
+                .is_some_and(|(r, p)| *r == root && p.starts_with(rel))
+    }
+
+    /// Forgets the [`State::vanished`] marks at or below `root`/`rel`.
+    pub(super) fn forget_vanished(&mut self, root: usize, rel: &Path) {
+        if self.vanished.is_empty() {
+            return;
+        }
+        let settled: Vec<(usize, PathBuf)> = self
+            .vanished
+            .range((root, rel.to_path_buf())..)
+            .take_while(|(r, p)| *r == root && p.starts_with(rel))
+            .cloned()
+            .collect();
+        for mark in settled {
+            self.vanished.remove(&mark);
+        }
     }
 
     pub(super) fn rm_watch(&self, wd: i32) {

@@ -43,6 +43,7 @@ impl State {
                 .for_each(|queued| *queued = false);
         }
         self.unwatched.clear();
+        self.vanished.clear(); // the walk saw the trees as they are now
         for (root, rel, errno) in walk.unwatched {
             self.add_unwatched(root, rel, errno);
         }

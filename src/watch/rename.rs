@@ -215,17 +215,26 @@ impl State {
             Metrics::incr(&self.shared.metrics.events_filtered);
             return self.arrived(Kind::MovedTo, root, rel, is_dir, raw, now);
         }
+        // A directory below which a directory arrived that was gone when it was to be
+        // watched goes the old way too: that one may have been moved along with this one
+        // (`mv x d/m; mv d d.old`, both read after the second), and the scan of the new
+        // name watches it.
+        let vanished_below = from.is_dir && self.vanished_at_or_below(from.root, &from.rel);
+        if vanished_below {
+            self.forget_vanished(from.root, &from.rel);
+        }
         // One root, both halves pushed: a move, which the remote can make from what it
         // holds (`coalesce`, `push::moves`); a directory's content moved with it, so no
         // scan re-sends it.
         let toggles = &self.shared.toggles;
         // A directory with unwatched directories below goes the old way: the scan of the
         // new name watches them (their retries know the old paths only).
-        let unwatched_below = from.is_dir
-            && self
-                .unwatched
-                .keys()
-                .any(|(r, p)| *r == from.root && p.starts_with(&from.rel));
+        let unwatched_below = vanished_below
+            || from.is_dir
+                && self
+                    .unwatched
+                    .keys()
+                    .any(|(r, p)| *r == from.root && p.starts_with(&from.rel));
         // A directory made and renamed before its watch could be added (a deploy swap's
         // `mv release.new release`) has no watches to follow: the scan of the new name
         // watches it, or nothing below it would ever be seen.

@@ -47,6 +47,9 @@ impl State {
 
     /// A directory just got its watch: it is off the list if it was on it.
     pub(crate) fn watched_again(&mut self, root: usize, rel: &Path) {
+        if !self.vanished.is_empty() {
+            self.vanished.remove(&(root, rel.to_path_buf()));
+        }
         if !self.unwatched.is_empty() && self.unwatched.remove(&(root, rel.to_path_buf())).is_some()
         {
             log::info!(

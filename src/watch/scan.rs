@@ -532,6 +532,7 @@ impl State {
                 }
                 Err(err) if is_gone(&err) => {
                     log::debug!("{}: vanished before it could be watched", abs.display());
+                    self.vanished.insert((root, rel));
                     continue;
                 }
                 Err(err) => {

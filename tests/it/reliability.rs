@@ -206,6 +206,7 @@ impl Bench {
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <head version="2.5">
     <host hostip="127.0.0.1" port="{status_port}" start="true"/>
+    <debug start="{debug}"/>
     <filter start="true">{excludes}
     </filter>
 {inotify}
@@ -222,6 +223,8 @@ impl Bench {
 </head>
 "#,
             inotify = inotify_section(false),
+            // With SERSYNC_TEST_DEBUG, raw inotify events are logged too (at debug).
+            debug = std::env::var_os("SERSYNC_TEST_DEBUG").is_some(),
             src = src.display(),
             journal = journal.display(),
             retry = settings.retry_minutes,
@@ -313,9 +316,10 @@ impl Bench {
             || {
                 assert!(
                     proc.alive(),
-                    "seed {}: sersync exited at start: {}",
+                    "seed {}: sersync exited at start: {}\nsockets on the status port:\n{}",
                     self.seed,
-                    self.log_tail()
+                    self.log_tail(),
+                    self.status_port_users()
                 );
                 self.log_text().matches(" running (pid ").count() > before
             },
@@ -346,6 +350,33 @@ impl Bench {
 
     fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Who holds the status port (`ss`), for a start that could not bind it.
+    fn status_port_users(&self) -> String {
+        Command::new("ss")
+            .args(["-tanp", &format!("( sport = :{} )", self.status_port)])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_else(|err| format!("ss: {err}"))
+    }
+
+    /// What the source and the mirror hold at `rel`, for failure messages.
+    fn both_sides(&self, rel: &Path) -> String {
+        format!(
+            "{}: src {} / mirror {}",
+            rel.display(),
+            describe(&self.src.join(rel)),
+            describe(&self.mirror().join(rel))
+        )
+    }
+
+    /// Copies the whole log out of the temp dir (removed when the bench drops), for a
+    /// failure message to name.
+    fn keep_log(&self) -> PathBuf {
+        let kept = std::env::temp_dir().join(format!("sersync-reliability-{}.log", self.seed));
+        let _ = fs::copy(&self.log, &kept);
+        kept
     }
 
     fn log_tail(&self) -> String {
@@ -412,18 +443,9 @@ impl Bench {
                 let detail: Vec<String> = diff
                     .iter()
                     .take(8)
-                    .map(|rel| {
-                        format!(
-                            "{}: src {} / mirror {}",
-                            rel.display(),
-                            describe(&self.src.join(rel)),
-                            describe(&self.mirror().join(rel))
-                        )
-                    })
+                    .map(|rel| self.both_sides(rel))
                     .collect();
-                let kept =
-                    std::env::temp_dir().join(format!("sersync-reliability-{}.log", self.seed));
-                let _ = fs::copy(&self.log, &kept);
+                let kept = self.keep_log();
                 panic!(
                     "seed {seed} ({what}): not idle after {CONVERGE_LIMIT:?} (repeat with SERSYNC_SEED={seed})\n\
                      mirror: {n} difference(s)\n{detail}\njournal: {journal:#?}\n/status idle: {idle}\nwhole log: {kept}\nlog:\n{log}",
@@ -451,8 +473,7 @@ impl Bench {
         );
         let left = self.journal_entries();
         if !left.is_empty() {
-            let kept = std::env::temp_dir().join(format!("sersync-reliability-{}.log", self.seed));
-            let _ = fs::copy(&self.log, &kept);
+            let kept = self.keep_log();
             panic!(
                 "seed {} ({what}): journal not empty after stop: {left:#?}\nwhole log: {}\nlog:\n{}",
                 self.seed,
@@ -811,12 +832,30 @@ fn sigkill_without_full_sync_recovers_from_the_journal_alone() {
         if uncovered.is_empty() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed}: changes never journaled while the remote was down \
-             (repeat with SERSYNC_SEED={seed}): {uncovered:?}\n{}",
-            bench.log_tail()
-        );
+        if Instant::now() > deadline {
+            let detail: Vec<String> = uncovered
+                .iter()
+                .take(8)
+                .map(|rel| {
+                    let above: Vec<String> = journal
+                        .iter()
+                        .filter(|e| rel.starts_with(&e.rel))
+                        .map(|e| format!("{} {} (dir {})", e.op, e.rel.display(), e.is_dir))
+                        .collect();
+                    format!(
+                        "{}; journaled at or above: {above:?}",
+                        bench.both_sides(rel)
+                    )
+                })
+                .collect();
+            panic!(
+                "seed {seed}: changes never journaled while the remote was down \
+                 (repeat with SERSYNC_SEED={seed}): {uncovered:?}\n{}\nwhole log: {}\n{}",
+                detail.join("\n"),
+                bench.keep_log().display(),
+                bench.log_tail()
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let entries = bench.journal_entries().len();
@@ -921,12 +960,17 @@ fn signals_at_random_points_converge() {
     }
 }
 
-/// Whether `path` is brought in line by replaying `journal`.
+/// Whether `path` is brought in line by replaying `journal`: an entry of its own or of
+/// the whole root, or one above it that the replay pushes with `--delete-missing-args
+/// --force`, which removes or replaces whatever the remote holds under that name whole: a
+/// delete (of a directory, or of what the churn made a file or symlink since), or the
+/// update of a non-directory. So the directory that the remote still holds at `d`, with
+/// `path` in it, goes after `rm -r d; echo > d` (and `rm d`).
 fn covered(path: &Path, journal: &[JournalEntry]) -> bool {
     journal.iter().any(|e| {
         e.rel.as_os_str().is_empty()
             || e.rel == path
-            || (e.op == Op::Delete && e.is_dir && path.starts_with(&e.rel))
+            || (path.starts_with(&e.rel) && (e.op == Op::Delete || !e.is_dir))
     })
 }
 

@@ -466,6 +466,40 @@ fn directories_renamed_before_they_were_watched_are_watched_under_their_new_name
     }
 }
 
+/// A directory moved in (or made) whose events are read only after a directory above it
+/// was renamed and replaced (log rotation: `mv d d.old; mkdir d`): its path, built from
+/// the map as it was, names the new `d`, where it is not, so it cannot be watched then.
+/// The rename of `d` must not then be a move whose watches follow (there are none for
+/// `m`): `d.old` is scanned, and what changes in `m` later is seen. (Such changes were
+/// lost: a chmod in a rotated directory, seed 1592590337 under load.)
+#[test]
+fn a_directory_read_late_under_a_directory_renamed_since_is_watched_under_the_new_name() {
+    let mut fx = Setup {
+        capacity: 1,
+        dirs: vec!["root0/d", "outside/m/x"],
+        ..Setup::default()
+    }
+    .start();
+    // The reader blocks in `send` on the channel of one, with these still to handle, so
+    // that it reads the moves below only after all of them were made.
+    for i in 0..20 {
+        fs::write(fx.root().join(format!("f{i}")), "x").expect("write");
+    }
+    let deadline = Instant::now() + LIMIT;
+    while !fx.event_rx.is_full() {
+        assert!(Instant::now() < deadline, "channel never filled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let root = fx.root();
+    fs::rename(fx.outside().join("m"), root.join("d/m")).expect("mv in");
+    fs::rename(root.join("d"), root.join("d.old")).expect("rotate");
+    fs::create_dir(root.join("d")).expect("mkdir again");
+    fx.expect("d", Op::Update);
+    fx.marker();
+    fs::write(root.join("d.old/m/x/later"), "x").expect("write inside");
+    fx.expect("d.old/m/x/later", Op::Update);
+}
+
 #[test]
 fn move_out_deletes_and_unwatches_subtree() {
     let mut fx = Setup {
