@@ -15,7 +15,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, HostConfig};
 use crate::faillog::FailLog;
@@ -101,6 +101,40 @@ pub fn address(host: &HostConfig) -> io::Result<SocketAddr> {
     Ok(SocketAddr::new(ip, host.port))
 }
 
+/// How long a start waits for its status port while another process holds it: a restart
+/// right after a kill can find the port still held by the old process while it is torn
+/// down (seen in the reliability suite under load), which must not stop sersync.
+const BIND_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Binds `addr`, trying again every 100 ms for up to `patience` while it is in use.
+fn bind(addr: SocketAddr, patience: Duration) -> io::Result<tiny_http::Server> {
+    let deadline = Instant::now() + patience;
+    let mut warned = false;
+    loop {
+        match tiny_http::Server::http(addr) {
+            Ok(server) => return Ok(server),
+            Err(err) => {
+                let in_use = err
+                    .downcast_ref::<io::Error>()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::AddrInUse);
+                if !in_use || Instant::now() >= deadline {
+                    return Err(io::Error::other(format!(
+                        "{addr}: cannot serve status and metrics: {err}"
+                    )));
+                }
+                if !warned {
+                    log::warn!(
+                        "{addr}: in use, waiting up to {}s for it (status and metrics)",
+                        patience.as_secs()
+                    );
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 /// The running HTTP endpoint; stopped and joined by [`Server::stop`] or on drop.
 pub struct Server {
     server: Arc<tiny_http::Server>,
@@ -115,10 +149,7 @@ impl Server {
     /// When the address cannot be bound or the thread cannot start.
     pub fn start(host: &HostConfig, source: Arc<Source>) -> io::Result<Server> {
         let addr = address(host)?;
-        let server = tiny_http::Server::http(addr).map_err(|err| {
-            io::Error::other(format!("{addr}: cannot serve status and metrics: {err}"))
-        })?;
-        let server = Arc::new(server);
+        let server = Arc::new(bind(addr, BIND_PATIENCE)?);
         let bound = server.server_addr().to_ip().unwrap_or(addr);
         let serving = Arc::clone(&server);
         let thread = std::thread::Builder::new()
@@ -191,5 +222,30 @@ fn respond(request: tiny_http::Request, source: &Source) {
     }
     if let Err(err) = request.respond(response) {
         log::debug!("status: cannot answer {path}: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_held_for_a_moment_is_waited_for_and_one_held_on_is_an_error() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = held.local_addr().expect("addr");
+        let Err(err) = bind(addr, Duration::from_millis(200)) else {
+            panic!("bound a port held all along");
+        };
+        assert!(
+            err.to_string().contains("cannot serve status and metrics"),
+            "{err}"
+        );
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let server = bind(addr, Duration::from_secs(5)).expect("bound once released");
+        assert_eq!(server.server_addr().to_ip(), Some(addr));
+        release.join().expect("release");
     }
 }
