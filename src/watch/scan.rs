@@ -42,6 +42,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use inotify::WatchMask;
 
 use super::event::{Flow, State, change};
+use super::mask::Kind;
 use super::tree::{NodeId, Tree};
 use super::watches::WatchFd;
 use crate::filter::Filter;
@@ -502,8 +503,8 @@ impl State {
         raw: u32,
         now: Instant,
     ) -> Flow {
-        let mut stack = vec![(rel, raw)];
-        while let Some((rel, mask)) = stack.pop() {
+        let mut stack = vec![(root, rel, raw)];
+        while let Some((root, rel, mask)) = stack.pop() {
             if self.is_stopping() {
                 // What is left of the walk would delay the exit; a full sync of the
                 // root (journaled by the scheduler) covers it instead.
@@ -519,6 +520,31 @@ impl State {
                         "{}: watching (wd {wd})",
                         abs.display()
                     );
+                    let held = self.tree.get(wd).map(|dir| (dir.root, dir.rel));
+                    if let Identity::HeldElsewhere(at_root, at) = identity(held, root, &rel) {
+                        // The map took this inode for the one at `at` (events are read
+                        // late: `mkdir d; mv d d.old; mkdir d`, the first CREATE read
+                        // last, watched the second `d`, and the rename then moved that
+                        // watch to `d.old`). The kernel's wd is the truth: the node and
+                        // what is below it go back here, and what is at `at` was never
+                        // watched, so it is watched and scanned as a new directory,
+                        // after a delete: the remote may hold what moved there (the
+                        // rename went out as a move), and delete then update makes the
+                        // scheduler sync that subtree whole.
+                        log::debug!(
+                            "{}: the watch of {} (wd {wd}) is here; watching that name anew",
+                            abs.display(),
+                            self.shared.roots[at_root].join(&at).display()
+                        );
+                        let (_, replaced) = self.tree.rename_subtree(at_root, &at, root, &rel);
+                        for (_, dir) in replaced {
+                            self.rm_watch(dir.handle);
+                        }
+                        if emit {
+                            self.emit(Kind::MovedFrom, at_root, at.clone(), true, 0, now)?;
+                        }
+                        stack.push((at_root, at, 0));
+                    }
                     if let Some(displaced) = self.tree.insert(wd, wd, root, rel.clone()) {
                         // Another inode was watched under this path and left unseen
                         // (its move out was lost, e.g. in an overflow).
@@ -574,7 +600,7 @@ impl State {
                     continue;
                 }
                 if is_dir {
-                    stack.push((child, 0));
+                    stack.push((root, child, 0));
                 } else if emit {
                     self.send(change(root, child, Op::Update, false, 0, now))?;
                 }
@@ -582,6 +608,31 @@ impl State {
         }
         self.update_count();
         Ok(())
+    }
+}
+
+/// What a watch just added by path says of the map, which holds its wd at `held`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Identity {
+    /// The map did not hold it, or held it at this very path (a directory watched
+    /// twice: the kernel returns its wd again).
+    Known,
+    /// The map holds it at another directory: the inode was taken for the one there.
+    HeldElsewhere(usize, PathBuf),
+}
+
+/// Decides [`Identity`] for a watch added at `root`/`rel`. A root is never relinked
+/// (nor relinked to): its path is configured, not learnt from events.
+pub(super) fn identity(held: Option<(usize, PathBuf)>, root: usize, rel: &Path) -> Identity {
+    match held {
+        Some((at_root, at))
+            if (at_root, at.as_path()) != (root, rel)
+                && !at.as_os_str().is_empty()
+                && !rel.as_os_str().is_empty() =>
+        {
+            Identity::HeldElsewhere(at_root, at)
+        }
+        _ => Identity::Known,
     }
 }
 
@@ -632,6 +683,33 @@ fn into_inner<T>(mutex: Mutex<T>) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (wd held at, watch added at) → relinked from.
+    #[test]
+    fn a_wd_held_at_another_path_is_relinked_from_there() {
+        type At = (usize, &'static str);
+        let table: [(Option<At>, At, Option<At>); 7] = [
+            (None, (0, "d"), None),                             // new to the map
+            (Some((0, "d")), (0, "d"), None),                   // watched twice
+            (Some((0, "d.old")), (0, "d"), Some((0, "d.old"))), // taken for d.old
+            (Some((1, "d")), (0, "d"), Some((1, "d"))),         // the same name in another root
+            (Some((0, "a")), (0, "a/b"), Some((0, "a"))),       // now below where it was
+            (Some((0, "")), (0, "d"), None),                    // a root stays a root
+            (Some((0, "d")), (1, ""), None),                    // nor is relinked to
+        ];
+        for (held, (root, rel), expected) in table {
+            let held = held.map(|(r, p)| (r, PathBuf::from(p)));
+            let expected = match expected {
+                Some((r, p)) => Identity::HeldElsewhere(r, PathBuf::from(p)),
+                None => Identity::Known,
+            };
+            assert_eq!(
+                identity(held.clone(), root, Path::new(rel)),
+                expected,
+                "{held:?} → ({root}, {rel})"
+            );
+        }
+    }
 
     /// (counted device, is a directory, its device, its link count, same inode as
     /// listed) → not to be read.
