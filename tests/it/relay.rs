@@ -31,6 +31,14 @@ use crate::util::{RsyncDaemon, SYNC_LIMIT, options, rsyncd, tree, wait_until};
 /// README's exclude rule for a relay: rsync's receiving temporary files.
 const RSYNC_TEMP: &str = r"(.*/)?\.[^/]+\.[A-Za-z0-9]{6}";
 
+/// README's rsync exclude for a relay's `<commonParams>`: the same names, for the runs
+/// that list directories while the daemon writes into them (subtree syncs, directory
+/// moves, full syncs), which the `<filter>` rule cannot reach (it sees paths, not
+/// what rsync finds when it lists). Without it an edge once kept a
+/// `cache/.in7288.chvuSZ` (a CI rehearsal, seed 1578790913).
+const RSYNC_TEMP_PARAM: &str =
+    "--exclude=.*.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]";
+
 /// How long the source churns (`SERSYNC_CHURN_SECONDS` overrides).
 const CHURN: Duration = Duration::from_secs(8);
 
@@ -58,6 +66,11 @@ fn config(dir: &Path, root: &Path, to: &[&RsyncDaemon], deliveries: Option<u16>)
         ),
         None => (String::new(), ""),
     };
+    let params = if deliveries.is_some() {
+        format!(" {RSYNC_TEMP_PARAM}")
+    } else {
+        String::new()
+    };
     let remotes: String = to
         .iter()
         .map(|d| {
@@ -70,7 +83,7 @@ fn config(dir: &Path, root: &Path, to: &[&RsyncDaemon], deliveries: Option<u16>)
         .collect();
     let xml = format!(
         "<head version=\"2.5\">\n{relay}<sersync>\n<localpath watch=\"{root}\">\n{remotes}</localpath>\n\
-         <rsync><commonParams params=\"-artuz\"/>\
+         <rsync><commonParams params=\"-artuz{params}\"/>\
          <auth start=\"true\" users=\"{user}\" passwordfile=\"{password}\"/></rsync>\n\
          <failLog path=\"{dir}/faillog\" timeToExecute=\"0.05\"/>\n{enabled}</sersync>\n</head>\n",
         user = rsyncd::USER,
