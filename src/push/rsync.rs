@@ -658,27 +658,20 @@ pub fn temp_cleanup<'p>(
 /// `/dir/.NAME.??????` (anchored, literal parts escaped): the temp names rsync's receiver
 /// gives `dir/NAME` (a leading dot of NAME dropped, a long NAME trimmed: then a prefix).
 fn temp_name_pattern(parent: &Path, name: &[u8]) -> Vec<u8> {
-    let escape = |out: &mut Vec<u8>, bytes: &[u8]| {
-        for &b in bytes {
-            if matches!(b, b'*' | b'?' | b'[' | b'\\') {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-    };
+    // The pattern always holds wildcards (`??????`), so every literal part is escaped.
     let mut out = vec![b'/'];
     if !parent.as_os_str().is_empty() {
-        escape(&mut out, parent.as_os_str().as_bytes());
+        push_escaped(&mut out, parent.as_os_str().as_bytes());
         out.push(b'/');
     }
     let name = name.strip_prefix(b".").unwrap_or(name);
     out.push(b'.');
     if name.len() > TEMP_NAME_WHOLE {
         // Trimmed to at most TEMP_NAME_WHOLE bytes, fewer at a split UTF-8 character.
-        escape(&mut out, &name[..TEMP_NAME_WHOLE - 8]);
+        push_escaped(&mut out, &name[..TEMP_NAME_WHOLE - 8]);
         out.push(b'*');
     } else {
-        escape(&mut out, name);
+        push_escaped(&mut out, name);
     }
     out.extend_from_slice(b".??????");
     out
@@ -743,13 +736,23 @@ pub fn exact_pattern(rel: &Path) -> OsString {
     let wild = bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
     let mut out = Vec::with_capacity(bytes.len() + 2);
     out.push(b'/');
+    if wild {
+        push_escaped(&mut out, bytes);
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    OsString::from_vec(out)
+}
+
+/// Appends `bytes` to a pattern that holds wildcards, each wildcard and backslash
+/// escaped: rsync reads a backslash as an escape only in a pattern with wildcards.
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     for &b in bytes {
-        if wild && matches!(b, b'*' | b'?' | b'[' | b'\\') {
+        if matches!(b, b'*' | b'?' | b'[' | b'\\') {
             out.push(b'\\');
         }
         out.push(b);
     }
-    OsString::from_vec(out)
 }
 
 /// The NUL-separated exclude list for a full sync.
