@@ -112,6 +112,18 @@ fn change(rel: &str, op: Op, now: Instant) -> FsEvent {
     })
 }
 
+/// A rename inside root 0 (`from` and `to` both pushed).
+fn rename(from: &str, to: &str, is_dir: bool, now: Instant) -> FsEvent {
+    FsEvent::Move(crate::job::Move {
+        root: 0,
+        from: PathBuf::from(from),
+        to: PathBuf::from(to),
+        is_dir,
+        mask: 0,
+        seen: now,
+    })
+}
+
 fn paths(job: &PushJob) -> Vec<String> {
     match &job.kind {
         JobKind::Batch { entries } => names(entries.iter().map(|e| e.rel.to_path_buf())),
@@ -753,17 +765,7 @@ fn random_histories_leave_an_empty_journal_once_everything_is_pushed() {
                         continue; // no rename into or onto its own ancestor
                     }
                     history.push(format!("move {from} {to} dir={is_dir}"));
-                    s.observe(
-                        FsEvent::Move(crate::job::Move {
-                            root: 0,
-                            from: PathBuf::from(from),
-                            to: PathBuf::from(to),
-                            is_dir,
-                            mask: 0,
-                            seen: now,
-                        }),
-                        now,
-                    );
+                    s.observe(rename(from, to, is_dir, now), now);
                 }
                 0 | 1 => {
                     let rel = NAMES[usize::try_from(next(8)).unwrap_or(0)];
@@ -859,19 +861,12 @@ fn a_move_does_not_linger_behind_a_running_job() {
     let journal = Arc::new(Recorder::default());
     let now = Instant::now();
     let mut s = scheduler(&journal, now);
-    let mv = |from: &str, to: &str, is_dir| {
-        FsEvent::Move(crate::job::Move {
-            root: 0,
-            from: PathBuf::from(from),
-            to: PathBuf::from(to),
-            is_dir,
-            mask: 0,
-            seen: now,
-        })
-    };
     // One `mv` burst: a directory and a file renamed in the same bite of events.
-    s.observe(mv("rel/release.new", "rel/release", true), now);
-    s.observe(mv("rel/upload.bin", "rel/upload-final.bin", false), now);
+    s.observe(rename("rel/release.new", "rel/release", true, now), now);
+    s.observe(
+        rename("rel/upload.bin", "rel/upload-final.bin", false, now),
+        now,
+    );
     let first = s.next_job(now).expect("the first move");
     assert!(matches!(first.kind, JobKind::Move { .. }), "{first:?}");
     // A batch would linger for the running job (LINGER); a move joins no batch and goes.
