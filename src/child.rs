@@ -10,7 +10,7 @@
 //! its temporary file on SIGTERM, which a SIGKILL would leave behind in a local mirror.
 //! The group is signalled before the leader is reaped, so its id cannot have been reused.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
+
+use crate::argv::Argv;
 use wait_timeout::ChildExt;
 
 /// How long a stopped group gets between SIGTERM and SIGKILL.
@@ -66,7 +68,7 @@ pub struct Spec<'a, 'o, 'f> {
     /// The program (looked up in `PATH` when it has no `/`).
     pub program: &'a OsStr,
     /// Its arguments.
-    pub args: &'a [OsString],
+    pub args: &'a Argv,
     /// Variables added to the inherited environment.
     pub env: &'a [(&'a str, &'a OsStr)],
     /// Working directory; ours when `None`.
@@ -127,7 +129,7 @@ pub fn run(spec: Spec<'_, '_, '_>) -> Result<Finished, ChildError> {
     }
     let mut command = Command::new(spec.program);
     command
-        .args(spec.args)
+        .args(spec.args.iter())
         // Its own group, so that stopping it stops what it started (rsync's ssh).
         .process_group(0)
         .stdin(if spec.stdin.is_some() {
@@ -332,7 +334,7 @@ fn tail_reader(
 mod tests {
     use super::*;
 
-    fn spec<'a, 'o, 'f>(program: &'a str, args: &'a [OsString]) -> Spec<'a, 'o, 'f> {
+    fn spec<'a, 'o, 'f>(program: &'a str, args: &'a Argv) -> Spec<'a, 'o, 'f> {
         Spec {
             program: OsStr::new(program),
             args,
@@ -346,8 +348,8 @@ mod tests {
         }
     }
 
-    fn sh(script: &str) -> Vec<OsString> {
-        vec!["-c".into(), script.into()]
+    fn sh(script: &str) -> Argv {
+        ["-c", script].into_iter().collect()
     }
 
     #[test]
@@ -478,7 +480,7 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_a_spawn_error() {
-        let args = Vec::new();
+        let args = Argv::new();
         assert!(matches!(
             run(spec("/nonexistent/program", &args)),
             Err(ChildError::Spawn(_))

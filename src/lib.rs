@@ -8,6 +8,7 @@
 //! `backoff`, `humanize`, `journal_key`, `paths`, `secret` and `urlencode` are leaves every stage
 //! may import; imports flow one way (`tests/it/imports.rs` fails on a cycle).
 
+pub mod argv;
 pub mod backoff;
 pub mod cdn;
 pub mod child;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use crate::argv::Argv;
 use crate::child::{self, ChildError, Ending};
 use crate::config::{CommandConfig, ProgramWords};
 use crate::filter::Rule;
@@ -114,7 +115,7 @@ impl CommandPlugin {
         log::debug!("{}: running {argv:?}", abs.display());
         let finished = child::run(child::Spec {
             program: &argv[0],
-            args: &argv[1..],
+            args: &Argv::from(&argv[1..]),
             env: &[("SERSYNC_EVENT", &event), ("SERSYNC_PATH", abs.as_os_str())],
             dir: None,
             stdin: None,

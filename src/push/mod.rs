@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::argv::Argv;
 use crate::child::Cancel;
 use crate::config::{Remote, RsyncConfig};
 use crate::filter::Filter;
@@ -409,7 +410,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation<'r> {
     /// The argument vector after the program.
-    pub args: Vec<OsString>,
+    pub args: Argv,
     /// The working directory (the root, for a batch whose paths are `./rel` arguments).
     pub dir: Option<&'r Path>,
     /// Bytes on rsync's stdin: NUL-separated paths (big batch) or exclude patterns (full
@@ -438,14 +439,14 @@ pub fn invocation<'r>(
                     stdin: Vec::new(),
                 },
                 None => Invocation {
-                    args: rsync::args(rsync, root, remote, RunKind::Batch { delete }, &[]),
+                    args: rsync::args(rsync, root, remote, RunKind::Batch { delete }, &[]).into(),
                     dir: None,
                     stdin: rsync::batch_stdin(entries),
                 },
             }
         }
         JobKind::Subtree { rel } => Invocation {
-            args: rsync::args(rsync, root, remote, RunKind::Subtree { rel }, &[]),
+            args: rsync::args(rsync, root, remote, RunKind::Subtree { rel }, &[]).into(),
             dir: Some(root),
             stdin: rsync::exclude_stdin(excluded),
         },
@@ -460,7 +461,7 @@ pub fn invocation<'r>(
             // Progress on stdout, read by `progress.rs`; before the source and destination.
             args.insert(args.len().saturating_sub(2), progress::RSYNC_OPTION.into());
             Invocation {
-                args,
+                args: args.into(),
                 dir: None,
                 stdin: rsync::exclude_stdin(excluded),
             }

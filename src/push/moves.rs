@@ -32,6 +32,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::rsync::{self, Finished};
 use super::{PushContext, guard, invocation};
+use crate::argv::Argv;
 use crate::config::{Remote, RsyncConfig};
 use crate::filter::Filter;
 use crate::job::{Disposition, Entry, JobKind, Op, PushFailure, PushJob};
@@ -233,6 +234,7 @@ pub(super) fn run(
             *by_content,
             &excluded,
         );
+        let args = Argv::from(args);
         commands.push(rsync::describe(&context.rsync.binary, &args));
         log::debug!("{} -> {remote}: {}", root.display(), commands[0]);
         let finished = rsync::run_observed(

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::share;
+use crate::argv::Argv;
 use crate::child::{self, Cancel, ChildError, Ending};
 use crate::config::{Remote, RsyncConfig};
 use crate::job::{Disposition, Entry, Op, PushFailure};
@@ -129,13 +130,14 @@ pub fn args(
 /// for a list of 10,000 paths the list alone costs ~250,000 system calls; arguments cost
 /// none (measured: client CPU of a 10,000-file batch 0.37 s → 0.18 s). The `./` prefix
 /// keeps a name starting with `-` from being an option and a `:` in a name from making
-/// it a remote `host:path`; `--` ends the options anyway.
+/// it a remote `host:path`; `--` ends the options anyway. The paths go straight into
+/// one [`Argv`] buffer: no string of its own per path.
 pub fn batch_argv(
     rsync: &RsyncConfig,
     remote: &Remote,
     delete: bool,
     entries: &[Entry],
-) -> Option<Vec<OsString>> {
+) -> Option<Argv> {
     let bytes: usize = entries
         .iter()
         .map(|e| e.rel.as_os_str().len() + 3 + std::mem::size_of::<usize>())
@@ -153,13 +155,19 @@ pub fn batch_argv(
     }
     args.extend(remote_options(rsync, remote));
     args.push("--".into());
+    let options: usize = args.iter().map(|a| a.len()).sum();
+    let paths: usize = entries.iter().map(|e| e.rel.as_os_str().len() + 2).sum();
+    let destination = destination(rsync, remote);
+    let mut argv = Argv::with_capacity(
+        args.len() + entries.len() + 1,
+        options + paths + destination.len(),
+    );
+    argv.extend(&args);
     for entry in entries {
-        let mut arg = OsString::from("./");
-        arg.push(entry.rel.as_os_str());
-        args.push(arg);
+        argv.push_parts(&[b"./", entry.rel.as_os_str().as_bytes()]);
     }
-    args.push(destination(rsync, remote));
-    Some(args)
+    argv.push(destination);
+    Some(argv)
 }
 
 /// Options of a subtree sync ([`RunKind::Subtree`]). `--relative` with the source
@@ -291,10 +299,10 @@ pub fn batch_stdin(entries: &[Entry]) -> Vec<u8> {
 /// A human-readable command line for logs and the journal: quoted for a POSIX shell
 /// (lossy for non-UTF-8 bytes), never containing a secret (rsync reads the password
 /// from the file named by `--password-file`, whose content we never read).
-pub fn describe(program: &Path, args: &[OsString]) -> String {
-    std::iter::once(program.as_os_str())
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(|arg| shell_words::quote(&arg.to_string_lossy()).into_owned())
+pub fn describe<A: AsRef<OsStr>>(program: &Path, args: impl IntoIterator<Item = A>) -> String {
+    let quote = |arg: &OsStr| shell_words::quote(&arg.to_string_lossy()).into_owned();
+    std::iter::once(quote(program.as_os_str()))
+        .chain(args.into_iter().map(|a| quote(a.as_ref())))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -318,7 +326,7 @@ const REPORT_KEEP: usize = 1 << 20;
 const MAX_REPORTED: usize = 65_536;
 
 /// Runs rsync with `stdin` as its standard input and waits, at most `limit` when given.
-pub fn run(program: &Path, args: &[OsString], stdin: &[u8], limit: Option<Duration>) -> Finished {
+pub fn run(program: &Path, args: &Argv, stdin: &[u8], limit: Option<Duration>) -> Finished {
     run_observed(program, args, stdin, limit, None, None, None)
 }
 
@@ -335,7 +343,7 @@ pub type OnStdout<'a> = child::OnStdout<'a>;
 /// paths are journaled by the scheduler).
 pub fn run_observed(
     program: &Path,
-    args: &[OsString],
+    args: &Argv,
     stdin: &[u8],
     limit: Option<Duration>,
     on_stdout: Option<&mut OnStdout<'_>>,
@@ -591,7 +599,7 @@ const TEMP_CLEANUP_OPTIONS: [&str; 9] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TempCleanup {
     /// The argument vector after the program; run in the root.
-    pub args: Vec<OsString>,
+    pub args: Argv,
     /// The filter rules rsync reads as a merge file (`--filter=. -`), NUL-separated.
     pub stdin: Vec<u8>,
 }
@@ -652,7 +660,10 @@ pub fn temp_cleanup<'p>(
         args.push(source);
     }
     args.push(destination(rsync, remote));
-    Some(TempCleanup { args, stdin })
+    Some(TempCleanup {
+        args: args.into(),
+        stdin,
+    })
 }
 
 /// `/dir/.NAME.??????` (anchored, literal parts escaped): the temp names rsync's receiver

@@ -282,7 +282,11 @@ fn batches_never_get_the_nanosecond_window() {
         op: Op::Update,
         is_dir: false,
     }];
-    let small = strings(&batch_argv(&config(&["-a"]), &remote, true, &entries).expect("fits"));
+    let small = strings(
+        &batch_argv(&config(&["-a"]), &remote, true, &entries)
+            .expect("fits")
+            .to_vec(),
+    );
     let big = strings(&args(
         &config(&["-a"]),
         Path::new("/w"),
@@ -390,7 +394,7 @@ fn temp_cleanup_deletes_only_temp_names_of_the_batch_in_its_directories() {
         panic!("a cleanup for a non-empty batch");
     };
     assert_eq!(
-        strings(&cleanup.args),
+        strings(&cleanup.args.to_vec()),
         [
             "-artuz",
             "--no-recursive",
@@ -555,7 +559,7 @@ fn describe_quotes_and_hides_nothing_secret() {
 
 #[test]
 fn run_reports_spawn_failure_as_retryable() {
-    let finished = run(Path::new("/nonexistent/rsync"), &[], b"", None);
+    let finished = run(Path::new("/nonexistent/rsync"), &Argv::new(), b"", None);
     let Disposition::RemoteDown(failure) = finished.disposition else {
         panic!("spawn failure is a remote-down retry: {finished:?}")
     };
@@ -566,7 +570,7 @@ fn run_reports_spawn_failure_as_retryable() {
 fn run_kills_after_limit() {
     let failure = run(
         Path::new("sleep"),
-        &["5".into()],
+        &["5"].into_iter().collect(),
         b"",
         Some(Duration::from_millis(200)),
     )
@@ -598,7 +602,7 @@ fn batch_argv_passes_paths_as_dot_slash_arguments_after_double_dash() {
     ];
     let args = batch_argv(&config(&["-artuz"]), &remote, true, &entries).expect("fits");
     assert_eq!(
-        strings(&args),
+        strings(&args.to_vec()),
         [
             "-artuz",
             "--no-recursive",
@@ -618,7 +622,7 @@ fn batch_argv_passes_paths_as_dot_slash_arguments_after_double_dash() {
         ]
     );
     let keep = batch_argv(&config(&["-a"]), &remote, false, &entries).expect("fits");
-    assert!(strings(&keep).contains(&"--ignore-missing-args".to_owned()));
+    assert!(strings(&keep.to_vec()).contains(&"--ignore-missing-args".to_owned()));
 }
 
 #[test]
