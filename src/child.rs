@@ -175,11 +175,17 @@ pub fn run(spec: Spec<'_, '_, '_>) -> Result<Finished, ChildError> {
                 }
             });
         }
-        if let (Some(mut input), Some(bytes)) = (input, spec.stdin) {
+        match (input, spec.stdin) {
+            // Nothing to write (a batch whose paths are arguments): closed at once, no
+            // thread for it.
+            (Some(input), Some([])) => drop(input),
             // On its own thread: the child may fill stdout or stderr before reading stdin.
-            scope.spawn(move || {
-                let _ = input.write_all(bytes); // an early exit shows in its status
-            });
+            (Some(mut input), Some(bytes)) => {
+                scope.spawn(move || {
+                    let _ = input.write_all(bytes); // an early exit shows in its status
+                });
+            }
+            _ => {}
         }
         wait(&mut child, spec.limit, spec.cancel)
     });

@@ -25,6 +25,12 @@ pub fn render(view: &View, process: &Process) -> String {
     );
     out.sample("sersync_build_info", &[("version", &process.version)], 1);
     out.single(
+        "process_cpu_seconds_total",
+        "counter",
+        "CPU time of the sersync process: every thread, living or ended; rsync and other children are not counted.",
+        process_cpu_seconds(),
+    );
+    out.single(
         "sersync_start_time_seconds",
         "gauge",
         "Unix time the daemon started.",
@@ -313,6 +319,14 @@ fn remotes(out: &mut Out, view: &View) {
     }
 }
 
+/// The process's CPU time with nanosecond resolution (`CLOCK_PROCESS_CPUTIME_ID`), where
+/// `/proc/PID/stat` counts 10 ms clock ticks: a burst's share of a few ticks is not a
+/// figure. Printed with microseconds.
+fn process_cpu_seconds() -> String {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    format!("{}.{:06}", t.tv_sec, t.tv_nsec / 1000)
+}
+
 #[derive(Default)]
 struct Out(String);
 
@@ -361,5 +375,27 @@ mod tests {
         let mut out = Out::default();
         out.sample("x", &[("root", "/a \"b\""), ("le", "+Inf")], 3);
         assert_eq!(out.0, "x{root=\"/a \\\"b\\\"\",le=\"+Inf\"} 3\n");
+    }
+    #[test]
+    fn process_cpu_time_counts_this_process_in_microseconds() {
+        let parse = |text: String| -> f64 { text.parse().expect("a number") };
+        let before = parse(process_cpu_seconds());
+        // Spin for 30 ms of this thread's own CPU time (wall time would depend on load).
+        let thread = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+            t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+        };
+        let start = thread();
+        let mut x = 0u64;
+        while thread() - start < 0.030 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = process_cpu_seconds();
+        assert_eq!(after.split('.').nth(1).map(str::len), Some(6), "{after}");
+        let spent = parse(after) - before;
+        assert!(
+            spent >= 0.0299,
+            "30 ms of this thread's CPU counted as {spent} s"
+        );
     }
 }
