@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use super::rel::{Rel, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
+use ledger::Take;
+pub use ledger::{Ledger, PendingView};
 
-/// One path waiting to be pushed: 16 bytes, held once per queued path and remote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One path waiting to be pushed: 16 bytes, held once per queued path and remote whose
+/// change differs, once for all the others ([`ledger`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
     /// What to do: the latest event wins.
     pub op: Op,
@@ -129,7 +132,8 @@ pub struct Caps {
 /// The state of one target.
 #[derive(Debug, Default)]
 pub struct TargetQueue {
-    pending: BTreeMap<Rel, Pending>,
+    /// This remote's pending changes, kept in its root's ledger with the other remotes'.
+    pending: PendingView,
     /// Dispatch order (FIFO); may hold names no longer pending, skipped lazily.
     order: VecDeque<Rel>,
     /// Every path in a running job.
@@ -191,6 +195,15 @@ pub struct TargetQueue {
 }
 
 impl TargetQueue {
+    /// A queue whose pending changes are kept in `pending`'s ledger, with those of the
+    /// other remotes of its root.
+    pub fn sharing(pending: PendingView) -> TargetQueue {
+        TargetQueue {
+            pending,
+            ..TargetQueue::default()
+        }
+    }
+
     /// Merges one change. A directory delete subsumes the pending changes below it.
     ///
     /// A directory that was deleted (or moved away) and is a directory again under the
@@ -199,56 +212,59 @@ impl TargetQueue {
     /// new directory alone (`--no-recursive`) would leave the old content on the remote.
     pub fn observe(&mut self, rel: impl Into<Rel>, op: Op, is_dir: bool, mask: u32, now: Instant) {
         let rel: Rel = rel.into();
+        self.before_merge(&rel, op, is_dir, now);
+        let vacant = self
+            .pending
+            .merge(rel.clone(), op, is_dir, mask, Seen::at(now));
+        self.merged(rel, vacant);
+    }
+
+    /// What [`TargetQueue::observe`] does before the change is merged into the pending
+    /// map. The scheduler runs this for every remote of a root, merges the change into
+    /// all of them at once ([`PendingView::merge_all`]), then runs
+    /// [`TargetQueue::merged`] for each: the same as one `observe` per remote, since a
+    /// remote's bookkeeping reads only its own changes.
+    pub fn before_merge(&mut self, rel: &Rel, op: Op, is_dir: bool, now: Instant) {
         if op == Op::Delete {
-            self.cancel_moves_onto(&rel, is_dir);
+            self.cancel_moves_onto(rel, is_dir);
         }
         if op == Op::Delete && is_dir {
-            let below: Vec<Rel> = self.descendants(&rel).cloned().collect();
+            let below = self.pending.descendants(rel);
             for path in below {
                 self.pending.remove(&path);
                 self.holds.remove(&path);
             }
-            remove_keys_below(&mut self.deleted_dirs, &rel);
+            remove_keys_below(&mut self.deleted_dirs, rel);
             self.deleted_dirs.insert(rel.to_path_buf(), now);
             self.deleted_order.push_back((now, rel.to_path_buf()));
         } else if op == Op::Update && is_dir && self.deleted_dirs.remove(rel.as_path()).is_some() {
-            remove_keys_below(&mut self.deleted_dirs, &rel);
+            remove_keys_below(&mut self.deleted_dirs, rel);
             self.request_subtree(rel.to_path_buf());
         }
         // A file or symlink that takes the name is remembered as well: its push (with
         // `--force`) would replace the remote directory whole, but a directory again under
         // the name before it went out supersedes it in the queue.
-        if self.blocked && !self.conflicts(&rel, op, is_dir) {
+        if self.blocked && !self.conflicts(rel, op, is_dir) {
             self.blocked = false;
         }
         if self.down || self.journaled.contains(rel.as_path()) {
             self.due_for_journal.insert(rel.to_path_buf());
         }
-        match self.pending.entry(rel) {
-            std::collections::btree_map::Entry::Occupied(mut found) => {
-                if !self.holds.is_empty() {
-                    self.holds.remove(found.key());
-                }
-                // Shared with the other remotes' queues (and their batches): whoever
-                // sends it next measures it again.
-                found.key().forget_size();
-                let existing = found.get_mut();
-                existing.op = op;
-                existing.is_dir = is_dir;
-                existing.mask = mask;
-            }
-            std::collections::btree_map::Entry::Vacant(vacant) => {
-                self.order.push_back(vacant.key().clone());
-                let pending = Pending {
-                    op,
-                    is_dir,
-                    mask,
-                    seen: Seen::at(now),
-                    attempts: 0,
-                };
-                vacant.insert(pending);
-            }
+    }
+
+    /// What [`TargetQueue::observe`] does after the change was merged: `vacant`, the path
+    /// was not pending here (it joins the dispatch order).
+    pub fn merged(&mut self, rel: Rel, vacant: bool) {
+        if vacant {
+            self.order.push_back(rel);
+        } else if !self.holds.is_empty() {
+            self.holds.remove(&rel);
         }
+    }
+
+    /// This queue's view of its root's ledger (the scheduler merges through it).
+    pub fn pending_view(&self) -> &PendingView {
+        &self.pending
     }
 
     /// Asks for a subtree sync of `rel` (merged into one of an ancestor already asked for).
@@ -280,17 +296,14 @@ impl TargetQueue {
     }
 
     /// Whether `rel` waits to be pushed.
-    pub fn is_pending<Q: Ord + ?Sized>(&self, rel: &Q) -> bool
-    where
-        Rel: std::borrow::Borrow<Q>,
-    {
+    pub fn is_pending(&self, rel: &Path) -> bool {
         self.pending.contains_key(rel)
     }
 
     /// The change waiting for `rel`, as it would be pushed.
     pub fn pending_entry(&self, rel: &Path) -> Option<Entry> {
         self.pending.get_key_value(rel).map(|(rel, p)| Entry {
-            rel: rel.clone(),
+            rel,
             op: p.op,
             is_dir: p.is_dir,
         })
@@ -298,7 +311,7 @@ impl TargetQueue {
 
     /// The stored path of `rel`, if it waits (tests look at what is shared).
     #[cfg(test)]
-    pub(crate) fn pending_key(&self, rel: &Path) -> Option<&Rel> {
+    pub(crate) fn pending_key(&self, rel: &Path) -> Option<Rel> {
         self.pending.get_key_value(rel).map(|(key, _)| key)
     }
 
@@ -434,10 +447,10 @@ impl TargetQueue {
         {
             out.push(Work::WholeRoot);
         }
-        for (rel, pending) in &self.pending {
+        for (rel, pending) in self.pending.entries() {
             if behind(rel.as_path()) {
                 out.push(self.journal_form(Work::Path(Entry {
-                    rel: rel.clone(),
+                    rel,
                     op: pending.op,
                     is_dir: pending.is_dir,
                 })));
@@ -570,7 +583,7 @@ impl TargetQueue {
             if self.deleted_dirs.get(&rel) != Some(&at) {
                 continue; // forgotten, or noted again later
             }
-            if self.pending.contains_key(rel.as_path()) || self.in_flight.contains(&rel) {
+            if self.pending.contains_key(&rel) || self.in_flight.contains(&rel) {
                 self.deleted_dirs.insert(rel.clone(), now);
                 self.deleted_order.push_back((now, rel));
             } else {
@@ -680,37 +693,41 @@ impl TargetQueue {
         let mut batch = Vec::with_capacity(room);
         let mut aside = Vec::new();
         let mut chosen = Chosen::with_capacity(room);
+        let (mut ledger, remote) = self.pending.lock();
         while let Some(path) = self.order.pop_front() {
             // One search per path (taken or set aside), not two.
-            let std::collections::btree_map::Entry::Occupied(found) = self.pending.entry(path)
-            else {
-                continue;
-            };
-            let (path, pending) = (found.key(), found.get());
-            if self.holds.get(path).is_some_and(|nb| *nb > now)
-                || (!self.moves.is_empty()
-                    && Self::move_ends_block(
-                        &self.move_ends,
-                        path,
-                        pending.op == Op::Delete || !pending.is_dir,
-                    ))
-                || self.in_flight.conflicts(path, pending.op, pending.is_dir)
-                || Self::conflicts_with_chosen(&chosen, path, pending)
-            {
-                aside.push(path.clone());
-                continue;
+            let mut full = false;
+            let took = ledger.take_if(remote, path, |path, pending| {
+                let blocked = self.holds.get(path).is_some_and(|nb| *nb > now)
+                    || (!self.moves.is_empty()
+                        && Self::move_ends_block(
+                            &self.move_ends,
+                            path,
+                            pending.op == Op::Delete || !pending.is_dir,
+                        ))
+                    || self.in_flight.conflicts(path, pending.op, pending.is_dir)
+                    || Self::conflicts_with_chosen(&chosen, path, pending);
+                full = !blocked && batch.len() >= caps.max_paths;
+                !blocked && !full
+            });
+            match took {
+                Take::Absent => {}
+                Take::Kept(path) => {
+                    aside.push(path);
+                    if full {
+                        break;
+                    }
+                }
+                Take::Taken(path, pending) => {
+                    if !self.holds.is_empty() {
+                        self.holds.remove(&path); // expired: nothing to keep
+                    }
+                    chosen.insert(&path, pending.op, pending.is_dir);
+                    batch.push(Taken { rel: path, pending });
+                }
             }
-            if batch.len() >= caps.max_paths {
-                aside.push(path.clone());
-                break;
-            }
-            let (path, pending) = found.remove_entry();
-            if !self.holds.is_empty() {
-                self.holds.remove(&path); // expired: nothing to keep
-            }
-            chosen.insert(&path, pending.op, pending.is_dir);
-            batch.push(Taken { rel: path, pending });
         }
+        drop(ledger);
         for path in aside.into_iter().rev() {
             self.order.push_front(path);
         }
@@ -736,7 +753,8 @@ impl TargetQueue {
         self.order.clear();
         self.held.clear();
         self.holds.clear();
-        std::mem::take(&mut self.pending)
+        self.pending
+            .drain()
             .into_iter()
             .map(|(rel, pending)| Taken { rel, pending })
             .collect()
@@ -882,16 +900,6 @@ impl TargetQueue {
     pub fn drain(&mut self) -> Vec<Taken> {
         self.take_all()
     }
-
-    fn descendants<'a>(&'a self, rel: &'a Path) -> impl Iterator<Item = &'a Rel> + 'a {
-        use std::ops::Bound;
-        // `Rel`'s order is `Path`'s for the normalized paths queues hold (see `rel.rs`).
-        self.pending
-            .range::<Path, _>((Bound::Included(rel), Bound::Unbounded))
-            .skip_while(move |(p, _)| p.as_path() == rel)
-            .map(|(p, _)| p)
-            .take_while(move |p| p.starts_with(rel))
-    }
 }
 
 /// The paths chosen for one batch, and every directory above one of them (for the
@@ -970,6 +978,7 @@ fn per_path_backoff(attempts: u32, cap: Duration) -> Duration {
 }
 
 mod in_flight;
+mod ledger;
 mod moves;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::delivery::Delivery;
 use super::journal::Journal;
-use super::queue::{Caps, FullRequest, Plan, Ran, Taken, TargetQueue};
+use super::queue::{Caps, FullRequest, Ledger, PendingView, Plan, Ran, Seen, Taken, TargetQueue};
 use super::rel::Rel;
 use crate::config::CrontabConfig;
 use crate::job::{Change, Entry, FsEvent, JobKind, Move, Op, PushJob, Scope, TargetId, Work};
@@ -94,9 +94,12 @@ impl Scheduler {
         let mut queues = BTreeMap::new();
         let mut by_key = HashMap::new();
         for (root, keys) in config.target_keys.iter().enumerate() {
+            // The remotes of a root keep their pending changes in one ledger.
+            let ledger = Ledger::shared();
             for (remote, key) in keys.iter().enumerate() {
                 let id = TargetId { root, remote };
-                queues.insert(id, TargetQueue::default());
+                let view = PendingView::new(Arc::clone(&ledger), remote);
+                queues.insert(id, TargetQueue::sharing(view));
                 by_key.insert(key.to_string(), (id, false));
                 by_key.insert(key.legacy_text(), (id, true));
             }
@@ -222,24 +225,51 @@ impl Scheduler {
                 let n_remotes = self.config.target_keys.get(change.root).map_or(0, Vec::len);
                 // One copy of the path, shared by every remote's queue.
                 let rel = Rel::from(change.rel.as_path());
-                for remote in 0..n_remotes {
-                    if let Some(queue) = self.queues.get_mut(&TargetId {
-                        root: change.root,
-                        remote,
-                    }) {
-                        queue.observe(
-                            rel.clone(),
-                            change.op,
-                            change.is_dir,
-                            change.mask,
-                            change.seen.min(now),
-                        );
-                    }
-                }
+                self.observe_change(change.root, n_remotes, &rel, &change, change.seen.min(now));
                 if self.config.track_delivery {
                     self.delivery.owe(&change, n_remotes);
                 }
             }
+        }
+    }
+
+    /// [`TargetQueue::observe`] for every remote of `root`, with the change merged into
+    /// their ledger once: each queue's bookkeeping before, one merge for the remotes
+    /// that share it, each queue's bookkeeping after.
+    fn observe_change(
+        &mut self,
+        root: usize,
+        n_remotes: usize,
+        rel: &Rel,
+        change: &Change,
+        seen: Instant,
+    ) {
+        let (op, is_dir, mask) = (change.op, change.is_dir, change.mask);
+        let id = |remote| TargetId { root, remote };
+        let mut view = None;
+        for remote in 0..n_remotes {
+            if let Some(queue) = self.queues.get_mut(&id(remote)) {
+                queue.before_merge(rel, op, is_dir, seen);
+                view.get_or_insert_with(|| queue.pending_view().clone());
+            }
+        }
+        let Some(view) = view else {
+            return;
+        };
+        let shared = n_remotes.min(PendingView::SHARED);
+        let vacant = view.merge_all(shared, rel.clone(), op, is_dir, mask, Seen::at(seen));
+        for remote in 0..n_remotes {
+            let Some(queue) = self.queues.get_mut(&id(remote)) else {
+                continue;
+            };
+            let vacant = if remote < shared {
+                vacant & (1 << remote) != 0
+            } else {
+                queue
+                    .pending_view()
+                    .merge(rel.clone(), op, is_dir, mask, Seen::at(seen))
+            };
+            queue.merged(rel.clone(), vacant);
         }
     }
 

@@ -48,7 +48,7 @@ impl TargetQueue {
         let basis = self.basis_of(&from, is_dir);
         if is_dir {
             // The move replaces whatever `to` was; the run that makes it deletes the rest.
-            let below: Vec<Rel> = self.descendants(&to).cloned().collect();
+            let below = self.pending.descendants(&to);
             for path in below {
                 self.pending.remove(&path);
                 self.holds.remove(&path);
@@ -91,7 +91,7 @@ impl TargetQueue {
     fn remote_may_hold(&self, to: &Path) -> bool {
         let at_or_below = |p: &PathBuf| p.starts_with(to);
         self.pending.contains_key(to)
-            || self.descendants(to).next().is_some()
+            || self.pending.has_descendants(to)
             || self
                 .journaled
                 .range(to.to_path_buf()..)
@@ -144,7 +144,7 @@ impl TargetQueue {
 
     /// Pending changes strictly below `from` are re-keyed below `to`.
     fn follow(&mut self, from: &Path, to: &Path, now: Instant) {
-        let below: Vec<Rel> = self.descendants(from).cloned().collect();
+        let below = self.pending.descendants(from);
         for path in below {
             let Some(pending) = self.pending.remove(&path) else {
                 continue;

@@ -682,12 +682,12 @@ fn the_remotes_of_a_root_share_each_queued_path() {
     s.observe(change("d/a.txt", Op::Update, now), now);
     s.observe(change("d/b.txt", Op::Update, now), now);
     let shared = |s: &Scheduler, rel: &str| {
-        let keys: Vec<&Rel> = s
+        let keys: Vec<Rel> = s
             .queues
             .values()
             .filter_map(|q| q.pending_key(Path::new(rel)))
             .collect();
-        keys.len() == 10 && keys.iter().all(|k| k.shares(keys[0]))
+        keys.len() == 10 && keys.iter().all(|k| k.shares(&keys[0]))
     };
     assert!(shared(&s, "d/a.txt") && shared(&s, "d/b.txt"));
     // Taken by the first remote, whose rsync sent only one of them: the other comes back
@@ -714,7 +714,6 @@ fn batches_share_the_stored_path_and_a_change_forgets_its_size() {
         s.queues
             .values()
             .find_map(|q| q.pending_key(Path::new("d/a.txt")))
-            .cloned()
             .expect("still queued for the other remotes")
     };
     assert!(entries[0].rel.shares(&stored(&s)));

@@ -1,0 +1,346 @@
+//! The ledger against a model: one ordered map per remote, as the queues had before.
+//! Whatever the operations, every remote's view equals its own map.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+
+#[derive(Debug, Clone)]
+enum Step {
+    Merge {
+        remote: usize,
+        path: u8,
+        op: bool,
+        mask: u8,
+        at: u8,
+    },
+    MergeAll {
+        path: u8,
+        op: bool,
+        mask: u8,
+        at: u8,
+    },
+    Insert {
+        remote: usize,
+        path: u8,
+        attempts: u8,
+        at: u8,
+    },
+    Remove {
+        remote: usize,
+        path: u8,
+    },
+    Take {
+        remote: usize,
+        path: u8,
+        take: bool,
+    },
+    Drain {
+        remote: usize,
+    },
+}
+
+const PATHS: [&str; 6] = ["a", "a/b", "a/b/c", "a-b", "b", "b/x"];
+
+fn path(i: u8) -> &'static str {
+    PATHS[usize::from(i) % PATHS.len()]
+}
+
+fn seen(at: u8) -> Seen {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    Seen::at(base + Duration::from_millis(u64::from(at % 3)))
+}
+
+fn op(delete: bool) -> Op {
+    if delete { Op::Delete } else { Op::Update }
+}
+
+fn step(remotes: usize) -> impl Strategy<Value = Step> {
+    let r = 0..remotes;
+    prop_oneof![
+        (r.clone(), any::<u8>(), any::<bool>(), 0u8..3, any::<u8>()).prop_map(
+            |(remote, path, op, mask, at)| Step::Merge {
+                remote,
+                path,
+                op,
+                mask,
+                at
+            }
+        ),
+        (any::<u8>(), any::<bool>(), 0u8..3, any::<u8>())
+            .prop_map(|(path, op, mask, at)| Step::MergeAll { path, op, mask, at }),
+        (r.clone(), any::<u8>(), 0u8..3, any::<u8>()).prop_map(|(remote, path, attempts, at)| {
+            Step::Insert {
+                remote,
+                path,
+                attempts,
+                at,
+            }
+        }),
+        (r.clone(), any::<u8>()).prop_map(|(remote, path)| Step::Remove { remote, path }),
+        (r.clone(), any::<u8>(), any::<bool>()).prop_map(|(remote, path, take)| Step::Take {
+            remote,
+            path,
+            take
+        }),
+        r.prop_map(|remote| Step::Drain { remote }),
+    ]
+}
+
+fn run(remotes: usize, steps: &[Step]) {
+    let ledger = Ledger::shared();
+    let views: Vec<PendingView> = (0..remotes)
+        .map(|r| PendingView::new(Arc::clone(&ledger), r))
+        .collect();
+    let mut model: Vec<BTreeMap<PathBuf, Pending>> = vec![BTreeMap::new(); remotes];
+    for (n, s) in steps.iter().enumerate() {
+        match *s {
+            Step::Merge {
+                remote,
+                path: p,
+                op: o,
+                mask,
+                at,
+            } => {
+                let vacant = views[remote].merge(
+                    Rel::from(Path::new(path(p))),
+                    op(o),
+                    false,
+                    mask.into(),
+                    seen(at),
+                );
+                let m = &mut model[remote];
+                let was = m.get(Path::new(path(p))).copied();
+                assert_eq!(vacant, was.is_none(), "step {n} {s:?}");
+                let next = match was {
+                    Some(old) => Pending {
+                        op: op(o),
+                        is_dir: false,
+                        mask: mask.into(),
+                        ..old
+                    },
+                    None => Pending {
+                        op: op(o),
+                        is_dir: false,
+                        mask: mask.into(),
+                        seen: seen(at),
+                        attempts: 0,
+                    },
+                };
+                m.insert(PathBuf::from(path(p)), next);
+            }
+            Step::MergeAll {
+                path: p,
+                op: o,
+                mask,
+                at,
+            } => {
+                let vacant = views[0].merge_all(
+                    remotes,
+                    Rel::from(Path::new(path(p))),
+                    op(o),
+                    false,
+                    mask.into(),
+                    seen(at),
+                );
+                for (r, m) in model.iter_mut().enumerate() {
+                    let was = m.get(Path::new(path(p))).copied();
+                    if r < 64 {
+                        assert_eq!(
+                            vacant & (1 << r) != 0,
+                            was.is_none(),
+                            "step {n} {s:?} remote {r}"
+                        );
+                    } else {
+                        // merge_all leaves remotes from 64 on to the caller
+                        views[r].merge(
+                            Rel::from(Path::new(path(p))),
+                            op(o),
+                            false,
+                            mask.into(),
+                            seen(at),
+                        );
+                    }
+                    let next = match was {
+                        Some(old) => Pending {
+                            op: op(o),
+                            is_dir: false,
+                            mask: mask.into(),
+                            ..old
+                        },
+                        None => Pending {
+                            op: op(o),
+                            is_dir: false,
+                            mask: mask.into(),
+                            seen: seen(at),
+                            attempts: 0,
+                        },
+                    };
+                    m.insert(PathBuf::from(path(p)), next);
+                }
+            }
+            Step::Insert {
+                remote,
+                path: p,
+                attempts,
+                at,
+            } => {
+                let pending = Pending {
+                    op: Op::Update,
+                    is_dir: true,
+                    mask: 9,
+                    seen: seen(at),
+                    attempts: attempts.into(),
+                };
+                views[remote].insert(Rel::from(Path::new(path(p))), pending);
+                model[remote].insert(PathBuf::from(path(p)), pending);
+            }
+            Step::Remove { remote, path: p } => {
+                let got = views[remote].remove(Path::new(path(p)));
+                assert_eq!(
+                    got,
+                    model[remote].remove(Path::new(path(p))),
+                    "step {n} {s:?}"
+                );
+            }
+            Step::Take {
+                remote,
+                path: p,
+                take,
+            } => {
+                let (mut l, r) = views[remote].lock();
+                let got = l.take_if(r, Rel::from(Path::new(path(p))), |_, _| take);
+                drop(l);
+                let m = &mut model[remote];
+                match got {
+                    Take::Absent => assert!(!m.contains_key(Path::new(path(p))), "step {n} {s:?}"),
+                    Take::Kept(rel) => {
+                        assert!(!take && m.contains_key(rel.as_path()), "step {n} {s:?}");
+                    }
+                    Take::Taken(rel, pending) => {
+                        assert!(take, "step {n}");
+                        assert_eq!(m.remove(rel.as_path()), Some(pending), "step {n} {s:?}");
+                    }
+                }
+            }
+            Step::Drain { remote } => {
+                let got: Vec<(PathBuf, Pending)> = views[remote]
+                    .drain()
+                    .into_iter()
+                    .map(|(r, p)| (r.to_path_buf(), p))
+                    .collect();
+                let want: Vec<(PathBuf, Pending)> =
+                    std::mem::take(&mut model[remote]).into_iter().collect();
+                assert_eq!(got, want, "step {n} {s:?}");
+            }
+        }
+        for (r, view) in views.iter().enumerate() {
+            let got: Vec<(PathBuf, Pending)> = view
+                .entries()
+                .into_iter()
+                .map(|(p, x)| (p.to_path_buf(), x))
+                .collect();
+            let want: Vec<(PathBuf, Pending)> =
+                model[r].iter().map(|(p, x)| (p.clone(), *x)).collect();
+            assert_eq!(got, want, "after step {n} {s:?}: remote {r}");
+            assert_eq!(view.len(), want.len(), "after step {n}: remote {r}'s count");
+            for p in PATHS {
+                assert_eq!(view.get(Path::new(p)), model[r].get(Path::new(p)).copied());
+                let below: Vec<PathBuf> = view
+                    .descendants(Path::new(p))
+                    .iter()
+                    .map(|x| x.to_path_buf())
+                    .collect();
+                let want_below: Vec<PathBuf> = model[r]
+                    .keys()
+                    .filter(|k| k.starts_with(p) && k.as_path() != Path::new(p))
+                    .cloned()
+                    .collect();
+                assert_eq!(below, want_below, "descendants of {p}, remote {r}");
+            }
+        }
+    }
+    // Nothing left behind: an empty view for every remote is an empty map.
+    for view in &views {
+        view.drain();
+    }
+    assert!(ledger.borrow().slots.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn every_view_is_its_own_map(steps in prop::collection::vec(step(3), 1..60)) {
+        run(3, &steps);
+    }
+
+    #[test]
+    fn one_remote_is_a_plain_map(steps in prop::collection::vec(step(1), 1..40)) {
+        run(1, &steps);
+    }
+}
+
+#[test]
+fn remotes_past_the_shared_bits_keep_their_own() {
+    let mut steps = Vec::new();
+    for (i, remote) in [0usize, 63, 64, 69].into_iter().enumerate() {
+        steps.push(Step::MergeAll {
+            path: 1,
+            op: false,
+            mask: 1,
+            at: 0,
+        });
+        steps.push(Step::Take {
+            remote,
+            path: 1,
+            take: true,
+        });
+        steps.push(Step::Merge {
+            remote,
+            path: 1,
+            op: i % 2 == 0,
+            mask: 2,
+            at: 1,
+        });
+        steps.push(Step::Insert {
+            remote,
+            path: 2,
+            attempts: 1,
+            at: 2,
+        });
+    }
+    steps.push(Step::MergeAll {
+        path: 2,
+        op: true,
+        mask: 0,
+        at: 2,
+    });
+    steps.push(Step::Drain { remote: 64 });
+    run(70, &steps);
+}
+
+#[test]
+fn a_burst_to_ten_remotes_is_stored_once() {
+    let ledger = Ledger::shared();
+    let view = PendingView::new(Arc::clone(&ledger), 0);
+    for i in 0..100 {
+        let rel = Rel::from(Path::new(&format!("d/{i}")));
+        view.merge_all(10, rel.clone(), Op::Update, false, 1, seen(0));
+        view.merge_all(10, rel, Op::Update, false, 2, seen(1));
+    }
+    let ledger = ledger.borrow();
+    assert_eq!(ledger.slots.len(), 100);
+    assert!(
+        ledger
+            .slots
+            .values()
+            .all(|s| s.members == (1 << 10) - 1 && s.others.is_none())
+    );
+    assert_eq!(ledger.len(9), 100);
+}
