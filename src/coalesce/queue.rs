@@ -12,7 +12,7 @@ use super::rel::{Rel, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 use ledger::Take;
-pub use ledger::{Ledger, PendingView};
+pub use ledger::{Ledger, Merge, PendingView};
 
 /// One path waiting to be pushed: 16 bytes, held once per queued path and remote whose
 /// change differs, once for all the others ([`ledger`]).
@@ -213,9 +213,13 @@ impl TargetQueue {
     pub fn observe(&mut self, rel: impl Into<Rel>, op: Op, is_dir: bool, mask: u32, now: Instant) {
         let rel: Rel = rel.into();
         self.before_merge(&rel, op, is_dir, now);
-        let vacant = self
-            .pending
-            .merge(rel.clone(), op, is_dir, mask, Seen::at(now));
+        let change = Merge {
+            op,
+            is_dir,
+            mask,
+            seen: Seen::at(now),
+        };
+        let vacant = self.pending.merge(rel.clone(), change);
         self.merged(rel, vacant);
     }
 

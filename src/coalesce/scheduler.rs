@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::delivery::Delivery;
 use super::journal::Journal;
-use super::queue::{Caps, FullRequest, Ledger, PendingView, Plan, Ran, Seen, Taken, TargetQueue};
+use super::queue::{
+    Caps, FullRequest, Ledger, Merge, PendingView, Plan, Ran, Seen, Taken, TargetQueue,
+};
 use super::rel::Rel;
 use crate::config::CrontabConfig;
 use crate::job::{Change, Entry, FsEvent, JobKind, Move, Op, PushJob, Scope, TargetId, Work};
@@ -244,7 +246,13 @@ impl Scheduler {
         change: &Change,
         seen: Instant,
     ) {
-        let (op, is_dir, mask) = (change.op, change.is_dir, change.mask);
+        let (op, is_dir) = (change.op, change.is_dir);
+        let merge = Merge {
+            op,
+            is_dir,
+            mask: change.mask,
+            seen: Seen::at(seen),
+        };
         let id = |remote| TargetId { root, remote };
         let mut view = None;
         for remote in 0..n_remotes {
@@ -257,7 +265,7 @@ impl Scheduler {
             return;
         };
         let shared = n_remotes.min(PendingView::SHARED);
-        let vacant = view.merge_all(shared, rel.clone(), op, is_dir, mask, Seen::at(seen));
+        let vacant = view.merge_all(shared, rel.clone(), merge);
         for remote in 0..n_remotes {
             let Some(queue) = self.queues.get_mut(&id(remote)) else {
                 continue;
@@ -265,9 +273,7 @@ impl Scheduler {
             let vacant = if remote < shared {
                 vacant & (1 << remote) != 0
             } else {
-                queue
-                    .pending_view()
-                    .merge(rel.clone(), op, is_dir, mask, Seen::at(seen))
+                queue.pending_view().merge(rel.clone(), merge)
             };
             queue.merged(rel.clone(), vacant);
         }

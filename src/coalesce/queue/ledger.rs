@@ -29,6 +29,43 @@ use crate::job::Op;
 /// Remotes `0..MEMBER_BITS` can share a change; others always keep their own.
 const MEMBER_BITS: usize = 64;
 
+/// One event as it is merged into a pending change: the latest operation wins, the
+/// time first seen and the attempts of a change already pending stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merge {
+    /// What to do.
+    pub op: Op,
+    /// Whether the path is a directory.
+    pub is_dir: bool,
+    /// The event's mask, for plugins.
+    pub mask: u32,
+    /// When it was seen (kept only by a change it starts).
+    pub seen: Seen,
+}
+
+impl Merge {
+    /// The change it starts.
+    pub fn fresh(self) -> Pending {
+        Pending {
+            op: self.op,
+            is_dir: self.is_dir,
+            mask: self.mask,
+            seen: self.seen,
+            attempts: 0,
+        }
+    }
+
+    /// `old` with it merged in.
+    pub fn onto(self, old: Pending) -> Pending {
+        Pending {
+            op: self.op,
+            is_dir: self.is_dir,
+            mask: self.mask,
+            ..old
+        }
+    }
+}
+
 /// The pending changes of the remotes of one root.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -213,35 +250,16 @@ impl Ledger {
         Some((rel?, pending))
     }
 
-    /// Merges one event into `remote`'s change of `rel` (the latest operation wins; the
-    /// time first seen and the attempts stay). Returns whether `remote` had none.
-    fn merge(
-        &mut self,
-        remote: usize,
-        rel: Rel,
-        op: Op,
-        is_dir: bool,
-        mask: u32,
-        seen: Seen,
-    ) -> bool {
-        let fresh = Pending {
-            op,
-            is_dir,
-            mask,
-            seen,
-            attempts: 0,
-        };
+    /// Merges one event into `remote`'s change of `rel`. Returns whether `remote` had
+    /// none.
+    fn merge(&mut self, remote: usize, rel: Rel, change: Merge) -> bool {
+        let fresh = change.fresh();
         match self.slots.entry(rel) {
             MapEntry::Occupied(mut found) => {
                 let slot = found.get_mut();
                 match slot.get(remote).copied() {
                     Some(old) => {
-                        let merged = Pending {
-                            op,
-                            is_dir,
-                            mask,
-                            ..old
-                        };
+                        let merged = change.onto(old);
                         if merged != old {
                             slot.replace(remote, merged);
                         }
@@ -267,28 +285,14 @@ impl Ledger {
 
     /// [`Ledger::merge`] for remotes `0..remotes` (at most [`MEMBER_BITS`]) at once.
     /// Returns the set of those that had no change of `rel` (bit `r`).
-    fn merge_all(
-        &mut self,
-        remotes: usize,
-        rel: Rel,
-        op: Op,
-        is_dir: bool,
-        mask: u32,
-        seen: Seen,
-    ) -> u64 {
+    fn merge_all(&mut self, remotes: usize, rel: Rel, change: Merge) -> u64 {
         let remotes = remotes.min(MEMBER_BITS);
         let all = if remotes == MEMBER_BITS {
             u64::MAX
         } else {
             (1u64 << remotes) - 1
         };
-        let fresh = Pending {
-            op,
-            is_dir,
-            mask,
-            seen,
-            attempts: 0,
-        };
+        let fresh = change.fresh();
         let vacant = match self.slots.entry(rel) {
             MapEntry::Vacant(vacant) => {
                 vacant.insert(Slot {
@@ -305,30 +309,17 @@ impl Ledger {
                     // Members beyond `remotes` keep the base as it is.
                     for r in 0..remotes {
                         if had & bit(r) != 0 {
-                            let old = slot.base;
-                            slot.replace(
-                                r,
-                                Pending {
-                                    op,
-                                    is_dir,
-                                    mask,
-                                    ..old
-                                },
-                            );
+                            slot.replace(r, change.onto(slot.base));
                         }
                     }
                 } else if slot.members != 0 {
-                    slot.base.op = op;
-                    slot.base.is_dir = is_dir;
-                    slot.base.mask = mask;
+                    slot.base = change.onto(slot.base);
                 }
                 if let Some(others) = slot.others.as_mut() {
                     for (r, p) in others.iter_mut() {
                         if *r < remotes {
                             had |= bit(*r);
-                            p.op = op;
-                            p.is_dir = is_dir;
-                            p.mask = mask;
+                            *p = change.onto(*p);
                         }
                     }
                 }
@@ -443,28 +434,16 @@ impl PendingView {
     }
 
     /// Merges one event; returns whether the path was not pending here.
-    pub fn merge(&self, rel: Rel, op: Op, is_dir: bool, mask: u32, seen: Seen) -> bool {
-        self.ledger
-            .borrow_mut()
-            .merge(self.remote, rel, op, is_dir, mask, seen)
+    pub fn merge(&self, rel: Rel, change: Merge) -> bool {
+        self.ledger.borrow_mut().merge(self.remote, rel, change)
     }
 
     /// Merges one event into the views of remotes `0..remotes` of this ledger at once
     /// (this view's remote index is not used). Bit `r` of the result: remote `r` had no
     /// change of `rel`. Remotes from [`MEMBER_BITS`] on are not merged: the caller
     /// merges those one by one.
-    pub fn merge_all(
-        &self,
-        remotes: usize,
-        rel: Rel,
-        op: Op,
-        is_dir: bool,
-        mask: u32,
-        seen: Seen,
-    ) -> u64 {
-        self.ledger
-            .borrow_mut()
-            .merge_all(remotes, rel, op, is_dir, mask, seen)
+    pub fn merge_all(&self, remotes: usize, rel: Rel, change: Merge) -> u64 {
+        self.ledger.borrow_mut().merge_all(remotes, rel, change)
     }
 
     /// Paths pending strictly below `rel`, in order.

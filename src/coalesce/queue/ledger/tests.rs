@@ -60,6 +60,25 @@ fn op(delete: bool) -> Op {
     if delete { Op::Delete } else { Op::Update }
 }
 
+fn merge(delete: bool, mask: u8, at: u8) -> Merge {
+    Merge {
+        op: op(delete),
+        is_dir: false,
+        mask: mask.into(),
+        seen: seen(at),
+    }
+}
+
+/// What one remote's own map did with a merge; returns whether the path was new there.
+fn model_merge(m: &mut BTreeMap<PathBuf, Pending>, p: &str, change: Merge) -> bool {
+    let was = m.get(Path::new(p)).copied();
+    m.insert(
+        PathBuf::from(p),
+        was.map_or(change.fresh(), |old| change.onto(old)),
+    );
+    was.is_none()
+}
+
 fn step(remotes: usize) -> impl Strategy<Value = Step> {
     let r = 0..remotes;
     prop_oneof![
@@ -107,32 +126,10 @@ fn run(remotes: usize, steps: &[Step]) {
                 mask,
                 at,
             } => {
-                let vacant = views[remote].merge(
-                    Rel::from(Path::new(path(p))),
-                    op(o),
-                    false,
-                    mask.into(),
-                    seen(at),
-                );
-                let m = &mut model[remote];
-                let was = m.get(Path::new(path(p))).copied();
-                assert_eq!(vacant, was.is_none(), "step {n} {s:?}");
-                let next = match was {
-                    Some(old) => Pending {
-                        op: op(o),
-                        is_dir: false,
-                        mask: mask.into(),
-                        ..old
-                    },
-                    None => Pending {
-                        op: op(o),
-                        is_dir: false,
-                        mask: mask.into(),
-                        seen: seen(at),
-                        attempts: 0,
-                    },
-                };
-                m.insert(PathBuf::from(path(p)), next);
+                let change = merge(o, mask, at);
+                let vacant = views[remote].merge(Rel::from(Path::new(path(p))), change);
+                let was_vacant = model_merge(&mut model[remote], path(p), change);
+                assert_eq!(vacant, was_vacant, "step {n} {s:?}");
             }
             Step::MergeAll {
                 path: p,
@@ -140,48 +137,21 @@ fn run(remotes: usize, steps: &[Step]) {
                 mask,
                 at,
             } => {
-                let vacant = views[0].merge_all(
-                    remotes,
-                    Rel::from(Path::new(path(p))),
-                    op(o),
-                    false,
-                    mask.into(),
-                    seen(at),
-                );
+                let change = merge(o, mask, at);
+                let rel = Rel::from(Path::new(path(p)));
+                let vacant = views[0].merge_all(remotes, rel.clone(), change);
                 for (r, m) in model.iter_mut().enumerate() {
-                    let was = m.get(Path::new(path(p))).copied();
+                    let was_vacant = model_merge(m, path(p), change);
                     if r < 64 {
                         assert_eq!(
                             vacant & (1 << r) != 0,
-                            was.is_none(),
+                            was_vacant,
                             "step {n} {s:?} remote {r}"
                         );
                     } else {
                         // merge_all leaves remotes from 64 on to the caller
-                        views[r].merge(
-                            Rel::from(Path::new(path(p))),
-                            op(o),
-                            false,
-                            mask.into(),
-                            seen(at),
-                        );
+                        views[r].merge(rel.clone(), change);
                     }
-                    let next = match was {
-                        Some(old) => Pending {
-                            op: op(o),
-                            is_dir: false,
-                            mask: mask.into(),
-                            ..old
-                        },
-                        None => Pending {
-                            op: op(o),
-                            is_dir: false,
-                            mask: mask.into(),
-                            seen: seen(at),
-                            attempts: 0,
-                        },
-                    };
-                    m.insert(PathBuf::from(path(p)), next);
                 }
             }
             Step::Insert {
@@ -331,8 +301,8 @@ fn a_burst_to_ten_remotes_is_stored_once() {
     let view = PendingView::new(Arc::clone(&ledger), 0);
     for i in 0..100 {
         let rel = Rel::from(Path::new(&format!("d/{i}")));
-        view.merge_all(10, rel.clone(), Op::Update, false, 1, seen(0));
-        view.merge_all(10, rel, Op::Update, false, 2, seen(1));
+        view.merge_all(10, rel.clone(), merge(false, 1, 0));
+        view.merge_all(10, rel, merge(false, 2, 1));
     }
     let ledger = ledger.borrow();
     assert_eq!(ledger.slots.len(), 100);
