@@ -86,8 +86,7 @@ pub fn detach(log_hint: &str) -> io::Result<Detached> {
 }
 
 /// Forks; in the child, starts a session, chdir `/`, umask 027 and stdio to `devnull`.
-/// Returns the child's pid in the parent and `None` in the child. The only `unsafe` of the
-/// crate.
+/// Returns the child's pid in the parent and `None` in the child.
 #[allow(unsafe_code)]
 fn fork_into_session(devnull: &File) -> io::Result<Option<u32>> {
     // SAFETY: `fork` is sound here because the process has one thread (checked by the
