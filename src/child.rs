@@ -3,7 +3,8 @@
 //! wait with an optional time limit, stop it when a [`Cancel`] fires, and reap it.
 //!
 //! The rsync runner (`push::rsync`) and the command plugin both use it, so a timeout, a
-//! shutdown and a kill mean the same thing for both. A leaf: it knows nothing of rsync.
+//! shutdown and a kill mean the same thing for both. It knows nothing of rsync (it imports
+//! only the leaf `argv`).
 //!
 //! Stopping is SIGTERM to the whole process group (rsync's ssh or local receiver child,
 //! a command's own children), then SIGKILL after [`KILL_AFTER`]: rsync's receiver removes

@@ -104,6 +104,45 @@ impl Rel {
     }
 }
 
+/// A [`Rel`] as a hash key of its bytes, looked up by `&[u8]` ([`key()`]). `Rel`'s own
+/// `Hash` is `Path`'s (so that maps keyed by `Rel` answer `&Path` lookups), which walks
+/// the bytes looking for separators, and `Path`'s `==` compares components; the
+/// in-flight tables and a batch's chosen paths, where every queued path of every remote
+/// is looked up with its parents, hash and compare bytes instead.
+#[derive(Clone)]
+pub struct RelKey(pub Rel);
+
+impl Hash for RelKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.bytes().hash(state);
+    }
+}
+
+impl PartialEq for RelKey {
+    fn eq(&self, other: &RelKey) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for RelKey {}
+
+impl std::fmt::Debug for RelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.as_path().fmt(f)
+    }
+}
+
+impl Borrow<[u8]> for RelKey {
+    fn borrow(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+/// The bytes a [`RelKey`] (or a byte-keyed map of paths) is looked up by.
+pub fn key(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
+
 /// Whether `bytes` is already in normal form, so the bytes order equals `Path`'s.
 fn is_normal(bytes: &[u8]) -> bool {
     bytes

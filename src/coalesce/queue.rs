@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::rel::{Rel, parents};
+use super::rel::{Rel, RelKey, key, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 use ledger::Take;
@@ -747,9 +747,9 @@ impl TargetQueue {
         }
         let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
         let above = parents(path)
-            .filter_map(|a| chosen.paths.get(a))
+            .filter_map(|a| chosen.paths.get(key(a)))
             .any(|(op, is_dir)| destructive(*op, *is_dir));
-        let below = chosen.above.contains(path);
+        let below = chosen.above.contains(key(path));
         above || (below && destructive(pending.op, pending.is_dir))
     }
 
@@ -909,8 +909,8 @@ impl TargetQueue {
 /// The paths chosen for one batch, and every directory above one of them (for the
 /// "nothing below a delete" rule without ordered scans).
 struct Chosen {
-    paths: hashbrown::HashMap<Rel, (Op, bool)>,
-    above: hashbrown::HashSet<PathBuf>,
+    paths: hashbrown::HashMap<RelKey, (Op, bool)>,
+    above: hashbrown::HashSet<Box<[u8]>>,
 }
 
 impl Chosen {
@@ -922,12 +922,12 @@ impl Chosen {
     }
 
     fn insert(&mut self, path: &Rel, op: Op, is_dir: bool) {
-        self.paths.insert(path.clone(), (op, is_dir));
+        self.paths.insert(RelKey(path.clone()), (op, is_dir));
         for ancestor in parents(path) {
-            if self.above.contains(ancestor) {
+            if self.above.contains(key(ancestor)) {
                 break; // its own ancestors are in already
             }
-            self.above.insert(ancestor.to_path_buf());
+            self.above.insert(key(ancestor).into());
         }
     }
 }

@@ -2,33 +2,47 @@
 
 // hashbrown's foldhash: several times faster than std's SipHash on the lookups every
 // queued path of every remote makes here, and seeded per process, so names crafted in an
-// upload tree cannot be chosen to collide ahead of time.
-use hashbrown::HashMap;
+// upload tree cannot be chosen to collide ahead of time. Keys are hashed and compared as
+// bytes (`RelKey`): each candidate path is looked up with each of its parents.
+use hashbrown::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::super::rel::parents;
+use super::super::rel::{RelKey, key, parents};
 use super::Rel;
 use crate::job::Op;
 
-/// Every path in a running job of one remote with its operation and whether it is a
-/// directory (a running subtree sync is marked as the delete of its directory), with a
-/// count of in-flight paths below each directory.
+/// Every path in a running job of one remote, by whether its push replaces what is
+/// below it (a running subtree sync is marked as the delete of its directory), with a
+/// count of in-flight paths below each directory. Two sets of paths rather than one map
+/// to the operation: 9 bytes a slot instead of 17, and the parents' lookups only ever
+/// ask whether a parent replaces.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    paths: HashMap<Rel, (Op, bool)>,
-    below: HashMap<PathBuf, usize>,
+    /// Deletes and non-directories.
+    replacing: HashSet<RelKey>,
+    /// Directories sent as updates.
+    dirs: HashSet<RelKey>,
+    below: HashMap<Box<[u8]>, usize>,
+}
+
+/// Whether pushing `op` on a path replaces what is below it there: a delete, or a file or
+/// symlink sent over a directory.
+fn replaces(op: Op, is_dir: bool) -> bool {
+    op == Op::Delete || !is_dir
 }
 
 impl InFlight {
     /// Paths in running jobs.
     pub(super) fn len(&self) -> usize {
-        self.paths.len()
+        self.replacing.len() + self.dirs.len()
     }
 
     /// Whether `path` itself is in a running job.
     pub(super) fn contains(&self, path: &Path) -> bool {
-        self.paths.contains_key(path)
+        let bytes = key(path);
+        self.replacing.contains(bytes) || self.dirs.contains(bytes)
     }
 
     /// Whether pushing `path` now could race a running job: the same path, a path above
@@ -36,20 +50,18 @@ impl InFlight {
     /// receiver renames a file onto the name while `./path` would make it a directory),
     /// or (for a delete or a non-directory) anything below it.
     pub(super) fn conflicts(&self, path: &Path, op: Op, is_dir: bool) -> bool {
-        if self.paths.is_empty() {
+        if self.replacing.is_empty() && self.dirs.is_empty() {
             return false;
         }
-        let destructive = |op: Op, is_dir: bool| op == Op::Delete || !is_dir;
-        self.paths.contains_key(path)
-            || parents(path)
-                .filter_map(|a| self.paths.get(a))
-                .any(|(op, is_dir)| destructive(*op, *is_dir))
-            || (destructive(op, is_dir) && self.below.get(path).is_some_and(|n| *n > 0))
+        self.contains(path)
+            || (!self.replacing.is_empty()
+                && parents(path).any(|a| self.replacing.contains(key(a))))
+            || (replaces(op, is_dir) && self.below.get(key(path)).is_some_and(|n| *n > 0))
     }
 
     /// Room for `more` paths (a batch about to be marked).
     pub(super) fn reserve(&mut self, more: usize) {
-        self.paths.reserve(more);
+        self.replacing.reserve(more);
     }
 
     pub(super) fn mark(&mut self, path: Rel, op: Op, is_dir: bool) {
@@ -64,7 +76,16 @@ impl InFlight {
             if let Some((first, n)) = run.add(&path) {
                 self.count_above(&first, n, true);
             }
-            self.paths.insert(path, (op, is_dir));
+            // Marked again as the other kind: the latest marking is what it is.
+            let (into, other) = if replaces(op, is_dir) {
+                (&mut self.replacing, &mut self.dirs)
+            } else {
+                (&mut self.dirs, &mut self.replacing)
+            };
+            if !other.is_empty() {
+                other.remove(key(&path));
+            }
+            into.insert(RelKey(path));
         }
         if let Some((first, n)) = run.end() {
             self.count_above(&first, n, true);
@@ -79,7 +100,8 @@ impl InFlight {
     pub(super) fn unmark_all<'p>(&mut self, paths: impl IntoIterator<Item = &'p Path>) {
         let mut run = Run::default();
         for path in paths {
-            if self.paths.remove(path).is_none() {
+            let bytes = key(path);
+            if !self.replacing.remove(bytes) && !self.dirs.remove(bytes) {
                 continue;
             }
             if let Some((first, n)) = run.add(path) {
@@ -92,8 +114,9 @@ impl InFlight {
     }
 
     /// Adds (or takes) `n` to the count of every proper ancestor of `path`.
-    fn count_above(&mut self, path: &Path, n: usize, add: bool) {
-        for ancestor in parents(path) {
+    fn count_above(&mut self, path: &[u8], n: usize, add: bool) {
+        for ancestor in parents(Path::new(OsStr::from_bytes(path))) {
+            let ancestor = key(ancestor);
             match self.below.get_mut(ancestor) {
                 Some(count) if add => *count += n,
                 Some(count) => {
@@ -103,7 +126,7 @@ impl InFlight {
                     }
                 }
                 None if add => {
-                    self.below.insert(ancestor.to_path_buf(), n);
+                    self.below.insert(ancestor.into(), n);
                 }
                 None => {}
             }
@@ -113,20 +136,21 @@ impl InFlight {
 
 /// The parent of a normalized path as bytes: equal parents are equal bytes, and comparing
 /// bytes does not parse components as `Path`'s `==` does.
-fn parent_bytes(path: &Path) -> Option<&[u8]> {
-    parents(path).next().map(|p| p.as_os_str().as_bytes())
+fn parent_bytes(path: &[u8]) -> Option<&[u8]> {
+    parents(Path::new(OsStr::from_bytes(path))).next().map(key)
 }
 
 /// Consecutive paths with the same parent: the first of them and how many.
 #[derive(Default)]
 struct Run {
-    first: Option<PathBuf>,
+    first: Option<Box<[u8]>>,
     n: usize,
 }
 
 impl Run {
     /// Counts `path` in; returns the run it ended, if its parent differs.
-    fn add(&mut self, path: &Path) -> Option<(PathBuf, usize)> {
+    fn add(&mut self, path: &Path) -> Option<(Box<[u8]>, usize)> {
+        let path = key(path);
         let same = self
             .first
             .as_deref()
@@ -136,13 +160,13 @@ impl Run {
             return None;
         }
         let ended = self.end();
-        self.first = Some(path.to_path_buf());
+        self.first = Some(path.into());
         self.n = 1;
         ended
     }
 
     /// The run so far, if any.
-    fn end(&mut self) -> Option<(PathBuf, usize)> {
+    fn end(&mut self) -> Option<(Box<[u8]>, usize)> {
         let first = self.first.take()?;
         Some((first, std::mem::take(&mut self.n)))
     }
