@@ -12,7 +12,7 @@ use super::rel::{Rel, RelKey, key, parents};
 use crate::job::{Entry, Op, Work};
 use in_flight::InFlight;
 use ledger::Take;
-pub use ledger::{Ledger, Merge, PendingView};
+pub use ledger::{Joined, Ledger, Merge, Order, PendingView};
 
 /// One path waiting to be pushed: 16 bytes, held once per queued path and remote whose
 /// change differs, once for all the others ([`ledger`]).
@@ -134,8 +134,9 @@ pub struct Caps {
 pub struct TargetQueue {
     /// This remote's pending changes, kept in its root's ledger with the other remotes'.
     pending: PendingView,
-    /// Dispatch order (FIFO); may hold names no longer pending, skipped lazily.
-    order: VecDeque<Rel>,
+    /// Dispatch order (FIFO), partly shared with the root's other remotes; may hold
+    /// names no longer pending, skipped lazily.
+    order: Order,
     /// Every path in a running job.
     in_flight: InFlight,
     /// Running jobs (batches, subtree and full syncs).
@@ -220,7 +221,7 @@ impl TargetQueue {
             seen: Seen::at(now),
         };
         let vacant = self.pending.merge(rel.clone(), change);
-        self.merged(rel, vacant);
+        self.merged(rel, vacant, false);
     }
 
     /// What [`TargetQueue::observe`] does before the change is merged into the pending
@@ -257,10 +258,13 @@ impl TargetQueue {
     }
 
     /// What [`TargetQueue::observe`] does after the change was merged: `vacant`, the path
-    /// was not pending here (it joins the dispatch order).
-    pub fn merged(&mut self, rel: Rel, vacant: bool) {
+    /// was not pending here (it joins the dispatch order, unless `logged`: the shared
+    /// order of the root's remotes has it already).
+    pub fn merged(&mut self, rel: Rel, vacant: bool, logged: bool) {
         if vacant {
-            self.order.push_back(rel);
+            if !logged {
+                self.order.push_back(&self.pending, rel);
+            }
         } else if !self.holds.is_empty() {
             self.holds.remove(&rel);
         }
@@ -536,8 +540,7 @@ impl TargetQueue {
         }
         let oldest = self
             .order
-            .iter()
-            .find_map(|p| self.pending.get(p))?
+            .find_map(&self.pending, |p| self.pending.get(p))?
             .seen
             .instant();
         let until = oldest + linger;
@@ -698,7 +701,7 @@ impl TargetQueue {
         let mut aside = Vec::new();
         let mut chosen = Chosen::with_capacity(room);
         let (mut ledger, remote) = self.pending.lock();
-        while let Some(path) = self.order.pop_front() {
+        while let Some(path) = self.order.pop_front(&mut ledger, remote) {
             // One search per path (taken or set aside), not two.
             let mut full = false;
             let took = ledger.take_if(remote, path, |path, pending| {
@@ -731,6 +734,7 @@ impl TargetQueue {
                 }
             }
         }
+        ledger.tidy_log();
         drop(ledger);
         for path in aside.into_iter().rev() {
             self.order.push_front(path);
@@ -754,7 +758,7 @@ impl TargetQueue {
     }
 
     fn take_all(&mut self) -> Vec<Taken> {
-        self.order.clear();
+        self.order.clear(&self.pending);
         self.held.clear();
         self.holds.clear();
         self.pending
@@ -867,7 +871,7 @@ impl TargetQueue {
                 self.holds.insert(rel.clone(), at);
                 self.held.push(Reverse((at, rel.clone())));
             }
-            self.order.push_back(rel.clone());
+            self.order.push_back(&self.pending, rel.clone());
             self.pending.insert(rel, pending);
         }
         self.blocked = false;

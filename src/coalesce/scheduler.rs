@@ -265,17 +265,21 @@ impl Scheduler {
             return;
         };
         let shared = n_remotes.min(PendingView::SHARED);
-        let vacant = view.merge_all(shared, rel.clone(), merge);
+        let joined = view.merge_all(shared, rel.clone(), merge);
         for remote in 0..n_remotes {
             let Some(queue) = self.queues.get_mut(&id(remote)) else {
                 continue;
             };
-            let vacant = if remote < shared {
-                vacant & (1 << remote) != 0
+            if remote < shared {
+                queue.merged(
+                    rel.clone(),
+                    joined.vacant & (1 << remote) != 0,
+                    joined.logged,
+                );
             } else {
-                queue.pending_view().merge(rel.clone(), merge)
-            };
-            queue.merged(rel.clone(), vacant);
+                let vacant = queue.pending_view().merge(rel.clone(), merge);
+                queue.merged(rel.clone(), vacant, false);
+            }
         }
     }
 

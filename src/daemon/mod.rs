@@ -13,6 +13,7 @@
 //!    and exit 0. A second SIGINT or SIGTERM while stopping exits at once with 1; the
 //!    journal is valid at every moment.
 
+mod allocator;
 pub mod detach;
 pub mod pidfile;
 mod service;
@@ -77,6 +78,7 @@ impl Paths {
 
 /// Runs the daemon until SIGINT or SIGTERM. Returns the process exit code.
 pub fn run(cli: &Cli, config: Config) -> u8 {
+    allocator::cap_arenas();
     // `-d` moves to `/`: a reload must still find a relative `-o` file.
     let mut cli = cli.clone();
     if let Ok(path) = std::path::absolute(&cli.config_path) {

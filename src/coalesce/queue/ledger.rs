@@ -15,8 +15,8 @@
 //! ledger sits behind an [`AtomicRefCell`]: the scheduler thread is its only user, and
 //! a borrow that overlapped another (a bug) panics at once instead of deadlocking.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry as MapEntry;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,6 +72,13 @@ pub struct Ledger {
     slots: BTreeMap<Rel, Slot>,
     /// Paths pending per remote.
     lens: Vec<usize>,
+    /// The dispatch order every remote shares: paths that became pending for all of them
+    /// at once, in order ([`Order`]). Entry `i` is position `log_base + i`.
+    log: VecDeque<Rel>,
+    log_base: u64,
+    /// Per remote that reads the log (the first [`MEMBER_BITS`]): the position of the
+    /// next entry it reads.
+    cursors: Vec<u64>,
 }
 
 /// One path: the change most of its remotes have, who has it, and who has another.
@@ -285,14 +292,20 @@ impl Ledger {
 
     /// [`Ledger::merge`] for remotes `0..remotes` (at most [`MEMBER_BITS`]) at once.
     /// Returns the set of those that had no change of `rel` (bit `r`).
-    fn merge_all(&mut self, remotes: usize, rel: Rel, change: Merge) -> u64 {
+    fn merge_all(&mut self, remotes: usize, rel: Rel, change: Merge) -> Joined {
         let remotes = remotes.min(MEMBER_BITS);
+        if self.cursors.len() < remotes {
+            // The remotes that share the log; their cursors start where it ends.
+            let end = self.log_end();
+            self.cursors.resize(remotes, end);
+        }
         let all = if remotes == MEMBER_BITS {
             u64::MAX
         } else {
             (1u64 << remotes) - 1
         };
         let fresh = change.fresh();
+        let rel_for_log = rel.clone();
         let vacant = match self.slots.entry(rel) {
             MapEntry::Vacant(vacant) => {
                 vacant.insert(Slot {
@@ -356,7 +369,146 @@ impl Ledger {
                 self.count(r, true);
             }
         }
-        vacant
+        // New for every remote that reads the log: one entry there serves them all.
+        let logged = vacant == all && vacant != 0 && remotes == self.cursors.len();
+        if logged {
+            self.log.push_back(rel_for_log);
+        }
+        Joined { vacant, logged }
+    }
+
+    /// The position after the last log entry.
+    fn log_end(&self) -> u64 {
+        self.log_base + self.log.len() as u64
+    }
+
+    /// Where `remote` reads the log next (the end for a remote that does not read it).
+    fn cursor(&self, remote: usize) -> u64 {
+        self.cursors
+            .get(remote)
+            .copied()
+            .unwrap_or_else(|| self.log_end())
+    }
+
+    /// The log entry at `position`, if it is there.
+    fn log_at(&self, position: u64) -> Option<&Rel> {
+        let index = usize::try_from(position.checked_sub(self.log_base)?).ok()?;
+        self.log.get(index)
+    }
+
+    /// Drops the log entries every remote has read.
+    fn compact(&mut self) {
+        let Some(read) = self.cursors.iter().copied().min() else {
+            return;
+        };
+        while self.log_base < read && self.log.pop_front().is_some() {
+            self.log_base += 1;
+        }
+    }
+}
+
+/// What [`PendingView::merge_all`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// Bit `r`: remote `r` had no change of the path (it joins its dispatch order).
+    pub vacant: u64,
+    /// The path joined the shared dispatch order of every remote that reads it (then no
+    /// remote adds it to its own).
+    pub logged: bool,
+}
+
+/// One remote's dispatch order (FIFO): what a deque of its own held, with the paths
+/// that became pending for every remote at once read from the ledger's shared log, so
+/// that ten remotes keep one entry for them, not ten. Paths set aside or handed back go
+/// first; a path pushed for this remote alone remembers where the log ended then and goes
+/// before the log entries pushed after it, so the order is exactly the one a deque
+/// would give. The log keeps no entry the slowest remote has read, and never more than
+/// that remote's own deque would have held.
+#[derive(Debug, Default)]
+pub struct Order {
+    front: VecDeque<Rel>,
+    back: VecDeque<(Rel, u64)>,
+}
+
+impl Order {
+    /// Puts `rel` first.
+    pub fn push_front(&mut self, rel: Rel) {
+        self.front.push_front(rel);
+    }
+
+    /// Puts `rel` last, for this remote alone.
+    pub fn push_back(&mut self, view: &PendingView, rel: Rel) {
+        let end = view.ledger.borrow().log_end();
+        self.back.push_back((rel, end));
+    }
+
+    /// Takes the first path out (`ledger` borrowed by the caller, for `remote`).
+    pub(super) fn pop_front(&mut self, ledger: &mut Ledger, remote: usize) -> Option<Rel> {
+        if let Some(rel) = self.front.pop_front() {
+            return Some(rel);
+        }
+        let cursor = ledger.cursor(remote);
+        let in_log = cursor < ledger.log_end();
+        if self
+            .back
+            .front()
+            .is_some_and(|(_, pos)| !in_log || *pos <= cursor)
+        {
+            return self.back.pop_front().map(|(rel, _)| rel);
+        }
+        let rel = ledger.log_at(cursor)?.clone();
+        if let Some(c) = ledger.cursors.get_mut(remote) {
+            *c += 1;
+        }
+        Some(rel)
+    }
+
+    /// The first path in order for which `find` gives something, and that.
+    pub fn find_map<T>(
+        &self,
+        view: &PendingView,
+        mut find: impl FnMut(&Rel) -> Option<T>,
+    ) -> Option<T> {
+        if let Some(found) = self.front.iter().find_map(&mut find) {
+            return Some(found);
+        }
+        let ledger = view.ledger.borrow();
+        let mut cursor = ledger.cursor(view.remote);
+        let mut back = self.back.iter().peekable();
+        loop {
+            let rel = match back.peek() {
+                Some((_, pos)) if *pos <= cursor || ledger.log_at(cursor).is_none() => {
+                    back.next().map(|(rel, _)| rel)
+                }
+                _ => {
+                    let rel = ledger.log_at(cursor);
+                    cursor += 1;
+                    rel
+                }
+            }?;
+            if let Some(found) = find(rel) {
+                return Some(found);
+            }
+        }
+    }
+
+    /// Forgets every path (the log's too, for this remote).
+    pub fn clear(&mut self, view: &PendingView) {
+        self.front.clear();
+        self.back.clear();
+        let mut ledger = view.ledger.borrow_mut();
+        let end = ledger.log_end();
+        if let Some(c) = ledger.cursors.get_mut(view.remote) {
+            *c = end;
+        }
+        ledger.compact();
+    }
+}
+
+impl Ledger {
+    /// Drops the log entries every remote has read (after a batch was taken).
+    pub(super) fn tidy_log(&mut self) {
+        self.compact();
     }
 }
 
@@ -442,7 +594,7 @@ impl PendingView {
     /// (this view's remote index is not used). Bit `r` of the result: remote `r` had no
     /// change of `rel`. Remotes from [`MEMBER_BITS`] on are not merged: the caller
     /// merges those one by one.
-    pub fn merge_all(&self, remotes: usize, rel: Rel, change: Merge) -> u64 {
+    pub fn merge_all(&self, remotes: usize, rel: Rel, change: Merge) -> Joined {
         self.ledger.borrow_mut().merge_all(remotes, rel, change)
     }
 

@@ -139,7 +139,7 @@ fn run(remotes: usize, steps: &[Step]) {
             } => {
                 let change = merge(o, mask, at);
                 let rel = Rel::from(Path::new(path(p)));
-                let vacant = views[0].merge_all(remotes, rel.clone(), change);
+                let vacant = views[0].merge_all(remotes, rel.clone(), change).vacant;
                 for (r, m) in model.iter_mut().enumerate() {
                     let was_vacant = model_merge(m, path(p), change);
                     if r < 64 {
@@ -313,4 +313,96 @@ fn a_burst_to_ten_remotes_is_stored_once() {
             .all(|s| s.members == (1 << 10) - 1 && s.others.is_none())
     );
     assert_eq!(ledger.len(9), 100);
+}
+
+/// The dispatch orders against a model: one deque per remote.
+#[derive(Debug, Clone)]
+enum OrderStep {
+    /// New for every remote at once: the shared log.
+    All(u8),
+    Own(usize, u8),
+    Front(usize, u8),
+    Pop(usize),
+    Clear(usize),
+}
+
+fn order_step(remotes: usize) -> impl Strategy<Value = OrderStep> {
+    let r = 0..remotes;
+    prop_oneof![
+        any::<u8>().prop_map(OrderStep::All),
+        (r.clone(), any::<u8>()).prop_map(|(r, p)| OrderStep::Own(r, p)),
+        (r.clone(), any::<u8>()).prop_map(|(r, p)| OrderStep::Front(r, p)),
+        r.clone().prop_map(OrderStep::Pop),
+        r.clone().prop_map(OrderStep::Pop),
+        r.prop_map(OrderStep::Clear),
+    ]
+}
+
+fn run_orders(remotes: usize, steps: &[OrderStep]) {
+    let ledger = Ledger::shared();
+    let views: Vec<PendingView> = (0..remotes)
+        .map(|r| PendingView::new(Arc::clone(&ledger), r))
+        .collect();
+    // The remotes read the shared log from its start, as after the scheduler's first merge.
+    ledger.borrow_mut().cursors = vec![0; remotes];
+    let mut orders: Vec<Order> = (0..remotes).map(|_| Order::default()).collect();
+    let mut model: Vec<std::collections::VecDeque<String>> = vec![Default::default(); remotes];
+    for (n, s) in steps.iter().enumerate() {
+        match *s {
+            OrderStep::All(p) => {
+                ledger
+                    .borrow_mut()
+                    .log
+                    .push_back(Rel::from(Path::new(path(p))));
+                for m in &mut model {
+                    m.push_back(path(p).to_owned());
+                }
+            }
+            OrderStep::Own(r, p) => {
+                orders[r].push_back(&views[r], Rel::from(Path::new(path(p))));
+                model[r].push_back(path(p).to_owned());
+            }
+            OrderStep::Front(r, p) => {
+                orders[r].push_front(Rel::from(Path::new(path(p))));
+                model[r].push_front(path(p).to_owned());
+            }
+            OrderStep::Pop(r) => {
+                let got = {
+                    let mut l = ledger.borrow_mut();
+                    let got = orders[r].pop_front(&mut l, r);
+                    l.tidy_log();
+                    got
+                };
+                let got = got.map(|rel| rel.to_string_lossy().into_owned());
+                assert_eq!(got, model[r].pop_front(), "step {n} {s:?}");
+            }
+            OrderStep::Clear(r) => {
+                orders[r].clear(&views[r]);
+                model[r].clear();
+            }
+        }
+        for r in 0..remotes {
+            let mut all = Vec::new();
+            let none: Option<()> = orders[r].find_map(&views[r], |rel| {
+                all.push(rel.to_string_lossy().into_owned());
+                None
+            });
+            assert!(none.is_none());
+            let want: Vec<String> = model[r].iter().cloned().collect();
+            assert_eq!(all, want, "after step {n} {s:?}: remote {r}'s order");
+        }
+        // The log holds nothing every remote has read.
+        let l = ledger.borrow();
+        let slowest = l.cursors.iter().copied().min().unwrap_or(0);
+        assert!(l.log_base <= slowest, "after step {n}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn every_order_is_its_own_deque(steps in prop::collection::vec(order_step(3), 1..80)) {
+        run_orders(3, &steps);
+    }
 }
