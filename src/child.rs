@@ -68,8 +68,9 @@ pub enum Stdout<'o, 'f> {
 pub struct Spec<'a, 'o, 'f> {
     /// The program (looked up in `PATH` when it has no `/`).
     pub program: &'a OsStr,
-    /// Its arguments.
-    pub args: &'a Argv,
+    /// Its arguments, given away: the child has its copy once it started (a batch's
+    /// thousands of paths are not kept while it runs).
+    pub args: Argv,
     /// Variables added to the inherited environment.
     pub env: &'a [(&'a str, &'a OsStr)],
     /// Working directory; ours when `None`.
@@ -156,8 +157,9 @@ pub fn run(spec: Spec<'_, '_, '_>) -> Result<Finished, ChildError> {
     }
     let mut child = command.spawn().map_err(ChildError::Spawn)?;
     // Its copy of the arguments (thousands of paths for a big batch) is not needed while
-    // the child runs.
+    // the child runs, nor ours.
     drop(command);
+    drop(spec.args);
     let stderr_rx = match (child.stderr.take(), spec.stderr_tail) {
         (Some(stderr), Some(keep)) => Some(tail_reader(stderr, keep)),
         _ => None,
@@ -341,10 +343,10 @@ fn tail_reader(
 mod tests {
     use super::*;
 
-    fn spec<'a, 'o, 'f>(program: &'a str, args: &'a Argv) -> Spec<'a, 'o, 'f> {
+    fn spec<'a, 'o, 'f>(program: &'a str, args: &Argv) -> Spec<'a, 'o, 'f> {
         Spec {
             program: OsStr::new(program),
-            args,
+            args: args.clone(),
             env: &[],
             dir: None,
             stdin: None,

@@ -115,7 +115,7 @@ impl CommandPlugin {
         log::debug!("{}: running {argv:?}", abs.display());
         let finished = child::run(child::Spec {
             program: &argv[0],
-            args: &Argv::from(&argv[1..]),
+            args: Argv::from(&argv[1..]),
             env: &[("SERSYNC_EVENT", &event), ("SERSYNC_PATH", abs.as_os_str())],
             dir: None,
             stdin: None,

@@ -184,7 +184,7 @@ fn clean_temp_files(context: &PushContext, job: &PushJob, failure: Option<&PushF
     );
     let finished = rsync::run_observed(
         &context.rsync.binary,
-        &cleanup.args,
+        cleanup.args,
         &cleanup.stdin,
         context.batch_limit,
         None,
@@ -263,7 +263,10 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             excluded,
         )
     };
-    let (invocation, limit) = match &job.kind {
+    // The kind actually run when the guard or the byte limit changed the batch: a failure
+    // rebuilds its command line from it (the argument vector itself goes to rsync).
+    let mut sent_kind: Option<JobKind> = None;
+    let (mut invocation, limit) = match &job.kind {
         JobKind::Batch { entries } | JobKind::Move { entries, .. } => {
             let sent = within_bytes(root, entries, context.max_batch_bytes);
             unsent = entries.len() - sent;
@@ -274,10 +277,10 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
                     invocation(&context.rsync, root, remote, context.delete, &job.kind, &[])
                 }
                 _ => {
-                    let sent = JobKind::Batch {
+                    let sent = sent_kind.insert(JobKind::Batch {
                         entries: confined.into_owned(),
-                    };
-                    invocation(&context.rsync, root, remote, context.delete, &sent, &[])
+                    });
+                    invocation(&context.rsync, root, remote, context.delete, sent, &[])
                 }
             };
             (run, context.batch_limit)
@@ -291,11 +294,11 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             let confined = guard::confine_on_disk(root, std::slice::from_ref(&top));
             if *confined != *std::slice::from_ref(&top) {
                 // An ancestor became a symlink: rsync would follow it. Push the symlink.
-                let sent = JobKind::Batch {
+                let sent = sent_kind.insert(JobKind::Batch {
                     entries: confined.into_owned(),
-                };
+                });
                 (
-                    invocation(&context.rsync, root, remote, context.delete, &sent, &[]),
+                    invocation(&context.rsync, root, remote, context.delete, sent, &[]),
                     context.batch_limit,
                 )
             } else {
@@ -336,11 +339,21 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         );
     }
     let started = Instant::now();
-    let run = |invocation: &Invocation<'_>| match &job.kind {
+    // The argument vector goes to rsync (a batch's thousands of paths are not kept while
+    // it runs); a failure's command line and a retry rebuild it.
+    let rebuild = |invocation: &mut Invocation<'_>| {
+        let kind = sent_kind.as_ref().unwrap_or(&job.kind);
+        invocation.args =
+            self::invocation(&context.rsync, root, remote, context.delete, kind, &[]).args;
+        if context.seconds_only(job.target.root, job.target.remote) {
+            invocation.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
+        }
+    };
+    let run = |invocation: &mut Invocation<'_>| match &job.kind {
         JobKind::Batch { .. } | JobKind::Subtree { .. } | JobKind::Move { .. } => {
             rsync::run_observed(
                 &context.rsync.binary,
-                &invocation.args,
+                std::mem::take(&mut invocation.args),
                 &invocation.stdin,
                 limit,
                 None,
@@ -358,7 +371,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             };
             rsync::run_observed(
                 &context.rsync.binary,
-                &invocation.args,
+                std::mem::take(&mut invocation.args),
                 &invocation.stdin,
                 limit,
                 Some(&mut on_stdout),
@@ -367,28 +380,29 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
             )
         }
     };
-    let mut finished = run(&invocation);
-    let mut invocation = invocation;
+    let nanosecond_window = invocation
+        .args
+        .iter()
+        .any(|a| a == rsync::NANOSECOND_WINDOW);
+    let mut finished = run(&mut invocation);
     if let Some(failure) = finished.disposition.failure() {
-        if invocation
-            .args
-            .iter()
-            .any(|a| a == rsync::NANOSECOND_WINDOW)
-            && rsync::refuses_nanosecond_window(failure)
-        {
+        if nanosecond_window && rsync::refuses_nanosecond_window(failure) {
             log::warn!(
                 "{} -> {remote}: the receiver refuses {} (older than rsync 3.1.3, or refused in rsyncd.conf); its full syncs compare whole seconds from now on (a same-size rewrite within one second can survive them)",
                 root.display(),
                 rsync::NANOSECOND_WINDOW
             );
             context.set_seconds_only(job.target.root, job.target.remote);
-            invocation.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
-            finished = run(&invocation);
+            rebuild(&mut invocation);
+            finished = run(&mut invocation);
         }
     }
     let command = match finished.disposition {
         Disposition::Done => String::new(),
-        _ => describe(&context.rsync.binary, &invocation),
+        _ => {
+            rebuild(&mut invocation);
+            describe(&context.rsync.binary, &invocation)
+        }
     };
     log::debug!(
         "{} -> {remote}: rsync done in {:.3}s: {:?}",

@@ -239,7 +239,7 @@ pub(super) fn run(
         log::debug!("{} -> {remote}: {}", root.display(), commands[0]);
         let finished = rsync::run_observed(
             &context.rsync.binary,
-            &args,
+            args,
             &stdin,
             context.batch_limit,
             None,
@@ -341,7 +341,7 @@ fn plain(
         &excluded,
     );
     let command = super::describe(&context.rsync.binary, &run);
-    let finished = run_invocation(context, &run);
+    let finished = run_invocation(context, run);
     let disposition = match finished.disposition {
         Disposition::Partial { failure, .. } if failure.code == Some(24) => Disposition::Done,
         // Which paths rsync named is not kept here, so every new name still there in the
@@ -365,10 +365,10 @@ fn plain(
     (disposition, command)
 }
 
-fn run_invocation(context: &PushContext, run: &super::Invocation<'_>) -> Finished {
+fn run_invocation(context: &PushContext, run: super::Invocation<'_>) -> Finished {
     rsync::run_observed(
         &context.rsync.binary,
-        &run.args,
+        run.args,
         &run.stdin,
         context.batch_limit,
         None,

@@ -326,7 +326,7 @@ const REPORT_KEEP: usize = 1 << 20;
 const MAX_REPORTED: usize = 65_536;
 
 /// Runs rsync with `stdin` as its standard input and waits, at most `limit` when given.
-pub fn run(program: &Path, args: &Argv, stdin: &[u8], limit: Option<Duration>) -> Finished {
+pub fn run(program: &Path, args: Argv, stdin: &[u8], limit: Option<Duration>) -> Finished {
     run_observed(program, args, stdin, limit, None, None, None)
 }
 
@@ -343,7 +343,7 @@ pub type OnStdout<'a> = child::OnStdout<'a>;
 /// paths are journaled by the scheduler).
 pub fn run_observed(
     program: &Path,
-    args: &Argv,
+    args: Argv,
     stdin: &[u8],
     limit: Option<Duration>,
     on_stdout: Option<&mut OnStdout<'_>>,

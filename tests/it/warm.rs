@@ -410,7 +410,7 @@ fn an_aborted_run_leaves_no_receiver_temp_file() {
     let cleanup = rsync::temp_cleanup(&env.config.rsync, &remote, paths).expect("a cleanup run");
     let finished = rsync::run_observed(
         Path::new("rsync"),
-        &cleanup.args,
+        cleanup.args.clone(),
         &cleanup.stdin,
         Some(SYNC_LIMIT),
         None,

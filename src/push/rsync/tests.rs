@@ -559,7 +559,7 @@ fn describe_quotes_and_hides_nothing_secret() {
 
 #[test]
 fn run_reports_spawn_failure_as_retryable() {
-    let finished = run(Path::new("/nonexistent/rsync"), &Argv::new(), b"", None);
+    let finished = run(Path::new("/nonexistent/rsync"), Argv::new(), b"", None);
     let Disposition::RemoteDown(failure) = finished.disposition else {
         panic!("spawn failure is a remote-down retry: {finished:?}")
     };
@@ -570,7 +570,7 @@ fn run_reports_spawn_failure_as_retryable() {
 fn run_kills_after_limit() {
     let failure = run(
         Path::new("sleep"),
-        &["5"].into_iter().collect(),
+        ["5"].into_iter().collect(),
         b"",
         Some(Duration::from_millis(200)),
     )
