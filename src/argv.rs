@@ -1,11 +1,12 @@
 //! An argument vector held in one buffer.
 //!
 //! A batch passes its paths to rsync as arguments (`push::rsync::batch_argv`): 4,096 of
-//! them for a full batch, kept for the whole run (a failure's journal entry quotes the
-//! command line). As a `Vec<OsString>` that is one allocation per path plus 24 bytes of
-//! vector slot each, about 300 KB a batch; here it is the bytes themselves and 4 bytes a
-//! path, about 100 KB, in two allocations. Ten remotes of a root run ten such batches
-//! at once. A leaf: imports nothing of the crate.
+//! them for a full batch. As a `Vec<OsString>` that is one allocation per path plus 24
+//! bytes of vector slot each, about 300 KB a batch; here it is the bytes themselves and
+//! 4 bytes a path, about 100 KB, in two allocations, handed to the child run, which drops
+//! it once rsync started (a failure's command line is built again from the batch). Ten
+//! remotes of a root start ten such batches at once. A leaf: imports nothing of the
+//! crate.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;

@@ -5,7 +5,7 @@
 //! `watch` (inotify) → `filter` → `coalesce` (per-path merge, scheduling) → `push`
 //! (rsync worker pool) → `faillog` (durable journal, retries) → `cdn` / `plugin`.
 //! `daemon` and `status` make it a service; `pipeline` wires the stages together.
-//! `backoff`, `humanize`, `journal_key`, `paths`, `secret` and `urlencode` are leaves every stage
+//! `argv`, `backoff`, `humanize`, `journal_key`, `paths`, `rel`, `secret` and `urlencode` are leaves every stage
 //! may import; imports flow one way (`tests/it/imports.rs` fails on a cycle).
 
 pub mod argv;

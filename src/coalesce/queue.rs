@@ -129,6 +129,35 @@ pub struct Caps {
     pub max_paths: usize,
 }
 
+/// [`TargetQueue::observe`] for every remote of a root (`queues`, in remote order, all
+/// sharing one ledger), with the change merged into their ledger once: each queue's
+/// bookkeeping before, one search for the remotes that share merges, each queue's
+/// bookkeeping after. The same as one `observe` per queue in turn, since a queue's
+/// bookkeeping reads only its own changes (`queue/sharing_tests.rs` compares the two).
+pub fn observe_all(queues: &mut [&mut TargetQueue], rel: &Rel, change: Merge, now: Instant) {
+    for queue in queues.iter_mut() {
+        queue.before_merge(rel, change.op, change.is_dir, now);
+    }
+    let Some(view) = queues.first().map(|q| q.pending.clone()) else {
+        return;
+    };
+    let shared = queues.len().min(PendingView::SHARED);
+    let joined = view.merge_all(shared, rel.clone(), change);
+    for queue in queues.iter_mut() {
+        let remote = queue.pending.remote();
+        if remote < shared {
+            queue.merged(
+                rel.clone(),
+                joined.vacant & (1 << remote) != 0,
+                joined.logged,
+            );
+        } else {
+            let vacant = queue.pending.merge(rel.clone(), change);
+            queue.merged(rel.clone(), vacant, false);
+        }
+    }
+}
+
 /// The state of one target.
 #[derive(Debug, Default)]
 pub struct TargetQueue {
@@ -734,7 +763,7 @@ impl TargetQueue {
                 }
             }
         }
-        ledger.tidy_log();
+        ledger.compact();
         drop(ledger);
         for path in aside.into_iter().rev() {
             self.order.push_front(path);
@@ -988,5 +1017,7 @@ fn per_path_backoff(attempts: u32, cap: Duration) -> Duration {
 mod in_flight;
 mod ledger;
 mod moves;
+#[cfg(test)]
+mod sharing_tests;
 #[cfg(test)]
 mod tests;

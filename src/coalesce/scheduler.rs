@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::delivery::Delivery;
 use super::journal::Journal;
 use super::queue::{
-    Caps, FullRequest, Ledger, Merge, PendingView, Plan, Ran, Seen, Taken, TargetQueue,
+    self, Caps, FullRequest, Ledger, Merge, PendingView, Plan, Ran, Seen, Taken, TargetQueue,
 };
 use super::rel::Rel;
 use crate::config::CrontabConfig;
@@ -227,58 +227,24 @@ impl Scheduler {
                 let n_remotes = self.config.target_keys.get(change.root).map_or(0, Vec::len);
                 // One copy of the path, shared by every remote's queue.
                 let rel = Rel::from(change.rel.as_path());
-                self.observe_change(change.root, n_remotes, &rel, &change, change.seen.min(now));
+                let seen = change.seen.min(now);
+                let merge = Merge {
+                    op: change.op,
+                    is_dir: change.is_dir,
+                    mask: change.mask,
+                    seen: Seen::at(seen),
+                };
+                let root = change.root;
+                let range = TargetId { root, remote: 0 }..TargetId {
+                    root,
+                    remote: n_remotes,
+                };
+                let mut queues: Vec<&mut TargetQueue> =
+                    self.queues.range_mut(range).map(|(_, q)| q).collect();
+                queue::observe_all(&mut queues, &rel, merge, seen);
                 if self.config.track_delivery {
                     self.delivery.owe(&change, n_remotes);
                 }
-            }
-        }
-    }
-
-    /// [`TargetQueue::observe`] for every remote of `root`, with the change merged into
-    /// their ledger once: each queue's bookkeeping before, one merge for the remotes
-    /// that share it, each queue's bookkeeping after.
-    fn observe_change(
-        &mut self,
-        root: usize,
-        n_remotes: usize,
-        rel: &Rel,
-        change: &Change,
-        seen: Instant,
-    ) {
-        let (op, is_dir) = (change.op, change.is_dir);
-        let merge = Merge {
-            op,
-            is_dir,
-            mask: change.mask,
-            seen: Seen::at(seen),
-        };
-        let id = |remote| TargetId { root, remote };
-        let mut view = None;
-        for remote in 0..n_remotes {
-            if let Some(queue) = self.queues.get_mut(&id(remote)) {
-                queue.before_merge(rel, op, is_dir, seen);
-                view.get_or_insert_with(|| queue.pending_view().clone());
-            }
-        }
-        let Some(view) = view else {
-            return;
-        };
-        let shared = n_remotes.min(PendingView::SHARED);
-        let joined = view.merge_all(shared, rel.clone(), merge);
-        for remote in 0..n_remotes {
-            let Some(queue) = self.queues.get_mut(&id(remote)) else {
-                continue;
-            };
-            if remote < shared {
-                queue.merged(
-                    rel.clone(),
-                    joined.vacant & (1 << remote) != 0,
-                    joined.logged,
-                );
-            } else {
-                let vacant = queue.pending_view().merge(rel.clone(), merge);
-                queue.merged(rel.clone(), vacant, false);
             }
         }
     }

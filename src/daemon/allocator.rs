@@ -7,12 +7,15 @@
 //! ten arenas each holding one batch's worth: measured with `scripts/bench --fanout 10`,
 //! peak RSS 15.6 MB with the default and 13.9 MB with two arenas (one remote: 8.8 and
 //! 8.2 MB). The threads allocate rarely and briefly, so two arenas cost no waiting worth
-//! measuring. `MALLOC_ARENA_MAX` in the environment is glibc's own knob and wins.
+//! measuring. `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` in the environment are glibc's own
+//! knobs and win.
 
-/// Caps glibc's arenas at two unless `MALLOC_ARENA_MAX` is set; call before any thread
-/// starts. Nothing on other C libraries.
+/// Caps glibc's arenas at two unless `MALLOC_ARENA_MAX` or an `arena_max` tunable is
+/// set; call before any thread starts. Nothing on other C libraries.
 pub fn cap_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+    let tunable = std::env::var_os("GLIBC_TUNABLES")
+        .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"));
+    if tunable || std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;
     }
     set_arena_max(2);

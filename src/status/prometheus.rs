@@ -340,7 +340,9 @@ fn cpu_clock(clock: libc::clockid_t) -> (i64, i64) {
     // SAFETY: `t` is a valid, writable timespec for the duration of the call, and the
     // CPU-time clocks exist on every Linux this runs on; on failure `t` stays zero.
     let _ = unsafe { libc::clock_gettime(clock, &mut t) };
-    (t.tv_sec, t.tv_nsec)
+    // `time_t` and `c_long` are 32 bits on 32-bit targets, 64 here.
+    #[allow(clippy::useless_conversion)]
+    (i64::from(t.tv_sec), i64::from(t.tv_nsec))
 }
 
 #[derive(Default)]

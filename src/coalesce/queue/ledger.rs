@@ -294,6 +294,13 @@ impl Ledger {
     /// Returns the set of those that had no change of `rel` (bit `r`).
     fn merge_all(&mut self, remotes: usize, rel: Rel, change: Merge) -> Joined {
         let remotes = remotes.min(MEMBER_BITS);
+        if remotes == 0 {
+            // No remote to merge into: a slot now would belong to nobody, for ever.
+            return Joined {
+                vacant: 0,
+                logged: false,
+            };
+        }
         if self.cursors.len() < remotes {
             // The remotes that share the log; their cursors start where it ends.
             let end = self.log_end();
@@ -396,8 +403,8 @@ impl Ledger {
         self.log.get(index)
     }
 
-    /// Drops the log entries every remote has read.
-    fn compact(&mut self) {
+    /// Drops the log entries every remote has read (after a batch was taken).
+    pub(super) fn compact(&mut self) {
         let Some(read) = self.cursors.iter().copied().min() else {
             return;
         };
@@ -505,13 +512,6 @@ impl Order {
     }
 }
 
-impl Ledger {
-    /// Drops the log entries every remote has read (after a batch was taken).
-    pub(super) fn tidy_log(&mut self) {
-        self.compact();
-    }
-}
-
 /// One remote's pending changes: what its own ordered map of path → [`Pending`] held,
 /// stored in its root's [`Ledger`].
 #[derive(Debug, Clone)]
@@ -531,6 +531,11 @@ impl PendingView {
     /// Remotes `0..SHARED` of a root merge an event at once ([`PendingView::merge_all`]);
     /// the others one by one.
     pub const SHARED: usize = MEMBER_BITS;
+
+    /// The remote this view is of.
+    pub fn remote(&self) -> usize {
+        self.remote
+    }
 
     /// Remote `remote`'s view of `ledger`.
     pub fn new(ledger: Arc<AtomicRefCell<Ledger>>, remote: usize) -> PendingView {

@@ -370,7 +370,7 @@ fn run_orders(remotes: usize, steps: &[OrderStep]) {
                 let got = {
                     let mut l = ledger.borrow_mut();
                     let got = orders[r].pop_front(&mut l, r);
-                    l.tidy_log();
+                    l.compact();
                     got
                 };
                 let got = got.map(|rel| rel.to_string_lossy().into_owned());
@@ -405,4 +405,76 @@ proptest! {
     fn every_order_is_its_own_deque(steps in prop::collection::vec(order_step(3), 1..80)) {
         run_orders(3, &steps);
     }
+}
+
+/// `merge_all` for the first `k` remotes only (the others keep their base as it is).
+#[derive(Debug, Clone)]
+enum PStep {
+    All(usize, u8, bool, u8),
+    One(usize, u8, bool, u8),
+    Rm(usize, u8),
+    Ins(usize, u8, u8),
+}
+
+fn pstep() -> impl Strategy<Value = PStep> {
+    prop_oneof![
+        (1usize..4, any::<u8>(), any::<bool>(), 0u8..3)
+            .prop_map(|(k, p, o, m)| PStep::All(k, p, o, m)),
+        (0usize..3, any::<u8>(), any::<bool>(), 0u8..3)
+            .prop_map(|(r, p, o, m)| PStep::One(r, p, o, m)),
+        (0usize..3, any::<u8>()).prop_map(|(r, p)| PStep::Rm(r, p)),
+        (0usize..3, any::<u8>(), 0u8..3).prop_map(|(r, p, a)| PStep::Ins(r, p, a)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn merging_into_some_remotes_leaves_the_others_alone(steps in prop::collection::vec(pstep(), 1..50)) {
+        let ledger = Ledger::shared();
+        let views: Vec<PendingView> = (0..3).map(|r| PendingView::new(Arc::clone(&ledger), r)).collect();
+        let mut model: Vec<BTreeMap<PathBuf, Pending>> = vec![BTreeMap::new(); 3];
+        for s in &steps {
+            match *s {
+                PStep::All(k, p, o, m) => {
+                    let k = k.min(3);
+                    let v = views[0].merge_all(k, Rel::from(Path::new(path(p))), merge(o, m, 0)).vacant;
+                    for (r, own) in model.iter_mut().enumerate().take(k) {
+                        let was = model_merge(own, path(p), merge(o, m, 0));
+                        prop_assert_eq!(v & (1 << r) != 0, was);
+                    }
+                }
+                PStep::One(r, p, o, m) => { views[r].merge(Rel::from(Path::new(path(p))), merge(o, m, 1)); model_merge(&mut model[r], path(p), merge(o, m, 1)); }
+                PStep::Rm(r, p) => { prop_assert_eq!(views[r].remove(Path::new(path(p))), model[r].remove(Path::new(path(p)))); }
+                PStep::Ins(r, p, a) => {
+                    let pending = Pending { op: Op::Update, is_dir: true, mask: 9, seen: seen(a), attempts: a.into() };
+                    views[r].insert(Rel::from(Path::new(path(p))), pending);
+                    model[r].insert(PathBuf::from(path(p)), pending);
+                }
+            }
+            for r in 0..3 {
+                let got: Vec<(PathBuf, Pending)> = views[r].entries().into_iter().map(|(p, x)| (p.to_path_buf(), x)).collect();
+                let want: Vec<(PathBuf, Pending)> = model[r].iter().map(|(p, x)| (p.clone(), *x)).collect();
+                prop_assert_eq!(&got, &want, "{:?}", s);
+                prop_assert_eq!(views[r].len(), want.len());
+            }
+        }
+        for v in &views { v.drain(); }
+        prop_assert!(ledger.borrow().slots.is_empty(), "slots left: {:?}", ledger.borrow().slots);
+    }
+}
+
+#[test]
+fn a_merge_into_no_remote_leaves_nothing() {
+    let ledger = Ledger::shared();
+    let view = PendingView::new(Arc::clone(&ledger), 0);
+    let joined = view.merge_all(0, Rel::from(Path::new("a")), merge(false, 1, 0));
+    assert_eq!(
+        joined,
+        Joined {
+            vacant: 0,
+            logged: false
+        }
+    );
+    assert!(ledger.borrow().slots.is_empty());
 }
