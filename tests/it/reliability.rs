@@ -80,6 +80,8 @@ struct Bench {
     _sshd: Option<Sshd>,
     /// The daemon's module, the ssh remote's directory or the local remote directory.
     mirror: PathBuf,
+    /// More remotes of the same root (`Settings::local_remotes`): local directories.
+    more_mirrors: Vec<PathBuf>,
     /// What the mirror never holds (`churn::EXCLUDES`, also the config's `<filter>`).
     filter: sersync::config::Filter,
     conf: PathBuf,
@@ -98,6 +100,9 @@ struct Settings {
     password: Option<&'static str>,
     /// Where the mirror is.
     remote: RemoteKind,
+    /// This many local directory remotes besides it, on the same root (one ledger of
+    /// pending changes and one dispatch order shared by all of them).
+    local_remotes: usize,
 }
 
 /// The kind of remote a [`Bench`] pushes to.
@@ -140,6 +145,7 @@ impl Default for Settings {
             retry_minutes: "0.05",
             password: None,
             remote: RemoteKind::Daemon,
+            local_remotes: 0,
         }
     }
 }
@@ -197,6 +203,17 @@ impl Bench {
                 (mirror, remote, rsync)
             }
         };
+        let more_mirrors: Vec<PathBuf> = (0..settings.local_remotes)
+            .map(|i| dir.path().join(format!("local-mirror-{i}")))
+            .collect();
+        let remote: String = std::iter::once(remote)
+            .chain(
+                more_mirrors
+                    .iter()
+                    .map(|m| format!("<remote path=\"{}\"/>", m.display())),
+            )
+            .collect::<Vec<_>>()
+            .join("\n            ");
         let excludes: String = crate::churn::EXCLUDES
             .iter()
             .map(|e| format!("\n        <exclude expression=\"{e}\"/>"))
@@ -240,6 +257,7 @@ impl Bench {
             daemon,
             _sshd: sshd,
             mirror,
+            more_mirrors,
             filter: sersync::config::Filter::from_patterns(&crate::churn::EXCLUDES)
                 .expect("churn excludes"),
             conf,
@@ -264,17 +282,21 @@ impl Bench {
         &self.mirror
     }
 
-    /// Every path the mirror does not hold as the source does, except excluded ones.
+    /// Every path a mirror does not hold as the source does, except excluded ones (of
+    /// every remote: the first mirror's first).
     fn differences(&self) -> Vec<PathBuf> {
-        tree::differences(&self.src, self.mirror())
-            .into_iter()
-            .filter(|rel| {
-                let is_dir = [&self.src, &self.mirror]
+        let mut out = Vec::new();
+        for mirror in std::iter::once(&self.mirror).chain(&self.more_mirrors) {
+            for rel in tree::differences(&self.src, mirror) {
+                let is_dir = [&self.src, mirror]
                     .iter()
-                    .any(|base| fs::symlink_metadata(base.join(rel)).is_ok_and(|m| m.is_dir()));
-                !self.filter.is_excluded(rel, is_dir)
-            })
-            .collect()
+                    .any(|base| fs::symlink_metadata(base.join(&rel)).is_ok_and(|m| m.is_dir()));
+                if !self.filter.is_excluded(&rel, is_dir) && !out.contains(&rel) {
+                    out.push(rel);
+                }
+            }
+        }
+        out
     }
 
     /// Whether the binary's own `/status` says nothing is queued, running or journaled
@@ -361,14 +383,18 @@ impl Bench {
             .unwrap_or_else(|err| format!("ss: {err}"))
     }
 
-    /// What the source and the mirror hold at `rel`, for failure messages.
+    /// What the source and each mirror hold at `rel`, for failure messages.
     fn both_sides(&self, rel: &Path) -> String {
-        format!(
+        let mut text = format!(
             "{}: src {} / mirror {}",
             rel.display(),
             describe(&self.src.join(rel)),
             describe(&self.mirror().join(rel))
-        )
+        );
+        for (i, mirror) in self.more_mirrors.iter().enumerate() {
+            text.push_str(&format!(" / local {i} {}", describe(&mirror.join(rel))));
+        }
+        text
     }
 
     /// Copies the whole log out of the temp dir (removed when the bench drops), for a
@@ -743,6 +769,49 @@ fn daemon_stopped_and_restarted_during_churn() {
         });
         assert!(journal_seen);
         bench.converge_and_stop(proc, "daemon restarted");
+    }
+}
+
+/// Three remotes of one root (the daemon and two local directories) under churn, the
+/// daemon stopped for a third of it: while its changes are journaled and retried, the
+/// local remotes keep taking theirs, so the remotes' pending changes and dispatch orders,
+/// which they share (one ledger per root), part ways and meet again. Every mirror must
+/// end byte-exact.
+#[test]
+fn three_remotes_of_one_root_converge_while_one_is_down() {
+    for seed in seeds(1, 2) {
+        eprintln!("seed {seed}: three remotes, the daemon down a while (SERSYNC_SEED={seed})");
+        let mut bench = Bench::new(
+            seed,
+            &Settings {
+                local_remotes: 2,
+                ..Settings::default()
+            },
+        )
+        .expect("daemon bench");
+        let proc = bench.start(false);
+        let length = churn_for(7, 40);
+        let src = bench.src.clone();
+        let outside = bench.outside.clone();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let churn = scope.spawn(|| crate::churn::run(&src, &outside, seed, length));
+            let extras = scope.spawn(|| links_and_modes(&src, seed, &stop));
+            // Fault timing (not a completion wait): down from a third to two thirds.
+            std::thread::sleep(length / 3);
+            bench.daemon.stop();
+            wait_until(
+                &format!("seed {seed}: the daemon's changes journaled while it is down"),
+                CONVERGE_LIMIT,
+                || !bench.journal_entries().is_empty(),
+            );
+            std::thread::sleep(length / 3);
+            bench.daemon.restart();
+            churn.join().expect("churn");
+            stop.store(true, Ordering::Relaxed);
+            extras.join().expect("extras");
+        });
+        bench.converge_and_stop(proc, "three remotes, one down a while");
     }
 }
 
