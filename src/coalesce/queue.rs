@@ -299,8 +299,9 @@ impl TargetQueue {
         }
     }
 
-    /// This queue's view of its root's ledger (the scheduler merges through it).
-    pub fn pending_view(&self) -> &PendingView {
+    /// This queue's view of its root's ledger.
+    #[cfg(test)]
+    pub(crate) fn pending_view(&self) -> &PendingView {
         &self.pending
     }
 

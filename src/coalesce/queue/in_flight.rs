@@ -5,9 +5,7 @@
 // upload tree cannot be chosen to collide ahead of time. Keys are hashed and compared as
 // bytes (`RelKey`): each candidate path is looked up with each of its parents.
 use hashbrown::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::super::rel::{RelKey, key, parents};
 use super::Rel;
@@ -114,8 +112,8 @@ impl InFlight {
     }
 
     /// Adds (or takes) `n` to the count of every proper ancestor of `path`.
-    fn count_above(&mut self, path: &[u8], n: usize, add: bool) {
-        for ancestor in parents(Path::new(OsStr::from_bytes(path))) {
+    fn count_above(&mut self, path: &Path, n: usize, add: bool) {
+        for ancestor in parents(path) {
             let ancestor = key(ancestor);
             match self.below.get_mut(ancestor) {
                 Some(count) if add => *count += n,
@@ -136,21 +134,20 @@ impl InFlight {
 
 /// The parent of a normalized path as bytes: equal parents are equal bytes, and comparing
 /// bytes does not parse components as `Path`'s `==` does.
-fn parent_bytes(path: &[u8]) -> Option<&[u8]> {
-    parents(Path::new(OsStr::from_bytes(path))).next().map(key)
+fn parent_bytes(path: &Path) -> Option<&[u8]> {
+    parents(path).next().map(key)
 }
 
 /// Consecutive paths with the same parent: the first of them and how many.
 #[derive(Default)]
 struct Run {
-    first: Option<Box<[u8]>>,
+    first: Option<PathBuf>,
     n: usize,
 }
 
 impl Run {
     /// Counts `path` in; returns the run it ended, if its parent differs.
-    fn add(&mut self, path: &Path) -> Option<(Box<[u8]>, usize)> {
-        let path = key(path);
+    fn add(&mut self, path: &Path) -> Option<(PathBuf, usize)> {
         let same = self
             .first
             .as_deref()
@@ -160,13 +157,13 @@ impl Run {
             return None;
         }
         let ended = self.end();
-        self.first = Some(path.into());
+        self.first = Some(path.to_path_buf());
         self.n = 1;
         ended
     }
 
     /// The run so far, if any.
-    fn end(&mut self) -> Option<(Box<[u8]>, usize)> {
+    fn end(&mut self) -> Option<(PathBuf, usize)> {
         let first = self.first.take()?;
         Some((first, std::mem::take(&mut self.n)))
     }

@@ -169,22 +169,19 @@ impl Slot {
         self.tidy();
     }
 
-    /// No member left: the first remote of `others` that can be a member brings its
-    /// change to `base`, with every other remote that has the same.
+    /// Every remote of `others` whose change equals `base` (two changes can become
+    /// equal when an event overwrites both) shares it again; with no member left, the
+    /// first remote of `others` that can be a member brings its change to `base` first.
     fn tidy(&mut self) {
-        if self.others.as_ref().is_some_and(|o| o.is_empty()) {
-            self.others = None;
-        }
-        if self.members != 0 {
-            return;
-        }
         let Some(others) = self.others.as_mut() else {
             return;
         };
-        let Some(&(_, base)) = others.iter().find(|(r, _)| bit(*r) != 0) else {
-            return;
-        };
-        self.base = base;
+        if self.members == 0 {
+            if let Some(&(_, base)) = others.iter().find(|(r, _)| bit(*r) != 0) {
+                self.base = base;
+            }
+        }
+        let base = self.base;
         others.retain(|(r, p)| {
             let joins = bit(*r) != 0 && *p == base;
             if joins {
@@ -353,21 +350,7 @@ impl Ledger {
                         slot.add(r, fresh);
                     }
                 }
-                // Two changes that became equal share again.
-                if slot.others.is_some() {
-                    let members = std::mem::take(&mut slot.members);
-                    let base = slot.base;
-                    let mut moved = Vec::new();
-                    for r in 0..MEMBER_BITS {
-                        if members & bit(r) != 0 {
-                            moved.push((r, base));
-                        }
-                    }
-                    slot.others
-                        .get_or_insert_with(Default::default)
-                        .extend(moved);
-                    slot.tidy();
-                }
+                slot.tidy();
                 absent
             }
         };
@@ -455,11 +438,10 @@ impl Order {
             return Some(rel);
         }
         let cursor = ledger.cursor(remote);
-        let in_log = cursor < ledger.log_end();
         if self
             .back
             .front()
-            .is_some_and(|(_, pos)| !in_log || *pos <= cursor)
+            .is_some_and(|(_, pos)| back_goes_first(*pos, cursor, ledger))
         {
             return self.back.pop_front().map(|(rel, _)| rel);
         }
@@ -484,7 +466,7 @@ impl Order {
         let mut back = self.back.iter().peekable();
         loop {
             let rel = match back.peek() {
-                Some((_, pos)) if *pos <= cursor || ledger.log_at(cursor).is_none() => {
+                Some((_, pos)) if back_goes_first(*pos, cursor, &ledger) => {
                     back.next().map(|(rel, _)| rel)
                 }
                 _ => {
@@ -510,6 +492,13 @@ impl Order {
         }
         ledger.compact();
     }
+}
+
+/// Whether the first of a remote's own entries, pushed when the log ended at `pos`,
+/// comes before the log entry at `cursor`: it does once the log entries pushed before it
+/// are read, or when the log has nothing more.
+fn back_goes_first(pos: u64, cursor: u64, ledger: &Ledger) -> bool {
+    pos <= cursor || ledger.log_at(cursor).is_none()
 }
 
 /// One remote's pending changes: what its own ordered map of path → [`Pending`] held,
@@ -640,14 +629,20 @@ impl PendingView {
             .collect()
     }
 
-    /// Every pending path taken out, in order.
+    /// Every pending path taken out, in order (one pass over the ledger).
     pub fn drain(&self) -> Vec<(Rel, Pending)> {
-        let entries = self.entries();
         let mut ledger = self.ledger.borrow_mut();
-        for (rel, _) in &entries {
-            ledger.remove_entry(self.remote, rel);
+        let mut out = Vec::with_capacity(ledger.len(self.remote));
+        ledger.slots.retain(|rel, slot| {
+            if let Some(pending) = slot.remove(self.remote) {
+                out.push((rel.clone(), pending));
+            }
+            !slot.is_empty()
+        });
+        if let Some(n) = ledger.lens.get_mut(self.remote) {
+            *n = 0;
         }
-        entries
+        out
     }
 }
 
