@@ -252,6 +252,12 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         };
     }
     let mut unsent = 0;
+    // A receiver that refused --modify-window=-1 once gets whole-second full syncs.
+    let window_refused = |args: &mut Argv| {
+        if context.seconds_only(job.target.root, job.target.remote) {
+            args.retain(|a| a != rsync::NANOSECOND_WINDOW);
+        }
+    };
     // What a subtree or full sync runs, given the excluded paths passed to it.
     let job_invocation = |excluded: &[OsString]| {
         invocation(
@@ -323,9 +329,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
                 excluded.len()
             );
             let mut invocation = job_invocation(&excluded);
-            if context.seconds_only(job.target.root, job.target.remote) {
-                invocation.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
-            }
+            window_refused(&mut invocation.args);
             (invocation, None)
         }
     };
@@ -345,9 +349,7 @@ fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
         let kind = sent_kind.as_ref().unwrap_or(&job.kind);
         invocation.args =
             self::invocation(&context.rsync, root, remote, context.delete, kind, &[]).args;
-        if context.seconds_only(job.target.root, job.target.remote) {
-            invocation.args.retain(|a| a != rsync::NANOSECOND_WINDOW);
-        }
+        window_refused(&mut invocation.args);
     };
     let run = |invocation: &mut Invocation<'_>| match &job.kind {
         JobKind::Batch { .. } | JobKind::Subtree { .. } | JobKind::Move { .. } => {
