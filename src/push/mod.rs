@@ -26,7 +26,7 @@ use crate::argv::Argv;
 use crate::child::Cancel;
 use crate::config::{Remote, RsyncConfig};
 use crate::filter::Filter;
-use crate::job::{Disposition, Entry, JobKind, PushFailure, PushJob, PushOutcome};
+use crate::job::{Disposition, Entry, JobKind, PushFailure, PushJob, PushOutcome, TargetId};
 use rsync::RunKind;
 
 /// What every worker needs, shared read-only.
@@ -63,6 +63,12 @@ pub struct PushContext {
 }
 
 impl PushContext {
+    /// The root directory and the remote of `target`, if the configuration has them.
+    fn target(&self, target: TargetId) -> Option<(&Path, &Remote)> {
+        let (root, remotes) = self.roots.get(target.root)?;
+        Some((root.as_path(), remotes.get(target.remote)?))
+    }
+
     fn seconds_only(&self, root: usize, remote: usize) -> bool {
         self.seconds_only
             .lock()
@@ -161,11 +167,7 @@ fn clean_temp_files(context: &PushContext, job: &PushJob, failure: Option<&PushF
     if paths.is_empty() {
         return;
     }
-    let Some((root, remote)) = context
-        .roots
-        .get(job.target.root)
-        .and_then(|(root, remotes)| remotes.get(job.target.remote).map(|r| (root.as_path(), r)))
-    else {
+    let Some((root, remote)) = context.target(job.target) else {
         return;
     };
     let Some(cleanup) =
@@ -220,11 +222,7 @@ fn clean_temp_files(context: &PushContext, job: &PushJob, failure: Option<&PushF
 
 /// Runs one job with a freshly started rsync.
 fn run_cold(context: &PushContext, job: PushJob) -> PushOutcome {
-    let Some((root, remote)) = context
-        .roots
-        .get(job.target.root)
-        .and_then(|(root, remotes)| remotes.get(job.target.remote).map(|r| (root.as_path(), r)))
-    else {
+    let Some((root, remote)) = context.target(job.target) else {
         let failure = PushFailure {
             code: None,
             reason: format!("no remote {}", job.target),
