@@ -13,12 +13,24 @@
 /// Caps glibc's arenas at two unless `MALLOC_ARENA_MAX` or an `arena_max` tunable is
 /// set; call before any thread starts. Nothing on other C libraries.
 pub fn cap_arenas() {
-    let tunable = std::env::var_os("GLIBC_TUNABLES")
-        .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"));
-    if tunable || std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
+    let env = |name| std::env::var_os(name);
+    if let Some(arenas) = arena_cap(
+        env("MALLOC_ARENA_MAX").as_deref(),
+        env("GLIBC_TUNABLES").as_deref(),
+    ) {
+        set_arena_max(arenas);
     }
-    set_arena_max(2);
+}
+
+/// The arena cap to set, given the two environment variables glibc reads for it: none
+/// when the operator set either.
+fn arena_cap(
+    malloc_arena_max: Option<&std::ffi::OsStr>,
+    glibc_tunables: Option<&std::ffi::OsStr>,
+) -> Option<i32> {
+    let tunable =
+        glibc_tunables.is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"));
+    (malloc_arena_max.is_none() && !tunable).then_some(2)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -32,3 +44,28 @@ fn set_arena_max(arenas: libc::c_int) {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set_arena_max(_arenas: i32) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_operators_setting_wins() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        let table: [(Option<&OsStr>, Option<&OsStr>, Option<i32>); 5] = [
+            (None, None, Some(2)),
+            (os("8"), None, None),
+            (None, os("glibc.malloc.arena_max=4"), None),
+            (None, os("glibc.malloc.tcache_count=0"), Some(2)),
+            (
+                os(""),
+                os("glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=0"),
+                None,
+            ),
+        ];
+        for (max, tunables, want) in table {
+            assert_eq!(arena_cap(max, tunables), want, "{max:?} {tunables:?}");
+        }
+    }
+}

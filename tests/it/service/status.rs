@@ -250,6 +250,16 @@ fn metrics_parse_as_prometheus_text_and_count_the_workload() {
         Some(0.0)
     );
     assert_eq!(value(&samples, "sersync_full_syncs_total", &[]), Some(0.0));
+    // The daemon's own CPU (README: nanosecond clock, printed with microseconds): it
+    // pushed a workload, so some was spent, and no 10 ms tick rounds it.
+    let cpu = value(&samples, "process_cpu_seconds_total", &[]).expect("process CPU");
+    assert!(cpu > 0.0 && cpu < 60.0, "{cpu}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("process_cpu_seconds_total ")
+                && l.rsplit('.').next().is_some_and(|f| f.len() == 6)),
+        "{text}"
+    );
     assert!(value(&samples, "sersync_journal_oldest_age_seconds", &[]).is_some());
     // Buckets are cumulative.
     let buckets: Vec<f64> = samples
