@@ -194,6 +194,7 @@ impl Pipeline {
         let watch_options = WatchOptions {
             toggles: config.inotify,
             debug: config.debug,
+            backend: config.watch_backend,
         };
         let watcher = watch::spawn(
             roots.clone(),
@@ -287,6 +288,7 @@ impl Pipeline {
         let watch_options = WatchOptions {
             toggles: config.inotify,
             debug: config.debug,
+            backend: config.watch_backend,
         };
         let watcher = watch::spawn(
             roots,

@@ -46,6 +46,8 @@ pub struct Config {
     pub filter: Filter,
     /// `<inotify>` toggles.
     pub inotify: InotifyToggles,
+    /// New `<watch backend>`: which kernel interface reports changes.
+    pub watch_backend: WatchBackend,
     /// One entry per `<sersync><localpath>`, in file order.
     pub roots: Vec<RootConfig>,
     /// `<sersync><rsync>`: how rsync is invoked.
@@ -85,6 +87,28 @@ pub struct HostConfig {
     pub port: u16,
     /// New `start="true"`: serve `/metrics` and `/status` on that address.
     pub start: bool,
+}
+
+/// New `<watch backend="…">`: how changes are learnt from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WatchBackend {
+    /// `inotify` (the default, as sersync 2.5): one watch per directory, added by a walk
+    /// at start; works for any user on any filesystem.
+    #[default]
+    Inotify,
+    /// `fanotify`: one mark per filesystem, nothing walked (ready in milliseconds at any
+    /// tree size); needs root (`CAP_SYS_ADMIN`), Linux 5.17 and filesystems with file
+    /// handles. When it cannot be set up, sersync says why and uses inotify.
+    Fanotify,
+}
+
+impl fmt::Display for WatchBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WatchBackend::Inotify => "inotify",
+            WatchBackend::Fanotify => "fanotify",
+        })
+    }
 }
 
 /// `<inotify>` children; each turns on an inotify event kind.

@@ -13,7 +13,7 @@ use std::path::Path;
 use super::ctx::{Ctx, is, pattern_children};
 use super::tree::{self, Node};
 use super::{
-    Config, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins, sersync,
+    WatchBackend,     Config, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins, sersync,
 };
 use crate::filter::{Filter, Rule};
 
@@ -79,6 +79,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Confi
             "plugin",
             "pidfile",
             "log",
+            "watch",
         ],
     );
     let host = read_host(ctx, head);
@@ -86,6 +87,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Confi
     let xfs = read_switch(ctx, head, "fileSystem", "xfs");
     let filter = read_filter(ctx, head);
     let inotify = read_inotify(ctx, head);
+    let watch_backend = read_watch(ctx, head);
     let sync = sersync::read(ctx, head, options);
     let sections = plugins::read(ctx, head, &sync.enabled, options, &sync.roots);
     let pidfile = ctx.child(head, "pidfile").and_then(|n| {
@@ -100,6 +102,7 @@ fn read_head(ctx: &mut Ctx<'_>, head: Node<'_>, options: &ParseOptions) -> Confi
         xfs,
         filter,
         inotify,
+        watch_backend,
         roots: sync.roots,
         rsync: sync.rsync,
         fail_log: sync.fail_log,
@@ -227,6 +230,20 @@ fn read_inotify(ctx: &mut Ctx<'_>, head: Node<'_>) -> InotifyToggles {
         );
     }
     toggles
+}
+
+/// New `<watch backend="inotify|fanotify"/>`.
+fn read_watch(ctx: &mut Ctx<'_>, head: Node<'_>) -> WatchBackend {
+    let Some(node) = ctx.child(head, "watch") else {
+        return WatchBackend::default();
+    };
+    ctx.check_attrs(node, &["backend"]);
+    ctx.parse_attr(node, "backend", |v| match v.to_ascii_lowercase().as_str() {
+        "inotify" => Ok(WatchBackend::Inotify),
+        "fanotify" => Ok(WatchBackend::Fanotify),
+        _ => Err("expected inotify or fanotify".to_owned()),
+    })
+    .unwrap_or_default()
 }
 
 fn read_log(ctx: &mut Ctx<'_>, head: Node<'_>) -> LogConfig {

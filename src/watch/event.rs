@@ -12,7 +12,6 @@
 //! - events for a descriptor no longer in the map (after `IN_IGNORED`, a directory moved
 //!   out, wd reuse) are dropped with a debug log, never guessed at (the original's B4).
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
@@ -20,13 +19,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use inotify::{EventMask, WatchMask};
 
 use super::held::Held;
 use super::mask::{self, Emit, Kind};
+use super::outlet::{Flow, Outlet};
 use super::rename::{LastMove, MOVE_PAIR_TIMEOUT, PendingFrom};
 use super::tree::Tree;
 use super::watches::WatchFd;
@@ -34,23 +33,6 @@ use crate::config::InotifyToggles;
 use crate::filter::Filter;
 use crate::job::{Change, FsEvent, Op};
 use crate::metrics::Metrics;
-
-/// Why the thread has to stop handling events.
-#[derive(Debug)]
-pub(crate) enum Halt {
-    /// `Watcher::stop` was called.
-    Stopped,
-    /// The receiver of `event_tx` is gone: nobody wants events any more.
-    Disconnected,
-}
-
-/// Result of every step that may send.
-pub(crate) type Flow = Result<(), Halt>;
-
-/// After [`Watcher::stop`](super::Watcher::stop), how long one event may wait for room in
-/// the channel before the rest is given up (logged). The scheduler drains the channel
-/// until the watcher's sender is gone, so this only bounds a receiver that stopped.
-const STOP_SEND_LIMIT: Duration = Duration::from_secs(10);
 
 /// What the thread needs besides the inotify fd.
 pub(crate) struct Shared {
@@ -61,8 +43,7 @@ pub(crate) struct Shared {
     pub(crate) filter: Arc<Filter>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) watch_count: Arc<AtomicUsize>,
-    pub(crate) event_tx: Sender<FsEvent>,
-    pub(crate) stop_rx: Receiver<()>,
+    pub(crate) outlet: Outlet,
     /// `Debug` with `<debug start="true">`, else `Trace`: raw events and added watches.
     pub(crate) log_level: log::Level,
 }
@@ -80,15 +61,8 @@ pub(crate) struct State {
     pub(super) rescan_queued: Vec<bool>,
     /// `Rescan`s decided but not sent yet (decided in `spawn`, before the thread runs).
     pub(super) rescans_due: Vec<usize>,
-    /// `Watcher::stop` was seen: what is left is handed over (blocking sends), and
-    /// scans give way to a `Rescan` of their root.
-    pub(super) stopping: Cell<bool>,
-    /// The receiver did not take an event within [`STOP_SEND_LIMIT`] while stopping.
-    pub(super) abandoned: Cell<bool>,
     /// Per root: a `Rescan` was sent while stopping (further scans need none).
     pub(super) stop_rescanned: Vec<bool>,
-    /// Per root: when its last change was seen (see [`changing_at_stop`]).
-    pub(super) last_change: Vec<Cell<Option<Instant>>>,
     /// Modified files waiting for their close (see `held.rs`).
     pub(super) held: Held,
     /// Per root: not watched now (missing, not a directory, deleted or moved away);
@@ -124,10 +98,7 @@ impl State {
             out_of_watches: false,
             rescan_queued: vec![false; n_roots],
             rescans_due: Vec::new(),
-            stopping: Cell::new(false),
-            abandoned: Cell::new(false),
             stop_rescanned: vec![false; n_roots],
-            last_change: vec![Cell::new(None); n_roots],
             held: Held::default(),
             missing: vec![false; n_roots],
             unwatched: BTreeMap::new(),
@@ -479,67 +450,12 @@ impl State {
 
     /// Whether `Watcher::stop` has been called (it drops the stop sender).
     pub(crate) fn is_stopping(&self) -> bool {
-        if self.stopping.get() {
-            return true;
-        }
-        let stopped = matches!(
-            self.shared.stop_rx.try_recv(),
-            Err(crossbeam_channel::TryRecvError::Disconnected)
-        );
-        self.stopping.set(stopped);
-        stopped
+        self.shared.outlet.is_stopping()
     }
 
-    /// Sends one event, blocking while the channel is full (the kernel queue then
-    /// absorbs the burst, and overflows into a rescan at worst). A stop does not drop
-    /// the event: the scheduler keeps receiving until this thread's sender is gone, and
-    /// whatever reaches it is pushed or journaled.
+    /// Sends one event (see [`Outlet::send`]).
     pub(super) fn send(&self, event: FsEvent) -> Flow {
-        let changed = match &event {
-            FsEvent::Change(change) => Some((change.root, change.seen)),
-            FsEvent::Move(moved) => Some((moved.root, moved.seen)),
-            FsEvent::Rescan { .. } | FsEvent::ChangingAtStop { .. } => None,
-        };
-        if let Some((root, seen)) = changed {
-            if let Some(last) = self.last_change.get(root) {
-                last.set(Some(last.get().map_or(seen, |t| t.max(seen))));
-            }
-        }
-        let event = match self.shared.event_tx.try_send(event) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Disconnected(_)) => return Err(Halt::Disconnected),
-            Err(TrySendError::Full(event)) => event,
-        };
-        if self.stopping.get() {
-            return self.send_while_stopping(event);
-        }
-        crossbeam_channel::select! {
-            send(self.shared.event_tx, event) -> sent => sent.map_err(|_| Halt::Disconnected),
-            recv(self.shared.stop_rx) -> _ => {
-                self.stopping.set(true);
-                // `select!` gave the event back only in its `send` arm; send it again.
-                self.send_while_stopping(event)
-            },
-        }
-    }
-
-    fn send_while_stopping(&self, event: FsEvent) -> Flow {
-        if self.abandoned.get() {
-            log::error!("stopping: receiver gone quiet, not handed over: {event:?}");
-            return Err(Halt::Stopped);
-        }
-        match self.shared.event_tx.send_timeout(event, STOP_SEND_LIMIT) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Disconnected(_)) => Err(Halt::Disconnected),
-            Err(SendTimeoutError::Timeout(event)) => {
-                self.abandoned.set(true);
-                log::error!(
-                    "stopping: the event receiver took nothing for {STOP_SEND_LIMIT:?}; \
-                     not handed over: {event:?}"
-                );
-                Err(Halt::Stopped)
-            }
-        }
+        self.shared.outlet.send(event)
     }
 
     /// While stopping, a scan gives way to one `Rescan` of its root (the scheduler
@@ -556,17 +472,6 @@ impl State {
         self.send(FsEvent::Rescan { root })
     }
 
-    /// At the end of the stop handover: every root still changing ([`changing_at_stop`])
-    /// gets a [`FsEvent::ChangingAtStop`], so that what changes while no watcher runs
-    /// is covered by a full sync at the next start.
-    pub(super) fn report_changing_at_stop(&self, stop_seen: Instant) -> Flow {
-        let last: Vec<Option<Instant>> = self.last_change.iter().map(Cell::get).collect();
-        for root in changing_at_stop(&last, stop_seen) {
-            self.send(FsEvent::ChangingAtStop { root })?;
-        }
-        Ok(())
-    }
-
     pub(super) fn update_count(&self) {
         let n = self.tree.len();
         self.shared.watch_count.store(n, Ordering::Relaxed);
@@ -575,23 +480,6 @@ impl State {
             .watches
             .store(n as u64, Ordering::Relaxed);
     }
-}
-
-/// At stop, how long the watcher keeps listening after the fd ran dry, for whether a
-/// root is still changing: its writers then go on while no watcher runs (between a
-/// SIGTERM and the restart's watches), so the next start syncs it whole. A root quiet
-/// for this long after the stop request stops with nothing more journaled.
-pub(crate) const STOP_SETTLE: Duration = Duration::from_millis(100);
-
-/// The roots (indexes into `last_change`, each root's last change seen) that changed at
-/// or after `stop_seen`, the moment the stop was requested.
-pub(crate) fn changing_at_stop(last_change: &[Option<Instant>], stop_seen: Instant) -> Vec<usize> {
-    last_change
-        .iter()
-        .enumerate()
-        .filter(|(_, last)| last.is_some_and(|t| t >= stop_seen))
-        .map(|(root, _)| root)
-        .collect()
 }
 
 pub(super) fn change(
@@ -610,35 +498,4 @@ pub(super) fn change(
         mask,
         seen,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_root_is_still_changing_at_stop_when_it_changed_after_the_stop_request() {
-        let stop = Instant::now() + Duration::from_secs(10);
-        let at = |ms: i64| {
-            Some(if ms >= 0 {
-                stop + Duration::from_millis(ms.unsigned_abs())
-            } else {
-                stop - Duration::from_millis(ms.unsigned_abs())
-            })
-        };
-        // (last change per root, roots still changing)
-        #[rustfmt::skip]
-        let table: &[(Vec<Option<Instant>>, Vec<usize>)] = &[
-            (vec![], vec![]),
-            (vec![None], vec![]),
-            (vec![at(0)], vec![0]),
-            (vec![at(40)], vec![0]),
-            // Converged just before the stop: quiet, nothing journaled.
-            (vec![at(-1)], vec![]),
-            (vec![at(-5_000), at(20), None], vec![1]),
-        ];
-        for (last, expected) in table {
-            assert_eq!(&changing_at_stop(last, stop), expected, "{last:?}");
-        }
-    }
 }

@@ -20,8 +20,10 @@
 //! watches).
 
 mod event;
+mod fanotify;
 mod held;
 mod mask;
+mod outlet;
 mod recovery;
 mod rename;
 mod rewatch;
@@ -29,6 +31,7 @@ mod scan;
 mod tree;
 mod watches;
 
+pub use fanotify::FanotifyError;
 pub use held::MODIFY_SETTLE;
 pub use rewatch::{RETRY_INTERVAL, UNWATCHED_RESCAN};
 
@@ -45,12 +48,13 @@ use inotify::Inotify;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::config::InotifyToggles;
+use crate::config::{InotifyToggles, WatchBackend};
 use crate::filter::Filter;
 use crate::job::FsEvent;
 use crate::metrics::Metrics;
 
-use event::{Halt, Shared, State};
+use event::{Shared, State};
+use outlet::Halt;
 
 /// Size of the inotify read buffer. One event is 16 bytes plus its padded name (at most
 /// 256), so this holds 240 to 4096 events per `read`.
@@ -71,6 +75,9 @@ pub struct WatchOptions {
     /// `<debug start="true">`: log every raw event and every watch added at debug level
     /// (otherwise at trace).
     pub debug: bool,
+    /// `<watch backend>`: inotify, or fanotify (falling back to inotify when it cannot
+    /// be set up).
+    pub backend: WatchBackend,
 }
 
 /// Why the watcher could not start, or how its thread ended.
@@ -111,6 +118,7 @@ pub struct Watcher {
     waker: Waker,
     thread: Option<JoinHandle<Result<(), WatchError>>>,
     watch_count: Arc<AtomicUsize>,
+    backend: WatchBackend,
 }
 
 /// Watches every root, then starts the `sersync-watch` thread and returns.
@@ -137,6 +145,13 @@ pub fn spawn(
 ) -> Result<Watcher, WatchError> {
     let started = Instant::now();
     let roots: Vec<PathBuf> = roots.into_iter().map(resolve_root).collect();
+    // With no root there at all, the inotify path reports it as the error it is.
+    if options.backend == WatchBackend::Fanotify && roots.iter().any(|root| root.is_dir()) {
+        match fanotify::spawn(&roots, &options, &filter, &event_tx, &metrics) {
+            Ok(watcher) => return Ok(watcher),
+            Err(err) => log::warn!("{err}; watching with inotify instead"),
+        }
+    }
     let inotify = Inotify::init().map_err(WatchError::Init)?;
     let poll = Poll::new().map_err(WatchError::Poll)?;
     poll.registry()
@@ -167,8 +182,7 @@ pub fn spawn(
         filter,
         metrics,
         watch_count: Arc::clone(&watch_count),
-        event_tx,
-        stop_rx,
+        outlet: outlet::Outlet::new(event_tx, stop_rx, n_roots),
         log_level,
     });
     let failed = state.apply_walk(walk, false);
@@ -203,6 +217,7 @@ pub fn spawn(
         waker,
         thread: Some(thread),
         watch_count,
+        backend: WatchBackend::Inotify,
     })
 }
 
@@ -217,9 +232,14 @@ impl Watcher {
         self.shutdown()
     }
 
-    /// Number of directories watched now.
+    /// Number of directories watched now (inotify), or of filesystems marked (fanotify).
     pub fn watch_count(&self) -> usize {
         self.watch_count.load(Ordering::Relaxed)
+    }
+
+    /// The backend that runs (fanotify may have fallen back to inotify).
+    pub fn backend(&self) -> WatchBackend {
+        self.backend
     }
 
     fn shutdown(&mut self) -> Result<(), WatchError> {
@@ -271,7 +291,7 @@ fn run(mut inotify: Inotify, mut poll: Poll, mut state: State) -> Result<(), Wat
         &mut events,
     ) {
         Ok(Halt::Stopped) => {
-            state.stopping.set(true);
+            state.shared.outlet.set_stopping();
             let stop_seen = Instant::now();
             let handed = drain(
                 &mut inotify,
@@ -281,7 +301,7 @@ fn run(mut inotify: Inotify, mut poll: Poll, mut state: State) -> Result<(), Wat
                 &mut buffer,
             )
             .and_then(|()| state.finish())
-            .and_then(|()| state.report_changing_at_stop(stop_seen));
+            .and_then(|()| state.shared.outlet.report_changing_at_stop(stop_seen));
             match handed {
                 Ok(()) => log::debug!("watch thread stopped, everything handed over"),
                 Err(halt) => {
@@ -358,7 +378,7 @@ fn drain(
 ) -> Result<(), Halt> {
     let started = Instant::now();
     let deadline = started + DRAIN_LIMIT;
-    let settle_until = started + event::STOP_SETTLE;
+    let settle_until = started + outlet::STOP_SETTLE;
     loop {
         if Instant::now() >= deadline {
             log::warn!("stopping: inotify events still arriving; every root gets a full sync");

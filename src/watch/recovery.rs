@@ -11,7 +11,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::event::{Flow, State};
+use super::event::State;
+use super::outlet::Flow;
 use super::rewatch::{RETRY_INTERVAL, UNWATCHED_RESCAN};
 use super::scan::{self, Walk};
 use crate::filter::Filter;

@@ -13,7 +13,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::event::{Flow, State};
+use super::event::State;
+use super::outlet::Flow;
 use super::mask::{self, Emit, Kind};
 use super::tree::Dir;
 use crate::job::{FsEvent, Move, Op};

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::event::{Flow, State};
+use super::event::State;
+use super::outlet::Flow;
 use super::scan::{self, is_gone, is_out_of_watches};
 use crate::job::FsEvent;
 

@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use inotify::WatchMask;
 
-use super::event::{Flow, State, change};
+use super::event::{State, change};
+use super::outlet::Flow;
 use super::mask::Kind;
 use super::tree::{NodeId, Tree};
 use super::watches::WatchFd;

@@ -18,7 +18,9 @@ use crossbeam_channel::Receiver;
 use sersync::filter::Rule;
 use tempfile::TempDir;
 
-use sersync::config::InotifyToggles;
+use sersync::config::{InotifyToggles, WatchBackend};
+
+use crate::util::watches;
 use sersync::filter::Filter;
 use sersync::job::{Change, FsEvent, Op};
 use sersync::metrics::Metrics;
@@ -97,6 +99,7 @@ impl Setup {
         let options = WatchOptions {
             toggles: self.toggles,
             debug: true,
+            backend: crate::util::watch_backend(),
         };
         let racer = {
             let root = tmp.path().join("root0");
@@ -207,9 +210,11 @@ impl Fixture {
     }
 
     /// Waits until the watcher has `expected` watches, receiving events meanwhile so
-    /// that a small channel cannot block the reader.
+    /// that a small channel cannot block the reader. With fanotify there is one mark for
+    /// the one filesystem of the temp dir, whatever the tree.
     #[track_caller]
     fn wait_watch_count(&mut self, expected: usize) {
+        let expected = watches(expected);
         let deadline = Instant::now() + LIMIT;
         while self.watcher().watch_count() != expected {
             assert!(
@@ -328,9 +333,7 @@ fn create_file_off_waits_for_close_but_pushes_create_only_objects() {
         !dirlink.is_dir,
         "a symlink to a directory is a path, not a directory"
     );
-    assert_eq!(
-        fx.watcher().watch_count(),
-        1,
+    assert_eq!(fx.watcher().watch_count(), watches(1),
         "symlinked directory must not be watched"
     );
 }
@@ -425,7 +428,7 @@ fn rename_of_directory_is_one_move_and_watches_follow() {
     let root = fx.root();
     fs::write(root.join("d/x/y/f"), "f").expect("write");
     fx.expect("d/x/y/f", Op::Update);
-    assert_eq!(fx.watcher().watch_count(), 5);
+    assert_eq!(fx.watcher().watch_count(), watches(5));
 
     let from = fx.seen.len();
     fs::rename(root.join("d"), root.join("e")).expect("mv dir");
@@ -433,7 +436,7 @@ fn rename_of_directory_is_one_move_and_watches_follow() {
         move_position(seen, "d", "e").is_some()
     });
     assert!(changes(&fx.seen).any(|c| c.rel == Path::new("e") && c.is_dir));
-    assert_eq!(fx.watcher().watch_count(), 5, "watches follow the rename");
+    assert_eq!(fx.watcher().watch_count(), watches(5), "watches follow the rename");
     // The content moved with the directory: no scan re-sends it.
     let marker = fx.marker();
     let rescanned: Vec<_> = changes(&fx.seen[from..marker])
@@ -525,13 +528,26 @@ fn a_directory_made_renamed_and_made_again_while_unread_is_watched_under_both_na
     fs::rename(root.join("d"), root.join("d.old")).expect("rotate");
     fs::create_dir_all(root.join("d/y")).expect("mkdir again");
     fx.expect("d.old/x", Op::Update);
-    // The rename went out as a move of what the map held (the second `d`'s content):
-    // a delete then an update of `d.old` has the scheduler sync it whole.
-    let delete = position(&fx.seen, 0, Path::new("d.old"), Op::Delete).expect("delete of d.old");
-    assert!(
-        position(&fx.seen[delete..], 0, Path::new("d.old"), Op::Update).is_some(),
-        "d.old: no update after its delete"
-    );
+    fx.expect("d/y", Op::Update);
+    match crate::util::watch_backend() {
+        WatchBackend::Inotify => {
+            // The rename went out as a move of what the map held (the second `d`'s
+            // content): a delete then an update of `d.old` has the scheduler sync it whole.
+            let delete =
+                position(&fx.seen, 0, Path::new("d.old"), Op::Delete).expect("delete of d.old");
+            assert!(
+                position(&fx.seen[delete..], 0, Path::new("d.old"), Op::Update).is_some(),
+                "d.old: no update after its delete"
+            );
+        }
+        WatchBackend::Fanotify => {
+            // No map to mislead: the rename is reported as it happened.
+            let moved = fx.seen.iter().any(|event| {
+                matches!(event, FsEvent::Move(m) if m.from == Path::new("d") && m.to == Path::new("d.old"))
+            });
+            assert!(moved, "no move d -> d.old: {:?}", fx.seen);
+        }
+    }
     fx.marker();
     fs::write(root.join("d.old/later"), "x").expect("write in d.old");
     fs::write(root.join("d.old/x/later"), "x").expect("write in d.old/x");
@@ -555,7 +571,7 @@ fn move_out_deletes_and_unwatches_subtree() {
         ..Setup::default()
     }
     .start();
-    assert_eq!(fx.watcher().watch_count(), 4);
+    assert_eq!(fx.watcher().watch_count(), watches(4));
     fs::rename(fx.root().join("d"), fx.outside().join("d")).expect("mv out");
     fx.expect("d", Op::Delete);
     fx.wait_watch_count(1);
@@ -631,7 +647,7 @@ fn move_between_roots_is_delete_in_one_and_update_in_other() {
     }
     fs::write(fx.root_n(1).join("d2/e/g"), "x").expect("write");
     fx.expect_in(1, "d2/e/g", Op::Update);
-    assert_eq!(fx.watcher().watch_count(), 4);
+    assert_eq!(fx.watcher().watch_count(), watches(4));
 }
 
 #[test]
@@ -643,7 +659,7 @@ fn excluded_directories_are_never_watched_nor_reported() {
     }
     .start();
     let root = fx.root();
-    assert_eq!(fx.watcher().watch_count(), 3, "root, a, a/keep");
+    assert_eq!(fx.watcher().watch_count(), watches(3), "root, a, a/keep");
 
     let from = fx.seen.len();
     fs::write(root.join("cache/x/f"), "x").expect("write");
@@ -659,9 +675,7 @@ fn excluded_directories_are_never_watched_nor_reported() {
         })
         .collect();
     assert!(leaked.is_empty(), "excluded paths reported: {leaked:?}");
-    assert_eq!(
-        fx.watcher().watch_count(),
-        4,
+    assert_eq!(fx.watcher().watch_count(), watches(4),
         "b is watched, b/cache is not"
     );
     assert!(fx.metrics.events_filtered.load(Ordering::Relaxed) >= 2);
@@ -740,7 +754,7 @@ fn attrib_is_update_and_keeps_watches() {
     fs::set_permissions(fx.root().join("d"), fs::Permissions::from_mode(0o750)).expect("chmod");
     fx.expect("d", Op::Update);
     assert!(position(&fx.seen, 0, Path::new("d"), Op::Delete).is_none());
-    assert_eq!(fx.watcher().watch_count(), 2);
+    assert_eq!(fx.watcher().watch_count(), watches(2));
     fs::write(fx.root().join("d/f"), "x").expect("write");
     fx.expect("d/f", Op::Update);
 }
@@ -761,7 +775,7 @@ fn create_folder_off_neither_pushes_nor_watches_new_dirs() {
     fs::write(fx.root().join("new/f"), "x").expect("write");
     let marker = fx.marker();
     assert!(changes(&fx.seen[from..marker]).all(|c| !c.rel.starts_with("new")));
-    assert_eq!(fx.watcher().watch_count(), 1);
+    assert_eq!(fx.watcher().watch_count(), watches(1));
 }
 
 #[test]
@@ -779,8 +793,8 @@ fn watch_count_matches_directories() {
     }
     .start();
     std::os::unix::fs::symlink(fx.outside().join("t"), fx.root().join("a/link")).expect("symlink");
-    assert_eq!(fx.watcher().watch_count(), 6, "root a a/b a/b/c a/d e");
-    assert_eq!(fx.metrics.watches.load(Ordering::Relaxed), 6);
+    assert_eq!(fx.watcher().watch_count(), watches(6), "root a a/b a/b/c a/d e");
+    assert_eq!(fx.metrics.watches.load(Ordering::Relaxed), watches(6) as u64);
     fs::create_dir(fx.root().join("e/f")).expect("mkdir");
     fx.expect("e/f", Op::Update);
     fx.wait_watch_count(7);
@@ -897,7 +911,7 @@ fn deleted_root_is_dropped_and_other_roots_keep_running() {
         ..Setup::default()
     }
     .start();
-    assert_eq!(fx.watcher().watch_count(), 3);
+    assert_eq!(fx.watcher().watch_count(), watches(3));
     fs::remove_dir_all(fx.root_n(0)).expect("rm -r root0");
     fx.expect_in(0, "a", Op::Delete);
     fx.wait_watch_count(1);
@@ -915,13 +929,16 @@ fn missing_root_is_skipped_and_others_keep_running() {
     let roots = vec![tmp.path().join("missing"), good.clone()];
     let watcher = watch::spawn(
         roots,
-        WatchOptions::default(),
+        WatchOptions {
+            backend: crate::util::watch_backend(),
+            ..WatchOptions::default()
+        },
         Arc::default(),
         event_tx,
         Arc::default(),
     )
     .expect("one root is enough");
-    assert_eq!(watcher.watch_count(), 1);
+    assert_eq!(watcher.watch_count(), watches(1));
     fs::write(good.join("f"), "x").expect("write");
     let event = event_rx
         .recv_timeout(LIMIT)
@@ -932,7 +949,10 @@ fn missing_root_is_skipped_and_others_keep_running() {
     let (event_tx, _event_rx) = crossbeam_channel::bounded(64);
     let err = watch::spawn(
         vec![tmp.path().join("missing")],
-        WatchOptions::default(),
+        WatchOptions {
+            backend: crate::util::watch_backend(),
+            ..WatchOptions::default()
+        },
         Arc::default(),
         event_tx,
         Arc::default(),
@@ -947,14 +967,19 @@ fn missing_root_is_skipped_and_others_keep_running() {
 /// default limit of 16,384.
 #[test]
 fn queue_overflow_becomes_rescan_of_every_root() {
-    const FILES: usize = 10_000;
-    let limit: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+    // inotify queues a CREATE and a CLOSE_WRITE per new file; fanotify merges them into
+    // one event, so it needs twice the files for the same default limit.
+    let (sysctl, per_file, files) = match crate::util::watch_backend() {
+        WatchBackend::Inotify => ("/proc/sys/fs/inotify/max_queued_events", 2, 10_000),
+        WatchBackend::Fanotify => ("/proc/sys/fs/fanotify/max_queued_events", 1, 20_000),
+    };
+    let limit: usize = fs::read_to_string(sysctl)
         .ok()
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(16_384);
-    if 2 * FILES <= limit {
+    if per_file * files <= limit {
         crate::util::missing_prerequisite(&format!(
-            "max_queued_events is {limit}, too high to overflow with {FILES} files"
+            "max_queued_events is {limit}, too high to overflow with {files} files"
         ));
         return;
     }
@@ -964,7 +989,7 @@ fn queue_overflow_becomes_rescan_of_every_root() {
         ..Setup::default()
     }
     .start();
-    for i in 0..FILES {
+    for i in 0..files {
         fs::write(fx.root_n(0).join(i.to_string()), "").expect("write");
     }
     // Made while the queue is full: the rebuild must find and watch it.
@@ -979,9 +1004,7 @@ fn queue_overflow_becomes_rescan_of_every_root() {
         }
     }
     assert!(fx.metrics.overflows.load(Ordering::Relaxed) >= 1);
-    assert_eq!(
-        fx.watcher().watch_count(),
-        3,
+    assert_eq!(fx.watcher().watch_count(), watches(3),
         "root0, root1 and root1/late after rebuild"
     );
     // Still running: later changes arrive.
@@ -1035,6 +1058,9 @@ fn kernel_watches() -> std::collections::HashMap<u64, i32> {
 /// the directory's watch (same wd); an unpaired one would remove it and add a new one.
 #[test]
 fn moves_are_paired_across_read_boundaries() {
+    if crate::util::inotify_only("the inotify cookie pairing and its kernel watch list") {
+        return;
+    }
     use std::os::unix::fs::MetadataExt;
     const N: usize = 1000;
     let mut fx = Setup {
@@ -1080,7 +1106,7 @@ fn moves_are_paired_across_read_boundaries() {
         rewatched.is_empty(),
         "renames treated as move out + move in (watch re-added): {rewatched:?}"
     );
-    assert_eq!(fx.watcher().watch_count(), 1 + N);
+    assert_eq!(fx.watcher().watch_count(), watches(1 + N));
 }
 
 /// Runs itself in a user namespace whose inotify watch limit
@@ -1088,6 +1114,9 @@ fn moves_are_paired_across_read_boundaries() {
 /// left alone, and checks the one clear error, the rescan and that watching goes on.
 #[test]
 fn out_of_watches_is_reported_once_and_rescanned() {
+    if crate::util::inotify_only("the inotify watch limit") {
+        return;
+    }
     const CHILD: &str = "SERSYNC_TEST_OUT_OF_WATCHES_CHILD";
     if std::env::var_os(CHILD).is_some() {
         out_of_watches_child();
@@ -1114,6 +1143,9 @@ fn out_of_watches_is_reported_once_and_rescanned() {
 }
 
 fn out_of_watches_child() {
+    if crate::util::inotify_only("the inotify watch limit") {
+        return;
+    }
     fs::write("/proc/sys/user/max_inotify_watches", "5").expect("lower limit in namespace");
     let mut fx = Setup {
         n_roots: 2,
@@ -1124,7 +1156,7 @@ fn out_of_watches_child() {
     }
     .start();
     // root0 + root1 + 30 directories need 32 watches; 5 exist.
-    assert_eq!(fx.watcher().watch_count(), 5);
+    assert_eq!(fx.watcher().watch_count(), watches(5));
     fx.wait_for("rescan of root1", |seen| {
         seen.iter()
             .any(|e| matches!(e, FsEvent::Rescan { root: 1 }))
@@ -1181,7 +1213,7 @@ fn exchange_keeps_both_names_and_watches() {
             .expect("reported");
         assert_eq!(last.op, Op::Update, "{name}: {:?}", &fx.seen[from..marker]);
     }
-    assert_eq!(fx.watcher().watch_count(), 5);
+    assert_eq!(fx.watcher().watch_count(), watches(5));
     fs::write(root.join("a/y/new"), "x").expect("write");
     fs::write(root.join("b/x/new"), "x").expect("write");
     fx.expect("a/y/new", Op::Update);
@@ -1199,13 +1231,16 @@ fn symlinked_root_is_watched_at_its_target() {
     let (event_tx, event_rx) = crossbeam_channel::bounded(64);
     let watcher = watch::spawn(
         vec![link.clone()],
-        WatchOptions::default(),
+        WatchOptions {
+            backend: crate::util::watch_backend(),
+            ..WatchOptions::default()
+        },
         Arc::default(),
         event_tx,
         Arc::default(),
     )
     .expect("spawn");
-    assert_eq!(watcher.watch_count(), 2);
+    assert_eq!(watcher.watch_count(), watches(2));
     fs::write(link.join("sub/f"), "x").expect("write");
     let event = event_rx.recv_timeout(LIMIT).expect("event");
     assert!(matches!(event, FsEvent::Change(c) if c.rel == Path::new("sub/f")));

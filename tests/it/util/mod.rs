@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sersync::coalesce::{Journal, MemoryJournal};
 use sersync::config::{
     Auth, Config, FailLogConfig, Filter, HostConfig, InotifyToggles, LogConfig, Remote, RootConfig,
-    RsyncConfig,
+    RsyncConfig, WatchBackend,
 };
 use sersync::pipeline::{Options, Pipeline};
 
@@ -32,6 +32,48 @@ pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Set to `fanotify` to run the tests that start a watcher with `<watch
+/// backend="fanotify"/>` (`scripts/test --fanotify` does, as root); unset or `inotify`:
+/// the default backend. Anything else is a mistake and fails the test.
+pub const WATCH_BACKEND: &str = "SERSYNC_TEST_WATCH_BACKEND";
+
+/// The backend the tests run with (see [`WATCH_BACKEND`]).
+pub fn watch_backend() -> WatchBackend {
+    match std::env::var(WATCH_BACKEND).as_deref() {
+        Err(_) | Ok("" | "inotify") => WatchBackend::Inotify,
+        Ok("fanotify") => WatchBackend::Fanotify,
+        Ok(other) => panic!("{WATCH_BACKEND}={other}: expected inotify or fanotify"),
+    }
+}
+
+/// The `<watch>` element for configs written as XML (empty for inotify).
+pub fn watch_element() -> &'static str {
+    match watch_backend() {
+        WatchBackend::Inotify => "",
+        WatchBackend::Fanotify => "<watch backend=\"fanotify\"/>\n",
+    }
+}
+
+/// What `Watcher::watch_count` says for a tree of `directories` watched directories:
+/// that with inotify, the one filesystem mark of the temp dir with fanotify.
+pub fn watches(directories: usize) -> usize {
+    match watch_backend() {
+        WatchBackend::Inotify => directories,
+        WatchBackend::Fanotify => 1,
+    }
+}
+
+/// True (and says so) when the calling test is about inotify's own machinery (watch
+/// limits, watch descriptors, paths too long to watch) and the tests run with fanotify,
+/// which has none of it: the test then does not run; it runs in the inotify pass.
+pub fn inotify_only(what: &str) -> bool {
+    let fanotify = watch_backend() == WatchBackend::Fanotify;
+    if fanotify {
+        eprintln!("not run with {WATCH_BACKEND}=fanotify: {what} is inotify's own");
+    }
+    fanotify
 }
 
 /// Set to `1` to let a test whose prerequisite is missing (root, user namespaces, a low
@@ -188,6 +230,7 @@ pub fn base_config(src: &Path, remotes: Vec<Remote>) -> Config {
         xfs: false,
         filter: Filter::default(),
         inotify: InotifyToggles::default(),
+        watch_backend: watch_backend(),
         roots: vec![RootConfig {
             path: src.to_path_buf(),
             remotes,

@@ -1,0 +1,466 @@
+//! What one fanotify event means for the remotes: the pure core of the fanotify
+//! backend. The thread resolves the kernel's directory handles to absolute paths (what
+//! the directory is called *now*), and this turns each [`Fact`] into [`Out`]s, under
+//! the same rules as the inotify backend: the `<inotify>` toggles decide what is
+//! emitted, excluded paths get nothing, modifications are held until their close
+//! (`held.rs`), a rename inside one root is one [`Move`].
+//!
+//! What differs from inotify, and why it is simpler: a filesystem mark covers every
+//! directory, so nothing is watched or unwatched, a new directory needs no scan (what is
+//! made in it is reported by the same mark), and `FAN_RENAME` reports both names of a
+//! rename in one event (no cookie to pair, no timeout). A directory moved in from
+//! outside every root is scanned (its content was never reported under a root), and a
+//! root that is deleted or moved away and comes back is rescanned as soon as the event
+//! says so. A rename that reverses the one before it (`mv a b; mv b a`, or the second
+//! half of `renameat2(RENAME_EXCHANGE)`, which the kernel reports as two renames) makes
+//! both names a delete followed by an update of what is there now, as the inotify
+//! backend does when it cannot tell the two apart.
+//!
+//! Pure: the clock and "stopping" are arguments, the filesystem is asked by the thread
+//! for the [`Out`]s that need it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use inotify::EventMask;
+
+use crate::config::InotifyToggles;
+use crate::filter::Filter;
+use crate::job::{FsEvent, Move, Op};
+use crate::metrics::Metrics;
+use crate::watch::event::change;
+use crate::watch::held::Held;
+use crate::watch::mask::{self, Emit, Kind};
+
+/// One event, its directory resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fact {
+    /// The kernel queue overflowed: events were lost.
+    Overflow,
+    /// A name changed; `path` is absolute.
+    Entry {
+        kind: Kind,
+        path: PathBuf,
+        is_dir: bool,
+    },
+    /// A rename; a side is `None` when its directory could not be resolved (gone,
+    /// or on a filesystem we did not mark).
+    Rename {
+        from: Option<PathBuf>,
+        to: Option<PathBuf>,
+        is_dir: bool,
+    },
+}
+
+/// What the thread does with a fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Out {
+    /// Send this event.
+    Send(FsEvent),
+    /// A new non-directory with `createFile` off: pushed now only if it will never be
+    /// closed after writing (`lstat`: not a regular file, or a hard link).
+    IfCreateOnly {
+        root: usize,
+        rel: PathBuf,
+        mask: u32,
+        seen: Instant,
+    },
+    /// A directory moved in from outside the root: an update of it and of everything
+    /// below it, read from the filesystem.
+    Scan {
+        root: usize,
+        rel: PathBuf,
+        mask: u32,
+        seen: Instant,
+    },
+    /// After a reversed rename: an update of what is at `rel` now, whatever it is (a
+    /// directory is scanned; nothing when it is gone again: its own events follow).
+    Again {
+        root: usize,
+        rel: PathBuf,
+        mask: u32,
+        seen: Instant,
+    },
+}
+
+/// Where an absolute path is, for one root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// The root directory itself.
+    Root(usize),
+    /// Below a root.
+    Inside(usize, PathBuf),
+}
+
+/// The state between events: held modifications, the last rename, missing roots.
+pub(crate) struct Core {
+    roots: Vec<PathBuf>,
+    toggles: InotifyToggles,
+    filter: Arc<Filter>,
+    metrics: Arc<Metrics>,
+    held: Held,
+    /// The last event, if it was a rename inside one root: `(from, to)`.
+    last_rename: Option<((usize, PathBuf), (usize, PathBuf))>,
+    /// Per root: deleted or moved away, until a directory is back under its name.
+    missing: Vec<bool>,
+    /// Directories made while `createFolder` is off: neither pushed nor followed (what
+    /// happens in them is not reported), as inotify leaves them unwatched, until they
+    /// are deleted or renamed (a renamed one is followed under its new name, scanned).
+    unfollowed: BTreeSet<(usize, PathBuf)>,
+}
+
+/// Where a path is relative to the unfollowed directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Followed {
+    Yes,
+    /// It is an unfollowed directory.
+    Itself,
+    /// It is below one.
+    Below,
+}
+
+impl Core {
+    pub(crate) fn new(
+        roots: Vec<PathBuf>,
+        toggles: InotifyToggles,
+        filter: Arc<Filter>,
+        metrics: Arc<Metrics>,
+        missing: Vec<bool>,
+    ) -> Core {
+        Core {
+            roots,
+            toggles,
+            filter,
+            metrics,
+            held: Held::default(),
+            last_rename: None,
+            missing,
+            unfollowed: BTreeSet::new(),
+        }
+    }
+
+    fn followed(&self, root: usize, rel: &Path) -> Followed {
+        if self.unfollowed.is_empty() {
+            return Followed::Yes;
+        }
+        if self.unfollowed.contains(&(root, rel.to_path_buf())) {
+            return Followed::Itself;
+        }
+        let below = rel
+            .ancestors()
+            .skip(1)
+            .any(|dir| self.unfollowed.contains(&(root, dir.to_path_buf())));
+        if below { Followed::Below } else { Followed::Yes }
+    }
+
+    /// Forgets the unfollowed directories at or below `root`/`rel`.
+    fn follow_again(&mut self, root: usize, rel: &Path) {
+        self.unfollowed.retain(|(r, p)| *r != root || !p.starts_with(rel));
+    }
+
+    pub(crate) fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// When [`Core::expire`] must run without an event: a held modification's settle
+    /// time.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.held.deadline()
+    }
+
+    /// The held modifications whose settle time is over.
+    pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<Out>) {
+        for held in self.held.due(now) {
+            out.push(Out::Send(change(held.root, held.rel, Op::Update, false, held.mask, held.seen)));
+        }
+    }
+
+    /// At stop: every held modification.
+    pub(crate) fn finish(&mut self, out: &mut Vec<Out>) {
+        self.release_held(out);
+    }
+
+    fn release_held(&mut self, out: &mut Vec<Out>) {
+        if self.held.is_empty() {
+            return;
+        }
+        for held in self.held.take_all() {
+            out.push(Out::Send(change(held.root, held.rel, Op::Update, false, held.mask, held.seen)));
+        }
+    }
+
+    /// Every root containing `path`, and where.
+    fn places(&self, path: &Path) -> Vec<Place> {
+        self.roots
+            .iter()
+            .enumerate()
+            .filter_map(|(root, top)| {
+                let rel = path.strip_prefix(top).ok()?;
+                Some(if rel.as_os_str().is_empty() {
+                    Place::Root(root)
+                } else {
+                    Place::Inside(root, rel.to_path_buf())
+                })
+            })
+            .collect()
+    }
+
+    fn is_filtered(&self, rel: &Path, is_dir: bool) -> bool {
+        let excluded = self.filter.is_excluded(rel, is_dir);
+        if excluded {
+            Metrics::incr(&self.metrics.events_filtered);
+        }
+        excluded
+    }
+
+    /// Turns one fact read at `now` into what to do, appended to `out`.
+    pub(crate) fn handle(&mut self, fact: Fact, now: Instant, stopping: bool, out: &mut Vec<Out>) {
+        match fact {
+            Fact::Overflow => {
+                self.last_rename = None;
+                self.release_held(out);
+                Metrics::incr(&self.metrics.overflows);
+                log::warn!(
+                    "fanotify queue overflowed, events were lost (see \
+                     fs.fanotify.max_queued_events); rescanning every root"
+                );
+                for root in 0..self.roots.len() {
+                    out.push(Out::Send(FsEvent::Rescan { root }));
+                }
+            }
+            Fact::Entry { kind, path, is_dir } => {
+                self.last_rename = None;
+                if !matches!(kind, Kind::Modified | Kind::ClosedWrite | Kind::Attrib) {
+                    // Before anything that changes the tree's shape (kernel order).
+                    self.release_held(out);
+                }
+                for place in self.places(&path) {
+                    match place {
+                        Place::Root(root) => self.root_event(root, kind, is_dir, out),
+                        Place::Inside(root, rel) => {
+                            self.entry(root, rel, kind, is_dir, now, stopping, out);
+                        }
+                    }
+                }
+            }
+            Fact::Rename { from, to, is_dir } => {
+                self.release_held(out);
+                self.rename(from, to, is_dir, now, out);
+            }
+        }
+    }
+
+    fn root_event(&mut self, root: usize, kind: Kind, is_dir: bool, out: &mut Vec<Out>) {
+        let path = self.roots[root].display();
+        match kind {
+            Kind::Deleted | Kind::MovedFrom => {
+                if !self.missing[root] {
+                    log::error!(
+                        "{path}: root was deleted or moved away; rescanned as soon as a \
+                         directory is back under its name"
+                    );
+                }
+                self.missing[root] = true;
+            }
+            Kind::Created | Kind::MovedTo if is_dir => {
+                log::warn!("{path}: root is back; rescanning it");
+                self.missing[root] = false;
+                out.push(Out::Send(FsEvent::Rescan { root }));
+            }
+            _ => {} // the root's own metadata is not mirrored
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &mut self,
+        root: usize,
+        rel: PathBuf,
+        kind: Kind,
+        is_dir: bool,
+        now: Instant,
+        stopping: bool,
+        out: &mut Vec<Out>,
+    ) {
+        let raw = raw_mask(kind, is_dir);
+        if self.is_filtered(&rel, is_dir) {
+            return;
+        }
+        match self.followed(root, &rel) {
+            Followed::Below => return,
+            Followed::Itself if kind == Kind::Deleted => self.follow_again(root, &rel),
+            _ => {}
+        }
+        if kind == Kind::Created && is_dir && !self.toggles.create_folder {
+            self.unfollowed.insert((root, rel));
+            return;
+        }
+        match kind {
+            Kind::Modified if !is_dir && !stopping => {
+                if mask::emit(kind, false, &self.toggles) == Emit::Change(Op::Update) {
+                    self.held.hold(root, rel, raw, now);
+                }
+            }
+            Kind::ClosedWrite if !self.held.is_empty() => match self.held.release(root, rel.clone()) {
+                Some(held) => {
+                    out.push(Out::Send(change(root, rel, Op::Update, false, held.mask, held.seen)));
+                }
+                None => self.emit(kind, root, rel, is_dir, raw, now, out),
+            },
+            // A new directory is pushed as itself: what is made in it has events of
+            // its own (the filesystem mark covers it from its first moment).
+            Kind::Created if !is_dir => match mask::emit(kind, false, &self.toggles) {
+                Emit::Change(op) => out.push(Out::Send(change(root, rel, op, false, raw, now))),
+                Emit::IfCreateOnly => out.push(Out::IfCreateOnly {
+                    root,
+                    rel,
+                    mask: raw,
+                    seen: now,
+                }),
+                Emit::Nothing => {}
+            },
+            _ => self.emit(kind, root, rel, is_dir, raw, now, out),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        kind: Kind,
+        root: usize,
+        rel: PathBuf,
+        is_dir: bool,
+        raw: u32,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        if let Emit::Change(op) = mask::emit(kind, is_dir, &self.toggles) {
+            out.push(Out::Send(change(root, rel, op, is_dir, raw, now)));
+        }
+    }
+
+    /// The old name left: a delete when `moveFrom` says so.
+    fn moved_out(&self, root: usize, rel: PathBuf, is_dir: bool, now: Instant, out: &mut Vec<Out>) {
+        let raw = raw_mask(Kind::MovedFrom, is_dir);
+        self.emit(Kind::MovedFrom, root, rel, is_dir, raw, now, out);
+    }
+
+    /// A name arrived from outside the root: a file is pushed, a directory scanned.
+    fn moved_in(&self, root: usize, rel: PathBuf, is_dir: bool, now: Instant, out: &mut Vec<Out>) {
+        let raw = raw_mask(Kind::MovedTo, is_dir);
+        if !is_dir {
+            return self.emit(Kind::MovedTo, root, rel, false, raw, now, out);
+        }
+        if mask::emit(Kind::MovedTo, true, &self.toggles) == Emit::Change(Op::Update) {
+            out.push(Out::Scan {
+                root,
+                rel,
+                mask: raw,
+                seen: now,
+            });
+        }
+    }
+
+    fn rename(
+        &mut self,
+        from: Option<PathBuf>,
+        to: Option<PathBuf>,
+        is_dir: bool,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        let last = self.last_rename.take();
+        let first = |path: Option<PathBuf>| path.and_then(|p| self.places(&p).into_iter().next());
+        let (from, to) = (first(from), first(to));
+        let mut old = None;
+        let mut was_unfollowed = false;
+        match from {
+            Some(Place::Root(root)) => self.root_event(root, Kind::MovedFrom, is_dir, out),
+            Some(Place::Inside(root, rel)) if !self.is_filtered(&rel, is_dir) => {
+                match self.followed(root, &rel) {
+                    Followed::Yes => old = Some((root, rel)),
+                    Followed::Itself => {
+                        self.follow_again(root, &rel);
+                        was_unfollowed = true;
+                        old = Some((root, rel));
+                    }
+                    Followed::Below => {} // left a directory nobody follows
+                }
+            }
+            _ => {}
+        }
+        let mut new = None;
+        match to {
+            Some(Place::Root(root)) => self.root_event(root, Kind::MovedTo, is_dir, out),
+            Some(Place::Inside(root, rel))
+                if !self.is_filtered(&rel, is_dir) && self.followed(root, &rel) != Followed::Below =>
+            {
+                new = Some((root, rel));
+            }
+            _ => {}
+        }
+        let toggles = &self.toggles;
+        // An unfollowed directory's remote copy (if any) is not what it holds: its new
+        // name is scanned, as inotify watches and scans it.
+        let as_move = !was_unfollowed
+            && mask::emit(Kind::MovedFrom, is_dir, toggles) == Emit::Change(Op::Delete)
+            && mask::emit(Kind::MovedTo, is_dir, toggles) == Emit::Change(Op::Update);
+        match (old, new) {
+            (Some(old), Some(new)) if as_move && old.0 == new.0 => {
+                let reverses = last.is_some_and(|(a, b)| a == new && b == old);
+                if reverses {
+                    // What each name holds now is not what the first rename pushed
+                    // there: the old name goes as a delete, then both as what they are.
+                    let raw = raw_mask(Kind::MovedFrom, is_dir);
+                    out.push(Out::Send(change(old.0, old.1.clone(), Op::Delete, is_dir, raw, now)));
+                    for (root, rel) in [new, old] {
+                        let raw = raw_mask(Kind::MovedTo, is_dir);
+                        out.push(Out::Again {
+                            root,
+                            rel,
+                            mask: raw,
+                            seen: now,
+                        });
+                    }
+                    return;
+                }
+                out.push(Out::Send(FsEvent::Move(Move {
+                    root: new.0,
+                    from: old.1.clone(),
+                    to: new.1.clone(),
+                    is_dir,
+                    mask: raw_mask(Kind::MovedTo, is_dir),
+                    seen: now,
+                })));
+                self.last_rename = Some((old, new));
+            }
+            (old, new) => {
+                if let Some((root, rel)) = old {
+                    self.moved_out(root, rel, is_dir, now, out);
+                }
+                if let Some((root, rel)) = new {
+                    self.moved_in(root, rel, is_dir, now, out);
+                }
+            }
+        }
+    }
+}
+
+/// The inotify mask a change reports (`Change::mask`, for plugins): fanotify's event
+/// bits are inotify's, and a rename is a `MOVED_FROM` and a `MOVED_TO`.
+pub(crate) fn raw_mask(kind: Kind, is_dir: bool) -> u32 {
+    let bit = match kind {
+        Kind::Created => EventMask::CREATE,
+        Kind::Deleted => EventMask::DELETE,
+        Kind::MovedFrom => EventMask::MOVED_FROM,
+        Kind::MovedTo => EventMask::MOVED_TO,
+        Kind::ClosedWrite => EventMask::CLOSE_WRITE,
+        Kind::Modified => EventMask::MODIFY,
+        Kind::Attrib => EventMask::ATTRIB,
+        _ => EventMask::empty(),
+    };
+    let dir = if is_dir { EventMask::ISDIR } else { EventMask::empty() };
+    (bit | dir).bits()
+}
