@@ -13,7 +13,8 @@ use std::path::Path;
 use super::ctx::{Ctx, is, pattern_children};
 use super::tree::{self, Node};
 use super::{
-    WatchBackend,     Config, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, plugins, sersync,
+    Config, HostConfig, InotifyToggles, LogConfig, ParseOptions, Problem, WatchBackend, plugins,
+    sersync,
 };
 use crate::filter::{Filter, Rule};
 

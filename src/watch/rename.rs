@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::event::State;
-use super::outlet::Flow;
 use super::mask::{self, Emit, Kind};
+use super::outlet::Flow;
 use super::tree::Dir;
 use crate::job::{FsEvent, Move, Op};
 use crate::metrics::Metrics;

@@ -42,8 +42,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use inotify::WatchMask;
 
 use super::event::{State, change};
-use super::outlet::Flow;
 use super::mask::Kind;
+use super::outlet::Flow;
 use super::tree::{NodeId, Tree};
 use super::watches::WatchFd;
 use crate::filter::Filter;

@@ -333,7 +333,9 @@ fn create_file_off_waits_for_close_but_pushes_create_only_objects() {
         !dirlink.is_dir,
         "a symlink to a directory is a path, not a directory"
     );
-    assert_eq!(fx.watcher().watch_count(), watches(1),
+    assert_eq!(
+        fx.watcher().watch_count(),
+        watches(1),
         "symlinked directory must not be watched"
     );
 }
@@ -436,7 +438,11 @@ fn rename_of_directory_is_one_move_and_watches_follow() {
         move_position(seen, "d", "e").is_some()
     });
     assert!(changes(&fx.seen).any(|c| c.rel == Path::new("e") && c.is_dir));
-    assert_eq!(fx.watcher().watch_count(), watches(5), "watches follow the rename");
+    assert_eq!(
+        fx.watcher().watch_count(),
+        watches(5),
+        "watches follow the rename"
+    );
     // The content moved with the directory: no scan re-sends it.
     let marker = fx.marker();
     let rescanned: Vec<_> = changes(&fx.seen[from..marker])
@@ -675,7 +681,9 @@ fn excluded_directories_are_never_watched_nor_reported() {
         })
         .collect();
     assert!(leaked.is_empty(), "excluded paths reported: {leaked:?}");
-    assert_eq!(fx.watcher().watch_count(), watches(4),
+    assert_eq!(
+        fx.watcher().watch_count(),
+        watches(4),
         "b is watched, b/cache is not"
     );
     assert!(fx.metrics.events_filtered.load(Ordering::Relaxed) >= 2);
@@ -793,8 +801,15 @@ fn watch_count_matches_directories() {
     }
     .start();
     std::os::unix::fs::symlink(fx.outside().join("t"), fx.root().join("a/link")).expect("symlink");
-    assert_eq!(fx.watcher().watch_count(), watches(6), "root a a/b a/b/c a/d e");
-    assert_eq!(fx.metrics.watches.load(Ordering::Relaxed), watches(6) as u64);
+    assert_eq!(
+        fx.watcher().watch_count(),
+        watches(6),
+        "root a a/b a/b/c a/d e"
+    );
+    assert_eq!(
+        fx.metrics.watches.load(Ordering::Relaxed),
+        watches(6) as u64
+    );
     fs::create_dir(fx.root().join("e/f")).expect("mkdir");
     fx.expect("e/f", Op::Update);
     fx.wait_watch_count(7);
@@ -1004,7 +1019,9 @@ fn queue_overflow_becomes_rescan_of_every_root() {
         }
     }
     assert!(fx.metrics.overflows.load(Ordering::Relaxed) >= 1);
-    assert_eq!(fx.watcher().watch_count(), watches(3),
+    assert_eq!(
+        fx.watcher().watch_count(),
+        watches(3),
         "root0, root1 and root1/late after rebuild"
     );
     // Still running: later changes arrive.

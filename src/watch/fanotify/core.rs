@@ -152,12 +152,17 @@ impl Core {
             .ancestors()
             .skip(1)
             .any(|dir| self.unfollowed.contains(&(root, dir.to_path_buf())));
-        if below { Followed::Below } else { Followed::Yes }
+        if below {
+            Followed::Below
+        } else {
+            Followed::Yes
+        }
     }
 
     /// Forgets the unfollowed directories at or below `root`/`rel`.
     fn follow_again(&mut self, root: usize, rel: &Path) {
-        self.unfollowed.retain(|(r, p)| *r != root || !p.starts_with(rel));
+        self.unfollowed
+            .retain(|(r, p)| *r != root || !p.starts_with(rel));
     }
 
     pub(crate) fn roots(&self) -> &[PathBuf] {
@@ -173,7 +178,14 @@ impl Core {
     /// The held modifications whose settle time is over.
     pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<Out>) {
         for held in self.held.due(now) {
-            out.push(Out::Send(change(held.root, held.rel, Op::Update, false, held.mask, held.seen)));
+            out.push(Out::Send(change(
+                held.root,
+                held.rel,
+                Op::Update,
+                false,
+                held.mask,
+                held.seen,
+            )));
         }
     }
 
@@ -187,7 +199,14 @@ impl Core {
             return;
         }
         for held in self.held.take_all() {
-            out.push(Out::Send(change(held.root, held.rel, Op::Update, false, held.mask, held.seen)));
+            out.push(Out::Send(change(
+                held.root,
+                held.rel,
+                Op::Update,
+                false,
+                held.mask,
+                held.seen,
+            )));
         }
     }
 
@@ -303,12 +322,21 @@ impl Core {
                     self.held.hold(root, rel, raw, now);
                 }
             }
-            Kind::ClosedWrite if !self.held.is_empty() => match self.held.release(root, rel.clone()) {
-                Some(held) => {
-                    out.push(Out::Send(change(root, rel, Op::Update, false, held.mask, held.seen)));
+            Kind::ClosedWrite if !self.held.is_empty() => {
+                match self.held.release(root, rel.clone()) {
+                    Some(held) => {
+                        out.push(Out::Send(change(
+                            root,
+                            rel,
+                            Op::Update,
+                            false,
+                            held.mask,
+                            held.seen,
+                        )));
+                    }
+                    None => self.emit(kind, root, rel, is_dir, raw, now, out),
                 }
-                None => self.emit(kind, root, rel, is_dir, raw, now, out),
-            },
+            }
             // A new directory is pushed as itself: what is made in it has events of
             // its own (the filesystem mark covers it from its first moment).
             Kind::Created if !is_dir => match mask::emit(kind, false, &self.toggles) {
@@ -395,7 +423,8 @@ impl Core {
         match to {
             Some(Place::Root(root)) => self.root_event(root, Kind::MovedTo, is_dir, out),
             Some(Place::Inside(root, rel))
-                if !self.is_filtered(&rel, is_dir) && self.followed(root, &rel) != Followed::Below =>
+                if !self.is_filtered(&rel, is_dir)
+                    && self.followed(root, &rel) != Followed::Below =>
             {
                 new = Some((root, rel));
             }
@@ -414,7 +443,14 @@ impl Core {
                     // What each name holds now is not what the first rename pushed
                     // there: the old name goes as a delete, then both as what they are.
                     let raw = raw_mask(Kind::MovedFrom, is_dir);
-                    out.push(Out::Send(change(old.0, old.1.clone(), Op::Delete, is_dir, raw, now)));
+                    out.push(Out::Send(change(
+                        old.0,
+                        old.1.clone(),
+                        Op::Delete,
+                        is_dir,
+                        raw,
+                        now,
+                    )));
                     for (root, rel) in [new, old] {
                         let raw = raw_mask(Kind::MovedTo, is_dir);
                         out.push(Out::Again {
@@ -461,6 +497,10 @@ pub(crate) fn raw_mask(kind: Kind, is_dir: bool) -> u32 {
         Kind::Attrib => EventMask::ATTRIB,
         _ => EventMask::empty(),
     };
-    let dir = if is_dir { EventMask::ISDIR } else { EventMask::empty() };
+    let dir = if is_dir {
+        EventMask::ISDIR
+    } else {
+        EventMask::empty()
+    };
     (bit | dir).bits()
 }

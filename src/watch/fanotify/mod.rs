@@ -143,7 +143,11 @@ fn mounts_below(roots: &[PathBuf]) -> Vec<PathBuf> {
     info.split(|&b| b == b'\n')
         .filter_map(|line| line.split(|&b| b == b' ').nth(4))
         .map(|field| PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(field))))
-        .filter(|mount| roots.iter().any(|root| mount != root && mount.starts_with(root)))
+        .filter(|mount| {
+            roots
+                .iter()
+                .any(|root| mount != root && mount.starts_with(root))
+        })
         .collect()
 }
 
@@ -152,9 +156,9 @@ fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        let octal = field.get(i + 1..i + 4).filter(|d| {
-            field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c))
-        });
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
                 out.push(((d[0] - b'0') << 6) | ((d[1] - b'0') << 3) | (d[2] - b'0'));
@@ -229,8 +233,13 @@ pub(super) fn spawn(
         if mounts.iter().any(|(id, _)| *id == fsid) {
             continue;
         }
-        sys::fanotify_mark(&group, libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM, mask, place)
-            .map_err(mark_err)?;
+        sys::fanotify_mark(
+            &group,
+            libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+            mask,
+            place,
+        )
+        .map_err(mark_err)?;
         mounts.push((fsid, dir));
     }
     let mut resolver = Resolver::new(mounts);
@@ -252,7 +261,11 @@ pub(super) fn spawn(
 
     let poll = Poll::new().map_err(FanotifyError::Setup)?;
     poll.registry()
-        .register(&mut SourceFd(&group.as_raw_fd()), FANOTIFY, Interest::READABLE)
+        .register(
+            &mut SourceFd(&group.as_raw_fd()),
+            FANOTIFY,
+            Interest::READABLE,
+        )
         .map_err(FanotifyError::Setup)?;
     let waker = Waker::new(poll.registry(), WAKE).map_err(FanotifyError::Setup)?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
@@ -444,7 +457,8 @@ impl Reader {
                 // Cannot happen with a kernel that speaks version 3; never guess.
                 log::error!("{err}; rescanning every root");
                 let mut out = std::mem::take(&mut self.out);
-                self.core.handle(Fact::Overflow, Instant::now(), false, &mut out);
+                self.core
+                    .handle(Fact::Overflow, Instant::now(), false, &mut out);
                 return self.execute(&mut out);
             }
         };
@@ -499,7 +513,10 @@ impl Reader {
                 let is_dir = mask & libc::FAN_ONDIR != 0;
                 let from = self.path(from).map(|(p, _)| p);
                 let to = self.path(to).map(|(p, _)| p);
-                log::log!(self.log_level, "fanotify rename {from:?} -> {to:?} dir={is_dir}");
+                log::log!(
+                    self.log_level,
+                    "fanotify rename {from:?} -> {to:?} dir={is_dir}"
+                );
                 if is_dir {
                     // The paths below it changed; a root may be what moved.
                     self.resolver.forget_all();
@@ -532,8 +549,14 @@ impl Reader {
                         mask::is_create_only(meta.file_type().is_file(), meta.nlink())
                     });
                     if once {
-                        self.outlet
-                            .send(super::event::change(root, rel, Op::Update, false, raw, seen))?;
+                        self.outlet.send(super::event::change(
+                            root,
+                            rel,
+                            Op::Update,
+                            false,
+                            raw,
+                            seen,
+                        ))?;
                     }
                 }
                 Out::Again {
@@ -546,7 +569,8 @@ impl Reader {
                     match fs::symlink_metadata(&abs) {
                         Ok(meta) if meta.is_dir() => self.scan(root, rel, raw, seen)?,
                         Ok(_) => {
-                            let event = super::event::change(root, rel, Op::Update, false, raw, seen);
+                            let event =
+                                super::event::change(root, rel, Op::Update, false, raw, seen);
                             self.outlet.send(event)?;
                         }
                         Err(_) => {}
@@ -572,8 +596,14 @@ impl Reader {
             if self.outlet.is_stopping() {
                 return self.rescan_on_stop(root);
             }
-            self.outlet
-                .send(super::event::change(root, rel.clone(), Op::Update, true, raw, seen))?;
+            self.outlet.send(super::event::change(
+                root,
+                rel.clone(),
+                Op::Update,
+                true,
+                raw,
+                seen,
+            ))?;
             let abs = self.core.roots()[root].join(&rel);
             let Ok(entries) = fs::read_dir(&abs) else {
                 continue; // gone or renamed meanwhile: its own events follow
@@ -590,8 +620,14 @@ impl Reader {
                 if is_dir {
                     stack.push((child, 0));
                 } else {
-                    self.outlet
-                        .send(super::event::change(root, child, Op::Update, false, 0, seen))?;
+                    self.outlet.send(super::event::change(
+                        root,
+                        child,
+                        Op::Update,
+                        false,
+                        0,
+                        seen,
+                    ))?;
                 }
             }
         }
@@ -663,7 +699,11 @@ mod tests {
             (libc::FAN_ACCESS, true, &[]),
         ];
         for (mask, exists, expected) in table {
-            assert_eq!(&kinds(*mask, || *exists), expected, "{mask:#x} exists={exists}");
+            assert_eq!(
+                &kinds(*mask, || *exists),
+                expected,
+                "{mask:#x} exists={exists}"
+            );
         }
         // Without a delete nothing is asked of the filesystem.
         assert_eq!(kinds(C | W, || panic!("asked")), vec![Created, ClosedWrite]);

@@ -104,10 +104,8 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Vec<Record<'_>>, Malformed> {
             return Err(bad("event length out of bounds"));
         }
         let event = &buf[offset..offset + event_len];
-        records.push(decode(mask, &event[metadata_len..]).map_err(|why| Malformed {
-            offset,
-            why,
-        })?);
+        records
+            .push(decode(mask, &event[metadata_len..]).map_err(|why| Malformed { offset, why })?);
         offset += event_len;
     }
     Ok(records)
@@ -135,7 +133,9 @@ fn decode(mask: u64, mut info: &[u8]) -> Result<Record<'_>, &'static str> {
         *slot = Some(named(record)?);
     }
     Ok(match (plain, old, new) {
-        (_, Some(from), Some(to)) if mask & libc::FAN_RENAME != 0 => Record::Rename { mask, from, to },
+        (_, Some(from), Some(to)) if mask & libc::FAN_RENAME != 0 => {
+            Record::Rename { mask, from, to }
+        }
         (Some(at), _, _) => Record::Entry { mask, at },
         _ => Record::Incomplete { mask },
     })
@@ -213,32 +213,62 @@ mod tests {
     fn events_decode_in_order_with_their_directory_and_name() {
         let create = event(
             libc::FAN_CREATE | libc::FAN_ONDIR,
-            &[record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, FSID, b"dirA1234", Some(b"new dir"))],
+            &[record(
+                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
+                FSID,
+                b"dirA1234",
+                Some(b"new dir"),
+            )],
         );
         let rename = event(
             libc::FAN_RENAME,
             &[
-                record(libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME, FSID, b"dirA1234", Some(b"a")),
-                record(libc::FAN_EVENT_INFO_TYPE_NEW_DFID_NAME, FSID, b"dirB", Some(b"b\xff")),
+                record(
+                    libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME,
+                    FSID,
+                    b"dirA1234",
+                    Some(b"a"),
+                ),
+                record(
+                    libc::FAN_EVENT_INFO_TYPE_NEW_DFID_NAME,
+                    FSID,
+                    b"dirB",
+                    Some(b"b\xff"),
+                ),
             ],
         );
         let overflow = event(libc::FAN_Q_OVERFLOW, &[]);
         let buf = [create, rename, overflow].concat();
         let a = handle_of(b"dirA1234");
         let b = handle_of(b"dirB");
-        let dir_a = DirId { fsid: FSID, handle: &a };
-        let dir_b = DirId { fsid: FSID, handle: &b };
+        let dir_a = DirId {
+            fsid: FSID,
+            handle: &a,
+        };
+        let dir_b = DirId {
+            fsid: FSID,
+            handle: &b,
+        };
         assert_eq!(
             parse(&buf),
             Ok(vec![
                 Record::Entry {
                     mask: libc::FAN_CREATE | libc::FAN_ONDIR,
-                    at: Named { dir: dir_a, name: b"new dir" },
+                    at: Named {
+                        dir: dir_a,
+                        name: b"new dir"
+                    },
                 },
                 Record::Rename {
                     mask: libc::FAN_RENAME,
-                    from: Named { dir: dir_a, name: b"a" },
-                    to: Named { dir: dir_b, name: b"b\xff" },
+                    from: Named {
+                        dir: dir_a,
+                        name: b"a"
+                    },
+                    to: Named {
+                        dir: dir_b,
+                        name: b"b\xff"
+                    },
                 },
                 Record::Overflow,
             ])
@@ -261,22 +291,43 @@ mod tests {
             parse(&buf),
             Ok(vec![Record::Entry {
                 mask: libc::FAN_ATTRIB | libc::FAN_ONDIR,
-                at: Named { dir: DirId { fsid: FSID, handle: &h }, name: b"" },
+                at: Named {
+                    dir: DirId {
+                        fsid: FSID,
+                        handle: &h
+                    },
+                    name: b""
+                },
             }])
         );
         // A rename missing its new half is reported, not guessed at.
         let half = event(
             libc::FAN_RENAME,
-            &[record(libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME, FSID, b"d", Some(b"x"))],
+            &[record(
+                libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME,
+                FSID,
+                b"d",
+                Some(b"x"),
+            )],
         );
-        assert_eq!(parse(&half), Ok(vec![Record::Incomplete { mask: libc::FAN_RENAME }]));
+        assert_eq!(
+            parse(&half),
+            Ok(vec![Record::Incomplete {
+                mask: libc::FAN_RENAME
+            }])
+        );
     }
 
     #[test]
     fn truncated_or_corrupt_buffers_are_errors_not_panics() {
         let good = event(
             libc::FAN_CLOSE_WRITE,
-            &[record(libc::FAN_EVENT_INFO_TYPE_DFID_NAME, FSID, b"dir", Some(b"f"))],
+            &[record(
+                libc::FAN_EVENT_INFO_TYPE_DFID_NAME,
+                FSID,
+                b"dir",
+                Some(b"f"),
+            )],
         );
         for cut in 1..good.len() {
             assert!(parse(&good[..cut]).is_err(), "cut at {cut}");

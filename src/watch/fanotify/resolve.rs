@@ -46,7 +46,10 @@ impl Resolver {
             let Ok(dir) = fs::File::open(root) else {
                 continue;
             };
-            let (Ok(fsid), Ok(handle)) = (super::sys::fsid_of(&OwnedFd::from(dir)), super::sys::handle_of(root)) else {
+            let (Ok(fsid), Ok(handle)) = (
+                super::sys::fsid_of(&OwnedFd::from(dir)),
+                super::sys::handle_of(root),
+            ) else {
                 continue;
             };
             let mut key = fsid.to_vec();

@@ -7,7 +7,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// `fanotify_init(flags, event_f_flags)`.
-pub(super) fn fanotify_init(flags: libc::c_uint, event_f_flags: libc::c_int) -> io::Result<OwnedFd> {
+pub(super) fn fanotify_init(
+    flags: libc::c_uint,
+    event_f_flags: libc::c_int,
+) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the result is checked.
     let raw = unsafe { libc::fanotify_init(flags, event_f_flags as libc::c_uint) };
     if raw < 0 {
@@ -29,7 +32,13 @@ pub(super) fn fanotify_mark(
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: a valid descriptor and a NUL-terminated path; the result is checked.
     let marked = unsafe {
-        libc::fanotify_mark(group.as_raw_fd(), flags, mask, libc::AT_FDCWD, path.as_ptr())
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            flags,
+            mask,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+        )
     };
     if marked < 0 {
         return Err(io::Error::last_os_error());
