@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::job::TargetId;
@@ -25,8 +25,11 @@ pub struct Metrics {
     pub events_filtered: AtomicU64,
     /// Inotify queue overflows seen.
     pub overflows: AtomicU64,
-    /// Directories currently watched.
+    /// Directories currently watched (inotify), or filesystems marked (fanotify).
     pub watches: AtomicU64,
+    /// The watch stage runs on fanotify filesystem marks (`<watch backend="fanotify"/>`
+    /// and it could be set up).
+    pub fanotify: AtomicBool,
     /// Distinct paths waiting to be pushed, summed over remotes.
     pub queue_depth: AtomicU64,
     /// Paths in rsync runs now, summed over remotes, plus running full syncs.

@@ -44,8 +44,11 @@ pub struct StatusReport {
     pub queue_depth: u64,
     /// Paths in running rsync jobs (plus running full syncs).
     pub in_flight: u64,
-    /// Directories watched.
+    /// Directories watched (inotify), or filesystems marked (fanotify).
     pub watches: u64,
+    /// What reports changes: `inotify` or `fanotify`.
+    #[serde(default)]
+    pub watch_backend: String,
     /// Directories that could not be watched and are retried (EACCES, ENAMETOOLONG,
     /// the inotify watch limit); their changes arrive through rescans.
     #[serde(default)]
@@ -253,6 +256,12 @@ pub fn build(view: &View, process: Process) -> StatusReport {
         queue_depth: load(&metrics.queue_depth),
         in_flight: load(&metrics.in_flight),
         watches: load(&metrics.watches),
+        watch_backend: if metrics.fanotify.load(std::sync::atomic::Ordering::Relaxed) {
+            "fanotify"
+        } else {
+            "inotify"
+        }
+        .to_owned(),
         unwatched_dirs: load(&metrics.unwatched_dirs),
         unwatched_rescan_seconds: (load(&metrics.unwatched_dirs) > 0)
             .then_some(crate::watch::UNWATCHED_RESCAN.as_secs()),
@@ -287,12 +296,16 @@ pub fn render_human(report: &StatusReport, now_unix: u64) -> String {
         .map(|t| format!(", oldest failed {}", ago(Some(t), now_unix)))
         .unwrap_or_default();
     let _ = writeln!(out, "journal {}: {} entries{oldest}", j.path, j.entries);
+    let watches = if report.watch_backend == "fanotify" {
+        format!("fanotify marks on {} filesystem(s)", report.watches)
+    } else {
+        format!("{} watches", report.watches)
+    };
     let _ = writeln!(
         out,
-        "queue: {} waiting, {} running; {} watches; {} events; {} full syncs; {} reloads ({} rejected)",
+        "queue: {} waiting, {} running; {watches}; {} events; {} full syncs; {} reloads ({} rejected)",
         report.queue_depth,
         report.in_flight,
-        report.watches,
         report.events_seen,
         report.full_syncs,
         report.reloads,
@@ -381,6 +394,7 @@ mod tests {
             queue_depth: 0,
             in_flight: 0,
             watches: 7,
+            watch_backend: "inotify".to_owned(),
             unwatched_dirs: 0,
             unwatched_rescan_seconds: None,
             events_seen: 9,

@@ -152,6 +152,7 @@ pub fn spawn(
             Err(err) => log::warn!("{err}; watching with inotify instead"),
         }
     }
+    metrics.fanotify.store(false, Ordering::Relaxed);
     let inotify = Inotify::init().map_err(WatchError::Init)?;
     let poll = Poll::new().map_err(WatchError::Poll)?;
     poll.registry()

@@ -81,8 +81,9 @@ fn config(dir: &Path, root: &Path, to: &[&RsyncDaemon], deliveries: Option<u16>)
             )
         })
         .collect();
+    let watch_element = crate::util::watch_element();
     let xml = format!(
-        "<head version=\"2.5\">\n{relay}<sersync>\n<localpath watch=\"{root}\">\n{remotes}</localpath>\n\
+        "<head version=\"2.5\">\n{watch_element}{relay}<sersync>\n<localpath watch=\"{root}\">\n{remotes}</localpath>\n\
          <rsync><commonParams params=\"-artuz{params}\"/>\
          <auth start=\"true\" users=\"{user}\" passwordfile=\"{password}\"/></rsync>\n\
          <failLog path=\"{dir}/faillog\" timeToExecute=\"0.05\"/>\n{enabled}</sersync>\n</head>\n",

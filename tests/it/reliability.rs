@@ -219,10 +219,11 @@ impl Bench {
             .map(|e| format!("\n        <exclude expression=\"{e}\"/>"))
             .collect();
         let status_port = rsyncd::free_port();
+        let watch_element = crate::util::watch_element();
         let xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <head version="2.5">
-    <host hostip="127.0.0.1" port="{status_port}" start="true"/>
+{watch_element}    <host hostip="127.0.0.1" port="{status_port}" start="true"/>
     <debug start="{debug}"/>
     <filter start="true">{excludes}
     </filter>
@@ -1050,48 +1051,63 @@ struct QueueLimit {
     _lock: std::sync::MutexGuard<'static, ()>,
 }
 
-const MAX_QUEUED: &str = "/proc/sys/fs/inotify/max_queued_events";
+/// The queue limit of the backend the tests run with, read by the kernel when an
+/// instance (inotify) or group (fanotify) is made.
+fn max_queued() -> &'static str {
+    match crate::util::watch_backend() {
+        sersync::config::WatchBackend::Inotify => "/proc/sys/fs/inotify/max_queued_events",
+        sersync::config::WatchBackend::Fanotify => "/proc/sys/fs/fanotify/max_queued_events",
+    }
+}
 
 impl QueueLimit {
     fn lower(to: u32) -> Option<QueueLimit> {
         let lock = crate::util::INOTIFY_SYSCTLS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let saved = fs::read_to_string(MAX_QUEUED).ok()?;
-        fs::write(MAX_QUEUED, to.to_string()).ok()?;
+        let saved = fs::read_to_string(max_queued()).ok()?;
+        fs::write(max_queued(), to.to_string()).ok()?;
         Some(QueueLimit { saved, _lock: lock })
     }
 }
 
 impl Drop for QueueLimit {
     fn drop(&mut self) {
-        if let Err(err) = fs::write(MAX_QUEUED, self.saved.trim()) {
+        if let Err(err) = fs::write(max_queued(), self.saved.trim()) {
             eprintln!(
-                "cannot restore {MAX_QUEUED} to {}: {err}",
+                "cannot restore {} to {}: {err}",
+                max_queued(),
                 self.saved.trim()
             );
         }
     }
 }
 
-/// Whether `pid` holds an inotify instance yet.
+/// Whether `pid` holds an inotify instance (or, with fanotify, a group) yet.
 fn has_inotify(pid: u32) -> bool {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
+    let wanted = match crate::util::watch_backend() {
+        sersync::config::WatchBackend::Inotify => "anon_inode:inotify",
+        sersync::config::WatchBackend::Fanotify => "anon_inode:[fanotify]",
+    };
     fds.flatten()
-        .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:inotify"))
+        .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted))
 }
 
 #[test]
-fn inotify_queue_overflow_converges_through_a_rescan() {
+fn queue_overflow_converges_through_a_rescan() {
     let seed = seeds(1, 1)[0];
     let bench = Bench::new(seed, &Settings::default()).expect("daemon bench");
     // The kernel reads the limit when an instance is created: lower it around sersync's
     // start only (other processes may create instances meanwhile), restore it at once.
     let proc = {
         let Some(_limit) = QueueLimit::lower(16) else {
-            crate::util::missing_prerequisite(&format!("cannot write {MAX_QUEUED} (needs root)"));
+            crate::util::missing_prerequisite(&format!(
+                "cannot write {} (needs root)",
+                max_queued()
+            ));
             return;
         };
         let mut command = Command::new(env!("CARGO_BIN_EXE_sersync"));

@@ -55,10 +55,11 @@ impl Case {
     /// The configuration the binary would read (stock `<inotify>` toggles, by default),
     /// with `params` as `commonParams` and `rsync_extra` inside `<rsync>`.
     fn config(&self, params: &str, rsync_extra: &str) -> Config {
+        let watch_element = crate::util::watch_element();
         let xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <head version="2.5">
-    <sersync>
+{watch_element}    <sersync>
         <localpath watch="{src}">
             <remote ip="127.0.0.1" name="{module}"/>
             <remote path="{local}"/>

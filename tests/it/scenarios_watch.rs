@@ -80,10 +80,11 @@ impl Scene {
         };
         let port = free_port();
         let config = dir.path().join("sersync.xml");
+        let watch_element = crate::util::watch_element();
         let xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <head version="2.5">
-    <host hostip="127.0.0.1" port="{port}" start="true"/>
+{watch_element}    <host hostip="127.0.0.1" port="{port}" start="true"/>
 {inotify}
     <sersync>
         <localpath watch="{src}">

@@ -254,12 +254,13 @@ fn the_binary_replaces_its_master_on_reload_and_leaves_none_when_killed() {
     let Some(env) = SshEnv::new() else { return };
     let work = env.src.parent().expect("temp dir").to_path_buf();
     let xml = work.join("sersync.xml");
+    let watch_element = crate::util::watch_element();
     std::fs::write(
         &xml,
         format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <head version="2.5">
-<inotify>
+{watch_element}<inotify>
     <delete start="true"/>
     <createFolder start="true"/>
     <closeWrite start="true"/>

@@ -129,7 +129,7 @@ impl Core {
         metrics: Arc<Metrics>,
         missing: Vec<bool>,
     ) -> Core {
-        Core {
+        let core = Core {
             roots,
             toggles,
             filter,
@@ -138,6 +138,21 @@ impl Core {
             last_rename: None,
             missing,
             unfollowed: BTreeSet::new(),
+        };
+        core.publish_missing();
+        core
+    }
+
+    /// `/status` and `/metrics` say which roots are missing.
+    fn publish_missing(&self) {
+        let missing: Vec<usize> = (0..self.missing.len())
+            .filter(|r| self.missing[*r])
+            .collect();
+        self.metrics
+            .roots_missing
+            .store(missing.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut list) = self.metrics.missing_roots.lock() {
+            *list = missing;
         }
     }
 
@@ -282,10 +297,12 @@ impl Core {
                     );
                 }
                 self.missing[root] = true;
+                self.publish_missing();
             }
             Kind::Created | Kind::MovedTo if is_dir => {
                 log::warn!("{path}: root is back; rescanning it");
                 self.missing[root] = false;
+                self.publish_missing();
                 out.push(Out::Send(FsEvent::Rescan { root }));
             }
             _ => {} // the root's own metadata is not mirrored
@@ -503,4 +520,178 @@ pub(crate) fn raw_mask(kind: Kind, is_dir: bool) -> u32 {
         EventMask::empty()
     };
     (bit | dir).bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::Rule;
+    use crate::job::Change;
+
+    fn core(toggles: InotifyToggles) -> Core {
+        let filter = Filter::new(vec![Rule::new(r"(.*)\.tmp").expect("regex")]);
+        Core::new(
+            vec![PathBuf::from("/r0"), PathBuf::from("/r1")],
+            toggles,
+            Arc::new(filter),
+            Arc::new(Metrics::default()),
+            vec![false, false],
+        )
+    }
+
+    fn p(path: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(path))
+    }
+
+    fn entry(kind: Kind, path: &str, is_dir: bool) -> Fact {
+        Fact::Entry {
+            kind,
+            path: PathBuf::from(path),
+            is_dir,
+        }
+    }
+
+    fn rename(from: Option<PathBuf>, to: Option<PathBuf>, is_dir: bool) -> Fact {
+        Fact::Rename { from, to, is_dir }
+    }
+
+    /// What came out, as short strings: `op root rel`, `move root from to`, `scan …`.
+    fn run(core: &mut Core, facts: Vec<Fact>, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        for fact in facts {
+            core.handle(fact, now, false, &mut out);
+        }
+        out.into_iter()
+            .map(|o| match o {
+                Out::Send(FsEvent::Change(Change {
+                    root,
+                    rel,
+                    op,
+                    is_dir,
+                    ..
+                })) => {
+                    let slash = if is_dir { "/" } else { "" };
+                    format!("{op} {root} {}{slash}", rel.display())
+                }
+                Out::Send(FsEvent::Move(m)) => {
+                    format!("move {} {} {}", m.root, m.from.display(), m.to.display())
+                }
+                Out::Send(FsEvent::Rescan { root }) => format!("rescan {root}"),
+                Out::Send(other) => format!("{other:?}"),
+                Out::IfCreateOnly { root, rel, .. } => format!("created? {root} {}", rel.display()),
+                Out::Scan { root, rel, .. } => format!("scan {root} {}", rel.display()),
+                Out::Again { root, rel, .. } => format!("again {root} {}", rel.display()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn facts_become_the_changes_the_inotify_backend_would_send() {
+        use Kind::*;
+        let stock = InotifyToggles::default();
+        let folders_off = InotifyToggles {
+            create_folder: false,
+            ..InotifyToggles::default()
+        };
+        // (toggles, facts, what comes out)
+        #[rustfmt::skip]
+        let table: Vec<(InotifyToggles, Vec<Fact>, Vec<&str>)> = vec![
+            (stock, vec![entry(Created, "/r0/f", false), entry(ClosedWrite, "/r0/f", false)],
+             vec!["created? 0 f", "update 0 f"]),
+            (stock, vec![entry(Created, "/r0/d", true)], vec!["update 0 d/"]),
+            (stock, vec![entry(Deleted, "/r0/d", true)], vec!["delete 0 d/"]),
+            // Outside every root, or only sharing a prefix with one.
+            (stock, vec![entry(ClosedWrite, "/elsewhere/f", false), entry(ClosedWrite, "/r0x/f", false)],
+             vec![]),
+            // Excluded names get nothing; attrib is off in the stock toggles.
+            (stock, vec![entry(ClosedWrite, "/r0/a.tmp", false), entry(Attrib, "/r0/f", false)], vec![]),
+            (stock, vec![rename(p("/r0/a"), p("/r0/b"), false)], vec!["move 0 a b"]),
+            (stock, vec![rename(p("/r0/a"), p("/r0/b"), true)], vec!["move 0 a b"]),
+            // Between roots: a delete in one, the new name pushed (a directory scanned).
+            (stock, vec![rename(p("/r0/a"), p("/r1/a"), false)], vec!["delete 0 a", "update 1 a"]),
+            (stock, vec![rename(p("/r0/d"), p("/r1/d"), true)], vec!["delete 0 d/", "scan 1 d"]),
+            // In from outside (or from a directory that is gone), out to outside.
+            (stock, vec![rename(p("/elsewhere/d"), p("/r0/d"), true)], vec!["scan 0 d"]),
+            (stock, vec![rename(None, p("/r0/f"), false)], vec!["update 0 f"]),
+            (stock, vec![rename(p("/r0/d"), p("/elsewhere/d"), true)], vec!["delete 0 d/"]),
+            // Across the exclusion boundary: an editor's atomic save, and the reverse.
+            (stock, vec![rename(p("/r0/f.tmp"), p("/r0/f"), false)], vec!["update 0 f"]),
+            (stock, vec![rename(p("/r0/f"), p("/r0/f.tmp"), false)], vec!["delete 0 f"]),
+            // An exchange (or a move back): the old name is deleted, both pushed as they are.
+            (stock, vec![rename(p("/r0/a"), p("/r0/b"), true), rename(p("/r0/b"), p("/r0/a"), true)],
+             vec!["move 0 a b", "delete 0 b/", "again 0 a", "again 0 b"]),
+            // Not reversed when something came between.
+            (stock, vec![rename(p("/r0/a"), p("/r0/b"), false), entry(Created, "/r0/c", true),
+                         rename(p("/r0/b"), p("/r0/a"), false)],
+             vec!["move 0 a b", "update 0 c/", "move 0 b a"]),
+            // A root deleted, then back: a rescan; a root's own attributes are not mirrored.
+            (stock, vec![entry(Deleted, "/r0", true), entry(Created, "/r0", true), entry(Attrib, "/r1", true)],
+             vec!["rescan 0"]),
+            (stock, vec![rename(p("/r1"), p("/old"), true), rename(p("/new"), p("/r1"), true)],
+             vec!["rescan 1"]),
+            (stock, vec![Fact::Overflow], vec!["rescan 0", "rescan 1"]),
+            // createFolder off: a new directory is neither pushed nor followed …
+            (folders_off, vec![entry(Created, "/r0/d", true), entry(ClosedWrite, "/r0/d/f", false),
+                               entry(Created, "/r0/d/e", true), entry(ClosedWrite, "/r0/g", false)],
+             vec!["update 0 g"]),
+            // … until it is renamed (scanned under the new name) …
+            (folders_off, vec![entry(Created, "/r0/d", true), rename(p("/r0/d"), p("/r0/e"), true),
+                               entry(ClosedWrite, "/r0/e/f", false)],
+             vec!["delete 0 d/", "scan 0 e", "update 0 e/f"]),
+            // … or deleted (and a new one under that name is not followed either).
+            (folders_off, vec![entry(Created, "/r0/d", true), entry(Deleted, "/r0/d", true),
+                               entry(ClosedWrite, "/r0/d2/f", false)],
+             vec!["delete 0 d/", "update 0 d2/f"]),
+        ];
+        let now = Instant::now();
+        for (toggles, facts, expected) in table {
+            let shown = format!("{facts:?}");
+            let mut core = core(toggles);
+            assert_eq!(run(&mut core, facts, now), expected, "{shown}");
+        }
+    }
+
+    #[test]
+    fn writes_are_held_until_their_close_or_the_next_change_of_shape() {
+        let toggles = InotifyToggles {
+            modify: true,
+            ..InotifyToggles::default()
+        };
+        let mut core = core(toggles);
+        let now = Instant::now();
+        let writes = vec![
+            entry(Kind::Modified, "/r0/log", false),
+            entry(Kind::Modified, "/r0/log", false),
+            entry(Kind::Modified, "/r0/f", false),
+            entry(Kind::ClosedWrite, "/r0/f", false),
+        ];
+        assert_eq!(run(&mut core, writes, now), vec!["update 0 f"]);
+        assert_eq!(
+            core.next_deadline(),
+            Some(now + crate::watch::MODIFY_SETTLE)
+        );
+        // A rename releases what is held first, in kernel order.
+        assert_eq!(
+            run(
+                &mut core,
+                vec![rename(p("/r0/log"), p("/r0/log.1"), false)],
+                now
+            ),
+            vec!["update 0 log", "move 0 log log.1"]
+        );
+        run(&mut core, vec![entry(Kind::Modified, "/r0/x", false)], now);
+        let mut out = Vec::new();
+        core.expire(now, &mut out);
+        assert!(out.is_empty(), "not due yet");
+        core.expire(now + crate::watch::MODIFY_SETTLE, &mut out);
+        assert_eq!(out.len(), 1, "due after the settle time");
+        // While stopping nothing is held: a write goes out as it is.
+        let mut out = Vec::new();
+        core.handle(entry(Kind::Modified, "/r0/y", false), now, true, &mut out);
+        assert_eq!(out.len(), 1);
+        run(&mut core, vec![entry(Kind::Modified, "/r0/z", false)], now);
+        let mut out = Vec::new();
+        core.finish(&mut out);
+        assert_eq!(out.len(), 1, "the stop hands the held write over");
+    }
 }

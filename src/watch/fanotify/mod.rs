@@ -273,6 +273,7 @@ pub(super) fn spawn(
     metrics
         .watches
         .store(resolver.filesystems() as u64, Ordering::Relaxed);
+    metrics.fanotify.store(true, Ordering::Relaxed);
     let log_level = if options.debug {
         log::Level::Debug
     } else {

@@ -19,22 +19,25 @@ const FSID_END: usize = 12;
 /// `handle_bytes` and `handle_type` before the handle's own bytes.
 const HANDLE_HEADER: usize = 8;
 
-/// A directory as the kernel names it: filesystem id plus file handle. `key` is the
-/// bytes that identify it (fsid, handle type, handle), `handle` the `struct file_handle`
-/// that `open_by_handle_at` takes, `fsid` picks the mount to open it through.
+/// A directory as the kernel names it: filesystem id then `struct file_handle`
+/// (`handle_bytes`, `handle_type`, the handle), as they lie in the record, which is
+/// what identifies it on this machine (the resolver's cache key, no copy needed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DirId<'a> {
-    pub(crate) fsid: [u8; 8],
-    pub(crate) handle: &'a [u8],
+    pub(crate) key: &'a [u8],
 }
 
-impl DirId<'_> {
-    /// The bytes that identify the directory on this machine.
-    pub(crate) fn key(&self) -> Box<[u8]> {
-        let mut key = Vec::with_capacity(8 + self.handle.len());
-        key.extend_from_slice(&self.fsid);
-        key.extend_from_slice(self.handle);
-        key.into_boxed_slice()
+impl<'a> DirId<'a> {
+    /// The filesystem id: which mount to open the handle through.
+    pub(crate) fn fsid(&self) -> [u8; 8] {
+        let mut fsid = [0; 8];
+        fsid.copy_from_slice(&self.key[..8]);
+        fsid
+    }
+
+    /// The `struct file_handle` that `open_by_handle_at` takes.
+    pub(crate) fn handle(&self) -> &'a [u8] {
+        &self.key[8..]
     }
 }
 
@@ -142,13 +145,10 @@ fn decode(mask: u64, mut info: &[u8]) -> Result<Record<'_>, &'static str> {
 }
 
 fn named(record: &[u8]) -> Result<Named<'_>, &'static str> {
-    let fsid: [u8; 8] = record[4..FSID_END]
-        .try_into()
-        .map_err(|_| "short filesystem id")?;
     let handle_bytes = u32_at(record, FSID_END).ok_or("short file handle")? as usize;
     let handle_end = FSID_END + HANDLE_HEADER + handle_bytes;
-    let handle = record
-        .get(FSID_END..handle_end)
+    let key = record
+        .get(4..handle_end)
         .ok_or("file handle longer than its record")?;
     let rest = &record[handle_end..];
     let name = match rest.iter().position(|&b| b == 0) {
@@ -157,7 +157,7 @@ fn named(record: &[u8]) -> Result<Named<'_>, &'static str> {
         None => return Err("name without its NUL"),
     };
     Ok(Named {
-        dir: DirId { fsid, handle },
+        dir: DirId { key },
         name,
     })
 }
@@ -202,8 +202,10 @@ mod tests {
 
     const FSID: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
-    fn handle_of(bytes: &[u8]) -> Vec<u8> {
-        let mut h = (bytes.len() as u32).to_ne_bytes().to_vec();
+    /// The key of a directory: the filesystem id, then its `struct file_handle`.
+    fn key_of(bytes: &[u8]) -> Vec<u8> {
+        let mut h = FSID.to_vec();
+        h.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
         h.extend_from_slice(&1i32.to_ne_bytes());
         h.extend_from_slice(bytes);
         h
@@ -239,16 +241,10 @@ mod tests {
         );
         let overflow = event(libc::FAN_Q_OVERFLOW, &[]);
         let buf = [create, rename, overflow].concat();
-        let a = handle_of(b"dirA1234");
-        let b = handle_of(b"dirB");
-        let dir_a = DirId {
-            fsid: FSID,
-            handle: &a,
-        };
-        let dir_b = DirId {
-            fsid: FSID,
-            handle: &b,
-        };
+        let a = key_of(b"dirA1234");
+        let b = key_of(b"dirB");
+        let dir_a = DirId { key: &a };
+        let dir_b = DirId { key: &b };
         assert_eq!(
             parse(&buf),
             Ok(vec![
@@ -273,8 +269,13 @@ mod tests {
                 Record::Overflow,
             ])
         );
-        assert_eq!(dir_a.key().len(), 8 + 8 + 8);
-        assert_ne!(dir_a.key(), dir_b.key());
+        assert_eq!(dir_a.fsid(), FSID);
+        assert_eq!(
+            dir_a.handle(),
+            &a[8..],
+            "handle_bytes, handle_type, the handle"
+        );
+        assert_eq!(dir_b.handle().len(), 4 + 4 + 4);
     }
 
     #[test]
@@ -286,16 +287,13 @@ mod tests {
                 record(libc::FAN_EVENT_INFO_TYPE_DFID, FSID, b"self", None),
             ],
         );
-        let h = handle_of(b"self");
+        let h = key_of(b"self");
         assert_eq!(
             parse(&buf),
             Ok(vec![Record::Entry {
                 mask: libc::FAN_ATTRIB | libc::FAN_ONDIR,
                 at: Named {
-                    dir: DirId {
-                        fsid: FSID,
-                        handle: &h
-                    },
+                    dir: DirId { key: &h },
                     name: b""
                 },
             }])

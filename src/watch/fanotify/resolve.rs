@@ -68,12 +68,13 @@ impl Resolver {
 
     /// Where the directory is now; `None` when it is gone or cannot be reached.
     pub(crate) fn dir(&mut self, id: DirId<'_>) -> Option<PathBuf> {
-        let key = id.key();
-        if let Some(path) = self.cache.get(&key) {
+        if let Some(path) = self.cache.get(id.key) {
             return Some(path.clone());
         }
-        let mount = &self.mounts.iter().find(|(fsid, _)| *fsid == id.fsid)?.1;
-        let path = match super::sys::open_by_handle(mount, id.handle).and_then(|fd| path_of(&fd)) {
+        let fsid = id.fsid();
+        let mount = &self.mounts.iter().find(|(id, _)| *id == fsid)?.1;
+        let path = match super::sys::open_by_handle(mount, id.handle()).and_then(|fd| path_of(&fd))
+        {
             Ok(path) => path?,
             Err(err) => {
                 // ESTALE: deleted since the event.
@@ -84,7 +85,7 @@ impl Resolver {
         if self.cache.len() >= CACHE_LIMIT {
             self.forget_all();
         }
-        self.cache.insert(key, path.clone());
+        self.cache.insert(id.key.into(), path.clone());
         Some(path)
     }
 
