@@ -50,6 +50,8 @@ struct Setup {
     dirs: Vec<&'static str>,
     /// Empty directories `root0/l0`, `root0/l1`, … created before the watcher starts.
     leaves: usize,
+    /// The backend asked for (`None`: the one the tests run with).
+    backend: Option<WatchBackend>,
 }
 
 impl Default for Setup {
@@ -61,6 +63,7 @@ impl Default for Setup {
             capacity: 4096,
             dirs: Vec::new(),
             leaves: 0,
+            backend: None,
         }
     }
 }
@@ -99,7 +102,7 @@ impl Setup {
         let options = WatchOptions {
             toggles: self.toggles,
             debug: true,
-            backend: crate::util::watch_backend(),
+            backend: self.backend.unwrap_or_else(crate::util::watch_backend),
         };
         let racer = {
             let root = tmp.path().join("root0");
@@ -1262,4 +1265,99 @@ fn symlinked_root_is_watched_at_its_target() {
     let event = event_rx.recv_timeout(LIMIT).expect("event");
     assert!(matches!(event, FsEvent::Change(c) if c.rel == Path::new("sub/f")));
     watcher.stop().expect("stop");
+}
+
+/// Whether this process runs as root (fanotify filesystem marks need it).
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|line| line.starts_with("Uid:"))
+            .and_then(|line| line.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+/// `<watch backend="fanotify"/>` as root: the fanotify backend runs (one mark, nothing
+/// walked), whatever backend the other tests run with; a tree made at once is seen to
+/// its last file (no watch to add, so no race with `mkdir -p`); nothing outside the
+/// roots is reported, not even a sibling whose name starts with the root's.
+#[test]
+fn fanotify_runs_when_asked_and_reports_nothing_from_outside_the_roots() {
+    if !is_root() {
+        crate::util::missing_prerequisite("fanotify filesystem marks need root");
+        return;
+    }
+    let mut fx = Setup {
+        backend: Some(WatchBackend::Fanotify),
+        dirs: vec!["root0x", "outside/sub"],
+        ..Setup::default()
+    }
+    .start();
+    assert_eq!(fx.watcher().backend(), WatchBackend::Fanotify);
+    assert_eq!(fx.watcher().watch_count(), 1, "one filesystem marked");
+    assert!(fx.metrics.fanotify.load(Ordering::Relaxed));
+    let from = fx.seen.len();
+    fs::write(fx.outside().join("sub/f"), "x").expect("write outside");
+    fs::write(fx.tmp.path().join("root0x/f"), "x").expect("write in a sibling");
+    fs::rename(fx.outside().join("sub"), fx.outside().join("sub2")).expect("mv outside");
+    let deep = fx.root().join("a/b/c/d/e");
+    fs::create_dir_all(&deep).expect("mkdir -p");
+    fs::write(deep.join("f"), "x").expect("write deep");
+    fx.expect("a/b/c/d/e/f", Op::Update);
+    let marker = fx.marker();
+    let seen: Vec<Change> = changes(&fx.seen[from..marker]).collect();
+    assert!(
+        seen.iter()
+            .all(|c| c.rel.starts_with("a") || c.rel.starts_with("marker")),
+        "only the root's changes: {seen:#?}"
+    );
+    for rel in ["a", "a/b", "a/b/c", "a/b/c/d", "a/b/c/d/e"] {
+        assert!(
+            seen.iter().any(|c| c.rel == Path::new(rel) && c.is_dir),
+            "{rel}: its mkdir is pushed: {seen:#?}"
+        );
+    }
+}
+
+/// Without `CAP_SYS_ADMIN` (here: root of a user namespace only) the fanotify backend
+/// cannot mark a filesystem: the watcher says why, once, and runs on inotify.
+#[test]
+fn fanotify_without_privilege_falls_back_to_inotify() {
+    const CHILD: &str = "SERSYNC_TEST_FANOTIFY_FALLBACK_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let mut fx = Setup {
+            backend: Some(WatchBackend::Fanotify),
+            dirs: vec!["root0/a"],
+            ..Setup::default()
+        }
+        .start();
+        assert_eq!(fx.watcher().backend(), WatchBackend::Inotify);
+        assert_eq!(
+            fx.watcher().watch_count(),
+            2,
+            "root0 and root0/a, by inotify"
+        );
+        assert!(!fx.metrics.fanotify.load(Ordering::Relaxed));
+        fs::write(fx.root().join("a/f"), "x").expect("write");
+        fx.expect("a/f", Op::Update);
+        return;
+    }
+    let Some(text) = crate::util::run_in_user_namespace(
+        "watch::fanotify_without_privilege_falls_back_to_inotify",
+        CHILD,
+        "sersync=warn",
+    ) else {
+        return;
+    };
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("watching with inotify instead"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning expected:\n{text}");
+    assert!(
+        warnings[0].contains("fanotify") && warnings[0].contains("CAP_SYS_ADMIN"),
+        "the warning names the cause and the fix: {}",
+        warnings[0]
+    );
 }

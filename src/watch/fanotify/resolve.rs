@@ -27,6 +27,8 @@ pub(crate) struct Resolver {
     /// root reports the deletes of its entries in the root, read when the root is gone
     /// already and its handle cannot be opened any more.
     pinned: Vec<(Box<[u8]>, PathBuf)>,
+    /// Directories whose path is too long to read, already reported.
+    too_long: std::collections::HashSet<Box<[u8]>>,
 }
 
 impl Resolver {
@@ -35,6 +37,7 @@ impl Resolver {
             mounts,
             cache: HashMap::new(),
             pinned: Vec::new(),
+            too_long: std::collections::HashSet::new(),
         }
     }
 
@@ -76,6 +79,16 @@ impl Resolver {
         let path = match super::sys::open_by_handle(mount, id.handle()).and_then(|fd| path_of(&fd))
         {
             Ok(path) => path?,
+            Err(err) if err.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                if self.too_long.len() < CACHE_LIMIT && self.too_long.insert(id.key.into()) {
+                    log::warn!(
+                        "fanotify: a directory's path is longer than PATH_MAX ({err}); its \
+                         changes reach the mirror only with a full sync (rename a directory \
+                         above it to a shorter name)"
+                    );
+                }
+                return None;
+            }
             Err(err) => {
                 // ESTALE: deleted since the event.
                 log::trace!("fanotify: directory handle not resolved: {err}");
