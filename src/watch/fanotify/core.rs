@@ -75,6 +75,17 @@ pub(crate) enum Out {
         mask: u32,
         seen: Instant,
     },
+    /// After a rename away from `rel` (see [`Core::vacated`]): nothing if nothing is
+    /// there now; a directory as a delete then an update; anything else an update.
+    Vacated {
+        root: usize,
+        rel: PathBuf,
+        mask: u32,
+        seen: Instant,
+    },
+    /// A rename above the root: if a directory is under the root's name now, it is
+    /// back ([`Core::root_back`]).
+    RootCheck { root: usize },
     /// After a reversed rename: an update of what is at `rel` now, whatever it is (a
     /// directory is scanned; nothing when it is gone again: its own events follow).
     Again {
@@ -101,8 +112,8 @@ pub(crate) struct Core {
     filter: Arc<Filter>,
     metrics: Arc<Metrics>,
     held: Held,
-    /// The last event, if it was a rename inside one root: `(from, to)`.
-    last_rename: Option<((usize, PathBuf), (usize, PathBuf))>,
+    /// The last event, if it was a rename inside a root: `(root, from, to)` per root.
+    last_renames: Vec<(usize, PathBuf, PathBuf)>,
     /// Per root: deleted or moved away, until a directory is back under its name.
     missing: Vec<bool>,
     /// Directories made while `createFolder` is off: neither pushed nor followed (what
@@ -135,7 +146,7 @@ impl Core {
             filter,
             metrics,
             held: Held::default(),
-            last_rename: None,
+            last_renames: Vec::new(),
             missing,
             unfollowed: BTreeSet::new(),
         };
@@ -253,7 +264,7 @@ impl Core {
     pub(crate) fn handle(&mut self, fact: Fact, now: Instant, stopping: bool, out: &mut Vec<Out>) {
         match fact {
             Fact::Overflow => {
-                self.last_rename = None;
+                self.last_renames.clear();
                 self.release_held(out);
                 Metrics::incr(&self.metrics.overflows);
                 log::warn!(
@@ -265,7 +276,7 @@ impl Core {
                 }
             }
             Fact::Entry { kind, path, is_dir } => {
-                self.last_rename = None;
+                self.last_renames.clear();
                 if !matches!(kind, Kind::Modified | Kind::ClosedWrite | Kind::Attrib) {
                     // Before anything that changes the tree's shape (kernel order).
                     self.release_held(out);
@@ -326,7 +337,7 @@ impl Core {
         }
         match self.followed(root, &rel) {
             Followed::Below => return,
-            Followed::Itself if kind == Kind::Deleted => self.follow_again(root, &rel),
+            _ if kind == Kind::Deleted && is_dir => self.follow_again(root, &rel),
             _ => {}
         }
         if kind == Kind::Created && is_dir && !self.toggles.create_folder {
@@ -416,37 +427,61 @@ impl Core {
         now: Instant,
         out: &mut Vec<Out>,
     ) {
-        let last = self.last_rename.take();
-        let first = |path: Option<PathBuf>| path.and_then(|p| self.places(&p).into_iter().next());
-        let (from, to) = (first(from), first(to));
-        let mut old = None;
+        let last = std::mem::take(&mut self.last_renames);
+        // A rename of a root, or of a directory above one, moves the root: gone under
+        // its name, or (maybe) back.
+        for root in 0..self.roots.len() {
+            let top = self.roots[root].clone();
+            if from.as_ref().is_some_and(|from| top.starts_with(from)) {
+                self.root_event(root, Kind::MovedFrom, is_dir, out);
+            }
+            match &to {
+                Some(to) if *to == top => self.root_event(root, Kind::MovedTo, is_dir, out),
+                Some(to) if top.starts_with(to) => out.push(Out::RootCheck { root }),
+                _ => {}
+            }
+        }
+        // Then each root that holds either name, on its own (nested roots each mirror it).
+        for root in 0..self.roots.len() {
+            let inside = |path: &Option<PathBuf>| {
+                let rel = path.as_ref()?.strip_prefix(&self.roots[root]).ok()?;
+                (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
+            };
+            let (old, new) = (inside(&from), inside(&to));
+            if old.is_some() || new.is_some() {
+                self.rename_in(root, old, new, is_dir, now, &last, out);
+            }
+        }
+    }
+
+    /// A rename as one root sees it: `old` and `new` relative to it, `None` for a name
+    /// outside it.
+    #[allow(clippy::too_many_arguments)]
+    fn rename_in(
+        &mut self,
+        root: usize,
+        old: Option<PathBuf>,
+        new: Option<PathBuf>,
+        is_dir: bool,
+        now: Instant,
+        last: &[(usize, PathBuf, PathBuf)],
+        out: &mut Vec<Out>,
+    ) {
+        let mut old = old.filter(|rel| !self.is_filtered(rel, is_dir));
         let mut was_unfollowed = false;
-        match from {
-            Some(Place::Root(root)) => self.root_event(root, Kind::MovedFrom, is_dir, out),
-            Some(Place::Inside(root, rel)) if !self.is_filtered(&rel, is_dir) => {
-                match self.followed(root, &rel) {
-                    Followed::Yes => old = Some((root, rel)),
-                    Followed::Itself => {
-                        self.follow_again(root, &rel);
-                        was_unfollowed = true;
-                        old = Some((root, rel));
-                    }
-                    Followed::Below => {} // left a directory nobody follows
+        if let Some(rel) = &old {
+            match self.followed(root, rel) {
+                Followed::Yes => {}
+                Followed::Itself => {
+                    self.follow_again(root, rel);
+                    was_unfollowed = true;
                 }
+                Followed::Below => old = None, // left a directory nobody follows
             }
-            _ => {}
         }
-        let mut new = None;
-        match to {
-            Some(Place::Root(root)) => self.root_event(root, Kind::MovedTo, is_dir, out),
-            Some(Place::Inside(root, rel))
-                if !self.is_filtered(&rel, is_dir)
-                    && self.followed(root, &rel) != Followed::Below =>
-            {
-                new = Some((root, rel));
-            }
-            _ => {}
-        }
+        let new = new.filter(|rel| {
+            !self.is_filtered(rel, is_dir) && self.followed(root, rel) != Followed::Below
+        });
         let toggles = &self.toggles;
         // An unfollowed directory's remote copy (if any) is not what it holds: its new
         // name is scanned, as inotify watches and scans it.
@@ -454,21 +489,23 @@ impl Core {
             && mask::emit(Kind::MovedFrom, is_dir, toggles) == Emit::Change(Op::Delete)
             && mask::emit(Kind::MovedTo, is_dir, toggles) == Emit::Change(Op::Update);
         match (old, new) {
-            (Some(old), Some(new)) if as_move && old.0 == new.0 => {
-                let reverses = last.is_some_and(|(a, b)| a == new && b == old);
-                if reverses {
+            (Some(old), Some(new)) if as_move => {
+                if last
+                    .iter()
+                    .any(|(r, a, b)| *r == root && *a == new && *b == old)
+                {
                     // What each name holds now is not what the first rename pushed
                     // there: the old name goes as a delete, then both as what they are.
                     let raw = raw_mask(Kind::MovedFrom, is_dir);
                     out.push(Out::Send(change(
-                        old.0,
-                        old.1.clone(),
+                        root,
+                        old.clone(),
                         Op::Delete,
                         is_dir,
                         raw,
                         now,
                     )));
-                    for (root, rel) in [new, old] {
+                    for rel in [new, old] {
                         let raw = raw_mask(Kind::MovedTo, is_dir);
                         out.push(Out::Again {
                             root,
@@ -479,23 +516,89 @@ impl Core {
                     }
                     return;
                 }
+                if is_dir {
+                    self.rename_unfollowed(root, &old, &new);
+                }
                 out.push(Out::Send(FsEvent::Move(Move {
-                    root: new.0,
-                    from: old.1.clone(),
-                    to: new.1.clone(),
+                    root,
+                    from: old.clone(),
+                    to: new.clone(),
                     is_dir,
                     mask: raw_mask(Kind::MovedTo, is_dir),
                     seen: now,
                 })));
-                self.last_rename = Some((old, new));
+                self.last_renames.push((root, old.clone(), new));
+                self.vacated(root, old, now, out);
             }
             (old, new) => {
-                if let Some((root, rel)) = old {
-                    self.moved_out(root, rel, is_dir, now, out);
+                if let Some(rel) = old {
+                    if is_dir {
+                        self.follow_again(root, &rel);
+                    }
+                    self.moved_out(root, rel.clone(), is_dir, now, out);
+                    self.vacated(root, rel, now, out);
                 }
-                if let Some((root, rel)) = new {
+                if let Some(rel) = new {
+                    if is_dir {
+                        self.follow_again(root, &rel);
+                    }
                     self.moved_in(root, rel, is_dir, now, out);
                 }
+            }
+        }
+    }
+
+    /// After a rename away from `rel`: fanotify merges the queued events of one name
+    /// from one process, so a name made again after the rename (`mkdir d; mv d d.old;
+    /// mkdir d` in one script) may have had its creation reported before the rename. The
+    /// thread looks: whatever is at `rel` now is pushed after the rename's delete (a
+    /// directory as a delete then an update, so that the scheduler syncs it whole).
+    fn vacated(&self, root: usize, rel: PathBuf, now: Instant, out: &mut Vec<Out>) {
+        if mask::emit(Kind::Created, true, &self.toggles) == Emit::Nothing
+            && mask::emit(Kind::ClosedWrite, false, &self.toggles) == Emit::Nothing
+        {
+            return;
+        }
+        out.push(Out::Vacated {
+            root,
+            rel,
+            mask: raw_mask(Kind::Created, false),
+            seen: now,
+        });
+    }
+
+    /// A root that was gone and has a directory under its name again (found by the
+    /// thread after a rename above it): rescanned.
+    pub(crate) fn root_back(&mut self, root: usize, out: &mut Vec<Out>) {
+        if self.missing[root] {
+            self.root_event(root, Kind::MovedTo, true, out);
+        } else {
+            // Replaced while we looked the other way (`mv site site.old; mv site.new
+            // site` above the root): what is there now is another tree.
+            log::warn!(
+                "{}: a directory above the root was replaced; rescanning it",
+                self.roots[root].display()
+            );
+            out.push(Out::Send(FsEvent::Rescan { root }));
+        }
+    }
+
+    /// Unfollowed directories below a renamed one keep being unfollowed under its new
+    /// name.
+    fn rename_unfollowed(&mut self, root: usize, old: &Path, new: &Path) {
+        if self.unfollowed.is_empty() {
+            return;
+        }
+        let moved: Vec<(usize, PathBuf)> = self
+            .unfollowed
+            .iter()
+            .filter(|(r, p)| *r == root && p.starts_with(old))
+            .cloned()
+            .collect();
+        for (r, p) in moved {
+            self.unfollowed.remove(&(r, p.clone()));
+            if let Ok(below) = p.strip_prefix(old) {
+                self.unfollowed.insert((r, new.join(below)));
             }
         }
     }
@@ -581,6 +684,8 @@ mod tests {
                 Out::IfCreateOnly { root, rel, .. } => format!("created? {root} {}", rel.display()),
                 Out::Scan { root, rel, .. } => format!("scan {root} {}", rel.display()),
                 Out::Again { root, rel, .. } => format!("again {root} {}", rel.display()),
+                Out::Vacated { root, rel, .. } => format!("vacated {root} {}", rel.display()),
+                Out::RootCheck { root } => format!("root? {root}"),
             })
             .collect()
     }
@@ -605,25 +710,25 @@ mod tests {
              vec![]),
             // Excluded names get nothing; attrib is off in the stock toggles.
             (stock, vec![entry(ClosedWrite, "/r0/a.tmp", false), entry(Attrib, "/r0/f", false)], vec![]),
-            (stock, vec![rename(p("/r0/a"), p("/r0/b"), false)], vec!["move 0 a b"]),
-            (stock, vec![rename(p("/r0/a"), p("/r0/b"), true)], vec!["move 0 a b"]),
+            (stock, vec![rename(p("/r0/a"), p("/r0/b"), false)], vec!["move 0 a b", "vacated 0 a"]),
+            (stock, vec![rename(p("/r0/a"), p("/r0/b"), true)], vec!["move 0 a b", "vacated 0 a"]),
             // Between roots: a delete in one, the new name pushed (a directory scanned).
-            (stock, vec![rename(p("/r0/a"), p("/r1/a"), false)], vec!["delete 0 a", "update 1 a"]),
-            (stock, vec![rename(p("/r0/d"), p("/r1/d"), true)], vec!["delete 0 d/", "scan 1 d"]),
+            (stock, vec![rename(p("/r0/a"), p("/r1/a"), false)], vec!["delete 0 a", "vacated 0 a", "update 1 a"]),
+            (stock, vec![rename(p("/r0/d"), p("/r1/d"), true)], vec!["delete 0 d/", "vacated 0 d", "scan 1 d"]),
             // In from outside (or from a directory that is gone), out to outside.
             (stock, vec![rename(p("/elsewhere/d"), p("/r0/d"), true)], vec!["scan 0 d"]),
             (stock, vec![rename(None, p("/r0/f"), false)], vec!["update 0 f"]),
-            (stock, vec![rename(p("/r0/d"), p("/elsewhere/d"), true)], vec!["delete 0 d/"]),
+            (stock, vec![rename(p("/r0/d"), p("/elsewhere/d"), true)], vec!["delete 0 d/", "vacated 0 d"]),
             // Across the exclusion boundary: an editor's atomic save, and the reverse.
             (stock, vec![rename(p("/r0/f.tmp"), p("/r0/f"), false)], vec!["update 0 f"]),
-            (stock, vec![rename(p("/r0/f"), p("/r0/f.tmp"), false)], vec!["delete 0 f"]),
+            (stock, vec![rename(p("/r0/f"), p("/r0/f.tmp"), false)], vec!["delete 0 f", "vacated 0 f"]),
             // An exchange (or a move back): the old name is deleted, both pushed as they are.
             (stock, vec![rename(p("/r0/a"), p("/r0/b"), true), rename(p("/r0/b"), p("/r0/a"), true)],
-             vec!["move 0 a b", "delete 0 b/", "again 0 a", "again 0 b"]),
+             vec!["move 0 a b", "vacated 0 a", "delete 0 b/", "again 0 a", "again 0 b"]),
             // Not reversed when something came between.
             (stock, vec![rename(p("/r0/a"), p("/r0/b"), false), entry(Created, "/r0/c", true),
                          rename(p("/r0/b"), p("/r0/a"), false)],
-             vec!["move 0 a b", "update 0 c/", "move 0 b a"]),
+             vec!["move 0 a b", "vacated 0 a", "update 0 c/", "move 0 b a", "vacated 0 b"]),
             // A root deleted, then back: a rescan; a root's own attributes are not mirrored.
             (stock, vec![entry(Deleted, "/r0", true), entry(Created, "/r0", true), entry(Attrib, "/r1", true)],
              vec!["rescan 0"]),
@@ -637,7 +742,13 @@ mod tests {
             // … until it is renamed (scanned under the new name) …
             (folders_off, vec![entry(Created, "/r0/d", true), rename(p("/r0/d"), p("/r0/e"), true),
                                entry(ClosedWrite, "/r0/e/f", false)],
-             vec!["delete 0 d/", "scan 0 e", "update 0 e/f"]),
+             vec!["delete 0 d/", "vacated 0 d", "scan 0 e", "update 0 e/f"]),
+            // … and the unfollowed directories below a renamed one stay unfollowed
+            // under its new name, while one moved in over the old name is followed.
+            (folders_off, vec![entry(Created, "/r0/x/d", true), rename(p("/r0/x"), p("/r0/y"), true),
+                               rename(p("/elsewhere/x"), p("/r0/x"), true),
+                               entry(ClosedWrite, "/r0/x/d/f", false), entry(ClosedWrite, "/r0/y/d/f", false)],
+             vec!["move 0 x y", "vacated 0 x", "scan 0 x", "update 0 x/d/f"]),
             // … or deleted (and a new one under that name is not followed either).
             (folders_off, vec![entry(Created, "/r0/d", true), entry(Deleted, "/r0/d", true),
                                entry(ClosedWrite, "/r0/d2/f", false)],
@@ -648,6 +759,55 @@ mod tests {
             let shown = format!("{facts:?}");
             let mut core = core(toggles);
             assert_eq!(run(&mut core, facts, now), expected, "{shown}");
+        }
+    }
+
+    #[test]
+    fn renames_above_a_root_and_in_nested_roots() {
+        let roots = vec![
+            PathBuf::from("/srv/site/htdocs"),
+            PathBuf::from("/srv/site/htdocs/sub"),
+        ];
+        let fresh = || {
+            Core::new(
+                roots.clone(),
+                InotifyToggles::default(),
+                Arc::new(Filter::default()),
+                Arc::new(Metrics::default()),
+                vec![false, false],
+            )
+        };
+        let now = Instant::now();
+        // A deploy that swaps a directory above both roots: gone, then maybe back.
+        let mut core = fresh();
+        let swap = vec![
+            rename(p("/srv/site"), p("/srv/site.old"), true),
+            rename(p("/srv/site.new"), p("/srv/site"), true),
+        ];
+        assert_eq!(run(&mut core, swap, now), vec!["root? 0", "root? 1"]);
+        assert_eq!(core.missing, vec![true, true]);
+        let mut out = Vec::new();
+        core.root_back(0, &mut out);
+        assert_eq!(out, vec![Out::Send(FsEvent::Rescan { root: 0 })]);
+        assert_eq!(core.missing, vec![false, true]);
+        // Replaced without being seen to go: rescanned all the same.
+        let mut out = Vec::new();
+        core.root_back(0, &mut out);
+        assert_eq!(out, vec![Out::Send(FsEvent::Rescan { root: 0 })]);
+        // Each nested root mirrors a rename on its own.
+        let mut core = fresh();
+        #[rustfmt::skip]
+        let table: Vec<(Fact, Vec<&str>)> = vec![
+            (rename(p("/srv/site/htdocs/sub/a"), p("/srv/site/htdocs/sub/b"), false),
+             vec!["move 0 sub/a sub/b", "vacated 0 sub/a", "move 1 a b", "vacated 1 a"]),
+            (rename(p("/srv/site/htdocs/x"), p("/srv/site/htdocs/sub/x"), false),
+             vec!["move 0 x sub/x", "vacated 0 x", "update 1 x"]),
+            (rename(p("/srv/site/htdocs/sub/y"), p("/srv/other/y"), true),
+             vec!["delete 0 sub/y/", "vacated 0 sub/y", "delete 1 y/", "vacated 1 y"]),
+        ];
+        for (fact, expected) in table {
+            let shown = format!("{fact:?}");
+            assert_eq!(run(&mut core, vec![fact], now), expected, "{shown}");
         }
     }
 
@@ -677,7 +837,7 @@ mod tests {
                 vec![rename(p("/r0/log"), p("/r0/log.1"), false)],
                 now
             ),
-            vec!["update 0 log", "move 0 log log.1"]
+            vec!["update 0 log", "move 0 log log.1", "vacated 0 log"]
         );
         run(&mut core, vec![entry(Kind::Modified, "/r0/x", false)], now);
         let mut out = Vec::new();

@@ -77,6 +77,19 @@ pub enum FanotifyError {
         #[source]
         source: io::Error,
     },
+    /// One filesystem is reached through two mounts (a bind mount) under the roots: a
+    /// directory handle names one path, so one of them would see nothing.
+    #[error(
+        "{first} and {second} are one filesystem through two mounts (a bind mount): \
+         fanotify names each directory by one path, so changes under one of them would be \
+         missed"
+    )]
+    TwoMounts {
+        /// The first place.
+        first: PathBuf,
+        /// The other.
+        second: PathBuf,
+    },
     /// The poll or the thread could not be set up.
     #[error("cannot start the fanotify watch thread ({0})")]
     Setup(#[source] io::Error),
@@ -126,6 +139,25 @@ fn kinds(mask: u64, exists: impl FnOnce() -> bool) -> Vec<Kind> {
         kinds.push(Kind::Deleted);
     }
     kinds
+}
+
+/// `path` with every symlink above it resolved; for a path that does not exist (a
+/// missing root), its nearest existing ancestor resolved and the rest as written.
+fn canonical(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = fs::canonicalize(at) {
+            return missing.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// The nearest existing directory at or above `path` (a missing root is marked through
@@ -205,8 +237,19 @@ pub(super) fn spawn(
     metrics: &Arc<Metrics>,
 ) -> Result<Watcher, FanotifyError> {
     let started = Instant::now();
+    // The paths events resolve to are canonical (`/proc/self/fd`): a root below a
+    // symlinked directory (`/var/www` with `/var -> /data/var`) is matched by its
+    // canonical path, or nothing under it would ever match.
+    let roots: Vec<PathBuf> = roots.iter().map(|root| canonical(root)).collect();
+    let roots = roots.as_slice();
+    // Unlimited: the queue holds every event of the marked filesystems, other
+    // processes' included, and an overflow costs a full sync of every root.
     let group = sys::fanotify_init(
-        libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | libc::FAN_REPORT_DFID_NAME,
+        libc::FAN_CLASS_NOTIF
+            | libc::FAN_CLOEXEC
+            | libc::FAN_NONBLOCK
+            | libc::FAN_UNLIMITED_QUEUE
+            | libc::FAN_REPORT_DFID_NAME,
         libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC,
     )
     .map_err(|source| FanotifyError::Init {
@@ -220,7 +263,8 @@ pub(super) fn spawn(
         .filter_map(|root| existing_dir(root).map(Path::to_path_buf))
         .collect();
     places.extend(mounts_below(roots));
-    let mut mounts = Vec::new();
+    let mut mounts: Vec<([u8; 8], PathBuf)> = Vec::new();
+    let mut mount_ids: Vec<([u8; 8], libc::c_int, PathBuf)> = Vec::new();
     for place in &places {
         let mark_err = |source: io::Error| FanotifyError::Mark {
             path: place.clone(),
@@ -230,6 +274,17 @@ pub(super) fn spawn(
         let dir = fs::File::open(place).map_err(mark_err)?;
         let dir = OwnedFd::from(dir);
         let fsid = sys::fsid_of(&dir).map_err(mark_err)?;
+        let (_, mount_id) = sys::handle_of(place).map_err(mark_err)?;
+        if let Some((_, _, first)) = mount_ids
+            .iter()
+            .find(|(id, mount, _)| *id == fsid && *mount != mount_id)
+        {
+            return Err(FanotifyError::TwoMounts {
+                first: first.clone(),
+                second: place.clone(),
+            });
+        }
+        mount_ids.push((fsid, mount_id, place.clone()));
         if mounts.iter().any(|(id, _)| *id == fsid) {
             continue;
         }
@@ -240,7 +295,7 @@ pub(super) fn spawn(
             place,
         )
         .map_err(mark_err)?;
-        mounts.push((fsid, dir));
+        mounts.push((fsid, place.clone()));
     }
     let mut resolver = Resolver::new(mounts);
     resolver.pin(roots);
@@ -307,6 +362,21 @@ pub(super) fn spawn(
         watch_count,
         backend: WatchBackend::Fanotify,
     })
+}
+
+/// An update of `rel`.
+fn update(root: usize, rel: PathBuf, is_dir: bool, raw: u32, seen: Instant) -> FsEvent {
+    super::event::change(root, rel, Op::Update, is_dir, raw, seen)
+}
+
+/// How [`Reader::push_what_is_there`] pushes a directory.
+#[derive(Debug, Clone, Copy)]
+enum DirPush {
+    /// An update of it and of everything below it (it arrived as a whole).
+    Scan,
+    /// A delete then an update: the scheduler syncs it whole (the remote's copy under
+    /// that name is something else).
+    Replace,
 }
 
 /// The thread's state.
@@ -457,6 +527,7 @@ impl Reader {
             Err(err) => {
                 // Cannot happen with a kernel that speaks version 3; never guess.
                 log::error!("{err}; rescanning every root");
+                self.resolver.forget_all();
                 let mut out = std::mem::take(&mut self.out);
                 self.core
                     .handle(Fact::Overflow, Instant::now(), false, &mut out);
@@ -490,7 +561,11 @@ impl Reader {
     /// What one record says, appended to `facts` in the order to handle it.
     fn facts(&mut self, record: Record<'_>, facts: &mut Vec<Fact>) {
         match record {
-            Record::Overflow => facts.push(Fact::Overflow),
+            Record::Overflow => {
+                // Renames were lost with the rest: no cached path can be trusted.
+                self.resolver.forget_all();
+                facts.push(Fact::Overflow);
+            }
             Record::Incomplete { mask } => {
                 log::debug!("fanotify: event {mask:#x} without its names, dropped");
             }
@@ -550,14 +625,7 @@ impl Reader {
                         mask::is_create_only(meta.file_type().is_file(), meta.nlink())
                     });
                     if once {
-                        self.outlet.send(super::event::change(
-                            root,
-                            rel,
-                            Op::Update,
-                            false,
-                            raw,
-                            seen,
-                        ))?;
+                        self.outlet.send(update(root, rel, false, raw, seen))?;
                     }
                 }
                 Out::Again {
@@ -565,27 +633,54 @@ impl Reader {
                     rel,
                     mask: raw,
                     seen,
-                } => {
-                    let abs = self.core.roots()[root].join(&rel);
-                    match fs::symlink_metadata(&abs) {
-                        Ok(meta) if meta.is_dir() => self.scan(root, rel, raw, seen)?,
-                        Ok(_) => {
-                            let event =
-                                super::event::change(root, rel, Op::Update, false, raw, seen);
-                            self.outlet.send(event)?;
-                        }
-                        Err(_) => {}
-                    }
-                }
+                } => self.push_what_is_there(root, rel, raw, seen, DirPush::Scan)?,
                 Out::Scan {
                     root,
                     rel,
                     mask: raw,
                     seen,
                 } => self.scan(root, rel, raw, seen)?,
+                Out::Vacated {
+                    root,
+                    rel,
+                    mask: raw,
+                    seen,
+                } => self.push_what_is_there(root, rel, raw, seen, DirPush::Replace)?,
+                Out::RootCheck { root } => {
+                    if self.core.roots()[root].is_dir() {
+                        let mut back = Vec::new();
+                        self.core.root_back(root, &mut back);
+                        self.execute(&mut back)?;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// What is at `root`/`rel` now goes out as an update (a directory as `dir` says);
+    /// nothing when it is gone (its own events follow).
+    fn push_what_is_there(
+        &mut self,
+        root: usize,
+        rel: PathBuf,
+        raw: u32,
+        seen: Instant,
+        dir: DirPush,
+    ) -> Flow {
+        let abs = self.core.roots()[root].join(&rel);
+        let Ok(meta) = fs::symlink_metadata(&abs) else {
+            return Ok(());
+        };
+        match (meta.is_dir(), dir) {
+            (true, DirPush::Scan) => self.scan(root, rel, raw, seen),
+            (true, DirPush::Replace) => {
+                let delete = super::event::change(root, rel.clone(), Op::Delete, true, raw, seen);
+                self.outlet.send(delete)?;
+                self.outlet.send(update(root, rel, true, raw, seen))
+            }
+            (false, _) => self.outlet.send(update(root, rel, false, raw, seen)),
+        }
     }
 
     /// A directory that arrived from outside: an update of it and of everything below
@@ -597,14 +692,8 @@ impl Reader {
             if self.outlet.is_stopping() {
                 return self.rescan_on_stop(root);
             }
-            self.outlet.send(super::event::change(
-                root,
-                rel.clone(),
-                Op::Update,
-                true,
-                raw,
-                seen,
-            ))?;
+            self.outlet
+                .send(update(root, rel.clone(), true, raw, seen))?;
             let abs = self.core.roots()[root].join(&rel);
             let Ok(entries) = fs::read_dir(&abs) else {
                 continue; // gone or renamed meanwhile: its own events follow
@@ -621,14 +710,7 @@ impl Reader {
                 if is_dir {
                     stack.push((child, 0));
                 } else {
-                    self.outlet.send(super::event::change(
-                        root,
-                        child,
-                        Op::Update,
-                        false,
-                        0,
-                        seen,
-                    ))?;
+                    self.outlet.send(update(root, child, false, 0, seen))?;
                 }
             }
         }

@@ -18,11 +18,23 @@ use super::record::DirId;
 /// roots are cached too: a filesystem mark reports the whole filesystem).
 const CACHE_LIMIT: usize = 65_536;
 
+/// What the resolver knows of a directory handle.
+#[derive(Debug, Clone)]
+enum Known {
+    /// Its path when last resolved.
+    At(PathBuf),
+    /// `ESTALE`: deleted. Handles are not reused, so it stays that way (and events
+    /// of other processes' deleted directories are not opened again and again).
+    Gone,
+}
+
 /// The marked filesystems and the directory paths learnt so far.
 pub(crate) struct Resolver {
-    /// Per filesystem id: a descriptor on it (the root or mount point that was marked).
-    mounts: Vec<([u8; 8], OwnedFd)>,
-    cache: HashMap<Box<[u8]>, PathBuf>,
+    /// Per filesystem id: a directory on it (the root or mount point that was marked),
+    /// opened for each handle to resolve, not held: a held descriptor would keep a
+    /// filesystem mounted below a root from being unmounted.
+    mounts: Vec<([u8; 8], PathBuf)>,
+    cache: HashMap<Box<[u8]>, Known>,
     /// The roots' own handles, kept through every [`Resolver::forget_all`]: `rm -r` of a
     /// root reports the deletes of its entries in the root, read when the root is gone
     /// already and its handle cannot be opened any more.
@@ -32,7 +44,7 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    pub(crate) fn new(mounts: Vec<([u8; 8], OwnedFd)>) -> Resolver {
+    pub(crate) fn new(mounts: Vec<([u8; 8], PathBuf)>) -> Resolver {
         Resolver {
             mounts,
             cache: HashMap::new(),
@@ -42,14 +54,17 @@ impl Resolver {
     }
 
     /// Learns the handles of the roots that are directories now (at start, after a
-    /// directory rename, when a root comes back).
+    /// directory rename, when a root comes back); a root's old handle is forgotten (a
+    /// root moved away must not lend its name to what happens in it now).
     pub(crate) fn pin(&mut self, roots: &[PathBuf]) {
-        self.pinned.clear();
+        for (key, _) in std::mem::take(&mut self.pinned) {
+            self.cache.remove(&key);
+        }
         for root in roots {
             let Ok(dir) = fs::File::open(root) else {
                 continue;
             };
-            let (Ok(fsid), Ok(handle)) = (
+            let (Ok(fsid), Ok((handle, _))) = (
                 super::sys::fsid_of(&OwnedFd::from(dir)),
                 super::sys::handle_of(root),
             ) else {
@@ -60,7 +75,7 @@ impl Resolver {
             self.pinned.push((key.into_boxed_slice(), root.clone()));
         }
         for (key, path) in &self.pinned {
-            self.cache.insert(key.clone(), path.clone());
+            self.cache.insert(key.clone(), Known::At(path.clone()));
         }
     }
 
@@ -71,14 +86,22 @@ impl Resolver {
 
     /// Where the directory is now; `None` when it is gone or cannot be reached.
     pub(crate) fn dir(&mut self, id: DirId<'_>) -> Option<PathBuf> {
-        if let Some(path) = self.cache.get(id.key) {
-            return Some(path.clone());
+        match self.cache.get(id.key) {
+            Some(Known::At(path)) => return Some(path.clone()),
+            Some(Known::Gone) => return None,
+            None => {}
         }
         let fsid = id.fsid();
-        let mount = &self.mounts.iter().find(|(id, _)| *id == fsid)?.1;
-        let path = match super::sys::open_by_handle(mount, id.handle()).and_then(|fd| path_of(&fd))
-        {
-            Ok(path) => path?,
+        let place = &self.mounts.iter().find(|(id, _)| *id == fsid)?.1;
+        let opened = open_on(place, fsid)
+            .and_then(|mount| super::sys::open_by_handle(&mount, id.handle()))
+            .and_then(|fd| path_of(&fd));
+        let path = match opened {
+            Ok(path) => path?, // not named by its path (renamed, unlinked): not cached
+            Err(err) if err.raw_os_error() == Some(libc::ESTALE) => {
+                self.remember(id.key, Known::Gone);
+                return None;
+            }
             Err(err) if err.raw_os_error() == Some(libc::ENAMETOOLONG) => {
                 if self.too_long.len() < CACHE_LIMIT && self.too_long.insert(id.key.into()) {
                     log::warn!(
@@ -90,25 +113,53 @@ impl Resolver {
                 return None;
             }
             Err(err) => {
-                // ESTALE: deleted since the event.
-                log::trace!("fanotify: directory handle not resolved: {err}");
+                log::debug!("fanotify: directory handle not resolved: {err}");
                 return None;
             }
         };
-        if self.cache.len() >= CACHE_LIMIT {
-            self.forget_all();
-        }
-        self.cache.insert(id.key.into(), path.clone());
+        self.remember(id.key, Known::At(path.clone()));
         Some(path)
     }
 
-    /// A directory was renamed: every cached path below it is wrong now.
+    fn remember(&mut self, key: &[u8], known: Known) {
+        if self.cache.len() >= CACHE_LIMIT {
+            self.forget_all();
+        }
+        self.cache.insert(key.into(), known);
+    }
+
+    /// A directory was renamed (or events were lost): every cached path below it may be
+    /// wrong now. What is known gone stays gone.
     pub(crate) fn forget_all(&mut self) {
-        self.cache.clear();
+        self.cache.retain(|_, known| matches!(known, Known::Gone));
+        if self.cache.len() >= CACHE_LIMIT / 2 {
+            self.cache.clear();
+        }
         for (key, path) in &self.pinned {
-            self.cache.insert(key.clone(), path.clone());
+            self.cache.insert(key.clone(), Known::At(path.clone()));
         }
     }
+}
+
+/// A descriptor on the filesystem `fsid` through `place` or, when it is gone (a root
+/// deleted: its deletion is reported in its parent), the nearest directory above it
+/// that is still on that filesystem.
+fn open_on(place: &std::path::Path, fsid: [u8; 8]) -> io::Result<OwnedFd> {
+    let mut last = io::Error::from(io::ErrorKind::NotFound);
+    for dir in place.ancestors() {
+        match fs::File::open(dir) {
+            Ok(file) => {
+                let fd = OwnedFd::from(file);
+                if super::sys::fsid_of(&fd)? == fsid {
+                    return Ok(fd);
+                }
+                // Another filesystem: the marked one is not reachable from here.
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
 }
 
 /// The path of an open directory, if that path still names it.

@@ -115,8 +115,9 @@ pub(super) fn open_by_handle(mount: &OwnedFd, handle: &[u8]) -> io::Result<Owned
 /// `MAX_HANDLE_SZ`.
 const MAX_HANDLE_SZ: usize = libc::MAX_HANDLE_SZ as usize;
 
-/// The `struct file_handle` of `path` (not following a final symlink), as bytes.
-pub(super) fn handle_of(path: &std::path::Path) -> io::Result<Vec<u8>> {
+/// The `struct file_handle` of `path` (not following a final symlink), as bytes, and
+/// the id of the mount it was reached through.
+pub(super) fn handle_of(path: &std::path::Path) -> io::Result<(Vec<u8>, libc::c_int)> {
     use std::os::unix::ffi::OsStrExt;
     let path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -142,7 +143,7 @@ pub(super) fn handle_of(path: &std::path::Path) -> io::Result<Vec<u8>> {
         if done == 0 {
             let len = 8 + (buf[0] as usize).min(MAX_HANDLE_SZ);
             let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).take(len).collect();
-            return Ok(bytes);
+            return Ok((bytes, mount_id));
         }
         last = io::Error::last_os_error();
     }
