@@ -113,6 +113,13 @@ pub fn summary(cli: &Cli, config: &Config) -> String {
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "events: {}", events(config));
+    let _ = match config.watch_backend {
+        crate::config::WatchBackend::Inotify => writeln!(out, "watch: inotify"),
+        crate::config::WatchBackend::Fanotify => writeln!(
+            out,
+            "watch: fanotify (one mark per filesystem; needs root and Linux 5.17, else inotify)"
+        ),
+    };
     if config.filter.is_empty() {
         let _ = writeln!(out, "filter: off");
     } else {

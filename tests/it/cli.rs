@@ -133,6 +133,7 @@ fn check_accepts_the_shipped_default() {
         "full sync: rsync -artz --recursive --delete --from0 '--exclude-from=-' '--modify-window=-1' '--info=progress2' /var/tmp/sersync-demo/src/ /var/tmp/sersync-demo/mirror/",
         "changes:   cd /var/tmp/sersync-demo/src && rsync -artz --no-recursive --dirs --relative --ignore-times --delete-missing-args --force -- ./PATH /var/tmp/sersync-demo/mirror/",
         "events: delete createFolder closeWrite moveFrom moveTo",
+        "watch: inotify",
         "faillog: /var/tmp/sersync-demo/faillog",
     ] {
         assert!(stdout.contains(line), "summary lacks {line:?}:\n{stdout}");

@@ -56,6 +56,7 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     ("stock.xml", 0, "30:20", "<commonParams params=\"-artuz\">: -u (--update) removed: it keeps a mirror file that is newer"),
     ("stock.xml", 0, "", "full sync: rsync -artz --recursive --delete"),
     ("ok_update_kept.xml", 0, "", "full sync: rsync -artuz --recursive"),
+    ("ok_watch_fanotify.xml", 0, "", "watch: fanotify (one mark per filesystem; needs root and Linux 5.17, else inotify)"),
     ("time_to_execute_not_numeric.xml", 2, "7:34", "<failLog timeToExecute=\"hourly\">: not a number"),
     ("schedule_not_numeric.xml", 2, "7:27", "<crontab schedule=\"10h\">: not a number"),
     // Plugins and new elements.
@@ -68,6 +69,7 @@ const CASES: &[(&str, i32, &str, &str)] = &[
     ("cdn_cloudflare_without_zone.xml", 2, "11:9", "<cdninfo provider=\"cloudflare\"> without zone"),
     ("command_empty_prefix.xml", 2, "10:12", "<param prefix=\"\">: empty, there is no command to run"),
     ("bad_log_level.xml", 2, "3:34", "<log level=\"verbose\">: expected error, warn, info, debug or trace"),
+    ("bad_watch_backend.xml", 2, "3:8", "<watch backend=\"fanotfy\">: expected inotify or fanotify"),
     ("host_bad_ip_started.xml", 2, "3:7", "<host hostip=\"status.example\">: not an ip address"),
     ("stock_cdn_enabled.xml", 2, "60:13", "<localpath watch=\"/data0/htdocs/cms.xoyo.com/site\">: directory does not exist"),
     // Odd but valid.
