@@ -39,7 +39,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use self::core::{Core, Fact, Out};
 use self::record::{Named, Record};
-use self::resolve::Resolver;
+use self::resolve::{Resolver, Where};
 use super::mask::{self, Kind};
 use super::outlet::{Flow, Halt, Outlet, STOP_SETTLE};
 use super::{DRAIN_LIMIT, WatchError, WatchOptions, Watcher};
@@ -297,7 +297,7 @@ pub(super) fn spawn(
         .map_err(mark_err)?;
         mounts.push((fsid, place.clone()));
     }
-    let mut resolver = Resolver::new(mounts);
+    let mut resolver = Resolver::new(mounts, roots.to_vec());
     resolver.pin(roots);
     for (root, gone) in roots.iter().zip(&missing) {
         if *gone {
@@ -550,12 +550,16 @@ impl Reader {
         Ok(())
     }
 
-    fn path(&mut self, at: Named<'_>) -> Option<(PathBuf, bool)> {
-        let dir = self.resolver.dir(at.dir)?;
-        Some(match at.name {
+    /// The path an event names, and whether it is the directory itself; `None` when
+    /// its directory cannot be resolved, `Some(None)` when it concerns no root.
+    fn path(&mut self, at: Named<'_>) -> Option<Option<(PathBuf, bool)>> {
+        let Where::At(dir) = self.resolver.dir(at.dir)? else {
+            return Some(None);
+        };
+        Some(Some(match at.name {
             b"" | b"." => (dir, true),
             name => (dir.join(OsStr::from_bytes(name)), false),
-        })
+        }))
     }
 
     /// What one record says, appended to `facts` in the order to handle it.
@@ -573,8 +577,8 @@ impl Reader {
                 let is_dir = mask & libc::FAN_ONDIR != 0;
                 // No name (or `.`): the event is about the directory itself (its
                 // `chmod`), which inotify reports through the parent.
-                let Some((path, itself)) = self.path(at) else {
-                    return;
+                let Some(Some((path, itself))) = self.path(at) else {
+                    return; // gone, or concerns no root
                 };
                 log::log!(self.log_level, "fanotify mask={mask:#x} path={path:?}");
                 for kind in kinds(mask, || fs::symlink_metadata(&path).is_ok()) {
@@ -587,8 +591,12 @@ impl Reader {
             }
             Record::Rename { mask, from, to } => {
                 let is_dir = mask & libc::FAN_ONDIR != 0;
-                let from = self.path(from).map(|(p, _)| p);
-                let to = self.path(to).map(|(p, _)| p);
+                let (from, to) = (self.path(from), self.path(to));
+                if from == Some(None) && to == Some(None) {
+                    return; // both names concern no root, nor do the paths below them
+                }
+                let from = from.flatten().map(|(p, _)| p);
+                let to = to.flatten().map(|(p, _)| p);
                 log::log!(
                     self.log_level,
                     "fanotify rename {from:?} -> {to:?} dir={is_dir}"

@@ -23,13 +23,28 @@ const CACHE_LIMIT: usize = 65_536;
 enum Known {
     /// Its path when last resolved.
     At(PathBuf),
+    /// Neither at or below a root nor above one: nothing in it can concern a root, and
+    /// renaming it cannot change a root's paths (every directory above one that
+    /// matters matters too). Events there are dropped at once.
+    Elsewhere,
     /// `ESTALE`: deleted. Handles are not reused, so it stays that way (and events
     /// of other processes' deleted directories are not opened again and again).
     Gone,
 }
 
+/// A directory, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Where {
+    /// At this path, at or below a root or above one.
+    At(PathBuf),
+    /// Somewhere that concerns no root.
+    Elsewhere,
+}
+
 /// The marked filesystems and the directory paths learnt so far.
 pub(crate) struct Resolver {
+    /// The roots (canonical), to tell [`Where::Elsewhere`].
+    roots: Vec<PathBuf>,
     /// Per filesystem id: a directory on it (the root or mount point that was marked),
     /// opened for each handle to resolve, not held: a held descriptor would keep a
     /// filesystem mounted below a root from being unmounted.
@@ -44,8 +59,9 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    pub(crate) fn new(mounts: Vec<([u8; 8], PathBuf)>) -> Resolver {
+    pub(crate) fn new(mounts: Vec<([u8; 8], PathBuf)>, roots: Vec<PathBuf>) -> Resolver {
         Resolver {
+            roots,
             mounts,
             cache: HashMap::new(),
             pinned: Vec::new(),
@@ -85,9 +101,10 @@ impl Resolver {
     }
 
     /// Where the directory is now; `None` when it is gone or cannot be reached.
-    pub(crate) fn dir(&mut self, id: DirId<'_>) -> Option<PathBuf> {
+    pub(crate) fn dir(&mut self, id: DirId<'_>) -> Option<Where> {
         match self.cache.get(id.key) {
-            Some(Known::At(path)) => return Some(path.clone()),
+            Some(Known::At(path)) => return Some(Where::At(path.clone())),
+            Some(Known::Elsewhere) => return Some(Where::Elsewhere),
             Some(Known::Gone) => return None,
             None => {}
         }
@@ -117,8 +134,16 @@ impl Resolver {
                 return None;
             }
         };
+        let matters = self
+            .roots
+            .iter()
+            .any(|root| root.starts_with(&path) || path.starts_with(root));
+        if !matters {
+            self.remember(id.key, Known::Elsewhere);
+            return Some(Where::Elsewhere);
+        }
         self.remember(id.key, Known::At(path.clone()));
-        Some(path)
+        Some(Where::At(path))
     }
 
     fn remember(&mut self, key: &[u8], known: Known) {
@@ -128,8 +153,8 @@ impl Resolver {
         self.cache.insert(key.into(), known);
     }
 
-    /// A directory was renamed (or events were lost): every cached path below it may be
-    /// wrong now. What is known gone stays gone.
+    /// A directory that matters was renamed (or events were lost): every cached path
+    /// below it may be wrong now. What is known gone stays gone.
     pub(crate) fn forget_all(&mut self) {
         self.cache.retain(|_, known| matches!(known, Known::Gone));
         if self.cache.len() >= CACHE_LIMIT / 2 {
