@@ -61,8 +61,6 @@ pub(crate) struct State {
     pub(super) rescan_queued: Vec<bool>,
     /// `Rescan`s decided but not sent yet (decided in `spawn`, before the thread runs).
     pub(super) rescans_due: Vec<usize>,
-    /// Per root: a `Rescan` was sent while stopping (further scans need none).
-    pub(super) stop_rescanned: Vec<bool>,
     /// Modified files waiting for their close (see `held.rs`).
     pub(super) held: Held,
     /// Per root: not watched now (missing, not a directory, deleted or moved away);
@@ -98,7 +96,6 @@ impl State {
             out_of_watches: false,
             rescan_queued: vec![false; n_roots],
             rescans_due: Vec::new(),
-            stop_rescanned: vec![false; n_roots],
             held: Held::default(),
             missing: vec![false; n_roots],
             unwatched: BTreeMap::new(),
@@ -232,9 +229,7 @@ impl State {
             }
             Kind::ClosedWrite if !self.held.is_empty() => {
                 match self.held.release(root, rel.clone()) {
-                    Some(held) => {
-                        self.send(change(root, rel, Op::Update, false, held.mask, held.seen))
-                    }
+                    Some(held) => self.send(held.into_update()),
                     None => self.emit(kind, root, rel, is_dir, raw, now),
                 }
             }
@@ -314,8 +309,7 @@ impl State {
 
     fn send_held(&self, changes: Vec<super::held::HeldChange>) -> Flow {
         for held in changes {
-            let event = change(held.root, held.rel, Op::Update, false, held.mask, held.seen);
-            self.send(event)?;
+            self.send(held.into_update())?;
         }
         Ok(())
     }
@@ -439,13 +433,7 @@ impl State {
 
     /// `lstat` decides whether a new non-directory only ever gets `IN_CREATE`.
     pub(super) fn is_create_only(&self, root: usize, rel: &Path) -> bool {
-        match fs::symlink_metadata(self.shared.roots[root].join(rel)) {
-            Ok(meta) => mask::is_create_only(meta.file_type().is_file(), meta.nlink()),
-            Err(err) => {
-                log::debug!("{}: lstat after create: {err}", rel.display());
-                false
-            }
-        }
+        is_create_only_at(&self.shared.roots[root].join(rel))
     }
 
     /// Whether `Watcher::stop` has been called (it drops the stop sender).
@@ -461,15 +449,9 @@ impl State {
     /// While stopping, a scan gives way to one `Rescan` of its root (the scheduler
     /// journals it as a whole-root entry).
     pub(super) fn rescan_on_stop(&mut self, root: usize) -> Flow {
-        if self.stop_rescanned[root] {
-            return Ok(());
-        }
-        self.stop_rescanned[root] = true;
-        log::info!(
-            "{}: stopping during a scan; the rest is left to a full sync",
-            self.shared.roots[root].display()
-        );
-        self.send(FsEvent::Rescan { root })
+        self.shared
+            .outlet
+            .rescan_on_stop(root, &self.shared.roots[root])
     }
 
     pub(super) fn update_count(&self) {
@@ -479,6 +461,18 @@ impl State {
             .metrics
             .watches
             .store(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// `lstat` decides whether the new non-directory at `abs` only ever gets its creation
+/// event (not a regular file, or a new hard link): see [`mask::is_create_only`].
+pub(super) fn is_create_only_at(abs: &Path) -> bool {
+    match fs::symlink_metadata(abs) {
+        Ok(meta) => mask::is_create_only(meta.file_type().is_file(), meta.nlink()),
+        Err(err) => {
+            log::debug!("{}: lstat after create: {err}", abs.display());
+            false
+        }
     }
 }
 

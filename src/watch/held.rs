@@ -12,6 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::job::{Change, FsEvent, Op};
+
 /// How long a modified file that is not closed waits before its update is sent.
 pub const MODIFY_SETTLE: Duration = Duration::from_millis(500);
 
@@ -24,6 +26,20 @@ pub(crate) struct HeldChange {
     pub(crate) mask: u32,
     /// When the first `IN_MODIFY` was read.
     pub(crate) seen: Instant,
+}
+
+impl HeldChange {
+    /// The update it goes out as (a file's: directories are never held).
+    pub(crate) fn into_update(self) -> FsEvent {
+        FsEvent::Change(Change {
+            root: self.root,
+            rel: self.rel,
+            op: Op::Update,
+            is_dir: false,
+            mask: self.mask,
+            seen: self.seen,
+        })
+    }
 }
 
 /// Modified files waiting for their close or their deadline.

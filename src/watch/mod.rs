@@ -17,13 +17,15 @@
 //! (move pairing, exchanges), `scan.rs` (walks: parallel at startup, watch-then-scan for
 //! new directories), `recovery.rs` (queue overflow, watch limit), `rewatch.rs` (missing
 //! roots and unwatched directories, retried), `watches.rs` (adding and removing
-//! watches).
+//! watches); shared by both backends: `reader.rs` (the thread's loop and stop handover),
+//! `outlet.rs` (the sends); the fanotify backend is `fanotify/`.
 
 mod event;
 mod fanotify;
 mod held;
 mod mask;
 mod outlet;
+mod reader;
 mod recovery;
 mod rename;
 mod rewatch;
@@ -46,7 +48,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use inotify::Inotify;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Interest, Poll, Waker};
 
 use crate::config::{InotifyToggles, WatchBackend};
 use crate::filter::Filter;
@@ -67,9 +69,6 @@ pub const DRAIN_LIMIT: Duration = Duration::from_millis(300);
 /// From this many directories on, the start says that the fanotify backend would need
 /// no walk (about 0.2 s of walking and 7 MB of map here).
 const LARGE_TREE: usize = 100_000;
-
-const INOTIFY: Token = Token(0);
-const WAKE: Token = Token(1);
 
 /// How the watcher behaves.
 #[derive(Debug, Clone, Default)]
@@ -162,11 +161,11 @@ pub fn spawn(
     poll.registry()
         .register(
             &mut SourceFd(&inotify.as_raw_fd()),
-            INOTIFY,
+            reader::QUEUE,
             Interest::READABLE,
         )
         .map_err(WatchError::Poll)?;
-    let waker = Waker::new(poll.registry(), WAKE).map_err(WatchError::Poll)?;
+    let waker = Waker::new(poll.registry(), reader::WAKE).map_err(WatchError::Poll)?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
     let watch_count = Arc::new(AtomicUsize::new(0));
     let log_level = if options.debug {
@@ -221,7 +220,14 @@ pub fn spawn(
 
     let thread = thread::Builder::new()
         .name("sersync-watch".to_owned())
-        .spawn(move || run(inotify, poll, state))
+        .spawn(move || {
+            let queue = InotifyQueue {
+                inotify,
+                state,
+                buffer: vec![0u8; READ_BUFFER],
+            };
+            reader::run(queue, poll)
+        })
         .map_err(WatchError::Spawn)?;
     Ok(Watcher {
         stop_tx: Some(stop_tx),
@@ -289,144 +295,59 @@ fn resolve_root(root: PathBuf) -> PathBuf {
     }
 }
 
-/// The thread: wait for inotify data or the waker, read everything available, resolve
-/// a held `MOVED_FROM` when its wait is over.
-fn run(mut inotify: Inotify, mut poll: Poll, mut state: State) -> Result<(), WatchError> {
-    let mut buffer = vec![0u8; READ_BUFFER];
-    let mut events = Events::with_capacity(4);
-    match read_loop(
-        &mut inotify,
-        &mut poll,
-        &mut state,
-        &mut buffer,
-        &mut events,
-    ) {
-        Ok(Halt::Stopped) => {
-            state.shared.outlet.set_stopping();
-            let stop_seen = Instant::now();
-            let handed = drain(
-                &mut inotify,
-                &mut poll,
-                &mut events,
-                &mut state,
-                &mut buffer,
-            )
-            .and_then(|()| state.finish())
-            .and_then(|()| state.shared.outlet.report_changing_at_stop(stop_seen));
-            match handed {
-                Ok(()) => log::debug!("watch thread stopped, everything handed over"),
-                Err(halt) => {
-                    log::warn!("watch thread stopped before handing everything over: {halt:?}")
-                }
-            }
-            Ok(())
-        }
-        Ok(Halt::Disconnected) => {
-            log::debug!("watch thread ends: event receiver gone");
-            Ok(())
-        }
-        Err(err) => {
-            log::error!("watch thread failed: {err}");
-            Err(err)
-        }
-    }
+/// The inotify backend's side of the thread ([`reader::run`]): the fd, the watch map
+/// and the event rules (`State`), the read buffer.
+struct InotifyQueue {
+    inotify: Inotify,
+    state: State,
+    buffer: Vec<u8>,
 }
 
-fn read_loop(
-    inotify: &mut Inotify,
-    poll: &mut Poll,
-    state: &mut State,
-    buffer: &mut [u8],
-    events: &mut Events,
-) -> Result<Halt, WatchError> {
-    if let Err(halt) = state.start() {
-        return Ok(halt);
+impl reader::Queue for InotifyQueue {
+    fn name(&self) -> &'static str {
+        "inotify"
     }
-    loop {
-        let timeout = state
-            .next_deadline()
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
-        match poll.poll(events, timeout) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(WatchError::Poll(err)),
-        }
-        if events.iter().any(|event| event.token() == WAKE) {
-            return Ok(Halt::Stopped);
-        }
-        // mio is edge-triggered: drain the fd until it would block.
-        loop {
-            // Under a steady flood the fd never runs dry and poll is not reached again.
-            if state.is_stopping() {
-                return Ok(Halt::Stopped);
-            }
-            let read = match inotify.read_events(buffer) {
-                Ok(read) => read,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(WatchError::Read(err)),
-            };
-            let now = Instant::now();
-            for event in read {
-                if let Err(halt) = state.handle(event, now) {
-                    return Ok(halt);
-                }
-            }
-        }
-        if let Err(halt) = state.expire(Instant::now()) {
-            return Ok(halt);
-        }
-    }
-}
 
-/// At stop: handles what is still in the fd, for at most [`DRAIN_LIMIT`].
-fn drain(
-    inotify: &mut Inotify,
-    poll: &mut Poll,
-    events: &mut Events,
-    state: &mut State,
-    buffer: &mut [u8],
-) -> Result<(), Halt> {
-    let started = Instant::now();
-    let deadline = started + DRAIN_LIMIT;
-    let settle_until = started + outlet::STOP_SETTLE;
-    loop {
-        if Instant::now() >= deadline {
-            log::warn!("stopping: inotify events still arriving; every root gets a full sync");
-            for root in 0..state.n_roots() {
-                state.rescan_on_stop(root)?;
-            }
-            return Ok(());
-        }
-        let read = match inotify.read_events(buffer) {
+    fn outlet(&self) -> &outlet::Outlet {
+        &self.state.shared.outlet
+    }
+
+    fn start(&mut self) -> outlet::Flow {
+        self.state.start()
+    }
+
+    fn read_once(&mut self) -> Result<io::Result<bool>, Halt> {
+        let read = match self.inotify.read_events(&mut self.buffer) {
             Ok(read) => read,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                // Dry: wait out the settle time for whether the root is still changing.
-                let now = Instant::now();
-                if now >= settle_until {
-                    return Ok(());
-                }
-                if let Err(err) = poll.poll(events, Some(settle_until - now)) {
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Ok(());
-                    }
-                }
-                continue;
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => {
-                log::error!(
-                    "stopping: cannot read inotify events ({err}); every root gets a full sync"
-                );
-                for root in 0..state.n_roots() {
-                    state.rescan_on_stop(root)?;
-                }
-                return Ok(());
-            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Ok(false)),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(Ok(true)),
+            Err(err) => return Ok(Err(err)),
         };
         let now = Instant::now();
         for event in read {
-            state.handle(event, now)?;
+            self.state.handle(event, now)?;
         }
+        Ok(Ok(true))
+    }
+
+    /// A held `MOVED_FROM` or modification to resolve, a retry, a periodic rescan.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.state.next_deadline()
+    }
+
+    fn expire(&mut self, now: Instant) -> outlet::Flow {
+        self.state.expire(now)
+    }
+
+    /// The held move and modifications.
+    fn finish(&mut self) -> outlet::Flow {
+        self.state.finish()
+    }
+
+    fn rescan_all_on_stop(&mut self) -> outlet::Flow {
+        for root in 0..self.state.n_roots() {
+            self.state.rescan_on_stop(root)?;
+        }
+        Ok(())
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Outlet {
     abandoned: Cell<bool>,
     /// Per root: when its last change was seen (see [`changing_at_stop`]).
     last_change: Vec<Cell<Option<Instant>>>,
+    /// Per root: a `Rescan` was sent while stopping (further scans need none).
+    stop_rescanned: Vec<Cell<bool>>,
 }
 
 impl Outlet {
@@ -54,6 +56,7 @@ impl Outlet {
             stopping: Cell::new(false),
             abandoned: Cell::new(false),
             last_change: vec![Cell::new(None); n_roots],
+            stop_rescanned: vec![Cell::new(false); n_roots],
         }
     }
 
@@ -125,6 +128,23 @@ impl Outlet {
                 Err(Halt::Stopped)
             }
         }
+    }
+
+    /// While stopping, a scan gives way to one `Rescan` of its root (`path`, for the
+    /// log; the scheduler journals it as a whole-root entry).
+    pub(crate) fn rescan_on_stop(&self, root: usize, path: &std::path::Path) -> Flow {
+        if self
+            .stop_rescanned
+            .get(root)
+            .is_none_or(|done| done.replace(true))
+        {
+            return Ok(());
+        }
+        log::info!(
+            "{}: stopping during a scan; the rest is left to a full sync",
+            path.display()
+        );
+        self.send(FsEvent::Rescan { root })
     }
 
     /// At the end of the stop handover: every root still changing ([`changing_at_stop`])

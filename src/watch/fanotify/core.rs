@@ -204,14 +204,7 @@ impl Core {
     /// The held modifications whose settle time is over.
     pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<Out>) {
         for held in self.held.due(now) {
-            out.push(Out::Send(change(
-                held.root,
-                held.rel,
-                Op::Update,
-                false,
-                held.mask,
-                held.seen,
-            )));
+            out.push(Out::Send(held.into_update()));
         }
     }
 
@@ -225,14 +218,7 @@ impl Core {
             return;
         }
         for held in self.held.take_all() {
-            out.push(Out::Send(change(
-                held.root,
-                held.rel,
-                Op::Update,
-                false,
-                held.mask,
-                held.seen,
-            )));
+            out.push(Out::Send(held.into_update()));
         }
     }
 
@@ -352,16 +338,7 @@ impl Core {
             }
             Kind::ClosedWrite if !self.held.is_empty() => {
                 match self.held.release(root, rel.clone()) {
-                    Some(held) => {
-                        out.push(Out::Send(change(
-                            root,
-                            rel,
-                            Op::Update,
-                            false,
-                            held.mask,
-                            held.seen,
-                        )));
-                    }
+                    Some(held) => out.push(Out::Send(held.into_update())),
                     None => self.emit(kind, root, rel, is_dir, raw, now, out),
                 }
             }

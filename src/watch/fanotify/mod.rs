@@ -26,7 +26,6 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,21 +34,18 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Interest, Poll, Waker};
 
 use self::core::{Core, Fact, Out};
 use self::record::{Named, Record};
 use self::resolve::{Resolver, Where};
-use super::mask::{self, Kind};
-use super::outlet::{Flow, Halt, Outlet, STOP_SETTLE};
-use super::{DRAIN_LIMIT, WatchError, WatchOptions, Watcher};
+use super::mask::Kind;
+use super::outlet::{Flow, Halt, Outlet};
+use super::{WatchOptions, Watcher};
 use crate::config::{InotifyToggles, WatchBackend};
 use crate::filter::Filter;
 use crate::job::{FsEvent, Op};
 use crate::metrics::Metrics;
-
-const FANOTIFY: Token = Token(0);
-const WAKE: Token = Token(1);
 
 /// Bytes read per `read(2)`: an event with one name record is 24 + 20 + handle + name.
 const READ_BUFFER: usize = 64 * 1024;
@@ -318,11 +314,11 @@ pub(super) fn spawn(
     poll.registry()
         .register(
             &mut SourceFd(&group.as_raw_fd()),
-            FANOTIFY,
+            super::reader::QUEUE,
             Interest::READABLE,
         )
         .map_err(FanotifyError::Setup)?;
-    let waker = Waker::new(poll.registry(), WAKE).map_err(FanotifyError::Setup)?;
+    let waker = Waker::new(poll.registry(), super::reader::WAKE).map_err(FanotifyError::Setup)?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
     let watch_count = Arc::new(AtomicUsize::new(resolver.filesystems()));
     metrics
@@ -349,11 +345,11 @@ pub(super) fn spawn(
         metrics: Arc::clone(metrics),
         log_level,
         out: Vec::new(),
-        stop_rescanned: vec![false; roots.len()],
+        buffer: vec![0u64; READ_BUFFER / 8],
     };
     let thread = thread::Builder::new()
         .name("sersync-watch".to_owned())
-        .spawn(move || state.run(poll))
+        .spawn(move || super::reader::run(state, poll))
         .map_err(FanotifyError::Setup)?;
     Ok(Watcher {
         stop_tx: Some(stop_tx),
@@ -390,133 +386,59 @@ struct Reader {
     log_level: log::Level,
     /// What the core decided for the event at hand.
     out: Vec<Out>,
-    /// Per root: a `Rescan` was sent while stopping (further scans need none).
-    stop_rescanned: Vec<bool>,
+    /// What `read(2)` fills: u64-aligned, as `fanotify_event_metadata` wants.
+    buffer: Vec<u64>,
 }
 
-impl Reader {
-    fn run(mut self, mut poll: Poll) -> Result<(), WatchError> {
-        let mut buffer = vec![0u64; READ_BUFFER / 8];
-        let mut events = Events::with_capacity(4);
-        match self.read_loop(&mut poll, &mut events, &mut buffer) {
-            Ok(Halt::Stopped) => {
-                self.outlet.set_stopping();
-                let stop_seen = Instant::now();
-                let handed = self
-                    .drain(&mut poll, &mut events, &mut buffer)
-                    .and_then(|()| {
-                        let mut out = std::mem::take(&mut self.out);
-                        self.core.finish(&mut out);
-                        self.execute(&mut out)
-                    })
-                    .and_then(|()| self.outlet.report_changing_at_stop(stop_seen));
-                match handed {
-                    Ok(()) => log::debug!("watch thread stopped, everything handed over"),
-                    Err(halt) => {
-                        log::warn!("watch thread stopped before handing everything over: {halt:?}")
-                    }
-                }
-                Ok(())
-            }
-            Ok(Halt::Disconnected) => {
-                log::debug!("watch thread ends: event receiver gone");
-                Ok(())
-            }
-            Err(err) => {
-                log::error!("watch thread failed: {err}");
-                Err(err)
-            }
-        }
+impl super::reader::Queue for Reader {
+    fn name(&self) -> &'static str {
+        "fanotify"
     }
 
-    fn read_loop(
-        &mut self,
-        poll: &mut Poll,
-        events: &mut Events,
-        buffer: &mut [u64],
-    ) -> Result<Halt, WatchError> {
-        loop {
-            let timeout = self
-                .core
-                .next_deadline()
-                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
-            match poll.poll(events, timeout) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(WatchError::Poll(err)),
-            }
-            if events.iter().any(|event| event.token() == WAKE) {
-                return Ok(Halt::Stopped);
-            }
-            // mio is edge-triggered: drain the fd until it would block.
-            loop {
-                if self.outlet.is_stopping() {
-                    return Ok(Halt::Stopped);
-                }
-                let Some(bytes) = sys::read(&self.group, buffer).map_err(WatchError::Read)? else {
-                    break;
-                };
-                if let Err(halt) = self.handle_read(bytes) {
-                    return Ok(halt);
-                }
-            }
-            let mut out = std::mem::take(&mut self.out);
-            self.core.expire(Instant::now(), &mut out);
-            if let Err(halt) = self.execute(&mut out) {
-                return Ok(halt);
-            }
-        }
+    fn outlet(&self) -> &Outlet {
+        &self.outlet
     }
 
-    /// At stop: handles what is still queued, for at most [`DRAIN_LIMIT`].
-    fn drain(&mut self, poll: &mut Poll, events: &mut Events, buffer: &mut [u64]) -> Flow {
-        let started = Instant::now();
-        let deadline = started + DRAIN_LIMIT;
-        let settle_until = started + STOP_SETTLE;
-        loop {
-            if Instant::now() >= deadline {
-                log::warn!("stopping: fanotify events still arriving; every root gets a full sync");
-                return self.rescan_all_on_stop();
-            }
-            match sys::read(&self.group, buffer) {
-                Ok(Some(bytes)) => self.handle_read(bytes)?,
-                Ok(None) => {
-                    let now = Instant::now();
-                    if now >= settle_until {
-                        return Ok(());
-                    }
-                    if let Err(err) = poll.poll(events, Some(settle_until - now)) {
-                        if err.kind() != io::ErrorKind::Interrupted {
-                            return Ok(());
-                        }
-                    }
-                }
-                Err(err) => {
-                    log::error!(
-                        "stopping: cannot read fanotify events ({err}); every root gets a full sync"
-                    );
-                    return self.rescan_all_on_stop();
-                }
-            }
-        }
+    fn read_once(&mut self) -> Result<io::Result<bool>, Halt> {
+        // Taken out while its bytes are handled (which needs all of `self`).
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let read = match sys::read(&self.group, &mut buffer) {
+            Ok(Some(bytes)) => self.handle_read(bytes).map(|()| Ok(true)),
+            Ok(None) => Ok(Ok(false)),
+            Err(err) => Ok(Err(err)),
+        };
+        self.buffer = buffer;
+        read
+    }
+
+    /// A held modification's settle time.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.core.next_deadline()
+    }
+
+    fn expire(&mut self, now: Instant) -> Flow {
+        let mut out = std::mem::take(&mut self.out);
+        self.core.expire(now, &mut out);
+        self.execute(&mut out)
+    }
+
+    fn finish(&mut self) -> Flow {
+        let mut out = std::mem::take(&mut self.out);
+        self.core.finish(&mut out);
+        self.execute(&mut out)
     }
 
     fn rescan_all_on_stop(&mut self) -> Flow {
-        for root in 0..self.stop_rescanned.len() {
+        for root in 0..self.core.roots().len() {
             self.rescan_on_stop(root)?;
         }
         Ok(())
     }
+}
 
+impl Reader {
     fn rescan_on_stop(&mut self, root: usize) -> Flow {
-        if std::mem::replace(&mut self.stop_rescanned[root], true) {
-            return Ok(());
-        }
-        log::info!(
-            "{}: stopping during a scan; the rest is left to a full sync",
-            self.core.roots()[root].display()
-        );
-        self.outlet.send(FsEvent::Rescan { root })
+        self.outlet.rescan_on_stop(root, &self.core.roots()[root])
     }
 
     /// Decodes one read, resolves each event's directories, and carries out what the
@@ -629,10 +551,7 @@ impl Reader {
                     seen,
                 } => {
                     let abs = self.core.roots()[root].join(&rel);
-                    let once = fs::symlink_metadata(&abs).is_ok_and(|meta| {
-                        mask::is_create_only(meta.file_type().is_file(), meta.nlink())
-                    });
-                    if once {
+                    if super::event::is_create_only_at(&abs) {
                         self.outlet.send(update(root, rel, false, raw, seen))?;
                     }
                 }
